@@ -1,0 +1,1 @@
+//! Shared helpers for seer's integration tests.
