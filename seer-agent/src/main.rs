@@ -1,1 +1,106 @@
-fn main(){}
+//! seer-agent: watches every service's queues from the kernel, with no application changes.
+//!
+//! main is only: arguments -> config -> load probes -> spawn the tick loop -> select! on
+//! SIGINT/SIGTERM -> detach.
+mod config;
+mod discovery;
+mod output;
+mod run;
+mod sampler;
+mod sys;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (sysexits.h), so scripts can tell a bad config from a missing privilege.
+const EX_USAGE: u8 = 64;
+const EX_NOPERM: u8 = 77;
+
+#[derive(Parser)]
+#[command(
+    name = "seer-agent",
+    version,
+    about = "Predicts which service is about to break your tail latency, from the kernel, with no app changes",
+    long_about = "seer-agent attaches eBPF programs (tc ingress, TCP socket iterator, socket and \
+                  epoll tracepoints), discovers the services on this host (processes that own \
+                  listening TCP sockets) and their call graph, and samples each service's queues \
+                  every tick: NIC arrivals, socket receive queue, accept backlog, epoll activity, \
+                  outstanding requests and request latency.\n\n\
+                  Examples:\n  \
+                  seer-agent run                      live table of every service\n  \
+                  seer-agent run --ticks 50 --json    50 ticks as JSON lines, then exit\n  \
+                  seer-agent run --iface lo --tick-ms 250 --config /etc/seer/seer.toml"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Attach, discover services and sample them every tick (live table, or JSON lines).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// Stop after N ticks (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    pub ticks: Option<u64>,
+    /// Print one JSON object per tick on stdout instead of the live table.
+    #[arg(long)]
+    pub json: bool,
+    /// Tick in milliseconds (10 ..= 10000; default 100, or the config's tick_ms).
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+    /// Count NIC arrivals on this interface (repeatable; default: every interface that is up).
+    #[arg(long = "iface")]
+    pub interfaces: Vec<String>,
+    /// TOML config: tick, interfaces, rules to name, merge or ignore services.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Do not attach the request-turn hooks (sock_recv_length/sock_send_length): cheaper, but
+    /// outstanding requests come from the per-tick snapshot and latency is not measured.
+    #[arg(long)]
+    pub no_turns: bool,
+    /// Do not attach the epoll tracepoints.
+    #[arg(long)]
+    pub no_epoll: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run(args) => {
+            let cfg = match run::config_for(&args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("seer-agent: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            if let Err(e) = sys::caps::check_can_attach() {
+                eprintln!("seer-agent: {e}");
+                return ExitCode::from(EX_NOPERM);
+            }
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("seer-agent: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run::run(args, cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("seer-agent: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

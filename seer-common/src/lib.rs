@@ -183,6 +183,32 @@ pub struct KernelOffsets {
     pub _pad: u32,
 }
 
+impl KernelOffsets {
+    /// All zero: what the eBPF object holds until the agent sets the global at load time.
+    pub const ZERO: Self = Self {
+        skc_family: 0,
+        skc_state: 0,
+        skc_num: 0,
+        skc_dport: 0,
+        sk_protocol: 0,
+        sk_ack_backlog: 0,
+        sk_max_ack_backlog: 0,
+        sk_socket: 0,
+        socket_file: 0,
+        file_f_inode: 0,
+        inode_i_ino: 0,
+        tcp_rcv_nxt: 0,
+        tcp_copied_seq: 0,
+        tcp_write_seq: 0,
+        tcp_snd_una: 0,
+        tcp_bytes_received: 0,
+        tcp_bytes_sent: 0,
+        tcp_lsndtime: 0,
+        tcp_lrcvtime: 0,
+        _pad: 0,
+    };
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;

@@ -1,0 +1,96 @@
+//! What people and scripts see: one JSON object per tick, or a live table.
+use std::{fmt::Write as _, io::Write as _};
+
+use seer_common::sample::{CHANNEL_NAMES, Channel, Sample};
+use serde_json::{Map, Value, json};
+
+use crate::discovery::Discovery;
+
+/// `{"ts_ms":..,"services":[{"name":..,"pid":..,"ports":[..],<channels>..}],"edges":[[from,to]]}`.
+/// The field names are an interface: scripts and tests read them.
+pub fn tick_json(ts_ms: u64, d: &Discovery, samples: &[Sample]) -> Value {
+    let services: Vec<Value> = d
+        .services
+        .iter()
+        .zip(samples)
+        .map(|(s, smp)| {
+            let mut o = Map::new();
+            o.insert("id".into(), json!(s.id.0));
+            o.insert("name".into(), json!(s.name));
+            o.insert("pid".into(), json!(s.pids.first().copied().unwrap_or(0)));
+            o.insert("pids".into(), json!(s.pids));
+            o.insert("ports".into(), json!(s.ports));
+            o.insert("cgroup".into(), json!(s.cgroup));
+            o.insert("depth".into(), json!(s.depth));
+            for (name, v) in CHANNEL_NAMES.iter().zip(smp.values.iter()) {
+                o.insert((*name).into(), json!(v));
+            }
+            Value::Object(o)
+        })
+        .collect();
+    let edges: Vec<Value> =
+        d.edges.iter().map(|&(a, b)| json!([d.name_of(a), d.name_of(b)])).collect();
+    json!({ "ts_ms": ts_ms, "services": services, "edges": edges })
+}
+
+/// Redraws the live table (ANSI: home + clear) on a terminal.
+pub fn live_table(tick_ms: u64, d: &Discovery, samples: &[Sample], footer: &str) -> String {
+    let per_s = 1000.0 / tick_ms as f32;
+    let mut s = String::from("\x1b[H\x1b[2J");
+    let _ = writeln!(
+        s,
+        "seer: {} services, {} call-graph edges, tick {} ms (rates per second; Ctrl-C detaches and exits)\n",
+        d.services.len(),
+        d.edges.len(),
+        tick_ms
+    );
+    let _ = writeln!(
+        s,
+        "{:<22} {:>7} {:<14} {:>5} {:>9} {:>10} {:>7} {:>9} {:>6} {:>8} {:>8} {:>8}",
+        "SERVICE", "PID", "PORTS", "DEPTH", "RX_PKT/s", "RXQ_BYTES", "BACKLOG", "EPOLL_EV/s", "OUTST",
+        "REQ/s", "P50_ms", "P99_ms"
+    );
+    for (svc, smp) in d.services.iter().zip(samples) {
+        let ports: Vec<String> = svc.ports.iter().map(u16::to_string).collect();
+        let mut ports = ports.join(",");
+        if ports.len() > 14 {
+            ports.truncate(13);
+            ports.push('+');
+        }
+        let _ = writeln!(
+            s,
+            "{:<22} {:>7} {:<14} {:>5} {:>9.0} {:>10.0} {:>7.0} {:>9.0} {:>6.0} {:>8.0} {:>8.2} {:>8.2}",
+            truncate(&svc.name, 22),
+            svc.pids.first().copied().unwrap_or(0),
+            ports,
+            svc.depth,
+            smp.get(Channel::NicRxPkts) * per_s,
+            smp.get(Channel::RxQueueBytes),
+            smp.get(Channel::AcceptBacklog),
+            smp.get(Channel::EpollEvents) * per_s,
+            smp.get(Channel::Outstanding),
+            smp.get(Channel::Requests) * per_s,
+            smp.get(Channel::LatencyP50Us) / 1000.0,
+            smp.get(Channel::LatencyP99Us) / 1000.0,
+        );
+    }
+    if !d.edges.is_empty() {
+        let _ = writeln!(s, "\ncall graph:");
+        for &(a, b) in &d.edges {
+            let _ = writeln!(s, "  {} -> {}", d.name_of(a), d.name_of(b));
+        }
+    }
+    let _ = writeln!(s, "\n{footer}");
+    s
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { s.chars().take(n - 1).chain(['…']).collect() }
+}
+
+pub fn print_line(v: &Value) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (a script that stopped reading) is not an error worth a panic.
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}

@@ -1,0 +1,161 @@
+//! The tick loop: read the kernel, refresh discovery now and then, sample, print.
+use std::{
+    io::IsTerminal as _,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use seer_common::{LAT_BUCKETS, MAX_SLOTS, SlotCounters, SockRecord};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    RunArgs,
+    config::{Config, ConfigError},
+    discovery::{Discovery, MapChanges},
+    output,
+    sampler::{KernelSource, Sampler},
+    sys::{self, bpf::Probes},
+};
+
+impl KernelSource for Probes {
+    fn read_counters(&mut self, out: &mut [SlotCounters; MAX_SLOTS]) -> anyhow::Result<()> {
+        Ok(Probes::read_counters(self, out)?)
+    }
+    fn read_latency(&mut self, slot: usize, out: &mut [u64; LAT_BUCKETS]) -> anyhow::Result<()> {
+        Ok(Probes::read_latency(self, slot, out)?)
+    }
+}
+
+pub fn config_for(args: &RunArgs) -> Result<Config, ConfigError> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(t) = args.tick_ms {
+        cfg.tick_ms = t;
+    }
+    if !args.interfaces.is_empty() {
+        cfg.interfaces = Some(args.interfaces.clone());
+    }
+    cfg.turns &= !args.no_turns;
+    cfg.epoll &= !args.no_epoll;
+    cfg.validate().map_err(|msg| ConfigError::Invalid { path: "command line".into(), msg })?;
+    Ok(cfg)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn apply(probes: &Probes, ch: &MapChanges) -> anyhow::Result<()> {
+    for &(port, slot) in &ch.ports {
+        probes.set_port_slot(port, slot)?;
+    }
+    for &(tgid, slot) in &ch.tgids {
+        probes.set_tgid_slot(tgid, slot)?;
+    }
+    Ok(())
+}
+
+struct Loop {
+    cfg: Config,
+    probes: Probes,
+    disc: Discovery,
+    sampler: Sampler,
+    socks: Vec<SockRecord>,
+    samples: Vec<seer_common::sample::Sample>,
+    connects: Vec<(seer_common::ConnectKey, u64)>,
+}
+
+impl Loop {
+    fn discover(&mut self) -> anyhow::Result<()> {
+        let (procs, _unreadable) = sys::procfs::scan_sockets(std::path::Path::new("/proc"));
+        let ch = self.disc.refresh(&self.cfg, &self.socks, &procs);
+        apply(&self.probes, &ch)?;
+        for id in &ch.added {
+            let s = self.disc.services.iter().find(|s| s.id == *id);
+            if let Some(s) = s {
+                log::info!("service {} (pids {:?}, ports {:?}, cgroup {})", s.name, s.pids, s.ports, s.cgroup);
+            }
+        }
+        for id in &ch.removed {
+            log::info!("service {} is gone", id.0);
+        }
+        self.connects.clear();
+        self.probes.read_connects(&mut self.connects)?;
+        self.disc.add_connects(&self.connects);
+        self.sampler.on_discovery(&mut self.probes, &self.disc, &ch.new_slots)?;
+        Ok(())
+    }
+}
+
+pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
+    let opts = sys::bpf::ProbeOptions {
+        interfaces: cfg.interfaces.clone(),
+        turns: cfg.turns,
+        epoll: cfg.epoll,
+    };
+    let probes = Probes::load(&opts).context("attaching seer's eBPF programs")?;
+    for h in &probes.hooks {
+        log::info!("attached {} ({} {})", h.program, h.kind, h.target);
+    }
+    if let Err(e) = sys::caps::drop_after_attach() {
+        log::warn!("{e}; continuing with the capabilities we have");
+    }
+    let mut lp = Loop {
+        sampler: Sampler::new(cfg.turns),
+        cfg,
+        probes,
+        disc: Discovery::default(),
+        socks: Vec::with_capacity(4096),
+        samples: Vec::with_capacity(MAX_SLOTS),
+        connects: Vec::new(),
+    };
+    lp.probes.read_sockets(&mut lp.socks)?;
+    lp.discover()?;
+
+    let tick = Duration::from_millis(lp.cfg.tick_ms);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let live = !args.json && std::io::stdout().is_terminal();
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = term.recv() => { log::info!("SIGTERM: detaching"); break; }
+            _ = int.recv() => { log::info!("SIGINT: detaching"); break; }
+        }
+        lp.socks.clear();
+        lp.probes.read_sockets(&mut lp.socks)?;
+        if n > 0 && n % lp.cfg.discovery_every as u64 == 0 {
+            lp.discover()?;
+        }
+        let ts = now_ms();
+        lp.sampler.tick(&mut lp.probes, &lp.disc, &lp.socks, ts, &mut lp.samples)?;
+        n += 1;
+        if args.json {
+            output::print_line(&output::tick_json(ts, &lp.disc, &lp.samples));
+        } else if live {
+            let d = lp.probes.read_drops()?;
+            let footer = format!(
+                "tick {n}; kernel drops: turns {} connects {} epoll {} iter {}",
+                d.turns_full, d.connects_full, d.epoll_full, d.iter_write
+            );
+            print!("{}", output::live_table(lp.cfg.tick_ms, &lp.disc, &lp.samples, &footer));
+        } else if n % (1000 / lp.cfg.tick_ms).max(1) == 0 {
+            log::info!("tick {n}: {} services, {} edges", lp.disc.services.len(), lp.disc.edges.len());
+        }
+        if args.ticks.is_some_and(|t| n >= t) {
+            break;
+        }
+    }
+    let d = lp.probes.read_drops()?;
+    if d.turns_full + d.connects_full + d.epoll_full + d.iter_write > 0 {
+        log::warn!("kernel-side drops during this run: {d:?}");
+    }
+    drop(lp);
+    log::info!("detached all programs");
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! One `Sample` per service per tick, from the kernel counters (deltas), the latency histograms
+//! (deltas -> p50/p99) and one TCP iterator pass (gauges). Buffers are allocated once; a warm
+//! tick allocates nothing but what `Vec::push` reuses.
+use seer_common::{
+    LAT_BUCKETS, MAX_SLOTS, SlotCounters, SockRecord, TCP_LISTEN, lat_bucket_upper_us,
+    sample::{CHANNELS, Channel, Sample},
+};
+
+use crate::discovery::Discovery;
+
+/// What the kernel gave this tick, read through `sys::bpf::Probes` (or made up by a test).
+pub trait KernelSource {
+    fn read_counters(&mut self, out: &mut [SlotCounters; MAX_SLOTS]) -> anyhow::Result<()>;
+    fn read_latency(&mut self, slot: usize, out: &mut [u64; LAT_BUCKETS]) -> anyhow::Result<()>;
+}
+
+pub struct Sampler {
+    prev: Box<[SlotCounters; MAX_SLOTS]>,
+    cur: Box<[SlotCounters; MAX_SLOTS]>,
+    prev_lat: Vec<[u64; LAT_BUCKETS]>,
+    lat: [u64; LAT_BUCKETS],
+    /// Outstanding turns at the moment a slot was (re)assigned: not this service's.
+    base_outstanding: [i64; MAX_SLOTS],
+    /// local port -> index into `Discovery::services` + 1
+    port_index: Box<[u16; 65536]>,
+    /// Whether event hooks for turns are attached (else outstanding comes from the snapshot).
+    turns: bool,
+    first: bool,
+}
+
+/// Quantile from a histogram (counts per bucket): the upper bound of the bucket that holds it.
+pub fn quantile_us(hist: &[u64; LAT_BUCKETS], q: f64) -> u64 {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return 0;
+    }
+    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (b, &n) in hist.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return lat_bucket_upper_us(b);
+        }
+    }
+    lat_bucket_upper_us(LAT_BUCKETS - 1)
+}
+
+/// `a` is later than `b` on the 32-bit jiffies clock.
+fn after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+impl Sampler {
+    pub fn new(turns: bool) -> Self {
+        Self {
+            prev: Box::new([SlotCounters::default(); MAX_SLOTS]),
+            cur: Box::new([SlotCounters::default(); MAX_SLOTS]),
+            prev_lat: vec![[0; LAT_BUCKETS]; MAX_SLOTS],
+            lat: [0; LAT_BUCKETS],
+            base_outstanding: [0; MAX_SLOTS],
+            port_index: Box::new([0; 65536]),
+            turns,
+            first: true,
+        }
+    }
+
+    /// Rebuilds the port index and resets baselines of newly assigned slots. Call after every
+    /// discovery refresh that changed something.
+    pub fn on_discovery(
+        &mut self,
+        src: &mut dyn KernelSource,
+        d: &Discovery,
+        new_slots: &[usize],
+    ) -> anyhow::Result<()> {
+        self.port_index.fill(0);
+        for (i, s) in d.services.iter().enumerate() {
+            for &p in &s.ports {
+                self.port_index[p as usize] = i as u16 + 1;
+            }
+        }
+        if !new_slots.is_empty() {
+            src.read_counters(&mut self.cur)?;
+            for &slot in new_slots {
+                self.prev[slot] = self.cur[slot];
+                let c = &self.cur[slot];
+                self.base_outstanding[slot] =
+                    c.req_started as i64 - c.req_completed as i64 - c.req_aborted as i64;
+                src.read_latency(slot, &mut self.prev_lat[slot])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Produces one sample per service in `d` (same order) into `out`.
+    pub fn tick(
+        &mut self,
+        src: &mut dyn KernelSource,
+        d: &Discovery,
+        socks: &[SockRecord],
+        ts_ms: u64,
+        out: &mut Vec<Sample>,
+    ) -> anyhow::Result<()> {
+        out.clear();
+        src.read_counters(&mut self.cur)?;
+        for s in &d.services {
+            let mut v = [0f32; CHANNELS];
+            if let Some(slot) = s.slot {
+                let (c, p) = (&self.cur[slot], &self.prev[slot]);
+                let first = self.first;
+                let delta = |a: u64, b: u64| if first { 0.0 } else { a.saturating_sub(b) as f32 };
+                v[Channel::NicRxPkts as usize] = delta(c.nic_rx_pkts, p.nic_rx_pkts);
+                v[Channel::NicRxBytes as usize] = delta(c.nic_rx_bytes, p.nic_rx_bytes);
+                v[Channel::EpollCalls as usize] = delta(c.epoll_calls, p.epoll_calls);
+                v[Channel::EpollEvents as usize] = delta(c.epoll_events, p.epoll_events);
+                v[Channel::EpollWaitMs as usize] = delta(c.epoll_wait_ns, p.epoll_wait_ns) / 1e6;
+                v[Channel::Requests as usize] = delta(c.req_completed, p.req_completed);
+                if self.turns {
+                    let open = c.req_started as i64 - c.req_completed as i64 - c.req_aborted as i64;
+                    v[Channel::Outstanding as usize] = (open - self.base_outstanding[slot]).max(0) as f32;
+                }
+                src.read_latency(slot, &mut self.lat)?;
+                let prev = &mut self.prev_lat[slot];
+                for (l, p) in self.lat.iter_mut().zip(prev.iter_mut()) {
+                    let now = *l;
+                    *l = now.saturating_sub(*p);
+                    *p = now;
+                }
+                if !self.first {
+                    v[Channel::LatencyP50Us as usize] = quantile_us(&self.lat, 0.50) as f32;
+                    v[Channel::LatencyP99Us as usize] = quantile_us(&self.lat, 0.99) as f32;
+                }
+            }
+            out.push(Sample { service: s.id, ts_ms, values: v });
+        }
+        std::mem::swap(&mut self.prev, &mut self.cur);
+        self.first = false;
+        // Gauges from the socket snapshot.
+        for r in socks {
+            let idx = self.port_index[r.lport as usize];
+            if idx == 0 {
+                continue;
+            }
+            let v = &mut out[idx as usize - 1].values;
+            if r.state == TCP_LISTEN {
+                v[Channel::AcceptBacklog as usize] += r.ack_backlog as f32;
+                continue;
+            }
+            v[Channel::RxQueueBytes as usize] += r.rx_queue as f32;
+            v[Channel::TxQueueBytes as usize] += r.tx_queue as f32;
+            v[Channel::Connections as usize] += 1.0;
+            if !self.turns && after(r.lrcvtime, r.lsndtime) {
+                v[Channel::Outstanding as usize] += 1.0;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use seer_common::lat_bucket;
+
+    use super::*;
+    use crate::{config::Config, sys::procfs::ProcInfo};
+
+    /// A kernel made of plain arrays: what the programs would have counted.
+    struct FakeKernel {
+        counters: [SlotCounters; MAX_SLOTS],
+        lat: Vec<[u64; LAT_BUCKETS]>,
+    }
+
+    impl KernelSource for FakeKernel {
+        fn read_counters(&mut self, out: &mut [SlotCounters; MAX_SLOTS]) -> anyhow::Result<()> {
+            *out = self.counters;
+            Ok(())
+        }
+        fn read_latency(&mut self, slot: usize, out: &mut [u64; LAT_BUCKETS]) -> anyhow::Result<()> {
+            *out = self.lat[slot];
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn deltas_gauges_and_quantiles() {
+        let socks = vec![
+            SockRecord { state: TCP_LISTEN, lport: 80, inode: 1, ack_backlog: 3, ..Default::default() },
+            SockRecord { state: 1, lport: 80, rport: 5000, rx_queue: 100, ..Default::default() },
+            SockRecord { state: 1, lport: 80, rport: 5001, rx_queue: 50, ..Default::default() },
+        ];
+        let procs = vec![ProcInfo { pid: 7, comm: "web".into(), cgroup: "/".into(), socket_inodes: vec![1] }];
+        let mut d = Discovery::default();
+        let ch = d.refresh(&Config::default(), &socks, &procs);
+        let slot = d.services[0].slot.unwrap();
+        let mut k = FakeKernel { counters: [SlotCounters::default(); MAX_SLOTS], lat: vec![[0; LAT_BUCKETS]; MAX_SLOTS] };
+        k.counters[slot].req_started = 4; // open before this service got its slot
+        let mut s = Sampler::new(true);
+        s.on_discovery(&mut k, &d, &ch.new_slots).unwrap();
+        let mut out = Vec::new();
+        s.tick(&mut k, &d, &socks, 1, &mut out).unwrap();
+        k.counters[slot].nic_rx_pkts += 10;
+        k.counters[slot].req_started += 5;
+        k.counters[slot].req_completed += 3;
+        for _ in 0..99 {
+            k.lat[slot][lat_bucket(1000)] += 1;
+        }
+        k.lat[slot][lat_bucket(50_000)] += 1;
+        s.tick(&mut k, &d, &socks, 2, &mut out).unwrap();
+        let v = &out[0];
+        assert_eq!(v.get(Channel::NicRxPkts), 10.0);
+        assert_eq!(v.get(Channel::Outstanding), 2.0);
+        assert_eq!(v.get(Channel::Requests), 3.0);
+        assert_eq!(v.get(Channel::AcceptBacklog), 3.0);
+        assert_eq!(v.get(Channel::RxQueueBytes), 150.0);
+        assert_eq!(v.get(Channel::Connections), 2.0);
+        assert_eq!(v.get(Channel::LatencyP50Us), lat_bucket_upper_us(lat_bucket(1000)) as f32);
+        assert_eq!(v.get(Channel::LatencyP99Us), lat_bucket_upper_us(lat_bucket(1000)) as f32);
+        // The next tick sees only what is new.
+        k.lat[slot][lat_bucket(50_000)] += 1;
+        s.tick(&mut k, &d, &socks, 3, &mut out).unwrap();
+        assert_eq!(out[0].get(Channel::NicRxPkts), 0.0);
+        assert_eq!(out[0].get(Channel::LatencyP99Us), lat_bucket_upper_us(lat_bucket(50_000)) as f32);
+    }
+
+    #[test]
+    fn jiffies_compare_wraps() {
+        assert!(after(5, 3));
+        assert!(after(2, u32::MAX - 1));
+        assert!(!after(3, 3));
+    }
+}

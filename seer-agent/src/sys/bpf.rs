@@ -1,0 +1,402 @@
+//! Loads seer's eBPF object, attaches its programs, and reads its maps.
+use std::{
+    io::Read as _,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::Map,
+    programs::{BtfTracePoint, Iter, ProgramError, SchedClassifier, TcAttachType, TracePoint},
+};
+use seer_common::{
+    ConnectKey, Counters, Drops, KernelOffsets, LAT_BUCKETS, LatencyHist, MAX_SLOTS, SlotCounters,
+    SockRecord,
+};
+
+use super::{btf, rawbpf};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/seer"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
+    #[error("loading seer's eBPF object failed: {0}")]
+    Object(#[source] aya::EbpfError),
+    #[error("the verifier rejected `{prog}` ({errno}). Last verifier lines:\n{log}")]
+    Verifier { prog: String, errno: std::io::Error, log: String },
+    #[error("loading `{prog}` failed: {source}")]
+    Load {
+        prog: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching `{prog}` to {target} failed: {source}")]
+    Attach {
+        prog: String,
+        target: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("interface `{0}` does not exist in this network namespace (see `ip -br link`)")]
+    NoInterface(String),
+    #[error("map `{0}` is missing from seer's eBPF object (build mismatch: rebuild seer-agent)")]
+    NoMap(&'static str),
+    #[error("{what} failed: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which optional hooks to attach. The TCP iterator and the connect hook are always attached.
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    /// Interfaces for the tc ingress counter; None = every interface that is up.
+    pub interfaces: Option<Vec<String>>,
+    /// `sock_recv_length` / `sock_send_length`: request turns, outstanding and latency.
+    pub turns: bool,
+    /// `sys_{enter,exit}_epoll_{wait,pwait}`.
+    pub epoll: bool,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self { interfaces: None, turns: true, epoll: true }
+    }
+}
+
+/// One attached hook, for the capability report and `bpftool` cross-checks.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Hook {
+    pub program: &'static str,
+    pub kind: &'static str,
+    pub target: String,
+}
+
+/// seer's programs, loaded and attached. Dropping this detaches everything (all attachments are
+/// fd-based links: a process killed with SIGKILL leaves nothing behind either).
+pub struct Probes {
+    ebpf: Ebpf,
+    iter_link: OwnedFd,
+    ncpus: usize,
+    pub hooks: Vec<Hook>,
+    /// Per-CPU read buffers, allocated once.
+    counters_buf: Vec<u8>,
+    latency_buf: Vec<u8>,
+    drops_buf: Vec<u8>,
+    read_buf: Vec<u8>,
+}
+
+fn verifier_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(12);
+    lines[start..].join("\n")
+}
+
+fn load_err(prog: &str, e: ProgramError) -> ProbeError {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => ProbeError::Verifier {
+            prog: prog.into(),
+            errno: io_error,
+            log: {
+                let t = verifier_tail(&verifier_log.to_string());
+                if t.is_empty() {
+                    "(empty: the kernel refused the program type, not its code; \
+                     fentry/fexit/LSM are refused this way on some kernels)"
+                        .into()
+                } else {
+                    t
+                }
+            },
+        },
+        source => ProbeError::Load { prog: prog.into(), source },
+    }
+}
+
+/// Interfaces that are up (or `unknown`, as loopback reports) in this network namespace.
+pub fn up_interfaces() -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/class/net")? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        let state = std::fs::read_to_string(format!("/sys/class/net/{name}/operstate"))
+            .unwrap_or_default();
+        if matches!(state.trim(), "up" | "unknown") {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn round8(n: usize) -> usize {
+    n.div_ceil(8) * 8
+}
+
+impl Probes {
+    pub fn load(opts: &ProbeOptions) -> Result<Self, ProbeError> {
+        let offsets: KernelOffsets = btf::Btf::from_sys_fs()?.kernel_offsets()?;
+        let kbtf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Io {
+            what: "reading /sys/kernel/btf/vmlinux".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&kbtf))
+            .override_global("OFFSETS", &offsets, true)
+            .load(OBJECT)
+            .map_err(ProbeError::Object)?;
+        let mut hooks = Vec::new();
+
+        // The TCP socket iterator: queue gauges, once per tick.
+        let iter_link = {
+            let p: &mut Iter = prog(&mut ebpf, "seer_sock_iter")?;
+            p.load("tcp", &kbtf).map_err(|e| load_err("seer_sock_iter", e))?;
+            let fd = p.fd().map_err(|e| load_err("seer_sock_iter", e))?;
+            rawbpf::iter_link_create(fd.as_fd()).map_err(|source| ProbeError::Io {
+                what: "BPF_LINK_CREATE for iter/tcp".into(),
+                source,
+            })?
+        };
+        hooks.push(Hook { program: "seer_sock_iter", kind: "iter", target: "tcp".into() });
+
+        let mut btf_tp = |ebpf: &mut Ebpf, name: &'static str, tp: &'static str| {
+            let p: &mut BtfTracePoint = prog(ebpf, name)?;
+            p.load(tp, &kbtf).map_err(|e| load_err(name, e))?;
+            p.attach().map_err(|source| ProbeError::Attach {
+                prog: name.into(),
+                target: format!("tp_btf/{tp}"),
+                source,
+            })?;
+            hooks.push(Hook { program: name, kind: "tp_btf", target: tp.into() });
+            Ok::<_, ProbeError>(())
+        };
+        btf_tp(&mut ebpf, "seer_state", "inet_sock_set_state")?;
+        if opts.turns {
+            btf_tp(&mut ebpf, "seer_recv", "sock_recv_length")?;
+            btf_tp(&mut ebpf, "seer_send", "sock_send_length")?;
+        }
+
+        if opts.epoll {
+            match super::tracefs::ensure() {
+                Ok(true) => log::info!("tracefs mounted in the agent's private mount namespace"),
+                Ok(false) => {}
+                Err(what) => return Err(ProbeError::Io { what, source: std::io::Error::other("tracefs") }),
+            }
+            for (name, dir) in [("seer_epoll_enter", "enter"), ("seer_epoll_exit", "exit")] {
+                let p: &mut TracePoint = prog(&mut ebpf, name)?;
+                p.load().map_err(|e| load_err(name, e))?;
+                for call in ["epoll_wait", "epoll_pwait"] {
+                    let tp = format!("sys_{dir}_{call}");
+                    p.attach("syscalls", &tp).map_err(|source| ProbeError::Attach {
+                        prog: name.into(),
+                        target: format!("tracepoint/syscalls/{tp}"),
+                        source,
+                    })?;
+                    hooks.push(Hook { program: name, kind: "tracepoint", target: tp });
+                }
+            }
+        }
+
+        let ifaces = match &opts.interfaces {
+            Some(list) => {
+                for i in list {
+                    if !std::path::Path::new(&format!("/sys/class/net/{i}")).exists() {
+                        return Err(ProbeError::NoInterface(i.clone()));
+                    }
+                }
+                list.clone()
+            }
+            None => up_interfaces().map_err(|source| ProbeError::Io {
+                what: "listing /sys/class/net".into(),
+                source,
+            })?,
+        };
+        if !ifaces.is_empty() {
+            let p: &mut SchedClassifier = prog(&mut ebpf, "seer_tc_ingress")?;
+            p.load().map_err(|e| load_err("seer_tc_ingress", e))?;
+            for i in &ifaces {
+                p.attach(i, TcAttachType::Ingress).map_err(|source| ProbeError::Attach {
+                    prog: "seer_tc_ingress".into(),
+                    target: format!("tc ingress on {i}"),
+                    source,
+                })?;
+                hooks.push(Hook { program: "seer_tc_ingress", kind: "tcx", target: i.clone() });
+            }
+        }
+
+        let ncpus = aya::util::nr_cpus().map_err(|(_, source)| ProbeError::Io {
+            what: "reading /sys/devices/system/cpu/possible".into(),
+            source,
+        })?;
+        Ok(Self {
+            counters_buf: vec![0; round8(size_of::<Counters>()) * ncpus],
+            latency_buf: vec![0; round8(size_of::<LatencyHist>()) * ncpus],
+            drops_buf: vec![0; round8(size_of::<Drops>()) * ncpus],
+            read_buf: vec![0; 64 * 1024],
+            ebpf,
+            iter_link,
+            ncpus,
+            hooks,
+        })
+    }
+
+    fn map_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, ProbeError> {
+        match self.ebpf.map(name) {
+            Some(
+                Map::Array(d) | Map::HashMap(d) | Map::PerCpuArray(d) | Map::PerCpuHashMap(d),
+            ) => Ok(d.fd().as_fd()),
+            _ => Err(ProbeError::NoMap(name)),
+        }
+    }
+
+    fn io(what: &str) -> impl FnOnce(std::io::Error) -> ProbeError + '_ {
+        move |source| ProbeError::Io { what: what.into(), source }
+    }
+
+    /// Runs the TCP iterator once and appends one record per reported socket to `out`.
+    pub fn read_sockets(&mut self, out: &mut Vec<SockRecord>) -> Result<(), ProbeError> {
+        let fd = rawbpf::iter_create(self.iter_link.as_fd()).map_err(Self::io("BPF_ITER_CREATE"))?;
+        let mut f = std::fs::File::from(fd);
+        let rec = size_of::<SockRecord>();
+        let mut have = 0usize;
+        loop {
+            let n = f.read(&mut self.read_buf[have..]).map_err(Self::io("reading the TCP iterator"))?;
+            if n == 0 {
+                break;
+            }
+            have += n;
+            let whole = have / rec * rec;
+            for chunk in self.read_buf[..whole].chunks_exact(rec) {
+                // SAFETY: the chunk is exactly one SockRecord written by the iter program
+                // (same #[repr(C)] layout from seer-common); read_unaligned copes with alignment.
+                out.push(unsafe { std::ptr::read_unaligned(chunk.as_ptr() as *const SockRecord) });
+            }
+            self.read_buf.copy_within(whole..have, 0);
+            have -= whole;
+        }
+        Ok(())
+    }
+
+    /// Sums every CPU's counters into `out` (one entry per slot).
+    pub fn read_counters(&mut self, out: &mut [SlotCounters; MAX_SLOTS]) -> Result<(), ProbeError> {
+        let fd = self.map_fd("COUNTERS")?.as_raw_fd();
+        // SAFETY: fd belongs to self.ebpf, alive for this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        rawbpf::lookup(fd, &0u32.to_ne_bytes(), &mut self.counters_buf)
+            .map_err(Self::io("reading COUNTERS"))?;
+        *out = [SlotCounters::default(); MAX_SLOTS];
+        let stride = round8(size_of::<Counters>());
+        for cpu in 0..self.ncpus {
+            let base = &self.counters_buf[cpu * stride..cpu * stride + size_of::<Counters>()];
+            for (slot, o) in out.iter_mut().enumerate() {
+                let at = slot * size_of::<SlotCounters>();
+                // SAFETY: `base` holds one Counters value; each slot is a SlotCounters within it.
+                let c: SlotCounters = unsafe {
+                    std::ptr::read_unaligned(base[at..].as_ptr() as *const SlotCounters)
+                };
+                o.nic_rx_pkts += c.nic_rx_pkts;
+                o.nic_rx_bytes += c.nic_rx_bytes;
+                o.epoll_calls += c.epoll_calls;
+                o.epoll_events += c.epoll_events;
+                o.epoll_wait_ns += c.epoll_wait_ns;
+                o.req_started += c.req_started;
+                o.req_completed += c.req_completed;
+                o.req_aborted += c.req_aborted;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sums every CPU's latency histogram of `slot` into `out`.
+    pub fn read_latency(&mut self, slot: usize, out: &mut [u64; LAT_BUCKETS]) -> Result<(), ProbeError> {
+        let fd = self.map_fd("LATENCY")?.as_raw_fd();
+        // SAFETY: fd belongs to self.ebpf, alive for this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        rawbpf::lookup(fd, &(slot as u32).to_ne_bytes(), &mut self.latency_buf)
+            .map_err(Self::io("reading LATENCY"))?;
+        out.fill(0);
+        let stride = round8(size_of::<LatencyHist>());
+        for cpu in 0..self.ncpus {
+            let base = &self.latency_buf[cpu * stride..];
+            for (b, o) in out.iter_mut().enumerate() {
+                let v = u32::from_ne_bytes([base[b * 4], base[b * 4 + 1], base[b * 4 + 2], base[b * 4 + 3]]);
+                *o += v as u64;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn read_drops(&mut self) -> Result<Drops, ProbeError> {
+        let fd = self.map_fd("DROPS")?.as_raw_fd();
+        // SAFETY: fd belongs to self.ebpf, alive for this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        rawbpf::lookup(fd, &0u32.to_ne_bytes(), &mut self.drops_buf).map_err(Self::io("reading DROPS"))?;
+        let mut d = Drops::default();
+        let stride = round8(size_of::<Drops>());
+        for cpu in 0..self.ncpus {
+            // SAFETY: each stride holds one Drops value.
+            let c: Drops = unsafe { std::ptr::read_unaligned(self.drops_buf[cpu * stride..].as_ptr() as *const Drops) };
+            d.turns_full += c.turns_full;
+            d.connects_full += c.connects_full;
+            d.epoll_full += c.epoll_full;
+            d.iter_write += c.iter_write;
+        }
+        Ok(d)
+    }
+
+    /// All (client process, destination port) -> connect() count pairs seen so far.
+    pub fn read_connects(&self, out: &mut Vec<(ConnectKey, u64)>) -> Result<(), ProbeError> {
+        let fd = self.map_fd("CONNECTS")?;
+        let mut key: Option<ConnectKey> = None;
+        let mut next = ConnectKey::default();
+        loop {
+            let prev = key.as_ref().map(|k| rawbpf::bytes_of(k).to_vec());
+            // SAFETY: `next` is a Pod ConnectKey; the kernel writes exactly its size.
+            let nb = unsafe {
+                std::slice::from_raw_parts_mut(&mut next as *mut ConnectKey as *mut u8, size_of::<ConnectKey>())
+            };
+            if !rawbpf::next_key(fd, prev.as_deref(), nb).map_err(Self::io("iterating CONNECTS"))? {
+                break;
+            }
+            let mut v = [0u8; 8];
+            if rawbpf::lookup(fd, rawbpf::bytes_of(&next), &mut v).map_err(Self::io("reading CONNECTS"))? {
+                out.push((next, u64::from_ne_bytes(v)));
+            }
+            key = Some(next);
+        }
+        Ok(())
+    }
+
+    pub fn set_port_slot(&self, port: u16, slot: Option<usize>) -> Result<(), ProbeError> {
+        let v: u16 = slot.map_or(0, |s| s as u16 + 1);
+        rawbpf::update(self.map_fd("PORT_SLOT")?, &(port as u32).to_ne_bytes(), &v.to_ne_bytes())
+            .map_err(Self::io("writing PORT_SLOT"))
+    }
+
+    pub fn set_tgid_slot(&self, tgid: u32, slot: Option<usize>) -> Result<(), ProbeError> {
+        let fd = self.map_fd("TGID_SLOT")?;
+        match slot {
+            Some(s) => rawbpf::update(fd, &tgid.to_ne_bytes(), &(s as u16 + 1).to_ne_bytes()),
+            None => rawbpf::delete(fd, &tgid.to_ne_bytes()),
+        }
+        .map_err(Self::io("writing TGID_SLOT"))
+    }
+
+    /// Program ids, for bpf stats (`bpftool prog show id N`) in the overhead benchmark.
+    pub fn program_ids(&self) -> Vec<(String, u32)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| Some((name.to_string(), p.info().ok()?.id())))
+            .collect()
+    }
+}
+
+fn prog<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let p = ebpf.program_mut(name).ok_or(ProbeError::NoMap(name))?;
+    p.try_into().map_err(|source| ProbeError::Load { prog: name.into(), source })
+}

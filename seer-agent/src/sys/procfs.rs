@@ -1,0 +1,98 @@
+//! /proc: which processes hold which sockets, their names and cgroups.
+use std::{collections::HashMap, fs, path::Path};
+
+/// One process that holds at least one socket.
+#[derive(Clone, Debug, Default)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub comm: String,
+    /// cgroup v2 path (`0::/...` line), or the v1 `cpu` hierarchy's path on hosts without one.
+    pub cgroup: String,
+    pub socket_inodes: Vec<u64>,
+}
+
+/// Scans every process's open file descriptors for sockets. Processes that vanish during the
+/// scan, or whose fds cannot be read, are skipped (counted in the returned `unreadable`).
+pub fn scan_sockets(proc_root: &Path) -> (Vec<ProcInfo>, usize) {
+    let mut out = Vec::new();
+    let mut unreadable = 0;
+    let Ok(dir) = fs::read_dir(proc_root) else { return (out, 1) };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let fd_dir = proc_root.join(pid.to_string()).join("fd");
+        let Ok(fds) = fs::read_dir(&fd_dir) else {
+            unreadable += 1;
+            continue;
+        };
+        let mut inodes = Vec::new();
+        for fd in fds.flatten() {
+            if let Ok(target) = fs::read_link(fd.path())
+                && let Some(ino) = parse_socket_link(&target.to_string_lossy())
+            {
+                inodes.push(ino);
+            }
+        }
+        if inodes.is_empty() {
+            continue;
+        }
+        let base = proc_root.join(pid.to_string());
+        out.push(ProcInfo {
+            pid,
+            comm: fs::read_to_string(base.join("comm")).unwrap_or_default().trim().to_string(),
+            cgroup: parse_cgroup(&fs::read_to_string(base.join("cgroup")).unwrap_or_default()),
+            socket_inodes: inodes,
+        });
+    }
+    (out, unreadable)
+}
+
+/// `socket:[12345]` -> 12345
+pub fn parse_socket_link(s: &str) -> Option<u64> {
+    s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The cgroup v2 path if the process has a non-root one; else the v1 `cpu` controller's path
+/// (hybrid hosts), else "/".
+pub fn parse_cgroup(s: &str) -> String {
+    let mut v1: HashMap<&str, &str> = HashMap::new();
+    let mut v2 = None;
+    for line in s.lines() {
+        let mut it = line.splitn(3, ':');
+        let (Some(_id), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        if ctrls.is_empty() {
+            v2 = Some(path);
+        } else {
+            for c in ctrls.split(',') {
+                v1.insert(c, path);
+            }
+        }
+    }
+    match v2 {
+        Some(p) if p != "/" => p.to_string(),
+        _ => v1.get("cpu").or(v1.get("name=systemd")).copied().unwrap_or("/").to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_links() {
+        assert_eq!(parse_socket_link("socket:[4242]"), Some(4242));
+        assert_eq!(parse_socket_link("pipe:[4242]"), None);
+        assert_eq!(parse_socket_link("/dev/null"), None);
+    }
+
+    #[test]
+    fn cgroups_v2_then_v1() {
+        assert_eq!(parse_cgroup("0::/system.slice/nginx.service\n"), "/system.slice/nginx.service");
+        let hybrid = "12:cpu,cpuacct:/seer/memcached\n1:name=systemd:/\n0::/\n";
+        assert_eq!(parse_cgroup(hybrid), "/seer/memcached");
+        assert_eq!(parse_cgroup(""), "/");
+    }
+}

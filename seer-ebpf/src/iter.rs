@@ -1,0 +1,93 @@
+//! `iter/tcp`: one pass over the TCP sockets of the agent's network namespace per tick.
+//!
+//! Writes a `SockRecord` for every listening socket and every connection whose local or remote
+//! port is watched. This is where queue gauges come from (receive queue, accept backlog,
+//! unacknowledged bytes, last-in / last-out clocks) at no per-packet cost.
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::generated::{bpf_jiffies64, bpf_seq_write, bpf_skc_to_tcp_sock};
+use seer_common::{SockRecord, TCP_LISTEN};
+
+use crate::maps::{drops, offset, port_slot, read_kernel};
+
+/// `struct bpf_iter__tcp { struct bpf_iter_meta *meta; struct sock_common *sk_common; uid_t uid; }`
+/// and `struct bpf_iter_meta { struct seq_file *seq; ... }`: fixed by the iterator ABI.
+#[repr(C)]
+struct IterTcpCtx {
+    meta: *const *mut c_void,
+    sk_common: *mut c_void,
+    uid: u32,
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/tcp")]
+pub fn seer_sock_iter(ctx: *mut c_void) -> i32 {
+    // SAFETY: the kernel passes a `bpf_iter__tcp` context; its fields are read-only pointers.
+    let ctx = unsafe { &*(ctx as *const IterTcpCtx) };
+    let skc = ctx.sk_common;
+    if skc.is_null() {
+        return 0; // the final call after the last socket
+    }
+    // SAFETY: `bpf_skc_to_tcp_sock` accepts any sock_common and returns NULL for sockets that
+    // are not full TCP sockets (TIME_WAIT, NEW_SYN_RECV).
+    let tp = unsafe { bpf_skc_to_tcp_sock(skc) } as *const u8;
+    if tp.is_null() {
+        return 0;
+    }
+    let state: u8 = read_kernel(tp, offset!(skc_state));
+    let lport: u16 = read_kernel(tp, offset!(skc_num));
+    let rport = u16::from_be(read_kernel::<u16>(tp, offset!(skc_dport)));
+    if state != TCP_LISTEN && port_slot(lport).is_none() && port_slot(rport).is_none() {
+        return 0;
+    }
+    let rcv_nxt: u32 = read_kernel(tp, offset!(tcp_rcv_nxt));
+    let copied: u32 = read_kernel(tp, offset!(tcp_copied_seq));
+    let write_seq: u32 = read_kernel(tp, offset!(tcp_write_seq));
+    let snd_una: u32 = read_kernel(tp, offset!(tcp_snd_una));
+    let socket: *const u8 = read_kernel(tp, offset!(sk_socket));
+    let file: *const u8 = if socket.is_null() {
+        core::ptr::null()
+    } else {
+        read_kernel(socket, offset!(socket_file))
+    };
+    let inode: *const u8 = if file.is_null() {
+        core::ptr::null()
+    } else {
+        read_kernel(file, offset!(file_f_inode))
+    };
+    let rec = SockRecord {
+        inode: if inode.is_null() { 0 } else { read_kernel(inode, offset!(inode_i_ino)) },
+        bytes_received: read_kernel(tp, offset!(tcp_bytes_received)),
+        bytes_sent: read_kernel(tp, offset!(tcp_bytes_sent)),
+        rx_queue: if state == TCP_LISTEN { 0 } else { rcv_nxt.wrapping_sub(copied) },
+        tx_queue: if state == TCP_LISTEN { 0 } else { write_seq.wrapping_sub(snd_una) },
+        lrcvtime: read_kernel(tp, offset!(tcp_lrcvtime)),
+        lsndtime: read_kernel(tp, offset!(tcp_lsndtime)),
+        ack_backlog: read_kernel(tp, offset!(sk_ack_backlog)),
+        max_ack_backlog: read_kernel(tp, offset!(sk_max_ack_backlog)),
+        // SAFETY: reads the jiffies counter; no preconditions.
+        now_jiffies: unsafe { bpf_jiffies64() } as u32,
+        uid: ctx.uid,
+        lport,
+        rport,
+        state,
+        family: read_kernel::<u16>(tp, offset!(skc_family)) as u8,
+        _pad: [0; 2],
+    };
+    // SAFETY: `meta` points at the iterator's bpf_iter_meta, whose first field is the seq_file.
+    let seq = unsafe { *ctx.meta };
+    // SAFETY: `rec` lives on the stack for the duration of the call; the size is its own.
+    let r = unsafe {
+        bpf_seq_write(
+            seq as *mut _,
+            &rec as *const SockRecord as *const c_void,
+            core::mem::size_of::<SockRecord>() as u32,
+        )
+    };
+    if r != 0
+        && let Some(d) = drops()
+    {
+        d.iter_write += 1;
+    }
+    0
+}

@@ -1,0 +1,93 @@
+//! Maps and globals. Layouts live in `seer-common`; the agent sizes nothing here at run time.
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use seer_common::{
+    ConnectKey, Counters, Drops, KernelOffsets, LatencyHist, MAX_SLOTS, SlotCounters, Turn,
+};
+
+/// Kernel struct offsets from the running kernel's BTF, set by the agent at load time.
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets::ZERO;
+
+/// Local TCP port -> service slot + 1 (0: not watched). Written by the agent.
+#[map]
+pub static PORT_SLOT: Array<u16> = Array::with_max_entries(65536, 0);
+
+/// Process id (tgid) -> service slot + 1. Written by the agent.
+#[map]
+pub static TGID_SLOT: HashMap<u32, u16> = HashMap::with_max_entries(8192, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static LATENCY: PerCpuArray<LatencyHist> = PerCpuArray::with_max_entries(MAX_SLOTS as u32, 0);
+
+/// Open request turns, keyed by `struct sock *`. Entries leave on reply or close.
+#[map]
+pub static TURNS: HashMap<u64, Turn> = HashMap::with_max_entries(65536, 0);
+
+/// Threads blocked in epoll_wait right now, keyed by pid_tgid: start time and slot.
+#[map]
+pub static EPOLL_START: HashMap<u64, Turn> = HashMap::with_max_entries(16384, 0);
+
+/// connect() calls by process and destination port, for the call graph.
+#[map]
+pub static CONNECTS: HashMap<ConnectKey, u64> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static DROPS: PerCpuArray<Drops> = PerCpuArray::with_max_entries(1, 0);
+
+/// Reads one offset from `OFFSETS`; volatile so the compiler keeps the load (the verifier then
+/// sees the frozen read-only value as a constant).
+macro_rules! offset {
+    ($field:ident) => {
+        // SAFETY: OFFSETS is a plain static; reading a field has no side effects.
+        unsafe { core::ptr::read_volatile(&raw const $crate::maps::OFFSETS.$field) as usize }
+    };
+}
+pub(crate) use offset;
+
+/// Reads a `T` at `base + off` in kernel memory; 0 / default on a fault.
+#[inline(always)]
+pub fn read_kernel<T: Copy + Default>(base: *const u8, off: usize) -> T {
+    // SAFETY: bpf_probe_read_kernel copies with fault handling; a bad address returns an error.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off) as *const T) }.unwrap_or_default()
+}
+
+/// Slot of a watched local port.
+#[inline(always)]
+pub fn port_slot(port: u16) -> Option<usize> {
+    match PORT_SLOT.get(port as u32) {
+        Some(&v) if v != 0 && (v as usize) <= MAX_SLOTS => Some(v as usize - 1),
+        _ => None,
+    }
+}
+
+/// This CPU's counters for `slot`.
+#[inline(always)]
+pub fn slot_counters(slot: usize) -> Option<&'static mut SlotCounters> {
+    let slot = verifier_bound(slot, MAX_SLOTS)?;
+    let c = COUNTERS.get_ptr_mut(0)?;
+    // SAFETY: the per-CPU array value is valid for the program's run on this CPU, and no other
+    // program runs on this CPU concurrently with us for this map entry (no preemption in BPF).
+    unsafe { (*c).slots.get_mut(slot) }
+}
+
+/// Re-checks `i < n` in a way the compiler cannot drop: LLVM may prove the bound from earlier
+/// code and elide the check, and the verifier, which tracks less, then rejects the indexing.
+#[inline(always)]
+pub fn verifier_bound(i: usize, n: usize) -> Option<usize> {
+    // SAFETY: a volatile read of a local; it only hides the value's provenance from LLVM.
+    let i = unsafe { core::ptr::read_volatile(&i) };
+    if i < n { Some(i) } else { None }
+}
+
+#[inline(always)]
+pub fn drops() -> Option<&'static mut Drops> {
+    // SAFETY: as in `slot_counters`.
+    DROPS.get_ptr_mut(0).map(|d| unsafe { &mut *d })
+}
