@@ -64,8 +64,16 @@ pub struct Match {
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub name: String,
-    #[serde(flatten)]
-    pub matches: Match,
+    pub comm: Option<String>,
+    pub port: Option<u16>,
+    pub cgroup: Option<String>,
+}
+
+impl Rule {
+    pub fn matches(&self, comm: &str, ports: &[u16], cgroup: &str) -> bool {
+        Match { comm: self.comm.clone(), port: self.port, cgroup: self.cgroup.clone() }
+            .matches(comm, ports, cgroup)
+    }
 }
 
 impl Default for Config {
@@ -119,7 +127,7 @@ impl Config {
 
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
+            let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             ConfigError::Parse { path: path.into(), line, msg: e.message().to_string() }
         })?;
         cfg.validate().map_err(|msg| ConfigError::Invalid { path: path.into(), msg })?;
@@ -137,7 +145,7 @@ impl Config {
             return Err("discovery_every must be at least 1 (ticks)".into());
         }
         for (i, r) in self.services.iter().enumerate() {
-            if r.matches.is_empty() {
+            if r.comm.is_none() && r.port.is_none() && r.cgroup.is_none() {
                 return Err(format!(
                     "[[service]] #{} (name = {:?}) needs at least one of comm, port, cgroup",
                     i + 1,
@@ -166,8 +174,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.tick_ms, 50);
-        assert!(c.services[0].matches.matches("nginx", &[80], "/"));
-        assert!(!c.services[0].matches.matches("redis", &[80], "/"));
+        assert!(c.services[0].matches("nginx", &[80], "/"));
+        assert!(!c.services[0].matches("redis", &[80], "/"));
         assert!(c.ignore[0].matches("sshd", &[22], "/"));
     }
 

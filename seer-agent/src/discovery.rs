@@ -139,7 +139,7 @@ impl Discovery {
             if cfg.ignore.iter().any(|m| m.matches(&lead.comm, &ports, &lead.cgroup)) {
                 continue;
             }
-            let rule = cfg.services.iter().find(|r| r.matches.matches(&lead.comm, &ports, &lead.cgroup));
+            let rule = cfg.services.iter().find(|r| r.matches(&lead.comm, &ports, &lead.cgroup));
             let (name, identity) = match (rule, unit_of(&lead.cgroup)) {
                 (Some(r), _) => (r.name.clone(), format!("rule:{}", r.name)),
                 (None, Some(unit)) => (unit.to_string(), format!("unit:{}", lead.cgroup)),

@@ -1,1 +1,239 @@
-//! Shared helpers for seer's integration tests.
+//! Shared helpers for seer's integration tests: throwaway network namespaces joined by veth,
+//! child processes that die with the test, the agent run as a subprocess, and `ss` as witness.
+//!
+//! Tests need root (they create namespaces and load eBPF programs). A test that cannot run here
+//! prints `SKIP:` and why; it never passes silently.
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skips (with a printed reason) unless running as root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            println!("SKIP: needs root (network namespaces, eBPF)");
+            return;
+        }
+    };
+}
+
+/// The workspace's target directory (tests run from target/<profile>/deps).
+pub fn target_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+    let p = dir.join(name);
+    assert!(p.exists(), "{} not built: run `cargo build --bins` (cargo xtask test does)", p.display());
+    p
+}
+
+pub fn agent_bin() -> PathBuf {
+    target_bin("seer-agent")
+}
+
+pub fn testsrv_bin() -> PathBuf {
+    target_bin("seer-testsrv")
+}
+
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+static NS_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A pair of network namespaces (`server`, `client`) joined by a veth pair:
+/// server side `198.51.100.1/30` on `sv0`, client side `198.51.100.2/30` on `cv0`.
+/// Both namespaces have `lo` up. Removed on drop, also when the test fails.
+pub struct NetPair {
+    pub server: String,
+    pub client: String,
+}
+
+pub const SERVER_ADDR: &str = "198.51.100.1";
+
+impl NetPair {
+    pub fn new() -> Self {
+        let n = NS_SEQ.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}{}", std::process::id(), n);
+        let p = NetPair { server: format!("seer-s{id}"), client: format!("seer-c{id}") };
+        sh(&format!(
+            "set -e; ip netns add {s}; ip netns add {c}; \
+             ip link add sv0 netns {s} type veth peer name cv0 netns {c}; \
+             ip -n {s} addr add 198.51.100.1/30 dev sv0; ip -n {c} addr add 198.51.100.2/30 dev cv0; \
+             ip -n {s} link set lo up; ip -n {c} link set lo up; \
+             ip -n {s} link set sv0 up; ip -n {c} link set cv0 up",
+            s = p.server,
+            c = p.client
+        ));
+        p
+    }
+
+    /// A command run inside `ns`.
+    pub fn cmd(ns: &str, prog: &std::path::Path, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(prog).args(args);
+        c
+    }
+}
+
+impl Default for NetPair {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NetPair {
+    fn drop(&mut self) {
+        // Kill whatever still runs in the namespaces, then remove them (veth goes with them).
+        for ns in [&self.server, &self.client] {
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("ip netns pids {ns} | xargs -r kill -9; ip netns del {ns}"))
+                .status();
+        }
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Spawns with piped stdin/stdout; stdout lines are collected in the background.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let stdin = child.stdin.take();
+        let out: ChildStdout = child.stdout.take().expect("stdout");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let l = lines.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().expect("lock").push(line);
+            }
+        });
+        Proc { child, stdin, lines }
+    }
+
+    /// Waits until a stdout line satisfies `f`, returning it.
+    pub fn wait_line(&self, what: &str, timeout: Duration, f: impl Fn(&str) -> bool) -> String {
+        let t0 = Instant::now();
+        loop {
+            if let Some(l) = self.lines.lock().expect("lock").iter().find(|l| f(l)) {
+                return l.clone();
+            }
+            assert!(t0.elapsed() < timeout, "timed out waiting for {what}; got {:?}", self.lines.lock().expect("lock"));
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        let s = self.stdin.as_mut().expect("stdin");
+        writeln!(s, "{line}").expect("write stdin");
+        s.flush().expect("flush");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent running `--json` inside a namespace; ticks are parsed as they arrive.
+pub struct Agent {
+    pub proc: Proc,
+}
+
+impl Agent {
+    pub fn start(ns: &str, ticks: u32, extra: &[&str]) -> Self {
+        let t = ticks.to_string();
+        let mut args = vec!["run", "--json", "--ticks", &t];
+        args.extend_from_slice(extra);
+        let mut cmd = NetPair::cmd(ns, &agent_bin(), &args);
+        cmd.env("RUST_LOG", "warn");
+        Agent { proc: Proc::spawn(cmd) }
+    }
+
+    pub fn ticks(&self) -> Vec<Value> {
+        self.proc.lines.lock().expect("lock").iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Waits until the latest tick has the service `name` and `f` holds for it; returns it.
+    pub fn wait_service(&self, name: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        let t0 = Instant::now();
+        loop {
+            if let Some(t) = self.ticks().last()
+                && let Some(s) = service(t, name)
+                && f(s)
+            {
+                return s.clone();
+            }
+            assert!(t0.elapsed() < timeout, "timed out waiting on service {name}; last tick: {:?}", self.ticks().last());
+            thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    /// Waits for the agent to exit by itself (after --ticks) and returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.proc.child.try_wait().expect("try_wait") {
+                // give the reader thread a moment to drain stdout
+                thread::sleep(Duration::from_millis(100));
+                return st;
+            }
+            assert!(t0.elapsed() < timeout, "agent did not exit in {timeout:?}");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn service<'a>(tick: &'a Value, name: &str) -> Option<&'a Value> {
+    tick["services"].as_array()?.iter().find(|s| s["name"] == name)
+}
+
+pub fn num(s: &Value, field: &str) -> f64 {
+    s[field].as_f64().unwrap_or_else(|| panic!("field {field} missing in {s}"))
+}
+
+/// Sum of `field` over every tick for service `name`.
+pub fn sum_over_ticks(ticks: &[Value], name: &str, field: &str) -> f64 {
+    ticks.iter().filter_map(|t| service(t, name)).map(|s| num(s, field)).sum()
+}
+
+/// `ss` Recv-Q sum for sockets in `ns` matching an ss filter (e.g. `state established sport = :80`).
+pub fn ss_recvq(ns: &str, flags: &str, filter: &str) -> u64 {
+    sh(&format!("ip netns exec {ns} ss -H {flags} {filter}"))
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(if flags.contains('l') { 1 } else { 0 })?.parse::<u64>().ok())
+        .sum()
+}

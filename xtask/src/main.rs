@@ -1,1 +1,100 @@
-fn main(){}
+//! `cargo xtask ...`: set up a fresh machine, build, run, test and benchmark seer.
+mod bench;
+mod setup;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "seer's developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: nightly rust-src, bpf-linker, Debian packages. Idempotent.
+    Setup,
+    /// Build the agent (release) with its eBPF programs.
+    Build,
+    /// Set up, build, and run the agent on this host with its defaults and the live view.
+    /// Arguments after `--` go to `seer-agent run`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then fmt, clippy (-D warnings, host and eBPF crates) and every test.
+    Test {
+        /// Extra arguments for cargo nextest (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks that print their figures (not tests).
+    Bench {
+        #[command(subcommand)]
+        which: bench::Bench,
+    },
+    /// Regenerate the bindgen offsets fixture for the running kernel (needs bindgen-cli).
+    BindgenOffsets,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build => {
+            setup::setup()?;
+            util::cargo(&["build", "--release", "-p", "seer-agent"])
+        }
+        Cmd::Run { args } => {
+            setup::setup()?;
+            util::cargo(&["build", "--release", "-p", "seer-agent"])?;
+            let mut full = vec!["run".to_string()];
+            full.extend(args);
+            util::exec(util::root().join("target/release/seer-agent"), &full)
+        }
+        Cmd::Test { args } => test(&args),
+        Cmd::Bench { which } => bench::run(which),
+        Cmd::BindgenOffsets => setup::bindgen_offsets(),
+    }
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    setup::setup()?;
+    util::step("cargo fmt --check");
+    util::cargo(&["fmt", "--all", "--check"])?;
+    util::step("clippy (host crates, -D warnings)");
+    util::cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
+    util::step("clippy (eBPF crate, bpfel-unknown-none, -D warnings)");
+    util::cargo_in(
+        &util::root().join("seer-ebpf"),
+        &[
+            "+nightly",
+            "clippy",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+            "-C",
+            "panic=abort",
+        ],
+    )?;
+    util::step("build binaries used by the integration tests");
+    util::cargo(&["build", "--bins"])?;
+    util::step("tests");
+    if util::have("cargo-nextest") {
+        let mut a = vec!["nextest", "run", "--no-fail-fast"];
+        a.extend(extra.iter().map(String::as_str));
+        util::cargo(&a)
+    } else {
+        println!("cargo-nextest is not installed: using cargo test");
+        let mut a = vec!["test", "--no-fail-fast"];
+        a.extend(extra.iter().map(String::as_str));
+        util::cargo(&a)
+    }
+}

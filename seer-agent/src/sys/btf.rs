@@ -293,3 +293,80 @@ impl Btf {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_for_running_kernel() -> Option<(String, String)> {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?.trim().to_string();
+        let path = format!("{}/src/sys/btf_fixtures/{release}.txt", env!("CARGO_MANIFEST_DIR"));
+        Some((release, std::fs::read_to_string(path).ok()?))
+    }
+
+    /// The offsets this reader resolves equal the ones bindgen computed for the same kernel
+    /// (`cargo xtask bindgen-offsets` regenerates the fixture).
+    #[test]
+    fn offsets_match_bindgen_for_this_kernel() {
+        let Some((release, fixture)) = fixture_for_running_kernel() else {
+            println!("SKIP: no bindgen fixture for this kernel; run `cargo xtask bindgen-offsets`");
+            return;
+        };
+        let got = Btf::from_sys_fs().expect("kernel BTF").kernel_offsets().expect("offsets");
+        let mut checked = 0;
+        for line in fixture.lines() {
+            let (name, want) = line.split_once('=').expect("name=value");
+            let want: u32 = want.parse().expect("number");
+            let have = match name {
+                "skc_family" => got.skc_family,
+                "skc_state" => got.skc_state,
+                "skc_num" => got.skc_num,
+                "skc_dport" => got.skc_dport,
+                "sk_protocol" => got.sk_protocol,
+                "sk_ack_backlog" => got.sk_ack_backlog,
+                "sk_max_ack_backlog" => got.sk_max_ack_backlog,
+                "sk_socket" => got.sk_socket,
+                "socket_file" => got.socket_file,
+                "file_f_inode" => got.file_f_inode,
+                "inode_i_ino" => got.inode_i_ino,
+                "tcp_rcv_nxt" => got.tcp_rcv_nxt,
+                "tcp_copied_seq" => got.tcp_copied_seq,
+                "tcp_write_seq" => got.tcp_write_seq,
+                "tcp_snd_una" => got.tcp_snd_una,
+                "tcp_bytes_received" => got.tcp_bytes_received,
+                "tcp_bytes_sent" => got.tcp_bytes_sent,
+                "tcp_lsndtime" => got.tcp_lsndtime,
+                "tcp_lrcvtime" => got.tcp_lrcvtime,
+                other => panic!("fixture field {other} unknown to the test"),
+            };
+            assert_eq!(have, want, "{name} on {release}");
+            checked += 1;
+        }
+        assert_eq!(checked, 19, "every offset the programs use is checked");
+    }
+
+    #[test]
+    fn missing_btf_says_what_is_needed() {
+        let e = Btf::from_file(Path::new("/nonexistent/vmlinux")).err().expect("error").to_string();
+        assert!(e.contains("CONFIG_DEBUG_INFO_BTF"), "{e}");
+    }
+
+    #[test]
+    fn garbage_is_not_btf() {
+        let dir = std::env::temp_dir().join(format!("seer-btf-{}", std::process::id()));
+        std::fs::write(&dir, b"this is not BTF at all").unwrap();
+        let e = Btf::from_file(&dir).err().expect("error").to_string();
+        std::fs::remove_file(&dir).ok();
+        assert!(e.contains("not valid BTF") && e.contains("bad magic"), "{e}");
+        assert!(Btf::parse(&[0x9f, 0xeb, 1, 0]).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let btf = Btf::from_sys_fs().expect("kernel BTF");
+        let e = btf.field("tcp_sock.no_such_field").unwrap_err().to_string();
+        assert!(e.contains("no_such_field"), "{e}");
+        let e = btf.field("no_such_struct.x").unwrap_err().to_string();
+        assert!(e.contains("no struct `no_such_struct`"), "{e}");
+    }
+}

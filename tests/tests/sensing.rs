@@ -1,0 +1,159 @@
+//! The agent's channels against independent witnesses, on real sockets in throwaway network
+//! namespaces joined by veth.
+use std::{thread, time::Duration};
+
+use seer_tests::*;
+
+const SVC: &str = "seer-testsrv";
+const T: Duration = Duration::from_secs(20);
+
+fn server(net: &NetPair, args: &[&str]) -> Proc {
+    let p = Proc::spawn(NetPair::cmd(&net.server, &testsrv_bin(), args));
+    p.wait_line("server ready", T, |l| l == "ready");
+    p
+}
+
+/// Receive queue: a server that accepts but never reads holds exactly what `ss` calls Recv-Q.
+#[test]
+fn rx_queue_bytes_match_ss() {
+    require_root!();
+    let net = NetPair::new();
+    let _srv = server(&net, &["noread", "7001"]);
+    let agent = Agent::start(&net.server, 40, &["--iface", "sv0"]);
+    agent.wait_service(SVC, T, |_| true);
+    // K connections from the client namespace, B bytes in all, unevenly split.
+    let sizes = [1000usize, 2500, 7000, 123];
+    let script = sizes
+        .iter()
+        .map(|n| format!("s=socket.create_connection(('{SERVER_ADDR}',7001)); s.sendall(b'x'*{n}); keep.append(s)"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut client = Proc::spawn(NetPair::cmd(
+        &net.client,
+        std::path::Path::new("python3"),
+        &["-c", &format!("import socket,sys\nkeep=[]\n{script}\nprint('sent',flush=True)\nsys.stdin.readline()")],
+    ));
+    client.wait_line("client sent", T, |l| l == "sent");
+    let total: usize = sizes.iter().sum();
+    let s = agent.wait_service(SVC, T, |s| num(s, "rx_queue_bytes") as usize == total);
+    let witness = ss_recvq(&net.server, "-tn", "state established sport = :7001");
+    assert_eq!(witness as usize, total, "ss sees what was sent");
+    assert_eq!(num(&s, "rx_queue_bytes") as u64, witness, "agent == ss Recv-Q");
+    assert_eq!(num(&s, "connections") as usize, sizes.len());
+    client.send("");
+}
+
+/// Accept backlog: a server that never accepts; the agent's backlog equals `ss -l` Recv-Q.
+#[test]
+fn accept_backlog_matches_ss() {
+    require_root!();
+    let net = NetPair::new();
+    let _srv = server(&net, &["noaccept", "7002", "64"]);
+    let agent = Agent::start(&net.server, 40, &["--iface", "sv0"]);
+    agent.wait_service(SVC, T, |_| true);
+    let k = 5;
+    let mut client = Proc::spawn(NetPair::cmd(
+        &net.client,
+        std::path::Path::new("python3"),
+        &["-c", &format!("import socket,sys\nkeep=[socket.create_connection(('{SERVER_ADDR}',7002)) for _ in range({k})]\nprint('sent',flush=True)\nsys.stdin.readline()")],
+    ));
+    client.wait_line("client connected", T, |l| l == "sent");
+    let s = agent.wait_service(SVC, T, |s| num(s, "accept_backlog") as u64 == k);
+    let witness = ss_recvq(&net.server, "-ltn", "sport = :7002");
+    assert_eq!(witness, k, "ss -ltn Recv-Q");
+    assert_eq!(num(&s, "accept_backlog") as u64, witness);
+    client.send("");
+}
+
+/// NIC RX: every segment the client emitted to the port is counted at the server's veth.
+#[test]
+fn nic_rx_packets_match_sender_segments() {
+    require_root!();
+    let net = NetPair::new();
+    let _srv = server(&net, &["delay", "7003", "0"]);
+    let mut agent = Agent::start(&net.server, 35, &["--iface", "sv0"]);
+    agent.wait_service(SVC, T, |_| true);
+    let m = "200";
+    let mut client = Proc::spawn(NetPair::cmd(&net.client, &testsrv_bin(), &["client", SERVER_ADDR, "7003", m]));
+    let line = client.wait_line("client segs_out", T, |l| l.starts_with("segs_out="));
+    let segs: f64 = line.trim_start_matches("segs_out=").parse().expect("number");
+    assert!(agent.wait_exit(T).success());
+    let counted = sum_over_ticks(&agent.ticks(), SVC, "nic_rx_pkts");
+    // 200 requests, their ACKs piggybacked or delayed, plus the handshake's SYN and ACK.
+    assert!(segs >= 202.0, "client emitted {segs} segments");
+    assert_eq!(counted, segs, "agent's NIC count == segments the sender emitted");
+    client.send("");
+}
+
+/// epoll: exactly E calls returning R events in all.
+#[test]
+fn epoll_counts_are_exact() {
+    require_root!();
+    let net = NetPair::new();
+    let mut srv = server(&net, &["epoll", "7004", "50", "20"]);
+    let mut agent = Agent::start(&net.server, 30, &["--iface", "lo"]);
+    agent.wait_service(SVC, T, |_| true);
+    srv.send("go");
+    let done = srv.wait_line("epoll done", T, |l| l.starts_with("done"));
+    assert_eq!(done, "done calls=50 events=20", "the workload did what it says");
+    assert!(agent.wait_exit(T).success());
+    let ticks = agent.ticks();
+    assert_eq!(sum_over_ticks(&ticks, SVC, "epoll_calls"), 50.0);
+    assert_eq!(sum_over_ticks(&ticks, SVC, "epoll_events"), 20.0);
+    srv.send("");
+}
+
+/// Outstanding: K requests held unanswered -> K; released -> 0.
+#[test]
+fn outstanding_requests_hold_and_release() {
+    require_root!();
+    let net = NetPair::new();
+    let mut srv = server(&net, &["hold", "7005"]);
+    let agent = Agent::start(&net.server, 100, &["--iface", "sv0"]);
+    agent.wait_service(SVC, T, |_| true);
+    let k = 4;
+    let mut client = Proc::spawn(NetPair::cmd(
+        &net.client,
+        std::path::Path::new("python3"),
+        &["-c", &format!("import socket,sys\nkeep=[socket.create_connection(('{SERVER_ADDR}',7005)) for _ in range({k})]\n[s.sendall(b'get\\n') for s in keep]\nprint('sent',flush=True)\n[s.recv(16) for s in keep]\nprint('answered',flush=True)\nsys.stdin.readline()")],
+    ));
+    client.wait_line("requests sent", T, |l| l == "sent");
+    agent.wait_service(SVC, T, |s| num(s, "outstanding") as u32 == k);
+    // Stays at K while held (three more ticks).
+    thread::sleep(Duration::from_millis(300));
+    let s = agent.wait_service(SVC, T, |_| true);
+    assert_eq!(num(&s, "outstanding") as u32, k, "still held");
+    srv.send("release");
+    client.wait_line("answers", T, |l| l == "answered");
+    let s = agent.wait_service(SVC, T, |s| num(s, "outstanding") == 0.0);
+    assert_eq!(num(&s, "outstanding"), 0.0);
+    let answered = sum_over_ticks(&agent.ticks(), SVC, "requests");
+    assert_eq!(answered, k as f64, "each held request completed once");
+    client.send("");
+}
+
+/// Latency: a server that sleeps 20 ms per request has a p50 between 20 and 25 ms.
+#[test]
+fn latency_p50_of_a_20ms_server() {
+    require_root!();
+    let net = NetPair::new();
+    let _srv = server(&net, &["delay", "7006", "20"]);
+    let mut agent = Agent::start(&net.server, 30, &["--iface", "sv0"]);
+    agent.wait_service(SVC, T, |_| true);
+    let mut client = Proc::spawn(NetPair::cmd(&net.client, &testsrv_bin(), &["client", SERVER_ADDR, "7006", "60"]));
+    client.wait_line("client done", T, |l| l.starts_with("segs_out="));
+    assert!(agent.wait_exit(T).success());
+    let mut p50: Vec<f64> = agent
+        .ticks()
+        .iter()
+        .filter_map(|t| service(t, SVC))
+        .filter(|s| num(s, "requests") > 0.0)
+        .map(|s| num(s, "latency_p50_us"))
+        .collect();
+    assert!(p50.len() >= 5, "ticks with requests: {p50:?}");
+    p50.sort_by(f64::total_cmp);
+    let median = p50[p50.len() / 2];
+    assert!((20_000.0..=25_000.0).contains(&median), "p50 {median} us not in 20..25 ms: {p50:?}");
+    assert_eq!(sum_over_ticks(&agent.ticks(), SVC, "requests"), 60.0);
+    client.send("");
+}

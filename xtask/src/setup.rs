@@ -1,0 +1,111 @@
+//! Fresh-machine setup: every step checks first, installs only what is missing, and says which
+//! step failed and what to do.
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util::{self, have, output, run, step};
+
+/// Debian packages: bpftool (witness for tests, bpf stats), real servers and load for the tests
+/// and benchmarks, iproute2 (netns/veth/tc), procps (ps), clang's libs are not needed.
+const DEBIAN: &[&str] =
+    &["bpftool", "iproute2", "nginx", "memcached", "redis-server", "wrk", "procps", "python3"];
+
+const BPF_LINKER: &str = "bpf-linker@0.10.4";
+
+fn ok(what: &str) {
+    println!("[setup] {what}: ok");
+}
+
+pub fn setup() -> Result<()> {
+    step("setup (installs only what is missing)");
+    rust_src()?;
+    bpf_linker()?;
+    debian()?;
+    Ok(())
+}
+
+fn rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+        .context("the nightly toolchain is needed for the eBPF crate (-Z build-std); `rustup toolchain list` should show it")?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        ok("nightly rust-src");
+        return Ok(());
+    }
+    println!("[setup] installing rust-src for nightly ...");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+        .context("installing rust-src failed: the eBPF crate cannot be built without it")
+}
+
+fn bpf_linker() -> Result<()> {
+    let home = std::env::var("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+    if have("bpf-linker") || home.join("bin/bpf-linker").is_file() {
+        ok("bpf-linker");
+        return Ok(());
+    }
+    println!("[setup] installing {BPF_LINKER} (about 80 s) ...");
+    run(Command::new("cargo").args(["install", BPF_LINKER, "--locked"]))
+        .context("installing bpf-linker failed (it links the eBPF programs); see the cargo output above")
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_ok_and(|s| s.contains("install ok installed"))
+}
+
+fn debian() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    if missing.is_empty() {
+        ok(&format!("Debian packages ({})", DEBIAN.join(" ")));
+        return Ok(());
+    }
+    if !have("apt-get") {
+        bail!("missing packages {missing:?} and no apt-get: install them with your package manager");
+    }
+    println!("[setup] apt-get update, then installing {} ...", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))
+        .context("apt-get update failed: is the Debian mirror reachable?")?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing))
+    .with_context(|| format!("apt-get install {} failed", missing.join(" ")))?;
+    ok("Debian packages");
+    Ok(())
+}
+
+/// Writes `seer-agent/src/sys/btf_fixtures/<uname -r>.txt`: the offsets bindgen's layout of this
+/// kernel's structs gives, as an independent check of the agent's own BTF reader.
+pub fn bindgen_offsets() -> Result<()> {
+    if !have("bindgen") {
+        bail!("bindgen is not installed: apt-get install libclang-dev && cargo install bindgen-cli --locked");
+    }
+    let release = output(Command::new("uname").arg("-r"))?.trim().to_string();
+    let dir = std::env::temp_dir().join("seer-bindgen");
+    std::fs::create_dir_all(&dir)?;
+    let header = output(Command::new("bpftool").args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"]))?;
+    std::fs::write(dir.join("vmlinux.h"), header)?;
+    run(Command::new("bindgen")
+        .arg(dir.join("vmlinux.h"))
+        .args(["--allowlist-type", "^(sock|socket|file|inode|tcp_sock)$", "--no-layout-tests", "--no-doc-comments"])
+        .arg("-o")
+        .arg(dir.join("vm.rs")))?;
+    let prog = format!(
+        "#![allow(warnings)]\ninclude!({:?});\n{}",
+        dir.join("vm.rs"),
+        include_str!("bindgen_offsets.rs.txt")
+    );
+    std::fs::write(dir.join("main.rs"), prog)?;
+    run(Command::new("rustc")
+        .args(["--edition", "2021", "-O"])
+        .arg(dir.join("main.rs"))
+        .arg("-o")
+        .arg(dir.join("offsets")))?;
+    let out = output(&mut Command::new(dir.join("offsets")))?;
+    let dst = util::root().join(format!("seer-agent/src/sys/btf_fixtures/{release}.txt"));
+    std::fs::write(&dst, out)?;
+    println!("wrote {}", dst.display());
+    Ok(())
+}
