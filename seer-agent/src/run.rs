@@ -96,8 +96,10 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         epoll: cfg.epoll,
     };
     let probes = Probes::load(&opts).context("attaching seer's eBPF programs")?;
+    let ids = probes.program_ids();
     for h in &probes.hooks {
-        log::info!("attached {} ({} {})", h.program, h.kind, h.target);
+        let id = ids.iter().find(|(n, _)| n == h.program).map_or(0, |(_, id)| *id);
+        log::info!("attached {} ({} {}) prog_id={id}", h.program, h.kind, h.target);
     }
     if let Err(e) = sys::caps::drop_after_attach() {
         log::warn!("{e}; continuing with the capabilities we have");

@@ -6,7 +6,7 @@
 use std::{
     io::{BufRead, BufReader, Write},
     path::PathBuf,
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU32, Ordering},
@@ -116,6 +116,8 @@ pub struct Proc {
     pub child: Child,
     pub stdin: Option<ChildStdin>,
     pub lines: Arc<Mutex<Vec<String>>>,
+    /// stderr lines (the agent's log).
+    pub errs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proc {
@@ -124,18 +126,22 @@ impl Proc {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let stdin = child.stdin.take();
         let out: ChildStdout = child.stdout.take().expect("stdout");
+        let err: ChildStderr = child.stderr.take().expect("stderr");
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let l = lines.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                l.lock().expect("lock").push(line);
-            }
-        });
-        Proc { child, stdin, lines }
+        let errs: Arc<Mutex<Vec<String>>> = Arc::default();
+        for (stream, sink) in [(Box::new(out) as Box<dyn std::io::Read + Send>, lines.clone()), (Box::new(err), errs.clone())] {
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    sink.lock().expect("lock").push(line);
+                }
+            });
+        }
+        Proc { child, stdin, lines, errs }
     }
 
     /// Waits until a stdout line satisfies `f`, returning it.
@@ -148,6 +154,22 @@ impl Proc {
             assert!(t0.elapsed() < timeout, "timed out waiting for {what}; got {:?}", self.lines.lock().expect("lock"));
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits until a stderr line satisfies `f`, returning it.
+    pub fn wait_err(&self, what: &str, timeout: Duration, f: impl Fn(&str) -> bool) -> String {
+        let t0 = Instant::now();
+        loop {
+            if let Some(l) = self.errs.lock().expect("lock").iter().find(|l| f(l)) {
+                return l.clone();
+            }
+            assert!(t0.elapsed() < timeout, "timed out waiting for {what}; stderr {:?}", self.errs.lock().expect("lock"));
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.errs.lock().expect("lock").join("\n")
     }
 
     pub fn send(&mut self, line: &str) {
@@ -179,7 +201,7 @@ impl Agent {
         let mut args = vec!["run", "--json", "--ticks", &t];
         args.extend_from_slice(extra);
         let mut cmd = NetPair::cmd(ns, &agent_bin(), &args);
-        cmd.env("RUST_LOG", "warn");
+        cmd.env("RUST_LOG", "info");
         Agent { proc: Proc::spawn(cmd) }
     }
 

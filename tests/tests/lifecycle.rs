@@ -1,0 +1,127 @@
+//! Start, stop, crash and bad input: the host is left as it was found, errors say what to do.
+use std::{process::Command, time::Duration};
+
+use seer_tests::*;
+
+const T: Duration = Duration::from_secs(20);
+
+/// Program ids the agent logged at attach time.
+fn prog_ids(agent: &Agent) -> Vec<u32> {
+    agent.proc.wait_err("attach log", T, |l| l.contains("attached seer_tc_ingress"));
+    let ids: Vec<u32> = agent
+        .proc
+        .errs
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|l| l.split("prog_id=").nth(1)?.trim().parse().ok())
+        .collect();
+    assert!(ids.len() >= 5, "agent logged its program ids: {}", agent.proc.stderr());
+    ids
+}
+
+fn prog_exists(id: u32) -> bool {
+    Command::new("bpftool").args(["prog", "show", "id", &id.to_string()]).output().expect("bpftool").status.success()
+}
+
+/// bpf links (tcx, iter, tracepoints) that point at one of `ids`, as `bpftool link show` lists
+/// them (Debian's bpftool 7.1 shows a tcx link as `type 11`).
+fn links_to(ids: &[u32]) -> Vec<String> {
+    sh("bpftool link show")
+        .lines()
+        .filter(|l| {
+            l.split("prog ").nth(1).and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok()).is_some_and(|p| ids.contains(&p))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn sigkill_leaves_no_programs_or_attachments() {
+    require_root!();
+    let net = NetPair::new();
+    let mut agent = Agent::start(&net.server, 100_000, &["--iface", "sv0", "--iface", "lo"]);
+    let ids = prog_ids(&agent);
+    assert!(ids.iter().all(|&id| prog_exists(id)), "programs loaded");
+    let links = links_to(&ids);
+    // iter + 3 tp_btf + 4 epoll tracepoints + 2 tcx (sv0, lo)
+    assert!(links.len() >= 10, "links before the kill: {links:?}");
+    // kill -9 the agent itself (ip netns exec execs it, so the child is the agent).
+    sh(&format!("kill -9 {}", agent.proc.pid()));
+    let _ = agent.proc.child.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    for id in &ids {
+        assert!(!prog_exists(*id), "program {id} still loaded after kill -9");
+    }
+    assert_eq!(links_to(&ids), Vec::<String>::new(), "links left behind after kill -9");
+    // A new start works and attaches cleanly.
+    let again = Agent::start(&net.server, 3, &["--iface", "sv0"]);
+    let mut again = again;
+    assert!(again.wait_exit(T).success(), "restart after kill -9: {}", again.proc.stderr());
+}
+
+#[test]
+fn sigterm_detaches_and_exits_zero() {
+    require_root!();
+    let net = NetPair::new();
+    let mut agent = Agent::start(&net.server, 100_000, &["--iface", "sv0"]);
+    let ids = prog_ids(&agent);
+    agent.proc.wait_line("first tick", T, |l| l.starts_with('{'));
+    sh(&format!("kill -TERM {}", agent.proc.pid()));
+    let st = agent.wait_exit(T);
+    assert!(st.success(), "exit status {st}: {}", agent.proc.stderr());
+    assert!(agent.proc.stderr().contains("detached all programs"));
+    for id in &ids {
+        assert!(!prog_exists(*id), "program {id} still loaded after SIGTERM");
+    }
+    assert_eq!(links_to(&ids), Vec::<String>::new(), "links left behind after SIGTERM");
+}
+
+#[test]
+fn unknown_interface_is_a_clear_error() {
+    require_root!();
+    let net = NetPair::new();
+    let mut agent = Agent::start(&net.server, 3, &["--iface", "nope0"]);
+    let st = agent.wait_exit(T);
+    let err = agent.proc.stderr();
+    assert!(!st.success());
+    assert!(err.contains("interface `nope0` does not exist"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_config_line_names_file_and_line_and_exits_64() {
+    require_root!();
+    let dir = std::env::temp_dir().join(format!("seer-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let cfg = dir.join("seer.toml");
+    std::fs::write(&cfg, "tick_ms = 100\n[[service]]\nname = \"x\"\nport = \"eighty\"\n").expect("write");
+    let out = Command::new(agent_bin()).args(["run", "--ticks", "1", "--config"]).arg(&cfg).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains(&format!("{}:4:", cfg.display())), "{err}");
+    let out = Command::new(agent_bin()).args(["run", "--tick-ms", "5"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("10 ..= 10000"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn missing_capabilities_are_named() {
+    require_root!();
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        println!("SKIP: setpriv (util-linux) not installed");
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-bpf,-perfmon,-sys_admin,-net_admin"])
+        .arg(agent_bin())
+        .args(["run", "--ticks", "1"])
+        .output()
+        .expect("setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    for cap in ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"] {
+        assert!(err.contains(cap), "{cap} named: {err}");
+    }
+}
