@@ -17,6 +17,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod stack;
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
