@@ -71,8 +71,12 @@ pub struct Rule {
 
 impl Rule {
     pub fn matches(&self, comm: &str, ports: &[u16], cgroup: &str) -> bool {
-        Match { comm: self.comm.clone(), port: self.port, cgroup: self.cgroup.clone() }
-            .matches(comm, ports, cgroup)
+        Match {
+            comm: self.comm.clone(),
+            port: self.port,
+            cgroup: self.cgroup.clone(),
+        }
+        .matches(comm, ports, cgroup)
     }
 }
 
@@ -99,7 +103,11 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{path}:{line}: {msg}")]
-    Parse { path: String, line: usize, msg: String },
+    Parse {
+        path: String,
+        line: usize,
+        msg: String,
+    },
     #[error("{path}: {msg}")]
     Invalid { path: String, msg: String },
 }
@@ -120,17 +128,28 @@ impl Match {
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
         Self::parse(&text, &p)
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            ConfigError::Parse { path: path.into(), line, msg: e.message().to_string() }
+            let line = e.span().map_or(0, |s| {
+                text[..s.start.min(text.len())].matches('\n').count() + 1
+            });
+            ConfigError::Parse {
+                path: path.into(),
+                line,
+                msg: e.message().to_string(),
+            }
         })?;
-        cfg.validate().map_err(|msg| ConfigError::Invalid { path: path.into(), msg })?;
+        cfg.validate().map_err(|msg| ConfigError::Invalid {
+            path: path.into(),
+            msg,
+        })?;
         Ok(cfg)
     }
 
@@ -155,7 +174,10 @@ impl Config {
         }
         for (i, m) in self.ignore.iter().enumerate() {
             if m.is_empty() {
-                return Err(format!("[[ignore]] #{} needs at least one of comm, port, cgroup", i + 1));
+                return Err(format!(
+                    "[[ignore]] #{} needs at least one of comm, port, cgroup",
+                    i + 1
+                ));
             }
         }
         Ok(())
@@ -181,16 +203,21 @@ mod tests {
 
     #[test]
     fn bad_line_names_file_and_line() {
-        let e = Config::parse("tick_ms = 100\n\n[[service]]\nname = \"x\"\ncolor = 3\n", "seer.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(
+            "tick_ms = 100\n\n[[service]]\nname = \"x\"\ncolor = 3\n",
+            "seer.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("seer.toml:5:"), "{e}");
         assert!(e.contains("color"), "{e}");
     }
 
     #[test]
     fn tick_range_is_checked() {
-        let e = Config::parse("tick_ms = 5\n", "s.toml").unwrap_err().to_string();
+        let e = Config::parse("tick_ms = 5\n", "s.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("10 ..= 10000"), "{e}");
     }
 }

@@ -80,22 +80,37 @@ impl Discovery {
     }
 
     pub fn service_by_pid(&self, pid: u32) -> Option<&Service> {
-        self.services.iter().find(|s| s.pids.binary_search(&pid).is_ok())
+        self.services
+            .iter()
+            .find(|s| s.pids.binary_search(&pid).is_ok())
     }
 
     pub fn name_of(&self, id: ServiceId) -> &str {
-        self.services.iter().find(|s| s.id == id).map_or("?", |s| s.name.as_str())
+        self.services
+            .iter()
+            .find(|s| s.id == id)
+            .map_or("?", |s| s.name.as_str())
     }
 
     /// Re-derives services from one socket snapshot and one /proc scan.
-    pub fn refresh(&mut self, cfg: &Config, socks: &[SockRecord], procs: &[ProcInfo]) -> MapChanges {
+    pub fn refresh(
+        &mut self,
+        cfg: &Config,
+        socks: &[SockRecord],
+        procs: &[ProcInfo],
+    ) -> MapChanges {
         // listening inode -> port
         let mut listen: HashMap<u64, u16> = HashMap::new();
-        for s in socks.iter().filter(|s| s.state == TCP_LISTEN && s.inode != 0) {
+        for s in socks
+            .iter()
+            .filter(|s| s.state == TCP_LISTEN && s.inode != 0)
+        {
             listen.insert(s.inode, s.lport);
         }
-        let owners: Vec<&ProcInfo> =
-            procs.iter().filter(|p| p.socket_inodes.iter().any(|i| listen.contains_key(i))).collect();
+        let owners: Vec<&ProcInfo> = procs
+            .iter()
+            .filter(|p| p.socket_inodes.iter().any(|i| listen.contains_key(i)))
+            .collect();
         let mut parent: Vec<usize> = (0..owners.len()).collect();
         let mut by_inode: HashMap<u64, usize> = HashMap::new();
         let mut by_unit: HashMap<&str, usize> = HashMap::new();
@@ -128,7 +143,11 @@ impl Discovery {
         for members in groups.values() {
             let mut pids: Vec<u32> = members.iter().map(|&i| owners[i].pid).collect();
             pids.sort_unstable();
-            let lead = members.iter().map(|&i| owners[i]).min_by_key(|p| p.pid).expect("non-empty");
+            let lead = members
+                .iter()
+                .map(|&i| owners[i])
+                .min_by_key(|p| p.pid)
+                .expect("non-empty");
             let mut ports: Vec<u16> = members
                 .iter()
                 .flat_map(|&i| owners[i].socket_inodes.iter())
@@ -136,17 +155,29 @@ impl Discovery {
                 .collect();
             ports.sort_unstable();
             ports.dedup();
-            if cfg.ignore.iter().any(|m| m.matches(&lead.comm, &ports, &lead.cgroup)) {
+            if cfg
+                .ignore
+                .iter()
+                .any(|m| m.matches(&lead.comm, &ports, &lead.cgroup))
+            {
                 continue;
             }
-            let rule = cfg.services.iter().find(|r| r.matches(&lead.comm, &ports, &lead.cgroup));
+            let rule = cfg
+                .services
+                .iter()
+                .find(|r| r.matches(&lead.comm, &ports, &lead.cgroup));
             let (name, identity) = match (rule, unit_of(&lead.cgroup)) {
                 (Some(r), _) => (r.name.clone(), format!("rule:{}", r.name)),
                 (None, Some(unit)) => (unit.to_string(), format!("unit:{}", lead.cgroup)),
-                (None, None) => (lead.comm.clone(), format!("comm:{}:{}", lead.comm, ports[0])),
+                (None, None) => (
+                    lead.comm.clone(),
+                    format!("comm:{}:{}", lead.comm, ports[0]),
+                ),
             };
-            let inodes: HashSet<u64> =
-                members.iter().flat_map(|&i| owners[i].socket_inodes.iter().copied()).collect();
+            let inodes: HashSet<u64> = members
+                .iter()
+                .flat_map(|&i| owners[i].socket_inodes.iter().copied())
+                .collect();
             let entry = found.entry(identity.clone()).or_insert_with(|| Service {
                 id: ServiceId(0),
                 name,
@@ -178,8 +209,11 @@ impl Discovery {
         }
 
         let mut ch = MapChanges::default();
-        let old: HashMap<String, Service> =
-            self.services.drain(..).map(|s| (s.identity.clone(), s)).collect();
+        let old: HashMap<String, Service> = self
+            .services
+            .drain(..)
+            .map(|s| (s.identity.clone(), s))
+            .collect();
         let mut new = Vec::new();
         for (identity, mut s) in found {
             let prev = old.get(&identity);
@@ -247,12 +281,19 @@ impl Discovery {
         }
         self.services = new;
         let live: HashSet<ServiceId> = self.services.iter().map(|s| s.id).collect();
-        self.edges.retain(|(a, b)| live.contains(a) && live.contains(b));
+        self.edges
+            .retain(|(a, b)| live.contains(a) && live.contains(b));
         // Connections older than the agent: a client socket held by service A to a port of B.
         let mut found_edges = Vec::new();
-        for r in socks.iter().filter(|r| r.state == TCP_ESTABLISHED && r.inode != 0) {
+        for r in socks
+            .iter()
+            .filter(|r| r.state == TCP_ESTABLISHED && r.inode != 0)
+        {
             if let Some(callee) = self.service_by_port(r.rport)
-                && let Some(caller) = self.services.iter().find(|s| s.socket_inodes.contains(&r.inode))
+                && let Some(caller) = self
+                    .services
+                    .iter()
+                    .find(|s| s.socket_inodes.contains(&r.inode))
                 && caller.id != callee.id
             {
                 found_edges.push((caller.id, callee.id));
@@ -300,7 +341,8 @@ impl Discovery {
         for s in &mut self.services {
             s.depth = depth[&s.id];
         }
-        self.services.sort_by(|a, b| b.depth.cmp(&a.depth).then(a.id.cmp(&b.id)));
+        self.services
+            .sort_by(|a, b| b.depth.cmp(&a.depth).then(a.id.cmp(&b.id)));
     }
 }
 
@@ -309,11 +351,21 @@ mod tests {
     use super::*;
 
     fn listener(port: u16, inode: u64) -> SockRecord {
-        SockRecord { state: TCP_LISTEN, lport: port, inode, ..Default::default() }
+        SockRecord {
+            state: TCP_LISTEN,
+            lport: port,
+            inode,
+            ..Default::default()
+        }
     }
 
     fn proc_(pid: u32, comm: &str, cgroup: &str, inodes: &[u64]) -> ProcInfo {
-        ProcInfo { pid, comm: comm.into(), cgroup: cgroup.into(), socket_inodes: inodes.to_vec() }
+        ProcInfo {
+            pid,
+            comm: comm.into(),
+            cgroup: cgroup.into(),
+            socket_inodes: inodes.to_vec(),
+        }
     }
 
     #[test]
@@ -321,7 +373,13 @@ mod tests {
         let socks = vec![
             listener(8080, 1),
             listener(11211, 2),
-            SockRecord { state: TCP_ESTABLISHED, lport: 40000, rport: 11211, inode: 9, ..Default::default() },
+            SockRecord {
+                state: TCP_ESTABLISHED,
+                lport: 40000,
+                rport: 11211,
+                inode: 9,
+                ..Default::default()
+            },
         ];
         let procs = vec![
             proc_(10, "nginx", "/", &[1]),
@@ -339,7 +397,11 @@ mod tests {
         assert_eq!(ch.added.len(), 2);
         assert!(ch.ports.contains(&(8080, d.services[1].slot)));
         // The same input again changes nothing; a vanished service frees its slot and ports.
-        assert!(d.refresh(&Config::default(), &socks, &procs).ports.is_empty());
+        assert!(
+            d.refresh(&Config::default(), &socks, &procs)
+                .ports
+                .is_empty()
+        );
         let ch = d.refresh(&Config::default(), &socks[..1], &procs[..2]);
         assert_eq!(ch.removed.len(), 1);
         assert!(ch.ports.contains(&(11211, None)));
@@ -348,7 +410,11 @@ mod tests {
     #[test]
     fn rules_name_merge_and_ignore() {
         let socks = vec![listener(1, 1), listener(2, 2), listener(22, 3)];
-        let procs = vec![proc_(1, "a", "/", &[1]), proc_(2, "b", "/", &[2]), proc_(3, "sshd", "/", &[3])];
+        let procs = vec![
+            proc_(1, "a", "/", &[1]),
+            proc_(2, "b", "/", &[2]),
+            proc_(3, "sshd", "/", &[3]),
+        ];
         let cfg = Config::parse(
             "[[service]]\nname=\"pair\"\ncomm=\"a\"\n[[service]]\nname=\"pair\"\ncomm=\"b\"\n[[ignore]]\nport=22\n",
             "t",
@@ -367,7 +433,14 @@ mod tests {
         let procs = vec![proc_(5, "api", "/", &[1]), proc_(6, "redis", "/", &[2])];
         let mut d = Discovery::default();
         d.refresh(&Config::default(), &socks, &procs);
-        d.add_connects(&[(ConnectKey { tgid: 5, dport: 6379, _pad: 0 }, 3)]);
+        d.add_connects(&[(
+            ConnectKey {
+                tgid: 5,
+                dport: 6379,
+                _pad: 0,
+            },
+            3,
+        )]);
         let (a, b) = *d.edges.iter().next().unwrap();
         assert_eq!((d.name_of(a), d.name_of(b)), ("api", "redis"));
         assert_eq!(d.services[0].name, "redis");

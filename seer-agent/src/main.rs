@@ -87,7 +87,10 @@ fn main() -> ExitCode {
                 eprintln!("seer-agent: {e}");
                 return ExitCode::from(EX_NOPERM);
             }
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("seer-agent: cannot start the runtime: {e}");

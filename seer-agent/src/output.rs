@@ -20,6 +20,7 @@ pub fn tick_json(ts_ms: u64, d: &Discovery, samples: &[Sample]) -> Value {
             o.insert("pid".into(), json!(s.pids.first().copied().unwrap_or(0)));
             o.insert("pids".into(), json!(s.pids));
             o.insert("ports".into(), json!(s.ports));
+            o.insert("comm".into(), json!(s.comm));
             o.insert("cgroup".into(), json!(s.cgroup));
             o.insert("depth".into(), json!(s.depth));
             for (name, v) in CHANNEL_NAMES.iter().zip(smp.values.iter()) {
@@ -28,8 +29,11 @@ pub fn tick_json(ts_ms: u64, d: &Discovery, samples: &[Sample]) -> Value {
             Value::Object(o)
         })
         .collect();
-    let edges: Vec<Value> =
-        d.edges.iter().map(|&(a, b)| json!([d.name_of(a), d.name_of(b)])).collect();
+    let edges: Vec<Value> = d
+        .edges
+        .iter()
+        .map(|&(a, b)| json!([d.name_of(a), d.name_of(b)]))
+        .collect();
     json!({ "ts_ms": ts_ms, "services": services, "edges": edges })
 }
 
@@ -47,8 +51,18 @@ pub fn live_table(tick_ms: u64, d: &Discovery, samples: &[Sample], footer: &str)
     let _ = writeln!(
         s,
         "{:<22} {:>7} {:<14} {:>5} {:>9} {:>10} {:>7} {:>9} {:>6} {:>8} {:>8} {:>8}",
-        "SERVICE", "PID", "PORTS", "DEPTH", "RX_PKT/s", "RXQ_BYTES", "BACKLOG", "EPOLL_EV/s", "OUTST",
-        "REQ/s", "P50_ms", "P99_ms"
+        "SERVICE",
+        "PID",
+        "PORTS",
+        "DEPTH",
+        "RX_PKT/s",
+        "RXQ_BYTES",
+        "BACKLOG",
+        "EPOLL_EV/s",
+        "OUTST",
+        "REQ/s",
+        "P50_ms",
+        "P99_ms"
     );
     for (svc, smp) in d.services.iter().zip(samples) {
         let ports: Vec<String> = svc.ports.iter().map(u16::to_string).collect();
@@ -85,7 +99,11 @@ pub fn live_table(tick_ms: u64, d: &Discovery, samples: &[Sample], footer: &str)
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n { s.to_string() } else { s.chars().take(n - 1).chain(['…']).collect() }
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).chain(['…']).collect()
+    }
 }
 
 pub fn print_line(v: &Value) {

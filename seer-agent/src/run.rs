@@ -39,12 +39,17 @@ pub fn config_for(args: &RunArgs) -> Result<Config, ConfigError> {
     }
     cfg.turns &= !args.no_turns;
     cfg.epoll &= !args.no_epoll;
-    cfg.validate().map_err(|msg| ConfigError::Invalid { path: "command line".into(), msg })?;
+    cfg.validate().map_err(|msg| ConfigError::Invalid {
+        path: "command line".into(),
+        msg,
+    })?;
     Ok(cfg)
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn apply(probes: &Probes, ch: &MapChanges) -> anyhow::Result<()> {
@@ -75,7 +80,13 @@ impl Loop {
         for id in &ch.added {
             let s = self.disc.services.iter().find(|s| s.id == *id);
             if let Some(s) = s {
-                log::info!("service {} (pids {:?}, ports {:?}, cgroup {})", s.name, s.pids, s.ports, s.cgroup);
+                log::info!(
+                    "service {} (pids {:?}, ports {:?}, cgroup {})",
+                    s.name,
+                    s.pids,
+                    s.ports,
+                    s.cgroup
+                );
             }
         }
         for id in &ch.removed {
@@ -84,7 +95,8 @@ impl Loop {
         self.connects.clear();
         self.probes.read_connects(&mut self.connects)?;
         self.disc.add_connects(&self.connects);
-        self.sampler.on_discovery(&mut self.probes, &self.disc, &ch.new_slots)?;
+        self.sampler
+            .on_discovery(&mut self.probes, &self.disc, &ch.new_slots)?;
         Ok(())
     }
 }
@@ -98,8 +110,16 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     let probes = Probes::load(&opts).context("attaching seer's eBPF programs")?;
     let ids = probes.program_ids();
     for h in &probes.hooks {
-        let id = ids.iter().find(|(n, _)| n == h.program).map_or(0, |(_, id)| *id);
-        log::info!("attached {} ({} {}) prog_id={id}", h.program, h.kind, h.target);
+        let id = ids
+            .iter()
+            .find(|(n, _)| n == h.program)
+            .map_or(0, |(_, id)| *id);
+        log::info!(
+            "attached {} ({} {}) prog_id={id}",
+            h.program,
+            h.kind,
+            h.target
+        );
     }
     if let Err(e) = sys::caps::drop_after_attach() {
         log::warn!("{e}; continuing with the capabilities we have");
@@ -131,11 +151,12 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         }
         lp.socks.clear();
         lp.probes.read_sockets(&mut lp.socks)?;
-        if n > 0 && n % lp.cfg.discovery_every as u64 == 0 {
+        if n > 0 && n.is_multiple_of(lp.cfg.discovery_every as u64) {
             lp.discover()?;
         }
         let ts = now_ms();
-        lp.sampler.tick(&mut lp.probes, &lp.disc, &lp.socks, ts, &mut lp.samples)?;
+        lp.sampler
+            .tick(&mut lp.probes, &lp.disc, &lp.socks, ts, &mut lp.samples)?;
         n += 1;
         if args.json {
             output::print_line(&output::tick_json(ts, &lp.disc, &lp.samples));
@@ -145,9 +166,16 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
                 "tick {n}; kernel drops: turns {} connects {} epoll {} iter {}",
                 d.turns_full, d.connects_full, d.epoll_full, d.iter_write
             );
-            print!("{}", output::live_table(lp.cfg.tick_ms, &lp.disc, &lp.samples, &footer));
-        } else if n % (1000 / lp.cfg.tick_ms).max(1) == 0 {
-            log::info!("tick {n}: {} services, {} edges", lp.disc.services.len(), lp.disc.edges.len());
+            print!(
+                "{}",
+                output::live_table(lp.cfg.tick_ms, &lp.disc, &lp.samples, &footer)
+            );
+        } else if n.is_multiple_of((1000 / lp.cfg.tick_ms).max(1)) {
+            log::info!(
+                "tick {n}: {} services, {} edges",
+                lp.disc.services.len(),
+                lp.disc.edges.len()
+            );
         }
         if args.ticks.is_some_and(|t| n >= t) {
             break;

@@ -107,7 +107,13 @@ impl Sampler {
             if let Some(slot) = s.slot {
                 let (c, p) = (&self.cur[slot], &self.prev[slot]);
                 let first = self.first;
-                let delta = |a: u64, b: u64| if first { 0.0 } else { a.saturating_sub(b) as f32 };
+                let delta = |a: u64, b: u64| {
+                    if first {
+                        0.0
+                    } else {
+                        a.saturating_sub(b) as f32
+                    }
+                };
                 v[Channel::NicRxPkts as usize] = delta(c.nic_rx_pkts, p.nic_rx_pkts);
                 v[Channel::NicRxBytes as usize] = delta(c.nic_rx_bytes, p.nic_rx_bytes);
                 v[Channel::EpollCalls as usize] = delta(c.epoll_calls, p.epoll_calls);
@@ -116,7 +122,8 @@ impl Sampler {
                 v[Channel::Requests as usize] = delta(c.req_completed, p.req_completed);
                 if self.turns {
                     let open = c.req_started as i64 - c.req_completed as i64 - c.req_aborted as i64;
-                    v[Channel::Outstanding as usize] = (open - self.base_outstanding[slot]).max(0) as f32;
+                    v[Channel::Outstanding as usize] =
+                        (open - self.base_outstanding[slot]).max(0) as f32;
                 }
                 src.read_latency(slot, &mut self.lat)?;
                 let prev = &mut self.prev_lat[slot];
@@ -130,7 +137,11 @@ impl Sampler {
                     v[Channel::LatencyP99Us as usize] = quantile_us(&self.lat, 0.99) as f32;
                 }
             }
-            out.push(Sample { service: s.id, ts_ms, values: v });
+            out.push(Sample {
+                service: s.id,
+                ts_ms,
+                values: v,
+            });
         }
         std::mem::swap(&mut self.prev, &mut self.cur);
         self.first = false;
@@ -174,7 +185,11 @@ mod tests {
             *out = self.counters;
             Ok(())
         }
-        fn read_latency(&mut self, slot: usize, out: &mut [u64; LAT_BUCKETS]) -> anyhow::Result<()> {
+        fn read_latency(
+            &mut self,
+            slot: usize,
+            out: &mut [u64; LAT_BUCKETS],
+        ) -> anyhow::Result<()> {
             *out = self.lat[slot];
             Ok(())
         }
@@ -183,15 +198,41 @@ mod tests {
     #[test]
     fn deltas_gauges_and_quantiles() {
         let socks = vec![
-            SockRecord { state: TCP_LISTEN, lport: 80, inode: 1, ack_backlog: 3, ..Default::default() },
-            SockRecord { state: 1, lport: 80, rport: 5000, rx_queue: 100, ..Default::default() },
-            SockRecord { state: 1, lport: 80, rport: 5001, rx_queue: 50, ..Default::default() },
+            SockRecord {
+                state: TCP_LISTEN,
+                lport: 80,
+                inode: 1,
+                ack_backlog: 3,
+                ..Default::default()
+            },
+            SockRecord {
+                state: 1,
+                lport: 80,
+                rport: 5000,
+                rx_queue: 100,
+                ..Default::default()
+            },
+            SockRecord {
+                state: 1,
+                lport: 80,
+                rport: 5001,
+                rx_queue: 50,
+                ..Default::default()
+            },
         ];
-        let procs = vec![ProcInfo { pid: 7, comm: "web".into(), cgroup: "/".into(), socket_inodes: vec![1] }];
+        let procs = vec![ProcInfo {
+            pid: 7,
+            comm: "web".into(),
+            cgroup: "/".into(),
+            socket_inodes: vec![1],
+        }];
         let mut d = Discovery::default();
         let ch = d.refresh(&Config::default(), &socks, &procs);
         let slot = d.services[0].slot.unwrap();
-        let mut k = FakeKernel { counters: [SlotCounters::default(); MAX_SLOTS], lat: vec![[0; LAT_BUCKETS]; MAX_SLOTS] };
+        let mut k = FakeKernel {
+            counters: [SlotCounters::default(); MAX_SLOTS],
+            lat: vec![[0; LAT_BUCKETS]; MAX_SLOTS],
+        };
         k.counters[slot].req_started = 4; // open before this service got its slot
         let mut s = Sampler::new(true);
         s.on_discovery(&mut k, &d, &ch.new_slots).unwrap();
@@ -212,13 +253,22 @@ mod tests {
         assert_eq!(v.get(Channel::AcceptBacklog), 3.0);
         assert_eq!(v.get(Channel::RxQueueBytes), 150.0);
         assert_eq!(v.get(Channel::Connections), 2.0);
-        assert_eq!(v.get(Channel::LatencyP50Us), lat_bucket_upper_us(lat_bucket(1000)) as f32);
-        assert_eq!(v.get(Channel::LatencyP99Us), lat_bucket_upper_us(lat_bucket(1000)) as f32);
+        assert_eq!(
+            v.get(Channel::LatencyP50Us),
+            lat_bucket_upper_us(lat_bucket(1000)) as f32
+        );
+        assert_eq!(
+            v.get(Channel::LatencyP99Us),
+            lat_bucket_upper_us(lat_bucket(1000)) as f32
+        );
         // The next tick sees only what is new.
         k.lat[slot][lat_bucket(50_000)] += 1;
         s.tick(&mut k, &d, &socks, 3, &mut out).unwrap();
         assert_eq!(out[0].get(Channel::NicRxPkts), 0.0);
-        assert_eq!(out[0].get(Channel::LatencyP99Us), lat_bucket_upper_us(lat_bucket(50_000)) as f32);
+        assert_eq!(
+            out[0].get(Channel::LatencyP99Us),
+            lat_bucket_upper_us(lat_bucket(50_000)) as f32
+        );
     }
 
     #[test]

@@ -56,11 +56,23 @@ pub fn seer_sock_iter(ctx: *mut c_void) -> i32 {
         read_kernel(file, offset!(file_f_inode))
     };
     let rec = SockRecord {
-        inode: if inode.is_null() { 0 } else { read_kernel(inode, offset!(inode_i_ino)) },
+        inode: if inode.is_null() {
+            0
+        } else {
+            read_kernel(inode, offset!(inode_i_ino))
+        },
         bytes_received: read_kernel(tp, offset!(tcp_bytes_received)),
         bytes_sent: read_kernel(tp, offset!(tcp_bytes_sent)),
-        rx_queue: if state == TCP_LISTEN { 0 } else { rcv_nxt.wrapping_sub(copied) },
-        tx_queue: if state == TCP_LISTEN { 0 } else { write_seq.wrapping_sub(snd_una) },
+        rx_queue: if state == TCP_LISTEN {
+            0
+        } else {
+            rcv_nxt.wrapping_sub(copied)
+        },
+        tx_queue: if state == TCP_LISTEN {
+            0
+        } else {
+            write_seq.wrapping_sub(snd_una)
+        },
         lrcvtime: read_kernel(tp, offset!(tcp_lrcvtime)),
         lsndtime: read_kernel(tp, offset!(tcp_lsndtime)),
         ack_backlog: read_kernel(tp, offset!(sk_ack_backlog)),

@@ -4,7 +4,6 @@
 //! with the first bytes it writes: outstanding = started - completed - aborted, and the turn's
 //! duration is a latency sample. No protocol is parsed.
 use aya_ebpf::{
-    EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
@@ -12,8 +11,7 @@ use aya_ebpf::{
 use seer_common::{ConnectKey, LAT_BUCKETS, TCP_CLOSE, TCP_SYN_SENT, Turn, lat_bucket};
 
 use crate::maps::{
-    CONNECTS, LATENCY, TURNS, drops, offset, port_slot, read_kernel, slot_counters,
-    verifier_bound,
+    CONNECTS, LATENCY, TURNS, drops, offset, port_slot, read_kernel, slot_counters, verifier_bound,
 };
 
 const MSG_PEEK: i32 = 2;
@@ -39,15 +37,21 @@ pub fn seer_recv(ctx: BtfTracePointContext) -> i32 {
     if ret <= 0 || flags & MSG_PEEK != 0 {
         return 0;
     }
-    let Some(slot) = server_slot(sk) else { return 0 };
+    let Some(slot) = server_slot(sk) else {
+        return 0;
+    };
     let key = sk as u64;
     // SAFETY: the value is only read (is there an open turn?), never kept past this call.
-    if unsafe { TURNS.get(&key) }.is_some() {
+    if unsafe { TURNS.get(key) }.is_some() {
         return 0;
     }
     // SAFETY: reads the monotonic clock; no preconditions.
-    let turn = Turn { start_ns: unsafe { bpf_ktime_get_ns() }, slot: slot as u32, _pad: 0 };
-    if TURNS.insert(&key, &turn, 0).is_err() {
+    let turn = Turn {
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        slot: slot as u32,
+        _pad: 0,
+    };
+    if TURNS.insert(key, turn, 0).is_err() {
         if let Some(d) = drops() {
             d.turns_full += 1;
         }
@@ -68,8 +72,10 @@ pub fn seer_send(ctx: BtfTracePointContext) -> i32 {
     }
     let key = sk as u64;
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(turn) = (unsafe { TURNS.get(&key) }).copied() else { return 0 };
-    let _ = TURNS.remove(&key);
+    let Some(turn) = (unsafe { TURNS.get(key) }).copied() else {
+        return 0;
+    };
+    let _ = TURNS.remove(key);
     // SAFETY: reads the monotonic clock; no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let slot = turn.slot as usize;
@@ -99,12 +105,12 @@ pub fn seer_state(ctx: BtfTracePointContext) -> i32 {
             dport: u16::from_be(dport),
             _pad: 0,
         };
-        match CONNECTS.get_ptr_mut(&key) {
+        match CONNECTS.get_ptr_mut(key) {
             // SAFETY: map value pointer valid for this run; a lost increment under a race
             // between CPUs only undercounts a connection count, never corrupts.
             Some(n) => unsafe { *n += 1 },
             None => {
-                if CONNECTS.insert(&key, &1u64, 0).is_err()
+                if CONNECTS.insert(key, 1u64, 0).is_err()
                     && let Some(d) = drops()
                 {
                     d.connects_full += 1;
@@ -114,13 +120,12 @@ pub fn seer_state(ctx: BtfTracePointContext) -> i32 {
     } else if newstate == TCP_CLOSE as i32 {
         let key = sk as u64;
         // SAFETY: the value is copied out before the entry is removed.
-        if let Some(turn) = (unsafe { TURNS.get(&key) }).copied() {
-            let _ = TURNS.remove(&key);
+        if let Some(turn) = (unsafe { TURNS.get(key) }).copied() {
+            let _ = TURNS.remove(key);
             if let Some(c) = slot_counters(turn.slot as usize) {
                 c.req_aborted += 1;
             }
         }
     }
-    let _ = ctx.as_ptr();
     0
 }

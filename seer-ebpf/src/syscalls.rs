@@ -17,13 +17,19 @@ pub fn seer_epoll_enter(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: the value is copied immediately.
-    let Some(&slot1) = (unsafe { TGID_SLOT.get(&tgid) }) else { return 0 };
+    let Some(&slot1) = (unsafe { TGID_SLOT.get(tgid) }) else {
+        return 0;
+    };
     if slot1 == 0 {
         return 0;
     }
     // SAFETY: reads the monotonic clock; no preconditions.
-    let start = Turn { start_ns: unsafe { bpf_ktime_get_ns() }, slot: slot1 as u32 - 1, _pad: 0 };
-    if EPOLL_START.insert(&pid_tgid, &start, 0).is_err()
+    let start = Turn {
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        slot: slot1 as u32 - 1,
+        _pad: 0,
+    };
+    if EPOLL_START.insert(pid_tgid, start, 0).is_err()
         && let Some(d) = drops()
     {
         d.epoll_full += 1;
@@ -36,8 +42,10 @@ pub fn seer_epoll_enter(_ctx: TracePointContext) -> u32 {
 pub fn seer_epoll_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(start) = (unsafe { EPOLL_START.get(&pid_tgid) }).copied() else { return 0 };
-    let _ = EPOLL_START.remove(&pid_tgid);
+    let Some(start) = (unsafe { EPOLL_START.get(pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = EPOLL_START.remove(pid_tgid);
     // SAFETY: offset 16 of a sys_exit tracepoint record is the syscall's return value.
     let ret: i64 = unsafe { ctx.read_at(SYS_EXIT_RET) }.unwrap_or(0);
     // SAFETY: reads the monotonic clock; no preconditions.

@@ -17,6 +17,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod loadgen;
 pub mod stack;
 
 pub fn is_root() -> bool {
@@ -38,9 +39,17 @@ macro_rules! require_root {
 /// The workspace's target directory (tests run from target/<profile>/deps).
 pub fn target_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+    // Test binaries live in target/<profile>/deps, other binaries in target/<profile>.
+    let mut dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target/<profile>");
+    }
     let p = dir.join(name);
-    assert!(p.exists(), "{} not built: run `cargo build --bins` (cargo xtask test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --bins` (cargo xtask test does)",
+        p.display()
+    );
     p
 }
 
@@ -54,7 +63,11 @@ pub fn testsrv_bin() -> PathBuf {
 
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
-    assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -74,7 +87,10 @@ impl NetPair {
     pub fn new() -> Self {
         let n = NS_SEQ.fetch_add(1, Ordering::SeqCst);
         let id = format!("{}{}", std::process::id(), n);
-        let p = NetPair { server: format!("seer-s{id}"), client: format!("seer-c{id}") };
+        let p = NetPair {
+            server: format!("seer-s{id}"),
+            client: format!("seer-c{id}"),
+        };
         sh(&format!(
             "set -e; ip netns add {s}; ip netns add {c}; \
              ip link add sv0 netns {s} type veth peer name cv0 netns {c}; \
@@ -107,7 +123,9 @@ impl Drop for NetPair {
         for ns in [&self.server, &self.client] {
             let _ = Command::new("sh")
                 .arg("-c")
-                .arg(format!("ip netns pids {ns} | xargs -r kill -9; ip netns del {ns}"))
+                .arg(format!(
+                    "ip netns pids {ns} | xargs -r kill -9; ip netns del {ns}"
+                ))
                 .status();
         }
     }
@@ -136,14 +154,25 @@ impl Proc {
         let err: ChildStderr = child.stderr.take().expect("stderr");
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
         let errs: Arc<Mutex<Vec<String>>> = Arc::default();
-        for (stream, sink) in [(Box::new(out) as Box<dyn std::io::Read + Send>, lines.clone()), (Box::new(err), errs.clone())] {
+        for (stream, sink) in [
+            (
+                Box::new(out) as Box<dyn std::io::Read + Send>,
+                lines.clone(),
+            ),
+            (Box::new(err), errs.clone()),
+        ] {
             thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     sink.lock().expect("lock").push(line);
                 }
             });
         }
-        Proc { child, stdin, lines, errs }
+        Proc {
+            child,
+            stdin,
+            lines,
+            errs,
+        }
     }
 
     /// Waits until a stdout line satisfies `f`, returning it.
@@ -153,7 +182,11 @@ impl Proc {
             if let Some(l) = self.lines.lock().expect("lock").iter().find(|l| f(l)) {
                 return l.clone();
             }
-            assert!(t0.elapsed() < timeout, "timed out waiting for {what}; got {:?}", self.lines.lock().expect("lock"));
+            assert!(
+                t0.elapsed() < timeout,
+                "timed out waiting for {what}; got {:?}",
+                self.lines.lock().expect("lock")
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -165,7 +198,11 @@ impl Proc {
             if let Some(l) = self.errs.lock().expect("lock").iter().find(|l| f(l)) {
                 return l.clone();
             }
-            assert!(t0.elapsed() < timeout, "timed out waiting for {what}; stderr {:?}", self.errs.lock().expect("lock"));
+            assert!(
+                t0.elapsed() < timeout,
+                "timed out waiting for {what}; stderr {:?}",
+                self.errs.lock().expect("lock")
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -204,11 +241,19 @@ impl Agent {
         args.extend_from_slice(extra);
         let mut cmd = NetPair::cmd(ns, &agent_bin(), &args);
         cmd.env("RUST_LOG", "info");
-        Agent { proc: Proc::spawn(cmd) }
+        Agent {
+            proc: Proc::spawn(cmd),
+        }
     }
 
     pub fn ticks(&self) -> Vec<Value> {
-        self.proc.lines.lock().expect("lock").iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        self.proc
+            .lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Waits until the latest tick has the service `name` and `f` holds for it; returns it.
@@ -221,7 +266,11 @@ impl Agent {
             {
                 return s.clone();
             }
-            assert!(t0.elapsed() < timeout, "timed out waiting on service {name}; last tick: {:?}", self.ticks().last());
+            assert!(
+                t0.elapsed() < timeout,
+                "timed out waiting on service {name}; last tick: {:?}",
+                self.ticks().last()
+            );
             thread::sleep(Duration::from_millis(30));
         }
     }
@@ -242,22 +291,36 @@ impl Agent {
 }
 
 pub fn service<'a>(tick: &'a Value, name: &str) -> Option<&'a Value> {
-    tick["services"].as_array()?.iter().find(|s| s["name"] == name)
+    tick["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
 }
 
 pub fn num(s: &Value, field: &str) -> f64 {
-    s[field].as_f64().unwrap_or_else(|| panic!("field {field} missing in {s}"))
+    s[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("field {field} missing in {s}"))
 }
 
 /// Sum of `field` over every tick for service `name`.
 pub fn sum_over_ticks(ticks: &[Value], name: &str, field: &str) -> f64 {
-    ticks.iter().filter_map(|t| service(t, name)).map(|s| num(s, field)).sum()
+    ticks
+        .iter()
+        .filter_map(|t| service(t, name))
+        .map(|s| num(s, field))
+        .sum()
 }
 
 /// `ss` Recv-Q sum for sockets in `ns` matching an ss filter (e.g. `state established sport = :80`).
 pub fn ss_recvq(ns: &str, flags: &str, filter: &str) -> u64 {
     sh(&format!("ip netns exec {ns} ss -H {flags} {filter}"))
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(if flags.contains('l') { 1 } else { 0 })?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(if flags.contains('l') { 1 } else { 0 })?
+                .parse::<u64>()
+                .ok()
+        })
         .sum()
 }

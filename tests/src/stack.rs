@@ -31,16 +31,37 @@ impl Stack {
     pub fn start(ns: &str, http_port: u16, mc_port: u16, value_bytes: usize) -> Self {
         let dir = std::env::temp_dir().join(format!("seer-stack-{ns}"));
         std::fs::create_dir_all(&dir).expect("stack dir");
-        std::fs::write(dir.join("nginx.conf"), nginx_conf(&dir, http_port, mc_port)).expect("nginx.conf");
+        std::fs::write(dir.join("nginx.conf"), nginx_conf(&dir, http_port, mc_port))
+            .expect("nginx.conf");
         let mc = Proc::spawn(NetPair::cmd(
             ns,
             std::path::Path::new("memcached"),
-            &["-u", "root", "-l", "127.0.0.1", "-p", &mc_port.to_string(), "-t", "1", "-m", "64", "-I", "2m"],
+            &[
+                "-u",
+                "root",
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &mc_port.to_string(),
+                "-t",
+                "1",
+                "-m",
+                "64",
+                "-I",
+                "2m",
+            ],
         ));
         let ngx = Proc::spawn(NetPair::cmd(
             ns,
             std::path::Path::new("nginx"),
-            &["-p", &dir.display().to_string(), "-c", &dir.join("nginx.conf").display().to_string(), "-g", "daemon off;"],
+            &[
+                "-p",
+                &dir.display().to_string(),
+                "-c",
+                &dir.join("nginx.conf").display().to_string(),
+                "-g",
+                "daemon off;",
+            ],
         ));
         // Wait for both to listen, then load the value.
         for _ in 0..100 {
@@ -54,9 +75,18 @@ impl Stack {
             "import socket\ns=socket.create_connection(('127.0.0.1',{mc_port}))\nv=b'x'*{value_bytes}\n\
              s.sendall(b'set k 0 0 %d\\r\\n'%len(v)+v+b'\\r\\n')\nassert s.recv(64).startswith(b'STORED')"
         );
-        let st = Command::new("ip").args(["netns", "exec", ns, "python3", "-c", &py]).status().expect("python3");
+        let st = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", &py])
+            .status()
+            .expect("python3");
         assert!(st.success(), "loading memcached failed");
-        Stack { dir, ns: ns.into(), http_port, mc_port, _procs: vec![mc, ngx] }
+        Stack {
+            dir,
+            ns: ns.into(),
+            http_port,
+            mc_port,
+            _procs: vec![mc, ngx],
+        }
     }
 
     /// Runs wrk in the namespace; returns (requests/s, wrk's full output).

@@ -7,7 +7,9 @@ const T: Duration = Duration::from_secs(20);
 
 /// Program ids the agent logged at attach time.
 fn prog_ids(agent: &Agent) -> Vec<u32> {
-    agent.proc.wait_err("attach log", T, |l| l.contains("attached seer_tc_ingress"));
+    agent
+        .proc
+        .wait_err("attach log", T, |l| l.contains("attached seer_tc_ingress"));
     let ids: Vec<u32> = agent
         .proc
         .errs
@@ -16,12 +18,21 @@ fn prog_ids(agent: &Agent) -> Vec<u32> {
         .iter()
         .filter_map(|l| l.split("prog_id=").nth(1)?.trim().parse().ok())
         .collect();
-    assert!(ids.len() >= 5, "agent logged its program ids: {}", agent.proc.stderr());
+    assert!(
+        ids.len() >= 5,
+        "agent logged its program ids: {}",
+        agent.proc.stderr()
+    );
     ids
 }
 
 fn prog_exists(id: u32) -> bool {
-    Command::new("bpftool").args(["prog", "show", "id", &id.to_string()]).output().expect("bpftool").status.success()
+    Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .output()
+        .expect("bpftool")
+        .status
+        .success()
 }
 
 /// bpf links (tcx, iter, tracepoints) that point at one of `ids`, as `bpftool link show` lists
@@ -30,7 +41,10 @@ fn links_to(ids: &[u32]) -> Vec<String> {
     sh("bpftool link show")
         .lines()
         .filter(|l| {
-            l.split("prog ").nth(1).and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok()).is_some_and(|p| ids.contains(&p))
+            l.split("prog ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+                .is_some_and(|p| ids.contains(&p))
         })
         .map(str::to_string)
         .collect()
@@ -53,11 +67,19 @@ fn sigkill_leaves_no_programs_or_attachments() {
     for id in &ids {
         assert!(!prog_exists(*id), "program {id} still loaded after kill -9");
     }
-    assert_eq!(links_to(&ids), Vec::<String>::new(), "links left behind after kill -9");
+    assert_eq!(
+        links_to(&ids),
+        Vec::<String>::new(),
+        "links left behind after kill -9"
+    );
     // A new start works and attaches cleanly.
     let again = Agent::start(&net.server, 3, &["--iface", "sv0"]);
     let mut again = again;
-    assert!(again.wait_exit(T).success(), "restart after kill -9: {}", again.proc.stderr());
+    assert!(
+        again.wait_exit(T).success(),
+        "restart after kill -9: {}",
+        again.proc.stderr()
+    );
 }
 
 #[test]
@@ -66,7 +88,9 @@ fn sigterm_detaches_and_exits_zero() {
     let net = NetPair::new();
     let mut agent = Agent::start(&net.server, 100_000, &["--iface", "sv0"]);
     let ids = prog_ids(&agent);
-    agent.proc.wait_line("first tick", T, |l| l.starts_with('{'));
+    agent
+        .proc
+        .wait_line("first tick", T, |l| l.starts_with('{'));
     sh(&format!("kill -TERM {}", agent.proc.pid()));
     let st = agent.wait_exit(T);
     assert!(st.success(), "exit status {st}: {}", agent.proc.stderr());
@@ -74,7 +98,11 @@ fn sigterm_detaches_and_exits_zero() {
     for id in &ids {
         assert!(!prog_exists(*id), "program {id} still loaded after SIGTERM");
     }
-    assert_eq!(links_to(&ids), Vec::<String>::new(), "links left behind after SIGTERM");
+    assert_eq!(
+        links_to(&ids),
+        Vec::<String>::new(),
+        "links left behind after SIGTERM"
+    );
 }
 
 #[test]
@@ -95,12 +123,23 @@ fn bad_config_line_names_file_and_line_and_exits_64() {
     let dir = std::env::temp_dir().join(format!("seer-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
     let cfg = dir.join("seer.toml");
-    std::fs::write(&cfg, "tick_ms = 100\n[[service]]\nname = \"x\"\nport = \"eighty\"\n").expect("write");
-    let out = Command::new(agent_bin()).args(["run", "--ticks", "1", "--config"]).arg(&cfg).output().expect("run");
+    std::fs::write(
+        &cfg,
+        "tick_ms = 100\n[[service]]\nname = \"x\"\nport = \"eighty\"\n",
+    )
+    .expect("write");
+    let out = Command::new(agent_bin())
+        .args(["run", "--ticks", "1", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(err.contains(&format!("{}:4:", cfg.display())), "{err}");
-    let out = Command::new(agent_bin()).args(["run", "--tick-ms", "5"]).output().expect("run");
+    let out = Command::new(agent_bin())
+        .args(["run", "--tick-ms", "5"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("10 ..= 10000"));
     std::fs::remove_dir_all(&dir).ok();
@@ -114,7 +153,10 @@ fn missing_capabilities_are_named() {
         return;
     }
     let out = Command::new("setpriv")
-        .args(["--inh-caps=-all", "--bounding-set=-bpf,-perfmon,-sys_admin,-net_admin"])
+        .args([
+            "--inh-caps=-all",
+            "--bounding-set=-bpf,-perfmon,-sys_admin,-net_admin",
+        ])
         .arg(agent_bin())
         .args(["run", "--ticks", "1"])
         .output()

@@ -31,14 +31,23 @@ fn rx_queue_bytes_match_ss() {
     let mut client = Proc::spawn(NetPair::cmd(
         &net.client,
         std::path::Path::new("python3"),
-        &["-c", &format!("import socket,sys\nkeep=[]\n{script}\nprint('sent',flush=True)\nsys.stdin.readline()")],
+        &[
+            "-c",
+            &format!(
+                "import socket,sys\nkeep=[]\n{script}\nprint('sent',flush=True)\nsys.stdin.readline()"
+            ),
+        ],
     ));
     client.wait_line("client sent", T, |l| l == "sent");
     let total: usize = sizes.iter().sum();
     let s = agent.wait_service(SVC, T, |s| num(s, "rx_queue_bytes") as usize == total);
     let witness = ss_recvq(&net.server, "-tn", "state established sport = :7001");
     assert_eq!(witness as usize, total, "ss sees what was sent");
-    assert_eq!(num(&s, "rx_queue_bytes") as u64, witness, "agent == ss Recv-Q");
+    assert_eq!(
+        num(&s, "rx_queue_bytes") as u64,
+        witness,
+        "agent == ss Recv-Q"
+    );
     assert_eq!(num(&s, "connections") as usize, sizes.len());
     client.send("");
 }
@@ -55,7 +64,12 @@ fn accept_backlog_matches_ss() {
     let mut client = Proc::spawn(NetPair::cmd(
         &net.client,
         std::path::Path::new("python3"),
-        &["-c", &format!("import socket,sys\nkeep=[socket.create_connection(('{SERVER_ADDR}',7002)) for _ in range({k})]\nprint('sent',flush=True)\nsys.stdin.readline()")],
+        &[
+            "-c",
+            &format!(
+                "import socket,sys\nkeep=[socket.create_connection(('{SERVER_ADDR}',7002)) for _ in range({k})]\nprint('sent',flush=True)\nsys.stdin.readline()"
+            ),
+        ],
     ));
     client.wait_line("client connected", T, |l| l == "sent");
     let s = agent.wait_service(SVC, T, |s| num(s, "accept_backlog") as u64 == k);
@@ -74,14 +88,24 @@ fn nic_rx_packets_match_sender_segments() {
     let mut agent = Agent::start(&net.server, 35, &["--iface", "sv0"]);
     agent.wait_service(SVC, T, |_| true);
     let m = "200";
-    let mut client = Proc::spawn(NetPair::cmd(&net.client, &testsrv_bin(), &["client", SERVER_ADDR, "7003", m]));
+    let mut client = Proc::spawn(NetPair::cmd(
+        &net.client,
+        &testsrv_bin(),
+        &["client", SERVER_ADDR, "7003", m],
+    ));
     let line = client.wait_line("client segs_out", T, |l| l.starts_with("segs_out="));
-    let segs: f64 = line.trim_start_matches("segs_out=").parse().expect("number");
+    let segs: f64 = line
+        .trim_start_matches("segs_out=")
+        .parse()
+        .expect("number");
     assert!(agent.wait_exit(T).success());
     let counted = sum_over_ticks(&agent.ticks(), SVC, "nic_rx_pkts");
     // 200 requests, their ACKs piggybacked or delayed, plus the handshake's SYN and ACK.
     assert!(segs >= 202.0, "client emitted {segs} segments");
-    assert_eq!(counted, segs, "agent's NIC count == segments the sender emitted");
+    assert_eq!(
+        counted, segs,
+        "agent's NIC count == segments the sender emitted"
+    );
     client.send("");
 }
 
@@ -95,7 +119,10 @@ fn epoll_counts_are_exact() {
     agent.wait_service(SVC, T, |_| true);
     srv.send("go");
     let done = srv.wait_line("epoll done", T, |l| l.starts_with("done"));
-    assert_eq!(done, "done calls=50 events=20", "the workload did what it says");
+    assert_eq!(
+        done, "done calls=50 events=20",
+        "the workload did what it says"
+    );
     assert!(agent.wait_exit(T).success());
     let ticks = agent.ticks();
     assert_eq!(sum_over_ticks(&ticks, SVC, "epoll_calls"), 50.0);
@@ -115,7 +142,12 @@ fn outstanding_requests_hold_and_release() {
     let mut client = Proc::spawn(NetPair::cmd(
         &net.client,
         std::path::Path::new("python3"),
-        &["-c", &format!("import socket,sys\nkeep=[socket.create_connection(('{SERVER_ADDR}',7005)) for _ in range({k})]\n[s.sendall(b'get\\n') for s in keep]\nprint('sent',flush=True)\n[s.recv(16) for s in keep]\nprint('answered',flush=True)\nsys.stdin.readline()")],
+        &[
+            "-c",
+            &format!(
+                "import socket,sys\nkeep=[socket.create_connection(('{SERVER_ADDR}',7005)) for _ in range({k})]\n[s.sendall(b'get\\n') for s in keep]\nprint('sent',flush=True)\n[s.recv(16) for s in keep]\nprint('answered',flush=True)\nsys.stdin.readline()"
+            ),
+        ],
     ));
     client.wait_line("requests sent", T, |l| l == "sent");
     agent.wait_service(SVC, T, |s| num(s, "outstanding") as u32 == k);
@@ -140,7 +172,11 @@ fn latency_p50_of_a_20ms_server() {
     let _srv = server(&net, &["delay", "7006", "20"]);
     let mut agent = Agent::start(&net.server, 30, &["--iface", "sv0"]);
     agent.wait_service(SVC, T, |_| true);
-    let mut client = Proc::spawn(NetPair::cmd(&net.client, &testsrv_bin(), &["client", SERVER_ADDR, "7006", "60"]));
+    let mut client = Proc::spawn(NetPair::cmd(
+        &net.client,
+        &testsrv_bin(),
+        &["client", SERVER_ADDR, "7006", "60"],
+    ));
     client.wait_line("client done", T, |l| l.starts_with("segs_out="));
     assert!(agent.wait_exit(T).success());
     let mut p50: Vec<f64> = agent
@@ -153,7 +189,10 @@ fn latency_p50_of_a_20ms_server() {
     assert!(p50.len() >= 5, "ticks with requests: {p50:?}");
     p50.sort_by(f64::total_cmp);
     let median = p50[p50.len() / 2];
-    assert!((20_000.0..=25_000.0).contains(&median), "p50 {median} us not in 20..25 ms: {p50:?}");
+    assert!(
+        (20_000.0..=25_000.0).contains(&median),
+        "p50 {median} us not in 20..25 ms: {p50:?}"
+    );
     assert_eq!(sum_over_ticks(&agent.ticks(), SVC, "requests"), 60.0);
     client.send("");
 }

@@ -6,7 +6,10 @@ use seer_tests::{stack::Stack, *};
 const T: Duration = Duration::from_secs(30);
 
 fn now_ms() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as f64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as f64
 }
 
 fn mean_in(ticks: &[serde_json::Value], name: &str, field: &str, from: f64, to: f64) -> f64 {
@@ -41,16 +44,35 @@ fn nginx_memcached_discovered_with_edge_and_queues_grow_with_load() {
     let last = ticks.last().expect("ticks");
 
     let edges = last["edges"].as_array().expect("edges");
-    assert!(edges.iter().any(|e| e[0] == "nginx" && e[1] == "memcached"), "edge nginx->memcached: {edges:?}");
-    let order: Vec<&str> = last["services"].as_array().expect("services").iter().filter_map(|s| s["name"].as_str()).collect();
-    let (mi, ni) = (order.iter().position(|n| *n == "memcached"), order.iter().position(|n| *n == "nginx"));
+    assert!(
+        edges.iter().any(|e| e[0] == "nginx" && e[1] == "memcached"),
+        "edge nginx->memcached: {edges:?}"
+    );
+    let order: Vec<&str> = last["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    let (mi, ni) = (
+        order.iter().position(|n| *n == "memcached"),
+        order.iter().position(|n| *n == "nginx"),
+    );
     assert!(mi < ni, "back end first: {order:?}");
 
     let low = mean_in(&ticks, "nginx", "outstanding", t0 + 500.0, t1);
     let high = mean_in(&ticks, "nginx", "outstanding", t1 + 500.0, t2);
-    println!("wrk -c1: {low_rps:.0} req/s, nginx outstanding {low:.2}; wrk -c128: {high_rps:.0} req/s, outstanding {high:.2}");
-    assert!(low <= 1.5, "one connection keeps at most one request outstanding: {low}");
-    assert!(high > 8.0 && high > 4.0 * low, "outstanding rises near saturation: {low} -> {high}");
+    println!(
+        "wrk -c1: {low_rps:.0} req/s, nginx outstanding {low:.2}; wrk -c128: {high_rps:.0} req/s, outstanding {high:.2}"
+    );
+    assert!(
+        low <= 1.5,
+        "one connection keeps at most one request outstanding: {low}"
+    );
+    assert!(
+        high > 8.0 && high > 4.0 * low,
+        "outstanding rises near saturation: {low} -> {high}"
+    );
     let reqs = mean_in(&ticks, "memcached", "requests", t0 + 500.0, t2);
     assert!(reqs > 0.0, "memcached answered requests");
     let nic = mean_in(&ticks, "nginx", "nic_rx_pkts", t1 + 500.0, t2);

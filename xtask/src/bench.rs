@@ -1,12 +1,62 @@
-//! Benchmarks (commands that print figures, not tests).
+//! Benchmarks: commands that print their figures (ratios measured side by side in one run),
+//! never tests that fail on a slow day.
 use anyhow::Result;
+
+use crate::{setup, util};
 
 #[derive(clap::Subcommand)]
 pub enum Bench {
-    /// nginx -> memcached under wrk, with and without the agent.
-    Overhead,
+    /// nginx -> memcached under wrk, interleaved with and without the agent: throughput ratio,
+    /// p99 ratio at 50% load, agent CPU and RSS, eBPF ns per event and each hook's share.
+    Overhead {
+        /// Interleaved pairs (with/without) per measurement.
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5)]
+        secs: u32,
+    },
+    /// The trace store: 1000 services at 100 ms ticks for a simulated hour.
+    Store {
+        /// Ticks to simulate (36000 = one hour at 100 ms).
+        #[arg(long, default_value_t = 36000)]
+        ticks: u64,
+    },
 }
 
-pub fn run(_b: Bench) -> Result<()> {
-    anyhow::bail!("not yet")
+pub fn run(b: Bench) -> Result<()> {
+    setup::setup()?;
+    match b {
+        Bench::Overhead { pairs, secs } => {
+            util::step("build (release)");
+            util::cargo(&["build", "--release", "-p", "seer-agent", "-p", "seer-tests"])?;
+            util::step(&format!(
+                "overhead benchmark ({pairs} pairs x {secs} s, about {} s)",
+                pairs * 4 * (secs as usize + 2) + 30
+            ));
+            util::run(
+                std::process::Command::new(util::root().join("target/release/seer-bench")).args([
+                    "overhead",
+                    "--pairs",
+                    &pairs.to_string(),
+                    "--secs",
+                    &secs.to_string(),
+                ]),
+            )
+        }
+        Bench::Store { ticks } => {
+            util::step("store benchmark");
+            util::cargo(&[
+                "run",
+                "--release",
+                "-p",
+                "seer-store",
+                "--bin",
+                "seer-store-bench",
+                "--",
+                "--ticks",
+                &ticks.to_string(),
+            ])
+        }
+    }
 }

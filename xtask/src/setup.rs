@@ -8,8 +8,16 @@ use crate::util::{self, have, output, run, step};
 
 /// Debian packages: bpftool (witness for tests, bpf stats), real servers and load for the tests
 /// and benchmarks, iproute2 (netns/veth/tc), procps (ps), clang's libs are not needed.
-const DEBIAN: &[&str] =
-    &["bpftool", "iproute2", "nginx", "memcached", "redis-server", "wrk", "procps", "python3"];
+const DEBIAN: &[&str] = &[
+    "bpftool",
+    "iproute2",
+    "nginx",
+    "memcached",
+    "redis-server",
+    "wrk",
+    "procps",
+    "python3",
+];
 
 const BPF_LINKER: &str = "bpf-linker@0.10.4";
 
@@ -40,14 +48,17 @@ fn rust_src() -> Result<()> {
 fn bpf_linker() -> Result<()> {
     let home = std::env::var("CARGO_HOME")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
     if have("bpf-linker") || home.join("bin/bpf-linker").is_file() {
         ok("bpf-linker");
         return Ok(());
     }
     println!("[setup] installing {BPF_LINKER} (about 80 s) ...");
-    run(Command::new("cargo").args(["install", BPF_LINKER, "--locked"]))
-        .context("installing bpf-linker failed (it links the eBPF programs); see the cargo output above")
+    run(Command::new("cargo").args(["install", BPF_LINKER, "--locked"])).context(
+        "installing bpf-linker failed (it links the eBPF programs); see the cargo output above",
+    )
 }
 
 fn dpkg_installed(pkg: &str) -> bool {
@@ -56,15 +67,24 @@ fn dpkg_installed(pkg: &str) -> bool {
 }
 
 fn debian() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    let missing: Vec<&str> = DEBIAN
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
     if missing.is_empty() {
         ok(&format!("Debian packages ({})", DEBIAN.join(" ")));
         return Ok(());
     }
     if !have("apt-get") {
-        bail!("missing packages {missing:?} and no apt-get: install them with your package manager");
+        bail!(
+            "missing packages {missing:?} and no apt-get: install them with your package manager"
+        );
     }
-    println!("[setup] apt-get update, then installing {} ...", missing.join(" "));
+    println!(
+        "[setup] apt-get update, then installing {} ...",
+        missing.join(" ")
+    );
     run(Command::new("apt-get").args(["update", "-qq"]))
         .context("apt-get update failed: is the Debian mirror reachable?")?;
     run(Command::new("apt-get")
@@ -80,16 +100,30 @@ fn debian() -> Result<()> {
 /// kernel's structs gives, as an independent check of the agent's own BTF reader.
 pub fn bindgen_offsets() -> Result<()> {
     if !have("bindgen") {
-        bail!("bindgen is not installed: apt-get install libclang-dev && cargo install bindgen-cli --locked");
+        bail!(
+            "bindgen is not installed: apt-get install libclang-dev && cargo install bindgen-cli --locked"
+        );
     }
     let release = output(Command::new("uname").arg("-r"))?.trim().to_string();
     let dir = std::env::temp_dir().join("seer-bindgen");
     std::fs::create_dir_all(&dir)?;
-    let header = output(Command::new("bpftool").args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"]))?;
+    let header = output(Command::new("bpftool").args([
+        "btf",
+        "dump",
+        "file",
+        "/sys/kernel/btf/vmlinux",
+        "format",
+        "c",
+    ]))?;
     std::fs::write(dir.join("vmlinux.h"), header)?;
     run(Command::new("bindgen")
         .arg(dir.join("vmlinux.h"))
-        .args(["--allowlist-type", "^(sock|socket|file|inode|tcp_sock)$", "--no-layout-tests", "--no-doc-comments"])
+        .args([
+            "--allowlist-type",
+            "^(sock|socket|file|inode|tcp_sock)$",
+            "--no-layout-tests",
+            "--no-doc-comments",
+        ])
         .arg("-o")
         .arg(dir.join("vm.rs")))?;
     let prog = format!(

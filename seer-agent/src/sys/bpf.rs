@@ -23,21 +23,25 @@ pub enum ProbeError {
     #[error(transparent)]
     Btf(#[from] btf::BtfError),
     #[error("loading seer's eBPF object failed: {0}")]
-    Object(#[source] aya::EbpfError),
+    Object(#[source] Box<aya::EbpfError>),
     #[error("the verifier rejected `{prog}` ({errno}). Last verifier lines:\n{log}")]
-    Verifier { prog: String, errno: std::io::Error, log: String },
+    Verifier {
+        prog: String,
+        errno: std::io::Error,
+        log: String,
+    },
     #[error("loading `{prog}` failed: {source}")]
     Load {
         prog: String,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("attaching `{prog}` to {target} failed: {source}")]
     Attach {
         prog: String,
         target: String,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("interface `{0}` does not exist in this network namespace (see `ip -br link`)")]
     NoInterface(String),
@@ -64,7 +68,11 @@ pub struct ProbeOptions {
 
 impl Default for ProbeOptions {
     fn default() -> Self {
-        Self { interfaces: None, turns: true, epoll: true }
+        Self {
+            interfaces: None,
+            turns: true,
+            epoll: true,
+        }
     }
 }
 
@@ -98,7 +106,10 @@ fn verifier_tail(log: &str) -> String {
 
 fn load_err(prog: &str, e: ProgramError) -> ProbeError {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => ProbeError::Verifier {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => ProbeError::Verifier {
             prog: prog.into(),
             errno: io_error,
             log: {
@@ -112,7 +123,10 @@ fn load_err(prog: &str, e: ProgramError) -> ProbeError {
                 }
             },
         },
-        source => ProbeError::Load { prog: prog.into(), source },
+        source => ProbeError::Load {
+            prog: prog.into(),
+            source: Box::new(source),
+        },
     }
 }
 
@@ -121,8 +135,8 @@ pub fn up_interfaces() -> std::io::Result<Vec<String>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/sys/class/net")? {
         let name = e?.file_name().to_string_lossy().into_owned();
-        let state = std::fs::read_to_string(format!("/sys/class/net/{name}/operstate"))
-            .unwrap_or_default();
+        let state =
+            std::fs::read_to_string(format!("/sys/class/net/{name}/operstate")).unwrap_or_default();
         if matches!(state.trim(), "up" | "unknown") {
             out.push(name);
         }
@@ -146,20 +160,25 @@ impl Probes {
             .btf(Some(&kbtf))
             .override_global("OFFSETS", &offsets, true)
             .load(OBJECT)
-            .map_err(ProbeError::Object)?;
+            .map_err(|e| ProbeError::Object(Box::new(e)))?;
         let mut hooks = Vec::new();
 
         // The TCP socket iterator: queue gauges, once per tick.
         let iter_link = {
             let p: &mut Iter = prog(&mut ebpf, "seer_sock_iter")?;
-            p.load("tcp", &kbtf).map_err(|e| load_err("seer_sock_iter", e))?;
+            p.load("tcp", &kbtf)
+                .map_err(|e| load_err("seer_sock_iter", e))?;
             let fd = p.fd().map_err(|e| load_err("seer_sock_iter", e))?;
             rawbpf::iter_link_create(fd.as_fd()).map_err(|source| ProbeError::Io {
                 what: "BPF_LINK_CREATE for iter/tcp".into(),
                 source,
             })?
         };
-        hooks.push(Hook { program: "seer_sock_iter", kind: "iter", target: "tcp".into() });
+        hooks.push(Hook {
+            program: "seer_sock_iter",
+            kind: "iter",
+            target: "tcp".into(),
+        });
 
         let mut btf_tp = |ebpf: &mut Ebpf, name: &'static str, tp: &'static str| {
             let p: &mut BtfTracePoint = prog(ebpf, name)?;
@@ -167,9 +186,13 @@ impl Probes {
             p.attach().map_err(|source| ProbeError::Attach {
                 prog: name.into(),
                 target: format!("tp_btf/{tp}"),
-                source,
+                source: Box::new(source),
             })?;
-            hooks.push(Hook { program: name, kind: "tp_btf", target: tp.into() });
+            hooks.push(Hook {
+                program: name,
+                kind: "tp_btf",
+                target: tp.into(),
+            });
             Ok::<_, ProbeError>(())
         };
         btf_tp(&mut ebpf, "seer_state", "inet_sock_set_state")?;
@@ -182,19 +205,29 @@ impl Probes {
             match super::tracefs::ensure() {
                 Ok(true) => log::info!("tracefs mounted in the agent's private mount namespace"),
                 Ok(false) => {}
-                Err(what) => return Err(ProbeError::Io { what, source: std::io::Error::other("tracefs") }),
+                Err(what) => {
+                    return Err(ProbeError::Io {
+                        what,
+                        source: std::io::Error::other("tracefs"),
+                    });
+                }
             }
             for (name, dir) in [("seer_epoll_enter", "enter"), ("seer_epoll_exit", "exit")] {
                 let p: &mut TracePoint = prog(&mut ebpf, name)?;
                 p.load().map_err(|e| load_err(name, e))?;
                 for call in ["epoll_wait", "epoll_pwait"] {
                     let tp = format!("sys_{dir}_{call}");
-                    p.attach("syscalls", &tp).map_err(|source| ProbeError::Attach {
-                        prog: name.into(),
-                        target: format!("tracepoint/syscalls/{tp}"),
-                        source,
-                    })?;
-                    hooks.push(Hook { program: name, kind: "tracepoint", target: tp });
+                    p.attach("syscalls", &tp)
+                        .map_err(|source| ProbeError::Attach {
+                            prog: name.into(),
+                            target: format!("tracepoint/syscalls/{tp}"),
+                            source: Box::new(source),
+                        })?;
+                    hooks.push(Hook {
+                        program: name,
+                        kind: "tracepoint",
+                        target: tp,
+                    });
                 }
             }
         }
@@ -217,12 +250,17 @@ impl Probes {
             let p: &mut SchedClassifier = prog(&mut ebpf, "seer_tc_ingress")?;
             p.load().map_err(|e| load_err("seer_tc_ingress", e))?;
             for i in &ifaces {
-                p.attach(i, TcAttachType::Ingress).map_err(|source| ProbeError::Attach {
-                    prog: "seer_tc_ingress".into(),
-                    target: format!("tc ingress on {i}"),
-                    source,
-                })?;
-                hooks.push(Hook { program: "seer_tc_ingress", kind: "tcx", target: i.clone() });
+                p.attach(i, TcAttachType::Ingress)
+                    .map_err(|source| ProbeError::Attach {
+                        prog: "seer_tc_ingress".into(),
+                        target: format!("tc ingress on {i}"),
+                        source: Box::new(source),
+                    })?;
+                hooks.push(Hook {
+                    program: "seer_tc_ingress",
+                    kind: "tcx",
+                    target: i.clone(),
+                });
             }
         }
 
@@ -244,25 +282,31 @@ impl Probes {
 
     fn map_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, ProbeError> {
         match self.ebpf.map(name) {
-            Some(
-                Map::Array(d) | Map::HashMap(d) | Map::PerCpuArray(d) | Map::PerCpuHashMap(d),
-            ) => Ok(d.fd().as_fd()),
+            Some(Map::Array(d) | Map::HashMap(d) | Map::PerCpuArray(d) | Map::PerCpuHashMap(d)) => {
+                Ok(d.fd().as_fd())
+            }
             _ => Err(ProbeError::NoMap(name)),
         }
     }
 
     fn io(what: &str) -> impl FnOnce(std::io::Error) -> ProbeError + '_ {
-        move |source| ProbeError::Io { what: what.into(), source }
+        move |source| ProbeError::Io {
+            what: what.into(),
+            source,
+        }
     }
 
     /// Runs the TCP iterator once and appends one record per reported socket to `out`.
     pub fn read_sockets(&mut self, out: &mut Vec<SockRecord>) -> Result<(), ProbeError> {
-        let fd = rawbpf::iter_create(self.iter_link.as_fd()).map_err(Self::io("BPF_ITER_CREATE"))?;
+        let fd =
+            rawbpf::iter_create(self.iter_link.as_fd()).map_err(Self::io("BPF_ITER_CREATE"))?;
         let mut f = std::fs::File::from(fd);
         let rec = size_of::<SockRecord>();
         let mut have = 0usize;
         loop {
-            let n = f.read(&mut self.read_buf[have..]).map_err(Self::io("reading the TCP iterator"))?;
+            let n = f
+                .read(&mut self.read_buf[have..])
+                .map_err(Self::io("reading the TCP iterator"))?;
             if n == 0 {
                 break;
             }
@@ -293,9 +337,8 @@ impl Probes {
             for (slot, o) in out.iter_mut().enumerate() {
                 let at = slot * size_of::<SlotCounters>();
                 // SAFETY: `base` holds one Counters value; each slot is a SlotCounters within it.
-                let c: SlotCounters = unsafe {
-                    std::ptr::read_unaligned(base[at..].as_ptr() as *const SlotCounters)
-                };
+                let c: SlotCounters =
+                    unsafe { std::ptr::read_unaligned(base[at..].as_ptr() as *const SlotCounters) };
                 o.nic_rx_pkts += c.nic_rx_pkts;
                 o.nic_rx_bytes += c.nic_rx_bytes;
                 o.epoll_calls += c.epoll_calls;
@@ -310,7 +353,11 @@ impl Probes {
     }
 
     /// Sums every CPU's latency histogram of `slot` into `out`.
-    pub fn read_latency(&mut self, slot: usize, out: &mut [u64; LAT_BUCKETS]) -> Result<(), ProbeError> {
+    pub fn read_latency(
+        &mut self,
+        slot: usize,
+        out: &mut [u64; LAT_BUCKETS],
+    ) -> Result<(), ProbeError> {
         let fd = self.map_fd("LATENCY")?.as_raw_fd();
         // SAFETY: fd belongs to self.ebpf, alive for this call.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
@@ -321,7 +368,12 @@ impl Probes {
         for cpu in 0..self.ncpus {
             let base = &self.latency_buf[cpu * stride..];
             for (b, o) in out.iter_mut().enumerate() {
-                let v = u32::from_ne_bytes([base[b * 4], base[b * 4 + 1], base[b * 4 + 2], base[b * 4 + 3]]);
+                let v = u32::from_ne_bytes([
+                    base[b * 4],
+                    base[b * 4 + 1],
+                    base[b * 4 + 2],
+                    base[b * 4 + 3],
+                ]);
                 *o += v as u64;
             }
         }
@@ -332,12 +384,15 @@ impl Probes {
         let fd = self.map_fd("DROPS")?.as_raw_fd();
         // SAFETY: fd belongs to self.ebpf, alive for this call.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        rawbpf::lookup(fd, &0u32.to_ne_bytes(), &mut self.drops_buf).map_err(Self::io("reading DROPS"))?;
+        rawbpf::lookup(fd, &0u32.to_ne_bytes(), &mut self.drops_buf)
+            .map_err(Self::io("reading DROPS"))?;
         let mut d = Drops::default();
         let stride = round8(size_of::<Drops>());
         for cpu in 0..self.ncpus {
             // SAFETY: each stride holds one Drops value.
-            let c: Drops = unsafe { std::ptr::read_unaligned(self.drops_buf[cpu * stride..].as_ptr() as *const Drops) };
+            let c: Drops = unsafe {
+                std::ptr::read_unaligned(self.drops_buf[cpu * stride..].as_ptr() as *const Drops)
+            };
             d.turns_full += c.turns_full;
             d.connects_full += c.connects_full;
             d.epoll_full += c.epoll_full;
@@ -355,13 +410,18 @@ impl Probes {
             let prev = key.as_ref().map(|k| rawbpf::bytes_of(k).to_vec());
             // SAFETY: `next` is a Pod ConnectKey; the kernel writes exactly its size.
             let nb = unsafe {
-                std::slice::from_raw_parts_mut(&mut next as *mut ConnectKey as *mut u8, size_of::<ConnectKey>())
+                std::slice::from_raw_parts_mut(
+                    &mut next as *mut ConnectKey as *mut u8,
+                    size_of::<ConnectKey>(),
+                )
             };
             if !rawbpf::next_key(fd, prev.as_deref(), nb).map_err(Self::io("iterating CONNECTS"))? {
                 break;
             }
             let mut v = [0u8; 8];
-            if rawbpf::lookup(fd, rawbpf::bytes_of(&next), &mut v).map_err(Self::io("reading CONNECTS"))? {
+            if rawbpf::lookup(fd, rawbpf::bytes_of(&next), &mut v)
+                .map_err(Self::io("reading CONNECTS"))?
+            {
                 out.push((next, u64::from_ne_bytes(v)));
             }
             key = Some(next);
@@ -371,8 +431,12 @@ impl Probes {
 
     pub fn set_port_slot(&self, port: u16, slot: Option<usize>) -> Result<(), ProbeError> {
         let v: u16 = slot.map_or(0, |s| s as u16 + 1);
-        rawbpf::update(self.map_fd("PORT_SLOT")?, &(port as u32).to_ne_bytes(), &v.to_ne_bytes())
-            .map_err(Self::io("writing PORT_SLOT"))
+        rawbpf::update(
+            self.map_fd("PORT_SLOT")?,
+            &(port as u32).to_ne_bytes(),
+            &v.to_ne_bytes(),
+        )
+        .map_err(Self::io("writing PORT_SLOT"))
     }
 
     pub fn set_tgid_slot(&self, tgid: u32, slot: Option<usize>) -> Result<(), ProbeError> {
@@ -398,5 +462,8 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
     let p = ebpf.program_mut(name).ok_or(ProbeError::NoMap(name))?;
-    p.try_into().map_err(|source| ProbeError::Load { prog: name.into(), source })
+    p.try_into().map_err(|source| ProbeError::Load {
+        prog: name.into(),
+        source: Box::new(source),
+    })
 }

@@ -24,7 +24,11 @@ pub enum BtfError {
     #[error("kernel BTF has no struct `{0}`")]
     NoStruct(String),
     #[error("kernel BTF: struct `{strukt}` has no field `{field}` (looked up `{path}`)")]
-    NoField { strukt: String, field: String, path: String },
+    NoField {
+        strukt: String,
+        field: String,
+        path: String,
+    },
     #[error("kernel BTF: `{path}` is {got} bytes, seer reads {want}")]
     Size { path: String, got: u32, want: u32 },
     #[error("kernel BTF: `{0}` is a bitfield; seer cannot read it")]
@@ -91,8 +95,10 @@ impl Btf {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        let data = std::fs::read(path)
-            .map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
+        let data = std::fs::read(path).map_err(|source| BtfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&data).map_err(|what| BtfError::Malformed {
             path: path.display().to_string(),
             what,
@@ -102,7 +108,9 @@ impl Btf {
     pub fn parse(data: &[u8]) -> Result<Self, String> {
         let magic = data.get(0..2).ok_or("file too short")?;
         if magic != [0x9f, 0xeb] {
-            return Err(format!("bad magic {magic:02x?} (expected 9f eb, little-endian BTF)"));
+            return Err(format!(
+                "bad magic {magic:02x?} (expected 9f eb, little-endian BTF)"
+            ));
         }
         let hdr_len = rd32(data, 4).ok_or("short header")? as usize;
         let type_off = rd32(data, 8).ok_or("short header")? as usize;
@@ -133,7 +141,13 @@ impl Btf {
             let kind = (info >> 24) & 0x1f;
             let vlen = (info & 0xffff) as usize;
             let kflag = info >> 31 == 1;
-            let mut t = Type { name, kind, size_or_type, members: Vec::new(), array: None };
+            let mut t = Type {
+                name,
+                kind,
+                size_or_type,
+                members: Vec::new(),
+                array: None,
+            };
             match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => at += 4,
                 KIND_ARRAY => {
@@ -146,8 +160,11 @@ impl Btf {
                     for i in 0..vlen {
                         let m = at + i * 12;
                         let off = rd32(tsec, m + 8).ok_or_else(short)?;
-                        let (bit_offset, bitfield_size) =
-                            if kflag { (off & 0xff_ffff, off >> 24) } else { (off, 0) };
+                        let (bit_offset, bitfield_size) = if kflag {
+                            (off & 0xff_ffff, off >> 24)
+                        } else {
+                            (off, 0)
+                        };
                         t.members.push(Member {
                             name: rd32(tsec, m).ok_or_else(short)?,
                             ty: rd32(tsec, m + 4).ok_or_else(short)?,
@@ -164,7 +181,11 @@ impl Btf {
             }
             types.push(t);
         }
-        let mut btf = Btf { types, strings, structs: HashMap::new() };
+        let mut btf = Btf {
+            types,
+            strings,
+            structs: HashMap::new(),
+        };
         for (id, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && t.name != 0 {
                 let n = btf.name(t.name).to_string();
@@ -228,8 +249,13 @@ impl Btf {
     pub fn field(&self, path: &str) -> Result<Field, BtfError> {
         let mut parts = path.split('.');
         let strukt = parts.next().unwrap_or_default();
-        let id = *self.structs.get(strukt).ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
-        let mut t = self.resolve(id).ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
+        let id = *self
+            .structs
+            .get(strukt)
+            .ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
+        let mut t = self
+            .resolve(id)
+            .ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
         let mut cur_name = strukt.to_string();
         let mut bits = 0u32;
         let mut last: Option<Member> = None;
@@ -253,16 +279,23 @@ impl Btf {
             field: String::new(),
             path: path.into(),
         })?;
-        if m.bitfield_size != 0 || bits % 8 != 0 {
+        if m.bitfield_size != 0 || !bits.is_multiple_of(8) {
             return Err(BtfError::Bitfield(path.into()));
         }
-        Ok(Field { offset: bits / 8, size: self.size_of(m.ty) })
+        Ok(Field {
+            offset: bits / 8,
+            size: self.size_of(m.ty),
+        })
     }
 
     fn offset(&self, path: &str, want_size: u32) -> Result<u32, BtfError> {
         let f = self.field(path)?;
         if f.size != want_size {
-            return Err(BtfError::Size { path: path.into(), got: f.size, want: want_size });
+            return Err(BtfError::Size {
+                path: path.into(),
+                got: f.size,
+                want: want_size,
+            });
         }
         Ok(f.offset)
     }
@@ -299,8 +332,14 @@ mod tests {
     use super::*;
 
     fn fixture_for_running_kernel() -> Option<(String, String)> {
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?.trim().to_string();
-        let path = format!("{}/src/sys/btf_fixtures/{release}.txt", env!("CARGO_MANIFEST_DIR"));
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()?
+            .trim()
+            .to_string();
+        let path = format!(
+            "{}/src/sys/btf_fixtures/{release}.txt",
+            env!("CARGO_MANIFEST_DIR")
+        );
         Some((release, std::fs::read_to_string(path).ok()?))
     }
 
@@ -312,7 +351,10 @@ mod tests {
             println!("SKIP: no bindgen fixture for this kernel; run `cargo xtask bindgen-offsets`");
             return;
         };
-        let got = Btf::from_sys_fs().expect("kernel BTF").kernel_offsets().expect("offsets");
+        let got = Btf::from_sys_fs()
+            .expect("kernel BTF")
+            .kernel_offsets()
+            .expect("offsets");
         let mut checked = 0;
         for line in fixture.lines() {
             let (name, want) = line.split_once('=').expect("name=value");
@@ -347,7 +389,10 @@ mod tests {
 
     #[test]
     fn missing_btf_says_what_is_needed() {
-        let e = Btf::from_file(Path::new("/nonexistent/vmlinux")).err().expect("error").to_string();
+        let e = Btf::from_file(Path::new("/nonexistent/vmlinux"))
+            .err()
+            .expect("error")
+            .to_string();
         assert!(e.contains("CONFIG_DEBUG_INFO_BTF"), "{e}");
     }
 
@@ -357,7 +402,10 @@ mod tests {
         std::fs::write(&dir, b"this is not BTF at all").unwrap();
         let e = Btf::from_file(&dir).err().expect("error").to_string();
         std::fs::remove_file(&dir).ok();
-        assert!(e.contains("not valid BTF") && e.contains("bad magic"), "{e}");
+        assert!(
+            e.contains("not valid BTF") && e.contains("bad magic"),
+            "{e}"
+        );
         assert!(Btf::parse(&[0x9f, 0xeb, 1, 0]).is_err());
     }
 

@@ -5,15 +5,30 @@ use caps::{CapSet, Capability};
 /// What loading and attaching needs: the name to print and why.
 const NEEDED_TO_ATTACH: &[(Capability, &str)] = &[
     (Capability::CAP_BPF, "load eBPF programs and create maps"),
-    (Capability::CAP_PERFMON, "attach tracepoints and read kernel memory from eBPF"),
-    (Capability::CAP_NET_ADMIN, "attach the tc ingress counter to interfaces"),
+    (
+        Capability::CAP_PERFMON,
+        "attach tracepoints and read kernel memory from eBPF",
+    ),
+    (
+        Capability::CAP_NET_ADMIN,
+        "attach the tc ingress counter to interfaces",
+    ),
 ];
 
 /// What the running sampler keeps, and why.
 pub const KEPT_AFTER_ATTACH: &[(Capability, &str)] = &[
-    (Capability::CAP_BPF, "bpf(2) map reads and a new TCP iterator instance every tick"),
-    (Capability::CAP_SYS_PTRACE, "read /proc/<pid>/fd of other users' services (discovery)"),
-    (Capability::CAP_DAC_READ_SEARCH, "list /proc/<pid>/fd of other users' services"),
+    (
+        Capability::CAP_BPF,
+        "bpf(2) map reads and a new TCP iterator instance every tick",
+    ),
+    (
+        Capability::CAP_SYS_PTRACE,
+        "read /proc/<pid>/fd of other users' services (discovery)",
+    ),
+    (
+        Capability::CAP_DAC_READ_SEARCH,
+        "list /proc/<pid>/fd of other users' services",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +37,11 @@ pub enum CapsError {
         "missing capabilities: {missing}. Run seer-agent as root, or grant them \
          (systemd: AmbientCapabilities={caps}; file: setcap {lower}+ep seer-agent)"
     )]
-    Missing { missing: String, caps: String, lower: String },
+    Missing {
+        missing: String,
+        caps: String,
+        lower: String,
+    },
     #[error("changing capabilities failed: {0}")]
     Set(String),
 }
@@ -39,8 +58,16 @@ pub fn check_can_attach() -> Result<(), CapsError> {
         return Ok(());
     }
     Err(CapsError::Missing {
-        missing: missing.iter().map(|(c, why)| format!("{c} (to {why})")).collect::<Vec<_>>().join(", "),
-        caps: missing.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>().join(" "),
+        missing: missing
+            .iter()
+            .map(|(c, why)| format!("{c} (to {why})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        caps: missing
+            .iter()
+            .map(|(c, _)| c.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
         lower: missing
             .iter()
             .map(|(c, _)| c.to_string().to_lowercase())
@@ -56,7 +83,11 @@ pub fn drop_after_attach() -> Result<(), CapsError> {
     let have = caps::read(None, CapSet::Permitted).map_err(|e| CapsError::Set(e.to_string()))?;
     let keep: caps::CapsHashSet = keep.intersection(&have).copied().collect();
     for set in [CapSet::Effective, CapSet::Inheritable, CapSet::Permitted] {
-        let target = if matches!(set, CapSet::Inheritable) { caps::CapsHashSet::new() } else { keep.clone() };
+        let target = if matches!(set, CapSet::Inheritable) {
+            caps::CapsHashSet::new()
+        } else {
+            keep.clone()
+        };
         caps::set(None, set, &target).map_err(|e| CapsError::Set(format!("{set:?}: {e}")))?;
     }
     let dropped = have.len().saturating_sub(keep.len());

@@ -16,7 +16,9 @@ pub struct ProcInfo {
 pub fn scan_sockets(proc_root: &Path) -> (Vec<ProcInfo>, usize) {
     let mut out = Vec::new();
     let mut unreadable = 0;
-    let Ok(dir) = fs::read_dir(proc_root) else { return (out, 1) };
+    let Ok(dir) = fs::read_dir(proc_root) else {
+        return (out, 1);
+    };
     for e in dir.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
@@ -40,7 +42,10 @@ pub fn scan_sockets(proc_root: &Path) -> (Vec<ProcInfo>, usize) {
         let base = proc_root.join(pid.to_string());
         out.push(ProcInfo {
             pid,
-            comm: fs::read_to_string(base.join("comm")).unwrap_or_default().trim().to_string(),
+            comm: fs::read_to_string(base.join("comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
             cgroup: parse_cgroup(&fs::read_to_string(base.join("cgroup")).unwrap_or_default()),
             socket_inodes: inodes,
         });
@@ -73,7 +78,12 @@ pub fn parse_cgroup(s: &str) -> String {
     }
     match v2 {
         Some(p) if p != "/" => p.to_string(),
-        _ => v1.get("cpu").or(v1.get("name=systemd")).copied().unwrap_or("/").to_string(),
+        _ => v1
+            .get("cpu")
+            .or(v1.get("name=systemd"))
+            .copied()
+            .unwrap_or("/")
+            .to_string(),
     }
 }
 
@@ -90,7 +100,10 @@ mod tests {
 
     #[test]
     fn cgroups_v2_then_v1() {
-        assert_eq!(parse_cgroup("0::/system.slice/nginx.service\n"), "/system.slice/nginx.service");
+        assert_eq!(
+            parse_cgroup("0::/system.slice/nginx.service\n"),
+            "/system.slice/nginx.service"
+        );
         let hybrid = "12:cpu,cpuacct:/seer/memcached\n1:name=systemd:/\n0::/\n";
         assert_eq!(parse_cgroup(hybrid), "/seer/memcached");
         assert_eq!(parse_cgroup(""), "/");

@@ -29,7 +29,11 @@ fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
             std::mem::size_of::<Attr>() as libc::c_uint,
         )
     };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 fn map_attr(fd: RawFd, key: *const u8, value: *const u8, flags: u64) -> Attr {

@@ -36,7 +36,11 @@ fn listen(port: &str) -> TcpListener {
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let arg = |i: usize| a.get(i).cloned().unwrap_or_else(|| panic!("missing argument {i}: see the file's doc comment"));
+    let arg = |i: usize| {
+        a.get(i)
+            .cloned()
+            .unwrap_or_else(|| panic!("missing argument {i}: see the file's doc comment"))
+    };
     match arg(1).as_str() {
         "noread" => {
             let l = listen(&arg(2));
@@ -52,11 +56,25 @@ fn main() {
             unsafe {
                 let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
                 let one: libc::c_int = 1;
-                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one as *const _ as *const _, 4);
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_REUSEADDR,
+                    &one as *const _ as *const _,
+                    4,
+                );
                 let mut sa: libc::sockaddr_in = std::mem::zeroed();
                 sa.sin_family = libc::AF_INET as u16;
                 sa.sin_port = arg(2).parse::<u16>().expect("port").to_be();
-                assert_eq!(libc::bind(fd, &sa as *const _ as *const _, std::mem::size_of_val(&sa) as u32), 0, "bind");
+                assert_eq!(
+                    libc::bind(
+                        fd,
+                        &sa as *const _ as *const _,
+                        std::mem::size_of_val(&sa) as u32
+                    ),
+                    0,
+                    "bind"
+                );
                 assert_eq!(libc::listen(fd, backlog), 0, "listen");
             }
             ready();
@@ -116,7 +134,10 @@ fn main() {
             unsafe {
                 let ep = libc::epoll_create1(0);
                 let ev = libc::eventfd(1, 0); // readable (counter 1): level-triggered events
-                let mut reg = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 1 };
+                let mut reg = libc::epoll_event {
+                    events: libc::EPOLLIN as u32,
+                    u64: 1,
+                };
                 libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, ev, &mut reg);
                 let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
                 let mut got = 0;
@@ -148,7 +169,13 @@ fn main() {
             let segs_out = unsafe {
                 let mut info: libc::tcp_info = std::mem::zeroed();
                 let mut len = std::mem::size_of::<libc::tcp_info>() as u32;
-                libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, &mut info as *mut _ as *mut _, &mut len);
+                libc::getsockopt(
+                    s.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_INFO,
+                    &mut info as *mut _ as *mut _,
+                    &mut len,
+                );
                 info.tcpi_segs_out
             };
             println!("segs_out={segs_out}");

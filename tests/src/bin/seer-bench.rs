@@ -1,0 +1,287 @@
+//! `cargo xtask bench overhead`: what the agent costs a real nginx -> memcached stack.
+//!
+//! Interleaved runs with and without the agent (ABBA order, so drift hits both sides alike):
+//! max throughput under wrk, and p99 at a fixed 50%-of-max open-loop rate. Then one run with
+//! the kernel's bpf stats on, for the program time per event and each hook's share.
+//! Last line: `overhead: throughput_ratio=X p99_ratio=Y agent_cpu_pct=Z ns_per_event=W`.
+use std::{
+    collections::BTreeMap,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use seer_tests::{Agent, NetPair, loadgen, sh, stack::Stack};
+
+struct Args {
+    pairs: usize,
+    secs: u32,
+    value_kib: usize,
+}
+
+fn parse() -> Args {
+    let mut a = Args {
+        pairs: 5,
+        secs: 5,
+        value_kib: 64,
+    };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < v.len() {
+        let next = || v.get(i + 1).cloned().unwrap_or_default();
+        match v[i].as_str() {
+            "overhead" => {}
+            "--pairs" => {
+                a.pairs = next().parse().expect("--pairs N");
+                i += 1;
+            }
+            "--secs" => {
+                a.secs = next().parse().expect("--secs S");
+                i += 1;
+            }
+            "--value-kib" => {
+                a.value_kib = next().parse().expect("--value-kib K");
+                i += 1;
+            }
+            "-h" | "--help" => {
+                println!("seer-bench overhead [--pairs 5] [--secs 5] [--value-kib 64]");
+                std::process::exit(0);
+            }
+            other => panic!("unknown argument {other} (try --help)"),
+        }
+        i += 1;
+    }
+    a
+}
+
+/// utime+stime of a process, in clock ticks, and its RSS in KiB.
+fn cpu_rss(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let cpu = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (cpu, rss)
+}
+
+fn start_agent(ns: &str) -> Agent {
+    let a = Agent::start(ns, 1_000_000, &["--iface", "lo"]);
+    a.proc
+        .wait_line("agent's first tick", Duration::from_secs(30), |l| {
+            l.starts_with('{')
+        });
+    a
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn prog_stats(ids: &[(String, u32)]) -> BTreeMap<String, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for (name, id) in ids {
+        let j = sh(&format!("bpftool -j prog show id {id}"));
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap_or_default();
+        let t = v["run_time_ns"].as_u64().unwrap_or(0);
+        let c = v["run_cnt"].as_u64().unwrap_or(0);
+        let e = out.entry(name.clone()).or_insert((0, 0));
+        e.0 += t;
+        e.1 += c;
+    }
+    out
+}
+
+fn main() {
+    let v: Vec<String> = std::env::args().collect();
+    if v.get(1).map(String::as_str) == Some("__openloop") {
+        // Child mode: one open-loop run inside the namespace, result on one line.
+        let r = loadgen::run(
+            &v[2],
+            "/",
+            v[3].parse().expect("rate"),
+            Duration::from_secs(v[4].parse().expect("secs")),
+            16,
+        );
+        println!(
+            "sent={} errors={} rps={:.0} p50_us={} p99_us={}",
+            r.sent,
+            r.errors,
+            r.achieved_rps,
+            r.quantile_us(0.5),
+            r.quantile_us(0.99)
+        );
+        return;
+    }
+    let a = parse();
+    assert!(
+        seer_tests::is_root(),
+        "the overhead benchmark needs root (namespaces, eBPF)"
+    );
+    let net = NetPair::new();
+    let stack = Stack::start(&net.server, 8082, 11412, a.value_kib * 1024);
+    eprintln!(
+        "[bench] nginx -> memcached ({} KiB values) in netns {}; {} pairs x {} s",
+        a.value_kib, net.server, a.pairs, a.secs
+    );
+    stack.wrk(1, 16, 2); // warm-up
+    let hz = 100.0; // USER_HZ
+
+    // 1. Max throughput, ABBA.
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let (mut agent_cpu, mut agent_rss) = (Vec::new(), 0u64);
+    for i in 0..a.pairs * 2 {
+        let with = matches!(i % 4, 1 | 2);
+        let agent = with.then(|| start_agent(&net.server));
+        let (c0, _) = agent.as_ref().map_or((0, 0), |g| cpu_rss(g.proc.pid()));
+        let t0 = Instant::now();
+        let (rps, _) = stack.wrk(1, 16, a.secs);
+        if let Some(g) = &agent {
+            let (c1, rss) = cpu_rss(g.proc.pid());
+            agent_cpu.push((c1 - c0) as f64 / hz / t0.elapsed().as_secs_f64() * 100.0);
+            agent_rss = agent_rss.max(rss);
+        }
+        eprintln!(
+            "[bench] max throughput run {}/{}: agent {}: {rps:.0} req/s",
+            i + 1,
+            a.pairs * 2,
+            if with { "on " } else { "off" }
+        );
+        if with { on.push(rps) } else { off.push(rps) }
+    }
+    let max_off = median(&mut off.clone());
+    let throughput_ratio = median(&mut on.clone()) / max_off;
+
+    // 2. p99 at 50% of max, open loop, ABBA.
+    let rate = max_off * 0.5;
+    let addr = format!("127.0.0.1:{}", stack.http_port);
+    let (mut p_off, mut p_on) = (Vec::new(), Vec::new());
+    for i in 0..a.pairs * 2 {
+        let with = matches!(i % 4, 1 | 2);
+        let agent = with.then(|| start_agent(&net.server));
+        // The generator runs inside the namespace: re-exec ourselves there for one run.
+        let out = Command::new("ip")
+            .args(["netns", "exec", &net.server])
+            .arg(std::env::current_exe().expect("exe"))
+            .args(["__openloop", &addr, &rate.to_string(), &a.secs.to_string()])
+            .output()
+            .expect("open-loop run");
+        drop(agent);
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        let p99: f64 = line
+            .split("p99_us=")
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "open-loop run failed: {line} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        eprintln!(
+            "[bench] 50% load ({rate:.0} req/s) run {}/{}: agent {}: {}",
+            i + 1,
+            a.pairs * 2,
+            if with { "on " } else { "off" },
+            line.trim()
+        );
+        if with {
+            p_on.push(p99)
+        } else {
+            p_off.push(p99)
+        }
+    }
+    let p99_ratio = median(&mut p_on.clone()) / median(&mut p_off.clone());
+
+    // 3. Program cost per event, from the kernel's bpf stats (one extra run, stats on).
+    let prev = sh("sysctl -n kernel.bpf_stats_enabled").trim().to_string();
+    sh("sysctl -qw kernel.bpf_stats_enabled=1");
+    let agent = start_agent(&net.server);
+    let ids: Vec<(String, u32)> = agent
+        .proc
+        .errs
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|l| {
+            let name = l
+                .split("attached ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some((name, l.split("prog_id=").nth(1)?.trim().parse().ok()?))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let s0 = prog_stats(&ids);
+    stack.wrk(1, 16, a.secs);
+    let s1 = prog_stats(&ids);
+    drop(agent);
+    sh(&format!("sysctl -qw kernel.bpf_stats_enabled={prev}"));
+    let mut total_ns = 0u64;
+    let mut events = 0u64;
+    let mut rows = Vec::new();
+    for (name, (t1, c1)) in &s1 {
+        let (t0, c0) = s0.get(name).copied().unwrap_or((0, 0));
+        let (t, c) = (t1 - t0, c1 - c0);
+        rows.push((name.clone(), t, c));
+        if name != "seer_sock_iter" {
+            total_ns += t;
+            events += c;
+        }
+    }
+    let ns_per_event = total_ns as f64 / events.max(1) as f64;
+
+    println!(
+        "\n== seer overhead: nginx -> memcached ({} KiB values), {} interleaved pairs of {} s ==",
+        a.value_kib, a.pairs, a.secs
+    );
+    println!(
+        "max throughput (wrk -t1 -c16): off {:?} on {:?} req/s",
+        off.iter().map(|v| *v as u64).collect::<Vec<_>>(),
+        on.iter().map(|v| *v as u64).collect::<Vec<_>>()
+    );
+    println!(
+        "  throughput ratio (median on / median off): {throughput_ratio:.4}  (target >= 0.97)"
+    );
+    println!("p99 at 50% of max ({rate:.0} req/s, open loop): off {p_off:?} on {p_on:?} us");
+    println!("  p99 ratio (median on / median off): {p99_ratio:.4}  (target <= 1.02)");
+    let cpu = median(&mut agent_cpu.clone());
+    println!(
+        "agent at 100 ms ticks: CPU {cpu:.2}% of one core (median over runs), RSS {} KiB",
+        agent_rss
+    );
+    println!("eBPF program time (bpf stats, {} s at max load):", a.secs);
+    println!(
+        "  {:<18} {:>12} {:>12} {:>10} {:>8}",
+        "program", "run_cnt", "run_time_ns", "ns/run", "share"
+    );
+    let all: u64 = rows.iter().map(|r| r.1).sum();
+    for (name, t, c) in &rows {
+        println!(
+            "  {:<18} {:>12} {:>12} {:>10.0} {:>7.1}%",
+            name,
+            c,
+            t,
+            *t as f64 / (*c).max(1) as f64,
+            *t as f64 * 100.0 / all.max(1) as f64
+        );
+    }
+    println!(
+        "  per-event hooks: {events} events, {ns_per_event:.0} ns per event (target <= 150; the iterator runs per socket per tick and is listed apart)"
+    );
+    println!(
+        "overhead: throughput_ratio={throughput_ratio:.4} p99_ratio={p99_ratio:.4} agent_cpu_pct={cpu:.2} ns_per_event={ns_per_event:.0}"
+    );
+}
