@@ -4,6 +4,7 @@
 //! SIGINT/SIGTERM -> detach.
 mod config;
 mod discovery;
+mod metrics;
 mod output;
 mod run;
 mod sampler;
@@ -67,6 +68,9 @@ pub struct RunArgs {
     /// Do not attach the epoll tracepoints.
     #[arg(long)]
     pub no_epoll: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics ("off" to disable).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
 }
 
 fn main() -> ExitCode {

@@ -1,7 +1,8 @@
 //! The tick loop: read the kernel, refresh discovery now and then, sample, print.
 use std::{
     io::IsTerminal as _,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::Context as _;
@@ -12,6 +13,7 @@ use crate::{
     RunArgs,
     config::{Config, ConfigError},
     discovery::{Discovery, MapChanges},
+    metrics::{self, AgentStats},
     output,
     sampler::{KernelSource, Sampler},
     sys::{self, bpf::Probes},
@@ -74,7 +76,10 @@ struct Loop {
 
 impl Loop {
     fn discover(&mut self) -> anyhow::Result<()> {
-        let (procs, _unreadable) = sys::procfs::scan_sockets(std::path::Path::new("/proc"));
+        let (mut procs, _unreadable) = sys::procfs::scan_sockets(std::path::Path::new("/proc"));
+        // The agent's own metrics listener is not a service to watch.
+        let me = std::process::id();
+        procs.retain(|p| p.pid != me);
         let ch = self.disc.refresh(&self.cfg, &self.socks, &procs);
         apply(&self.probes, &ch)?;
         for id in &ch.added {
@@ -142,6 +147,12 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let live = !args.json && std::io::stdout().is_terminal();
+    let metrics_tx = (args.metrics_addr != "off").then(|| {
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(String::new()));
+        tokio::spawn(metrics::serve(args.metrics_addr.clone(), rx));
+        tx
+    });
+    let mut stats = AgentStats::default();
     let mut n: u64 = 0;
     loop {
         tokio::select! {
@@ -149,6 +160,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
             _ = term.recv() => { log::info!("SIGTERM: detaching"); break; }
             _ = int.recv() => { log::info!("SIGINT: detaching"); break; }
         }
+        let t0 = Instant::now();
         lp.socks.clear();
         lp.probes.read_sockets(&mut lp.socks)?;
         if n > 0 && n.is_multiple_of(lp.cfg.discovery_every as u64) {
@@ -158,13 +170,32 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         lp.sampler
             .tick(&mut lp.probes, &lp.disc, &lp.socks, ts, &mut lp.samples)?;
         n += 1;
+        stats.drops = lp.probes.read_drops()?;
+        stats.ticks = n;
+        stats.sockets_seen = lp.socks.len() as u64;
+        stats.last_tick_us = t0.elapsed().as_micros() as u64;
+        stats.max_tick_us = stats.max_tick_us.max(stats.last_tick_us);
+        if let Some(tx) = &metrics_tx {
+            let _ = tx.send(Arc::new(metrics::render(&lp.disc, &lp.samples, &stats)));
+        }
         if args.json {
-            output::print_line(&output::tick_json(ts, &lp.disc, &lp.samples));
+            let mut v = output::tick_json(ts, &lp.disc, &lp.samples);
+            v["kernel_drops"] = serde_json::json!({
+                "turns_full": stats.drops.turns_full,
+                "connects_full": stats.drops.connects_full,
+                "epoll_full": stats.drops.epoll_full,
+                "iter_write": stats.drops.iter_write,
+            });
+            output::print_line(&v);
         } else if live {
-            let d = lp.probes.read_drops()?;
+            let d = stats.drops;
             let footer = format!(
-                "tick {n}; kernel drops: turns {} connects {} epoll {} iter {}",
-                d.turns_full, d.connects_full, d.epoll_full, d.iter_write
+                "tick {n} ({:.2} ms of work); kernel drops: turns {} connects {} epoll {} iter {}",
+                stats.last_tick_us as f64 / 1000.0,
+                d.turns_full,
+                d.connects_full,
+                d.epoll_full,
+                d.iter_write
             );
             print!(
                 "{}",

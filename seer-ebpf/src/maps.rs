@@ -58,6 +58,16 @@ pub fn read_kernel<T: Copy + Default>(base: *const u8, off: usize) -> T {
     unsafe { bpf_probe_read_kernel(base.wrapping_add(off) as *const T) }.unwrap_or_default()
 }
 
+/// Reads a `T` at `base + off` from a pointer the verifier knows by its BTF type (a tp_btf
+/// argument): a plain load, no helper call. `off` must come from `OFFSETS` (a constant to the
+/// verifier, which checks the access against the kernel's BTF).
+#[inline(always)]
+pub fn load_btf<T: Copy>(base: *const u8, off: usize) -> T {
+    // SAFETY: the verifier rejects the program unless `base + off` is a readable field of the
+    // BTF type of `base`; at run time a faulting BTF load reads as zero.
+    unsafe { core::ptr::read_volatile(base.wrapping_add(off) as *const T) }
+}
+
 /// Slot of a watched local port.
 #[inline(always)]
 pub fn port_slot(port: u16) -> Option<usize> {

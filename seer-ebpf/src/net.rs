@@ -16,31 +16,43 @@ pub fn seer_tc_ingress(ctx: TcContext) -> i32 {
     TCX_NEXT
 }
 
+/// Direct packet access (no helper call per field): a `T` at `off`, if the linear data has it.
 #[inline(always)]
-fn count(ctx: &TcContext) -> Result<(), i64> {
-    let proto = u16::from_be(ctx.load::<u16>(12)?);
+fn at<T: Copy>(ctx: &TcContext, off: usize) -> Option<T> {
+    let start = ctx.data();
+    if start + off + core::mem::size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: bounds checked against data_end just above (the verifier checks it too).
+    Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+}
+
+#[inline(always)]
+fn count(ctx: &TcContext) -> Option<()> {
+    let proto = u16::from_be(at::<u16>(ctx, 12)?);
     let l4 = match proto {
         ETH_P_IP => {
-            let vihl: u8 = ctx.load(ETH_HLEN)?;
-            if ctx.load::<u8>(ETH_HLEN + 9)? != IPPROTO_TCP {
-                return Ok(());
+            let vihl: u8 = at(ctx, ETH_HLEN)?;
+            if at::<u8>(ctx, ETH_HLEN + 9)? != IPPROTO_TCP {
+                return None;
             }
+            // IHL is 4 bits: at most 60 bytes of IP header.
             ETH_HLEN + ((vihl & 0x0f) as usize) * 4
         }
         ETH_P_IPV6 => {
-            if ctx.load::<u8>(ETH_HLEN + 6)? != IPPROTO_TCP {
-                return Ok(());
+            if at::<u8>(ctx, ETH_HLEN + 6)? != IPPROTO_TCP {
+                return None;
             }
             ETH_HLEN + 40
         }
-        _ => return Ok(()),
+        _ => return None,
     };
-    let dport = u16::from_be(ctx.load::<u16>(l4 + 2)?);
+    let dport = u16::from_be(at::<u16>(ctx, l4 + 2)?);
     if let Some(slot) = port_slot(dport)
         && let Some(c) = slot_counters(slot)
     {
         c.nic_rx_pkts += 1;
         c.nic_rx_bytes += ctx.len() as u64;
     }
-    Ok(())
+    Some(())
 }

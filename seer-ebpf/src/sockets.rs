@@ -11,7 +11,8 @@ use aya_ebpf::{
 use seer_common::{ConnectKey, LAT_BUCKETS, TCP_CLOSE, TCP_SYN_SENT, Turn, lat_bucket};
 
 use crate::maps::{
-    CONNECTS, LATENCY, TURNS, drops, offset, port_slot, read_kernel, slot_counters, verifier_bound,
+    CONNECTS, LATENCY, TURNS, drops, load_btf, offset, port_slot, read_kernel, slot_counters,
+    verifier_bound,
 };
 
 const MSG_PEEK: i32 = 2;
@@ -20,9 +21,9 @@ const IPPROTO_TCP: u16 = 6;
 /// Slot of a server-side TCP socket: its local port belongs to a watched service.
 #[inline(always)]
 fn server_slot(sk: *const u8) -> Option<usize> {
-    let lport: u16 = read_kernel(sk, offset!(skc_num));
+    let lport: u16 = load_btf(sk, offset!(skc_num));
     let slot = port_slot(lport)?;
-    let proto: u16 = read_kernel(sk, offset!(sk_protocol));
+    let proto: u16 = load_btf(sk, offset!(sk_protocol));
     if proto != IPPROTO_TCP {
         return None;
     }
@@ -68,6 +69,10 @@ pub fn seer_send(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
     if ret <= 0 {
+        return 0;
+    }
+    // Cheap filter first (an array lookup): only server-side sockets of watched services.
+    if port_slot(load_btf(sk, offset!(skc_num))).is_none() {
         return 0;
     }
     let key = sk as u64;

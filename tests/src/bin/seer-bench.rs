@@ -13,6 +13,8 @@ use std::{
 use seer_tests::{Agent, NetPair, loadgen, sh, stack::Stack};
 
 struct Args {
+    /// Extra arguments for `seer-agent run` (e.g. `--no-turns`), to price one hook at a time.
+    agent_args: Vec<String>,
     pairs: usize,
     secs: u32,
     value_kib: usize,
@@ -20,6 +22,7 @@ struct Args {
 
 fn parse() -> Args {
     let mut a = Args {
+        agent_args: Vec::new(),
         pairs: 5,
         secs: 5,
         value_kib: 64,
@@ -38,12 +41,18 @@ fn parse() -> Args {
                 a.secs = next().parse().expect("--secs S");
                 i += 1;
             }
+            "--agent-args" => {
+                a.agent_args = next().split_whitespace().map(str::to_string).collect();
+                i += 1;
+            }
             "--value-kib" => {
                 a.value_kib = next().parse().expect("--value-kib K");
                 i += 1;
             }
             "-h" | "--help" => {
-                println!("seer-bench overhead [--pairs 5] [--secs 5] [--value-kib 64]");
+                println!(
+                    "seer-bench overhead [--pairs 5] [--secs 5] [--value-kib 64] [--agent-args \"--no-turns ...\"]"
+                );
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other} (try --help)"),
@@ -73,8 +82,10 @@ fn cpu_rss(pid: u32) -> (u64, u64) {
     (cpu, rss)
 }
 
-fn start_agent(ns: &str) -> Agent {
-    let a = Agent::start(ns, 1_000_000, &["--iface", "lo"]);
+fn start_agent(ns: &str, extra: &[String]) -> Agent {
+    let mut args: Vec<&str> = vec!["--iface", "lo"];
+    args.extend(extra.iter().map(String::as_str));
+    let a = Agent::start(ns, 1_000_000, &args);
     a.proc
         .wait_line("agent's first tick", Duration::from_secs(30), |l| {
             l.starts_with('{')
@@ -141,7 +152,7 @@ fn main() {
     let (mut agent_cpu, mut agent_rss) = (Vec::new(), 0u64);
     for i in 0..a.pairs * 2 {
         let with = matches!(i % 4, 1 | 2);
-        let agent = with.then(|| start_agent(&net.server));
+        let agent = with.then(|| start_agent(&net.server, &a.agent_args));
         let (c0, _) = agent.as_ref().map_or((0, 0), |g| cpu_rss(g.proc.pid()));
         let t0 = Instant::now();
         let (rps, _) = stack.wrk(1, 16, a.secs);
@@ -167,7 +178,7 @@ fn main() {
     let (mut p_off, mut p_on) = (Vec::new(), Vec::new());
     for i in 0..a.pairs * 2 {
         let with = matches!(i % 4, 1 | 2);
-        let agent = with.then(|| start_agent(&net.server));
+        let agent = with.then(|| start_agent(&net.server, &a.agent_args));
         // The generator runs inside the namespace: re-exec ourselves there for one run.
         let out = Command::new("ip")
             .args(["netns", "exec", &net.server])
@@ -205,7 +216,7 @@ fn main() {
     // 3. Program cost per event, from the kernel's bpf stats (one extra run, stats on).
     let prev = sh("sysctl -n kernel.bpf_stats_enabled").trim().to_string();
     sh("sysctl -qw kernel.bpf_stats_enabled=1");
-    let agent = start_agent(&net.server);
+    let agent = start_agent(&net.server, &a.agent_args);
     let ids: Vec<(String, u32)> = agent
         .proc
         .errs

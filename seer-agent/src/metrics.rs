@@ -1,0 +1,128 @@
+//! Prometheus text exposition at `/metrics`: every service's channels and the agent's own
+//! health (ticks, tick duration, kernel-side drops). Rendered once per tick; served by a tiny
+//! HTTP responder so no HTTP stack is pulled in.
+use std::{fmt::Write as _, sync::Arc};
+
+use seer_common::{
+    Drops,
+    sample::{CHANNEL_NAMES, Sample},
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+    sync::watch,
+};
+
+use crate::discovery::Discovery;
+
+/// Agent health figures exported beside the channels.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AgentStats {
+    pub ticks: u64,
+    pub last_tick_us: u64,
+    pub max_tick_us: u64,
+    pub sockets_seen: u64,
+    pub drops: Drops,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
+    let mut o = String::with_capacity(4096);
+    for (i, name) in CHANNEL_NAMES.iter().enumerate() {
+        let _ = writeln!(o, "# TYPE seer_{name} gauge");
+        for (s, smp) in d.services.iter().zip(samples) {
+            let _ = writeln!(
+                o,
+                "seer_{name}{{service=\"{}\",id=\"{}\"}} {}",
+                esc(&s.name),
+                s.id.0,
+                smp.values[i]
+            );
+        }
+    }
+    let _ = writeln!(o, "# TYPE seer_call_edge gauge");
+    for &(a, b) in &d.edges {
+        let _ = writeln!(
+            o,
+            "seer_call_edge{{from=\"{}\",to=\"{}\"}} 1",
+            esc(d.name_of(a)),
+            esc(d.name_of(b))
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# TYPE seer_agent_ticks_total counter\nseer_agent_ticks_total {}",
+        st.ticks
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE seer_agent_tick_seconds gauge\nseer_agent_tick_seconds {}",
+        st.last_tick_us as f64 / 1e6
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE seer_agent_tick_max_seconds gauge\nseer_agent_tick_max_seconds {}",
+        st.max_tick_us as f64 / 1e6
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE seer_agent_services gauge\nseer_agent_services {}",
+        d.services.len()
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE seer_agent_sockets gauge\nseer_agent_sockets {}",
+        st.sockets_seen
+    );
+    let _ = writeln!(o, "# TYPE seer_kernel_drops_total counter");
+    for (what, n) in [
+        ("turns_full", st.drops.turns_full),
+        ("connects_full", st.drops.connects_full),
+        ("epoll_full", st.drops.epoll_full),
+        ("iter_write", st.drops.iter_write),
+    ] {
+        let _ = writeln!(o, "seer_kernel_drops_total{{what=\"{what}\"}} {n}");
+    }
+    o
+}
+
+/// Serves the latest rendering until the process exits. A bind failure is logged, not fatal:
+/// the agent's main job does not depend on it.
+pub async fn serve(addr: String, latest: watch::Receiver<Arc<String>>) {
+    let listener = match TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            log::warn!(
+                "metrics endpoint not started: cannot bind {addr}: {e} (use --metrics-addr)"
+            );
+            return;
+        }
+    };
+    log::info!("Prometheus metrics on http://{addr}/metrics");
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let body = latest.borrow().clone();
+        tokio::spawn(async move {
+            let mut req = [0u8; 1024];
+            let n = sock.read(&mut req).await.unwrap_or(0);
+            let ok = req[..n].starts_with(b"GET /metrics");
+            let resp = if ok {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                    body.len(),
+                    body
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 22\r\nConnection: close\r\n\r\ntry GET /metrics here\n".to_string()
+            };
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}
