@@ -196,3 +196,28 @@ fn latency_p50_of_a_20ms_server() {
     assert_eq!(sum_over_ticks(&agent.ticks(), SVC, "requests"), 60.0);
     client.send("");
 }
+
+/// Discovery follows processes: a server started after the agent appears, and leaves when it
+/// exits.
+#[test]
+fn services_come_and_go() {
+    require_root!();
+    let net = NetPair::new();
+    let agent = Agent::start(&net.server, 200, &["--iface", "lo"]);
+    agent.proc.wait_line("first tick", T, |l| l.starts_with('{'));
+    let srv = server(&net, &["delay", "7007", "0"]);
+    let s = agent.wait_service(SVC, T, |_| true);
+    assert_eq!(s["ports"], serde_json::json!([7007]));
+    assert_eq!(num(&s, "pid") as u32, srv.pid());
+    drop(srv);
+    let t0 = std::time::Instant::now();
+    loop {
+        let ticks = agent.ticks();
+        let last = ticks.last().expect("ticks");
+        if service(last, SVC).is_none() {
+            break;
+        }
+        assert!(t0.elapsed() < T, "service still listed after its process exited");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
