@@ -131,6 +131,27 @@ impl Drop for NetPair {
     }
 }
 
+fn wait_for_line(
+    buf: &Mutex<Vec<String>>,
+    stream: &str,
+    what: &str,
+    timeout: Duration,
+    f: impl Fn(&str) -> bool,
+) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Some(l) = buf.lock().expect("lock").iter().find(|l| f(l)) {
+            return l.clone();
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out waiting for {what}; {stream}: {:?}",
+            buf.lock().expect("lock")
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A child process killed (SIGKILL) and reaped on drop.
 pub struct Proc {
     pub child: Child,
@@ -177,34 +198,12 @@ impl Proc {
 
     /// Waits until a stdout line satisfies `f`, returning it.
     pub fn wait_line(&self, what: &str, timeout: Duration, f: impl Fn(&str) -> bool) -> String {
-        let t0 = Instant::now();
-        loop {
-            if let Some(l) = self.lines.lock().expect("lock").iter().find(|l| f(l)) {
-                return l.clone();
-            }
-            assert!(
-                t0.elapsed() < timeout,
-                "timed out waiting for {what}; got {:?}",
-                self.lines.lock().expect("lock")
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_line(&self.lines, "stdout", what, timeout, f)
     }
 
     /// Waits until a stderr line satisfies `f`, returning it.
     pub fn wait_err(&self, what: &str, timeout: Duration, f: impl Fn(&str) -> bool) -> String {
-        let t0 = Instant::now();
-        loop {
-            if let Some(l) = self.errs.lock().expect("lock").iter().find(|l| f(l)) {
-                return l.clone();
-            }
-            assert!(
-                t0.elapsed() < timeout,
-                "timed out waiting for {what}; stderr {:?}",
-                self.errs.lock().expect("lock")
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_line(&self.errs, "stderr", what, timeout, f)
     }
 
     pub fn stderr(&self) -> String {

@@ -172,16 +172,33 @@ fn missing_capabilities_are_named() {
 fn prometheus_endpoint_serves_channels_and_health() {
     require_root!();
     let net = NetPair::new();
-    let srv = Proc::spawn(NetPair::cmd(&net.server, &testsrv_bin(), &["delay", "7101", "0"]));
+    let srv = Proc::spawn(NetPair::cmd(
+        &net.server,
+        &testsrv_bin(),
+        &["delay", "7101", "0"],
+    ));
     srv.wait_line("server ready", T, |l| l == "ready");
-    let agent = Agent::start(&net.server, 100, &["--iface", "lo", "--metrics-addr", "127.0.0.1:9464"]);
+    let agent = Agent::start(
+        &net.server,
+        100,
+        &["--iface", "lo", "--metrics-addr", "127.0.0.1:9464"],
+    );
     agent.wait_service("seer-testsrv", T, |_| true);
     let body = sh(&format!(
         "ip netns exec {} python3 -c \"import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9464/metrics').read().decode())\"",
         net.server
     ));
-    assert!(body.contains("seer_rx_queue_bytes{service=\"seer-testsrv\""), "{body}");
+    assert!(
+        body.contains("seer_rx_queue_bytes{service=\"seer-testsrv\""),
+        "{body}"
+    );
     assert!(body.contains("seer_agent_ticks_total "), "{body}");
-    assert!(body.contains("seer_kernel_drops_total{what=\"turns_full\"} 0"), "{body}");
-    assert!(!body.contains("service=\"seer-agent\""), "the agent does not watch itself: {body}");
+    assert!(
+        body.contains("seer_kernel_drops_total{what=\"turns_full\"} 0"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("service=\"seer-agent\""),
+        "the agent does not watch itself: {body}"
+    );
 }

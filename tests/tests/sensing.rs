@@ -7,6 +7,17 @@ use seer_tests::*;
 const SVC: &str = "seer-testsrv";
 const T: Duration = Duration::from_secs(20);
 
+/// A Python client in the client namespace: runs `body`, then holds its sockets until stdin
+/// gets a line.
+fn py_client(net: &NetPair, body: &str) -> Proc {
+    let code = format!("import socket,sys\n{body}\nsys.stdin.readline()");
+    Proc::spawn(NetPair::cmd(
+        &net.client,
+        std::path::Path::new("python3"),
+        &["-c", &code],
+    ))
+}
+
 fn server(net: &NetPair, args: &[&str]) -> Proc {
     let p = Proc::spawn(NetPair::cmd(&net.server, &testsrv_bin(), args));
     p.wait_line("server ready", T, |l| l == "ready");
@@ -28,16 +39,10 @@ fn rx_queue_bytes_match_ss() {
         .map(|n| format!("s=socket.create_connection(('{SERVER_ADDR}',7001)); s.sendall(b'x'*{n}); keep.append(s)"))
         .collect::<Vec<_>>()
         .join("\n");
-    let mut client = Proc::spawn(NetPair::cmd(
-        &net.client,
-        std::path::Path::new("python3"),
-        &[
-            "-c",
-            &format!(
-                "import socket,sys\nkeep=[]\n{script}\nprint('sent',flush=True)\nsys.stdin.readline()"
-            ),
-        ],
-    ));
+    let mut client = py_client(
+        &net,
+        &format!("keep=[]\n{script}\nprint('sent',flush=True)"),
+    );
     client.wait_line("client sent", T, |l| l == "sent");
     let total: usize = sizes.iter().sum();
     let s = agent.wait_service(SVC, T, |s| num(s, "rx_queue_bytes") as usize == total);
@@ -61,16 +66,12 @@ fn accept_backlog_matches_ss() {
     let agent = Agent::start(&net.server, 40, &["--iface", "sv0"]);
     agent.wait_service(SVC, T, |_| true);
     let k = 5;
-    let mut client = Proc::spawn(NetPair::cmd(
-        &net.client,
-        std::path::Path::new("python3"),
-        &[
-            "-c",
-            &format!(
-                "import socket,sys\nkeep=[socket.create_connection(('{SERVER_ADDR}',7002)) for _ in range({k})]\nprint('sent',flush=True)\nsys.stdin.readline()"
-            ),
-        ],
-    ));
+    let mut client = py_client(
+        &net,
+        &format!(
+            "keep=[socket.create_connection(('{SERVER_ADDR}',7002)) for _ in range({k})]\nprint('sent',flush=True)"
+        ),
+    );
     client.wait_line("client connected", T, |l| l == "sent");
     let s = agent.wait_service(SVC, T, |s| num(s, "accept_backlog") as u64 == k);
     let witness = ss_recvq(&net.server, "-ltn", "sport = :7002");
@@ -139,16 +140,12 @@ fn outstanding_requests_hold_and_release() {
     let agent = Agent::start(&net.server, 100, &["--iface", "sv0"]);
     agent.wait_service(SVC, T, |_| true);
     let k = 4;
-    let mut client = Proc::spawn(NetPair::cmd(
-        &net.client,
-        std::path::Path::new("python3"),
-        &[
-            "-c",
-            &format!(
-                "import socket,sys\nkeep=[socket.create_connection(('{SERVER_ADDR}',7005)) for _ in range({k})]\n[s.sendall(b'get\\n') for s in keep]\nprint('sent',flush=True)\n[s.recv(16) for s in keep]\nprint('answered',flush=True)\nsys.stdin.readline()"
-            ),
-        ],
-    ));
+    let mut client = py_client(
+        &net,
+        &format!(
+            "keep=[socket.create_connection(('{SERVER_ADDR}',7005)) for _ in range({k})]\n[s.sendall(b'get\\n') for s in keep]\nprint('sent',flush=True)\n[s.recv(16) for s in keep]\nprint('answered',flush=True)"
+        ),
+    );
     client.wait_line("requests sent", T, |l| l == "sent");
     agent.wait_service(SVC, T, |s| num(s, "outstanding") as u32 == k);
     // Stays at K while held (three more ticks).
@@ -204,7 +201,9 @@ fn services_come_and_go() {
     require_root!();
     let net = NetPair::new();
     let agent = Agent::start(&net.server, 200, &["--iface", "lo"]);
-    agent.proc.wait_line("first tick", T, |l| l.starts_with('{'));
+    agent
+        .proc
+        .wait_line("first tick", T, |l| l.starts_with('{'));
     let srv = server(&net, &["delay", "7007", "0"]);
     let s = agent.wait_service(SVC, T, |_| true);
     assert_eq!(s["ports"], serde_json::json!([7007]));
@@ -217,7 +216,10 @@ fn services_come_and_go() {
         if service(last, SVC).is_none() {
             break;
         }
-        assert!(t0.elapsed() < T, "service still listed after its process exited");
+        assert!(
+            t0.elapsed() < T,
+            "service still listed after its process exited"
+        );
         thread::sleep(Duration::from_millis(50));
     }
 }
