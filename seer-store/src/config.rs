@@ -9,7 +9,8 @@ pub enum Durability {
     /// committed tick (only ticks still queued in the writer, normally at most the current one).
     Immediate,
     /// Only every `ticks`-th write transaction is fsynced; the others are kept in memory by redb.
-    /// A crash or power loss loses at most the last `ticks` transactions. Cheaper on slow disks.
+    /// A crash or power loss loses at most the last `ticks` transactions, and so does the
+    /// reopen that follows an I/O error (a full disk). Cheaper on slow disks.
     Batched { ticks: u32 },
 }
 
@@ -20,8 +21,9 @@ pub struct RetentionPolicy {
     pub full_resolution_ms: u64,
     /// Per-second min/mean/max aggregates are kept this long (relative to the newest tick).
     pub aggregate_ms: u64,
-    /// The database file never takes more than this much disk space. The oldest data is
-    /// dropped to stay below it.
+    /// The database file never takes more disk than this (blocks, as `du` counts; its length
+    /// may be larger, as redb grows files sparsely). The oldest data is dropped to stay
+    /// below it; 1/32 of it (at least 1 MiB) is kept in reserve for that.
     pub max_bytes: u64,
 }
 

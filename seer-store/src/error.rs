@@ -53,14 +53,14 @@ pub enum StoreError {
         op: &'static str,
         cap_bytes: u64,
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     #[error("trace store {path}: {op} failed")]
     Db {
         path: PathBuf,
         op: &'static str,
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     #[error("trace store {path}: row {key} of table {table} does not decode: {source}")]
     Corrupt {

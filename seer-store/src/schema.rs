@@ -32,8 +32,7 @@ pub const CHUNK_MAX: usize = 4096 - 4 - 4 - 12;
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// service id -> (name, identity, first_seen_ms, last_seen_ms).
-pub const SERVICES: TableDefinition<u32, (&str, &str, u64, u64)> =
-    TableDefinition::new("services");
+pub const SERVICES: TableDefinition<u32, (&str, &str, u64, u64)> = TableDefinition::new("services");
 
 /// (tick ts_ms, first service id of the chunk) -> chunk of full-resolution samples.
 pub const SAMPLES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("samples");
@@ -45,8 +44,7 @@ pub const AGG_1S: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("agg
 pub const EDGES: TableDefinition<u64, Vec<(u32, u32)>> = TableDefinition::new("edges");
 
 /// (start_ms, initiating service id or NO_SERVICE) -> (end_ms, kind).
-pub const QOS_EVENTS: TableDefinition<(u64, u32), (u64, &str)> =
-    TableDefinition::new("qos_events");
+pub const QOS_EVENTS: TableDefinition<(u64, u32), (u64, &str)> = TableDefinition::new("qos_events");
 
 /// alert id -> (ts_ms, payload). Rows are removed once delivered (acknowledged).
 pub const ALERTS: TableDefinition<u64, (u64, &str)> = TableDefinition::new("alerts_outbox");
