@@ -75,6 +75,14 @@ fn unit_of(cgroup: &str) -> Option<&str> {
 }
 
 impl Discovery {
+    /// Reuses the ids a previous run gave to the same identities (from the trace store).
+    pub fn seed_ids(&mut self, known: impl IntoIterator<Item = (String, ServiceId)>) {
+        for (identity, id) in known {
+            self.next_id = self.next_id.max(id.0);
+            self.ids.insert(identity, id);
+        }
+    }
+
     pub fn service_by_port(&self, port: u16) -> Option<&Service> {
         self.services.iter().find(|s| s.ports.contains(&port))
     }

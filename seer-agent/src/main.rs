@@ -2,10 +2,12 @@
 //!
 //! main is only: arguments -> config -> load probes -> spawn the tick loop -> select! on
 //! SIGINT/SIGTERM -> detach.
+mod cli_store;
 mod config;
 mod discovery;
 mod metrics;
 mod output;
+mod recorder;
 mod run;
 mod sampler;
 mod sys;
@@ -31,7 +33,9 @@ const EX_NOPERM: u8 = 77;
                   Examples:\n  \
                   seer-agent run                      live table of every service\n  \
                   seer-agent run --ticks 50 --json    50 ticks as JSON lines, then exit\n  \
-                  seer-agent run --iface lo --tick-ms 250 --config /etc/seer/seer.toml"
+                  seer-agent run --iface lo --tick-ms 250 --config /etc/seer/seer.toml\n  \
+                  seer-agent query top outstanding    deepest queues in the trace store\n  \
+                  seer-agent export --from -1h --out /tmp/ds   a training dataset"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,6 +46,10 @@ struct Cli {
 enum Cmd {
     /// Attach, discover services and sample them every tick (live table, or JSON lines).
     Run(RunArgs),
+    /// Write a training dataset from the trace store (Arrow IPC + manifest.json).
+    Export(ExportArgs),
+    /// Read the trace store: services, one service's recent channels, top queues.
+    Query(QueryArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -71,6 +79,59 @@ pub struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics ("off" to disable).
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
+    /// Trace store (redb) that every tick is written to.
+    #[arg(long, default_value = recorder::DEFAULT_DB)]
+    pub db: PathBuf,
+    /// Do not record ticks in the trace store.
+    #[arg(long)]
+    pub no_store: bool,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ExportArgs {
+    /// Trace store to read (the agent must not be running on it: redb allows one process).
+    #[arg(long, default_value = recorder::DEFAULT_DB)]
+    pub db: PathBuf,
+    /// Start: ms since the Unix epoch, "now", or relative like -1h, -30m, -90s, -2d.
+    #[arg(long, allow_hyphen_values = true)]
+    pub from: String,
+    /// End (exclusive), same forms as --from (default: now).
+    #[arg(long, default_value = "now", allow_hyphen_values = true)]
+    pub to: String,
+    /// Output directory: samples.arrow (Arrow IPC, one row per tick x service) + manifest.json.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct QueryArgs {
+    #[arg(long, default_value = recorder::DEFAULT_DB)]
+    pub db: PathBuf,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub what: QueryWhat,
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum QueryWhat {
+    /// Every service the store knows, with first and last seen.
+    Services,
+    /// One service's newest ticks (by name or id).
+    Service {
+        name: String,
+        #[arg(long, short, default_value_t = 20)]
+        n: usize,
+    },
+    /// Services with the deepest queues at the newest tick (channel: outstanding,
+    /// rx_queue_bytes, accept_backlog, latency_p99_us, ...).
+    Top {
+        #[arg(default_value = "outstanding")]
+        channel: String,
+        #[arg(long, short, default_value_t = 10)]
+        n: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +169,18 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Cmd::Export(a) => report(cli_store::export(&a)),
+        Cmd::Query(a) => report(cli_store::query(&a)),
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("seer-agent: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

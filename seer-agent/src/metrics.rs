@@ -16,13 +16,15 @@ use tokio::{
 use crate::discovery::Discovery;
 
 /// Agent health figures exported beside the channels.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct AgentStats {
     pub ticks: u64,
     pub last_tick_us: u64,
     pub max_tick_us: u64,
     pub sockets_seen: u64,
     pub drops: Drops,
+    /// Trace store writer (None with --no-store).
+    pub store: Option<seer_store::WriterStats>,
 }
 
 fn esc(s: &str) -> String {
@@ -79,6 +81,38 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
         "# TYPE seer_agent_sockets gauge\nseer_agent_sockets {}",
         st.sockets_seen
     );
+    if let Some(w) = &st.store {
+        let _ = writeln!(
+            o,
+            "# TYPE seer_store_ticks_written_total counter\nseer_store_ticks_written_total {}",
+            w.ticks_written
+        );
+        let _ = writeln!(
+            o,
+            "# TYPE seer_store_ticks_dropped_total counter\nseer_store_ticks_dropped_total {}",
+            w.ticks_dropped
+        );
+        let _ = writeln!(
+            o,
+            "# TYPE seer_store_write_errors_total counter\nseer_store_write_errors_total {}",
+            w.write_errors
+        );
+        let _ = writeln!(
+            o,
+            "# TYPE seer_store_disk_full_total counter\nseer_store_disk_full_total {}",
+            w.disk_full_events
+        );
+        let _ = writeln!(
+            o,
+            "# TYPE seer_store_bytes gauge\nseer_store_bytes {}",
+            w.bytes_on_disk
+        );
+        let _ = writeln!(
+            o,
+            "# TYPE seer_store_last_write_seconds gauge\nseer_store_last_write_seconds {}",
+            w.last_write_us as f64 / 1e6
+        );
+    }
     let _ = writeln!(o, "# TYPE seer_kernel_drops_total counter");
     for (what, n) in [
         ("turns_full", st.drops.turns_full),

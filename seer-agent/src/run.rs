@@ -15,6 +15,7 @@ use crate::{
     discovery::{Discovery, MapChanges},
     metrics::{self, AgentStats},
     output,
+    recorder::Recorder,
     sampler::{KernelSource, Sampler},
     sys::{self, bpf::Probes},
 };
@@ -65,6 +66,7 @@ fn apply(probes: &Probes, ch: &MapChanges) -> anyhow::Result<()> {
 }
 
 struct Loop {
+    recorder: Option<Recorder>,
     cfg: Config,
     probes: Probes,
     disc: Discovery,
@@ -93,6 +95,9 @@ impl Loop {
                     s.cgroup
                 );
             }
+        }
+        if let Some(r) = &self.recorder {
+            r.services_added(&self.disc, &ch.added, now_ms());
         }
         for id in &ch.removed {
             log::info!("service {} is gone", id.0);
@@ -126,14 +131,32 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
             h.target
         );
     }
+    // Open the store before dropping capabilities (it may need to create /var/lib/seer).
+    let recorder = if args.no_store {
+        None
+    } else {
+        let r = Recorder::open(&args.db, cfg.tick_ms).with_context(|| {
+            format!(
+                "opening the trace store {} (or run with --no-store)",
+                args.db.display()
+            )
+        })?;
+        log::info!("recording every tick in {}", r.path.display());
+        Some(r)
+    };
     if let Err(e) = sys::caps::drop_after_attach() {
         log::warn!("{e}; continuing with the capabilities we have");
     }
+    let mut disc = Discovery::default();
+    if let Some(r) = &recorder {
+        disc.seed_ids(r.known_ids()?);
+    }
     let mut lp = Loop {
+        recorder,
         sampler: Sampler::new(cfg.turns),
         cfg,
         probes,
-        disc: Discovery::default(),
+        disc,
         socks: Vec::with_capacity(4096),
         samples: Vec::with_capacity(MAX_SLOTS),
         connects: Vec::new(),
@@ -169,12 +192,16 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         let ts = now_ms();
         lp.sampler
             .tick(&mut lp.probes, &lp.disc, &lp.socks, ts, &mut lp.samples)?;
+        if let Some(r) = &lp.recorder {
+            r.record(ts, &lp.samples, &lp.disc);
+        }
         n += 1;
         stats.drops = lp.probes.read_drops()?;
         stats.ticks = n;
         stats.sockets_seen = lp.socks.len() as u64;
         stats.last_tick_us = t0.elapsed().as_micros() as u64;
         stats.max_tick_us = stats.max_tick_us.max(stats.last_tick_us);
+        stats.store = lp.recorder.as_ref().map(Recorder::stats);
         if let Some(tx) = &metrics_tx {
             let _ = tx.send(Arc::new(metrics::render(&lp.disc, &lp.samples, &stats)));
         }
@@ -215,6 +242,18 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     let d = lp.probes.read_drops()?;
     if d.turns_full + d.connects_full + d.epoll_full + d.iter_write > 0 {
         log::warn!("kernel-side drops during this run: {d:?}");
+    }
+    if let Some(r) = lp.recorder.take() {
+        let st = r.close();
+        log::info!(
+            "trace store: {} ticks written, {} dropped, {} bytes on disk{}",
+            st.ticks_written,
+            st.ticks_dropped,
+            st.bytes_on_disk,
+            st.last_error
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        );
     }
     drop(lp);
     log::info!("detached all programs");

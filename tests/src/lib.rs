@@ -228,20 +228,39 @@ impl Drop for Proc {
     }
 }
 
-/// The agent running `--json` inside a namespace; ticks are parsed as they arrive.
+/// The agent running `--json` inside a namespace; ticks are parsed as they arrive. Each agent
+/// records into its own trace store (`db`), removed on drop.
 pub struct Agent {
     pub proc: Proc,
+    pub db: PathBuf,
+}
+
+static AGENT_SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        let _ = std::fs::remove_file(&self.db);
+    }
 }
 
 impl Agent {
     pub fn start(ns: &str, ticks: u32, extra: &[&str]) -> Self {
         let t = ticks.to_string();
-        let mut args = vec!["run", "--json", "--ticks", &t];
+        let db = std::env::temp_dir().join(format!(
+            "seer-test-{}-{}.redb",
+            std::process::id(),
+            AGENT_SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let dbs = db.display().to_string();
+        let mut args = vec!["run", "--json", "--ticks", &t, "--db", &dbs];
         args.extend_from_slice(extra);
         let mut cmd = NetPair::cmd(ns, &agent_bin(), &args);
         cmd.env("RUST_LOG", "info");
         Agent {
             proc: Proc::spawn(cmd),
+            db,
         }
     }
 

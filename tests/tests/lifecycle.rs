@@ -202,3 +202,95 @@ fn prometheus_endpoint_serves_channels_and_health() {
         "the agent does not watch itself: {body}"
     );
 }
+
+/// Every tick lands in the trace store; `query` and `export` read it back once the agent stops.
+#[test]
+fn ticks_are_recorded_queried_and_exported() {
+    require_root!();
+    let net = NetPair::new();
+    let srv = Proc::spawn(NetPair::cmd(
+        &net.server,
+        &testsrv_bin(),
+        &["delay", "7102", "0"],
+    ));
+    srv.wait_line("server ready", T, |l| l == "ready");
+    let mut agent = Agent::start(&net.server, 15, &["--iface", "lo"]);
+    assert!(agent.wait_exit(T).success(), "{}", agent.proc.stderr());
+    let ticks = agent.ticks().len();
+    assert_eq!(ticks, 15);
+    let db = agent.db.display().to_string();
+    let q = |args: &[&str]| {
+        let out = Command::new(agent_bin())
+            .args(args)
+            .output()
+            .expect("seer-agent");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let services: serde_json::Value =
+        serde_json::from_str(&q(&["query", "--db", &db, "--json", "services"])).expect("json");
+    assert!(
+        services
+            .as_array()
+            .expect("rows")
+            .iter()
+            .any(|s| s["name"] == "seer-testsrv"),
+        "{services}"
+    );
+    let recent: serde_json::Value = serde_json::from_str(&q(&[
+        "query",
+        "--db",
+        &db,
+        "--json",
+        "service",
+        "seer-testsrv",
+        "-n",
+        "100",
+    ]))
+    .expect("json");
+    assert_eq!(
+        recent["ticks"].as_array().expect("ticks").len(),
+        15,
+        "every tick stored"
+    );
+    assert!(q(&["query", "--db", &db, "top", "outstanding"]).contains("seer-testsrv"));
+    let out = std::env::temp_dir().join(format!("seer-export-{}", std::process::id()));
+    let msg = q(&[
+        "export",
+        "--db",
+        &db,
+        "--from",
+        "-1h",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(msg.contains("15 ticks x 1 services"), "{msg}");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(manifest["rows"], 15, "{manifest}");
+    assert!(
+        out.join("samples.arrow")
+            .metadata()
+            .expect("data file")
+            .len()
+            > 0
+    );
+    std::fs::remove_dir_all(&out).ok();
+    // Bad input: an unknown channel and a missing store are clear errors.
+    let bad = Command::new(agent_bin())
+        .args(["query", "--db", &db, "top", "bogus"])
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown channel \"bogus\""));
+    let bad = Command::new(agent_bin())
+        .args(["query", "--db", "/nonexistent/x.redb", "services"])
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no trace store at /nonexistent/x.redb"));
+}

@@ -30,7 +30,30 @@ pub fn setup() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     debian()?;
+    python()?;
     Ok(())
+}
+
+/// pyarrow: reads the training export (`seer-agent export`) in the store's tests and in models/.
+fn python() -> Result<()> {
+    let have = Command::new("python3")
+        .args(["-c", "import pyarrow"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have {
+        ok("python3 pyarrow");
+        return Ok(());
+    }
+    println!("[setup] pip install pyarrow ...");
+    run(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "pyarrow",
+    ]))
+    .context("pip install pyarrow failed (PyPI reachable?)")
 }
 
 fn rust_src() -> Result<()> {

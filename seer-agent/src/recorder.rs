@@ -1,0 +1,81 @@
+//! The agent's side of the trace store: services as discovery finds them, and one tick per
+//! sample round, handed to the store's writer thread (never blocking the tick loop).
+use std::path::{Path, PathBuf};
+
+use seer_common::sample::{Sample, ServiceId};
+use seer_store::{Store, StoreConfig, Writer, WriterConfig, WriterHandle, WriterStats};
+
+use crate::discovery::Discovery;
+
+pub const DEFAULT_DB: &str = "/var/lib/seer/seer.redb";
+
+pub struct Recorder {
+    store: Store,
+    writer: WriterHandle,
+    pub path: PathBuf,
+}
+
+impl Recorder {
+    /// Opens (or creates) the store; the parent directory is created if missing.
+    pub fn open(path: &Path, tick_ms: u64) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create {}: {e} (choose another --db, or --no-store)",
+                    dir.display()
+                )
+            })?;
+        }
+        let cfg = StoreConfig {
+            tick_ms,
+            ..StoreConfig::default()
+        };
+        let store = Store::open(path, cfg)?;
+        let writer = Writer::spawn(store.clone(), WriterConfig::default())?;
+        Ok(Self {
+            store,
+            writer,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Identity -> id of every service this store has seen, so ids survive agent restarts.
+    pub fn known_ids(&self) -> anyhow::Result<Vec<(String, ServiceId)>> {
+        Ok(self
+            .store
+            .services()?
+            .into_iter()
+            .map(|s| (s.identity, s.id))
+            .collect())
+    }
+
+    pub fn services_added(&self, d: &Discovery, ids: &[ServiceId], ts_ms: u64) {
+        for s in d.services.iter().filter(|s| ids.contains(&s.id)) {
+            if let Err(e) = self.store.upsert_service(s.id, &s.name, &s.identity, ts_ms) {
+                log::warn!("store: recording service {}: {e}", s.name);
+            }
+        }
+    }
+
+    /// Queues one tick; a full queue drops it and counts it (see `stats`).
+    pub fn record(&self, ts_ms: u64, samples: &[Sample], d: &Discovery) {
+        let mut t = self.writer.take_tick();
+        t.ts_ms = ts_ms;
+        t.samples.clear();
+        t.samples.extend_from_slice(samples);
+        t.edges.clear();
+        t.edges.extend(d.edges.iter().copied());
+        self.writer.submit(t);
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+    /// Writes what is queued and stops the writer thread.
+    pub fn close(self) -> WriterStats {
+        self.writer.shutdown()
+    }
+}
