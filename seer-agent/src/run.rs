@@ -161,7 +161,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         samples: Vec::with_capacity(MAX_SLOTS),
         connects: Vec::new(),
     };
-    lp.probes.read_sockets(&mut lp.socks)?;
+    lp.probes.read_sockets(&mut lp.socks, true)?;
     lp.discover()?;
 
     let tick = Duration::from_millis(lp.cfg.tick_ms);
@@ -185,8 +185,11 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         }
         let t0 = Instant::now();
         lp.socks.clear();
-        lp.probes.read_sockets(&mut lp.socks)?;
-        if n > 0 && n.is_multiple_of(lp.cfg.discovery_every as u64) {
+        // Discovery rounds walk every socket (new listeners, older connections); other ticks
+        // visit only the sockets already observed.
+        let full = n > 0 && n.is_multiple_of(lp.cfg.discovery_every as u64);
+        lp.probes.read_sockets(&mut lp.socks, full)?;
+        if full {
             lp.discover()?;
         }
         let ts = now_ms();

@@ -83,13 +83,25 @@ pub struct LatencyHist {
     pub buckets: [u32; LAT_BUCKETS],
 }
 
-/// An open request turn on a server-side connection (hash `TURNS`, key = `struct sock *`).
+/// A thread blocked in epoll_wait (hash `EPOLL_START`, key = pid_tgid): since when, which slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Turn {
     pub start_ns: u64,
     pub slot: u32,
     pub _pad: u32,
+}
+
+/// Per-socket state kept in socket-local storage (`SOCKS`): the open request turn of a
+/// server-side connection. A socket that has this storage is also what the per-tick socket
+/// iterator visits, so registering a socket here is what makes it observed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockState {
+    pub start_ns: u64,
+    pub slot: u32,
+    /// 1 while a turn is open (bytes in, no reply yet).
+    pub open: u32,
 }
 
 /// A client connect() seen in `inet_sock_set_state` (hash `CONNECTS`): who dialled which port.
@@ -107,7 +119,7 @@ pub struct ConnectKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Drops {
-    /// `TURNS` was full: a request turn went unrecorded.
+    /// Socket storage (`SOCKS`) could not be had: a request turn went unrecorded.
     pub turns_full: u64,
     /// `CONNECTS` was full: a connect() went unrecorded.
     pub connects_full: u64,
@@ -218,6 +230,7 @@ mod pod {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for LatencyHist {}
     unsafe impl aya::Pod for Turn {}
+    unsafe impl aya::Pod for SockState {}
     unsafe impl aya::Pod for ConnectKey {}
     unsafe impl aya::Pod for Drops {}
     unsafe impl aya::Pod for SockRecord {}

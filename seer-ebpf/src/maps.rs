@@ -1,11 +1,16 @@
 //! Maps and globals. Layouts live in `seer-common`; the agent sizes nothing here at run time.
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel,
-    macros::map,
+    bindings::BPF_SK_STORAGE_GET_F_CREATE,
+    btf_maps::SkStorage,
+    helpers::{bpf_probe_read_kernel, generated::bpf_sk_storage_get},
+    macros::{btf_map, map},
     maps::{Array, HashMap, PerCpuArray},
 };
 use seer_common::{
-    ConnectKey, Counters, Drops, KernelOffsets, LatencyHist, MAX_SLOTS, SlotCounters, Turn,
+    ConnectKey, Counters, Drops, KernelOffsets, LatencyHist, MAX_SLOTS, SlotCounters, SockState,
+    Turn,
 };
 
 /// Kernel struct offsets from the running kernel's BTF, set by the agent at load time.
@@ -16,9 +21,10 @@ pub static OFFSETS: KernelOffsets = KernelOffsets::ZERO;
 #[map]
 pub static PORT_SLOT: Array<u16> = Array::with_max_entries(65536, 0);
 
-/// Process id (tgid) -> service slot + 1. Written by the agent.
+/// Process id (tgid) -> service slot + 1, indexed by tgid (an array lookup the verifier inlines,
+/// not a hash: every epoll call on the host pays it). The agent sizes it to `pid_max` at load.
 #[map]
-pub static TGID_SLOT: HashMap<u32, u16> = HashMap::with_max_entries(8192, 0);
+pub static TGID_SLOT: Array<u16> = Array::with_max_entries(32768, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
@@ -26,9 +32,36 @@ pub static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0)
 #[map]
 pub static LATENCY: PerCpuArray<LatencyHist> = PerCpuArray::with_max_entries(MAX_SLOTS as u32, 0);
 
-/// Open request turns, keyed by `struct sock *`. Entries leave on reply or close.
-#[map]
-pub static TURNS: HashMap<u64, Turn> = HashMap::with_max_entries(65536, 0);
+/// Socket-local storage: the sockets seer observes (listeners and server-side connections of
+/// watched services) and their open request turn. Freed by the kernel with the socket.
+#[btf_map]
+pub static SOCKS: SkStorage<SockState> = SkStorage::new();
+
+/// The `SOCKS` entry of `sk` (a BTF socket pointer), created if `create`.
+#[inline(always)]
+pub fn sock_state(sk: *const u8, create: bool) -> Option<&'static mut SockState> {
+    let flags = if create {
+        BPF_SK_STORAGE_GET_F_CREATE as u64
+    } else {
+        0
+    };
+    // SAFETY: `SOCKS` is a socket-storage map and `sk` a socket the verifier knows by its BTF
+    // type; the helper returns NULL or a pointer to this socket's value, valid for this run.
+    let p = unsafe {
+        bpf_sk_storage_get(
+            &raw const SOCKS as *mut c_void,
+            sk as *mut c_void,
+            core::ptr::null_mut(),
+            flags,
+        )
+    } as *mut SockState;
+    // SAFETY: non-null storage pointers point at a live SockState.
+    if p.is_null() {
+        None
+    } else {
+        Some(unsafe { &mut *p })
+    }
+}
 
 /// Threads blocked in epoll_wait right now, keyed by pid_tgid: start time and slot.
 #[map]

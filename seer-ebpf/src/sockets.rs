@@ -1,6 +1,7 @@
 //! Request turns on server-side TCP connections, timed in the kernel, and connect() calls.
 //!
-//! A turn starts with the first bytes a server-side socket reads after its last reply and ends
+//! Turn state lives in socket-local storage (`SOCKS`), which also marks the socket as observed
+//! for the per-tick iterator. A turn starts with the first bytes a server-side socket reads after its last reply and ends
 //! with the first bytes it writes: outstanding = started - completed - aborted, and the turn's
 //! duration is a latency sample. No protocol is parsed.
 use aya_ebpf::{
@@ -8,10 +9,12 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use seer_common::{ConnectKey, LAT_BUCKETS, TCP_CLOSE, TCP_SYN_SENT, Turn, lat_bucket};
+use seer_common::{
+    ConnectKey, LAT_BUCKETS, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_SENT, lat_bucket,
+};
 
 use crate::maps::{
-    CONNECTS, LATENCY, TURNS, drops, load_btf, offset, port_slot, read_kernel, slot_counters,
+    CONNECTS, LATENCY, drops, load_btf, offset, port_slot, read_kernel, slot_counters, sock_state,
     verifier_bound,
 };
 
@@ -41,23 +44,19 @@ pub fn seer_recv(ctx: BtfTracePointContext) -> i32 {
     let Some(slot) = server_slot(sk) else {
         return 0;
     };
-    let key = sk as u64;
-    // SAFETY: the value is only read (is there an open turn?), never kept past this call.
-    if unsafe { TURNS.get(key) }.is_some() {
-        return 0;
-    }
-    // SAFETY: reads the monotonic clock; no preconditions.
-    let turn = Turn {
-        start_ns: unsafe { bpf_ktime_get_ns() },
-        slot: slot as u32,
-        _pad: 0,
-    };
-    if TURNS.insert(key, turn, 0).is_err() {
+    let Some(st) = sock_state(sk, true) else {
         if let Some(d) = drops() {
             d.turns_full += 1;
         }
         return 0;
+    };
+    if st.open != 0 {
+        return 0;
     }
+    // SAFETY: reads the monotonic clock; no preconditions.
+    st.start_ns = unsafe { bpf_ktime_get_ns() };
+    st.slot = slot as u32;
+    st.open = 1;
     if let Some(c) = slot_counters(slot) {
         c.req_started += 1;
     }
@@ -75,20 +74,21 @@ pub fn seer_send(ctx: BtfTracePointContext) -> i32 {
     if port_slot(load_btf(sk, offset!(skc_num))).is_none() {
         return 0;
     }
-    let key = sk as u64;
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(turn) = (unsafe { TURNS.get(key) }).copied() else {
+    let Some(st) = sock_state(sk, false) else {
         return 0;
     };
-    let _ = TURNS.remove(key);
+    if st.open == 0 {
+        return 0;
+    }
+    st.open = 0;
     // SAFETY: reads the monotonic clock; no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let slot = turn.slot as usize;
+    let slot = st.slot as usize;
     if let Some(c) = slot_counters(slot) {
         c.req_completed += 1;
     }
-    let bucket = lat_bucket(now.saturating_sub(turn.start_ns) / 1000);
-    if let Some(h) = LATENCY.get_ptr_mut(turn.slot)
+    let bucket = lat_bucket(now.saturating_sub(st.start_ns) / 1000);
+    if let Some(h) = LATENCY.get_ptr_mut(slot as u32)
         && let Some(bucket) = verifier_bound(bucket, LAT_BUCKETS)
     {
         // SAFETY: per-CPU value, valid for this run; bucket checked against the array length.
@@ -123,13 +123,23 @@ pub fn seer_state(ctx: BtfTracePointContext) -> i32 {
             }
         }
     } else if newstate == TCP_CLOSE as i32 {
-        let key = sk as u64;
-        // SAFETY: the value is copied out before the entry is removed.
-        if let Some(turn) = (unsafe { TURNS.get(key) }).copied() {
-            let _ = TURNS.remove(key);
-            if let Some(c) = slot_counters(turn.slot as usize) {
+        if let Some(st) = sock_state(sk, false)
+            && st.open != 0
+        {
+            st.open = 0;
+            if let Some(c) = slot_counters(st.slot as usize) {
                 c.req_aborted += 1;
             }
+        }
+    } else if newstate == TCP_LISTEN as i32
+        || (newstate == TCP_ESTABLISHED as i32 && server_slot(sk).is_some())
+    {
+        // Observe from birth: listeners, and connections accepted on a watched port (even
+        // before their first read, so a queue that is never read still shows).
+        if sock_state(sk, true).is_none()
+            && let Some(d) = drops()
+        {
+            d.turns_full += 1;
         }
     }
     0

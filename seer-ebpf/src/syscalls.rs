@@ -16,8 +16,7 @@ const SYS_EXIT_RET: usize = 16;
 pub fn seer_epoll_enter(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: the value is copied immediately.
-    let Some(&slot1) = (unsafe { TGID_SLOT.get(tgid) }) else {
+    let Some(&slot1) = TGID_SLOT.get(tgid) else {
         return 0;
     };
     if slot1 == 0 {

@@ -88,7 +88,10 @@ pub struct Hook {
 /// fd-based links: a process killed with SIGKILL leaves nothing behind either).
 pub struct Probes {
     ebpf: Ebpf,
+    /// `iter/tcp`: every TCP socket (discovery rounds).
     iter_link: OwnedFd,
+    /// `iter/bpf_sk_storage_map` over SOCKS: only the observed sockets (every tick).
+    sk_iter_link: OwnedFd,
     ncpus: usize,
     pub hooks: Vec<Hook>,
     /// Per-CPU read buffers, allocated once.
@@ -156,8 +159,14 @@ impl Probes {
             what: "reading /sys/kernel/btf/vmlinux".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        // TGID_SLOT is indexed by process id: one entry per possible pid.
+        let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(4_194_304);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&kbtf))
+            .map_max_entries("TGID_SLOT", pid_max)
             .override_global("OFFSETS", &offsets, true)
             .load(OBJECT)
             .map_err(|e| ProbeError::Object(Box::new(e)))?;
@@ -169,8 +178,24 @@ impl Probes {
             p.load("tcp", &kbtf)
                 .map_err(|e| load_err("seer_sock_iter", e))?;
             let fd = p.fd().map_err(|e| load_err("seer_sock_iter", e))?;
-            rawbpf::iter_link_create(fd.as_fd()).map_err(|source| ProbeError::Io {
+            rawbpf::iter_link_create(fd.as_fd(), None).map_err(|source| ProbeError::Io {
                 what: "BPF_LINK_CREATE for iter/tcp".into(),
+                source,
+            })?
+        };
+        let sk_iter_link = {
+            let socks = match ebpf.map("SOCKS") {
+                Some(Map::SkStorage(d)) => d.fd().as_fd().as_raw_fd(),
+                _ => return Err(ProbeError::NoMap("SOCKS")),
+            };
+            let p: &mut Iter = prog(&mut ebpf, "seer_sk_iter")?;
+            p.load("bpf_sk_storage_map", &kbtf)
+                .map_err(|e| load_err("seer_sk_iter", e))?;
+            let fd = p.fd().map_err(|e| load_err("seer_sk_iter", e))?;
+            // SAFETY: the SOCKS map fd is owned by `ebpf`, alive for this call.
+            let socks = unsafe { BorrowedFd::borrow_raw(socks) };
+            rawbpf::iter_link_create(fd.as_fd(), Some(socks)).map_err(|source| ProbeError::Io {
+                what: "BPF_LINK_CREATE for iter/bpf_sk_storage_map".into(),
                 source,
             })?
         };
@@ -178,6 +203,11 @@ impl Probes {
             program: "seer_sock_iter",
             kind: "iter",
             target: "tcp".into(),
+        });
+        hooks.push(Hook {
+            program: "seer_sk_iter",
+            kind: "iter",
+            target: "bpf_sk_storage_map SOCKS".into(),
         });
 
         let mut btf_tp = |ebpf: &mut Ebpf, name: &'static str, tp: &'static str| {
@@ -275,6 +305,7 @@ impl Probes {
             read_buf: vec![0; 64 * 1024],
             ebpf,
             iter_link,
+            sk_iter_link,
             ncpus,
             hooks,
         })
@@ -296,10 +327,20 @@ impl Probes {
         }
     }
 
-    /// Runs the TCP iterator once and appends one record per reported socket to `out`.
-    pub fn read_sockets(&mut self, out: &mut Vec<SockRecord>) -> Result<(), ProbeError> {
-        let fd =
-            rawbpf::iter_create(self.iter_link.as_fd()).map_err(Self::io("BPF_ITER_CREATE"))?;
+    /// Runs one iterator and appends one record per reported socket to `out`: `full` walks
+    /// every TCP socket of the namespace (and registers new ones for the cheap walk); otherwise
+    /// only the sockets already observed are visited.
+    pub fn read_sockets(
+        &mut self,
+        out: &mut Vec<SockRecord>,
+        full: bool,
+    ) -> Result<(), ProbeError> {
+        let link = if full {
+            &self.iter_link
+        } else {
+            &self.sk_iter_link
+        };
+        let fd = rawbpf::iter_create(link.as_fd()).map_err(Self::io("BPF_ITER_CREATE"))?;
         let mut f = std::fs::File::from(fd);
         let rec = size_of::<SockRecord>();
         let mut have = 0usize;
@@ -440,11 +481,12 @@ impl Probes {
     }
 
     pub fn set_tgid_slot(&self, tgid: u32, slot: Option<usize>) -> Result<(), ProbeError> {
-        let fd = self.map_fd("TGID_SLOT")?;
-        match slot {
-            Some(s) => rawbpf::update(fd, &tgid.to_ne_bytes(), &(s as u16 + 1).to_ne_bytes()),
-            None => rawbpf::delete(fd, &tgid.to_ne_bytes()),
-        }
+        let v: u16 = slot.map_or(0, |s| s as u16 + 1);
+        rawbpf::update(
+            self.map_fd("TGID_SLOT")?,
+            &tgid.to_ne_bytes(),
+            &v.to_ne_bytes(),
+        )
         .map_err(Self::io("writing TGID_SLOT"))
     }
 

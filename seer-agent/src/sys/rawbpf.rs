@@ -8,7 +8,6 @@ use std::{
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_ITER_CREATE: libc::c_long = 33;
@@ -61,14 +60,6 @@ pub fn update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
     bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(drop)
 }
 
-pub fn delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<()> {
-    let mut a = map_attr(map.as_raw_fd(), key.as_ptr(), std::ptr::null(), 0);
-    match bpf(BPF_MAP_DELETE_ELEM, &mut a) {
-        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
-        _ => Ok(()),
-    }
-}
-
 /// The key after `key` (or the first key when `key` is None). Ok(false) at the end.
 pub fn next_key(map: BorrowedFd<'_>, key: Option<&[u8]>, next: &mut [u8]) -> io::Result<bool> {
     let k = key.map_or(std::ptr::null(), |k| k.as_ptr());
@@ -81,11 +72,19 @@ pub fn next_key(map: BorrowedFd<'_>, key: Option<&[u8]>, next: &mut [u8]) -> io:
 }
 
 /// Links a loaded `iter/...` program; the link stays attached while the returned fd is open.
-pub fn iter_link_create(prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+/// `map` is the map a map iterator (e.g. `bpf_sk_storage_map`) walks.
+pub fn iter_link_create(prog: BorrowedFd<'_>, map: Option<BorrowedFd<'_>>) -> io::Result<OwnedFd> {
     let mut a = Attr([0; 8]);
-    // struct { u32 prog_fd; u32 target_fd; u32 attach_type; u32 flags; ... }
+    // union bpf_iter_link_info { struct { u32 map_fd; } map; ... }
+    let info: [u32; 4] = [map.map_or(0, |m| m.as_raw_fd() as u32), 0, 0, 0];
+    // struct { u32 prog_fd; u32 target_fd; u32 attach_type; u32 flags;
+    //          u64 iter_info; u32 iter_info_len; ... }
     a.0[0] = prog.as_raw_fd() as u32 as u64;
     a.0[1] = BPF_TRACE_ITER as u64;
+    if map.is_some() {
+        a.0[2] = info.as_ptr() as u64;
+        a.0[3] = std::mem::size_of_val(&info) as u64;
+    }
     let fd = bpf(BPF_LINK_CREATE, &mut a)?;
     // SAFETY: the kernel returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
