@@ -167,6 +167,8 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&kbtf))
             .map_max_entries("TGID_SLOT", pid_max)
+            // EPOLL_T is task storage, which aya has no user-side type for; only the programs use it.
+            .allow_unsupported_maps()
             .override_global("OFFSETS", &offsets, true)
             .load(OBJECT)
             .map_err(|e| ProbeError::Object(Box::new(e)))?;
