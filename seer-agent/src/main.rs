@@ -5,6 +5,7 @@
 mod cli_store;
 mod config;
 mod discovery;
+mod doctor;
 mod metrics;
 mod output;
 mod recorder;
@@ -46,6 +47,16 @@ struct Cli {
 enum Cmd {
     /// Attach, discover services and sample them every tick (live table, or JSON lines).
     Run(RunArgs),
+    /// What this kernel offers: BTF, capabilities, each hook and each channel, and what is
+    /// missing and why (attaches everything once, then detaches).
+    Doctor {
+        /// JSON for scripts instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Interfaces to try the tc ingress counter on (default: every interface that is up).
+        #[arg(long = "iface")]
+        interfaces: Vec<String>,
+    },
     /// Write a training dataset from the trace store (Arrow IPC + manifest.json).
     Export(ExportArgs),
     /// Read the trace store: services, one service's recent channels, top queues.
@@ -168,6 +179,14 @@ fn main() -> ExitCode {
                     eprintln!("seer-agent: {e:#}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+        Cmd::Doctor { json, interfaces } => {
+            let ifs = (!interfaces.is_empty()).then_some(interfaces);
+            match doctor::doctor(ifs, json) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => report(Err(e)),
             }
         }
         Cmd::Export(a) => report(cli_store::export(&a)),

@@ -151,9 +151,11 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     if let Some(r) = &recorder {
         disc.seed_ids(r.known_ids()?);
     }
+    // Without the turn hooks, outstanding comes from the iterator's last-in/last-out clocks.
+    let turns = probes.hooks.iter().any(|h| h.program == "seer_send");
     let mut lp = Loop {
         recorder,
-        sampler: Sampler::new(cfg.turns),
+        sampler: Sampler::new(turns),
         cfg,
         probes,
         disc,

@@ -294,3 +294,55 @@ fn ticks_are_recorded_queried_and_exported() {
         .expect("run");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no trace store at /nonexistent/x.redb"));
 }
+
+/// `doctor` loads every program on this kernel and reports each channel.
+#[test]
+fn doctor_reports_every_channel_on_this_kernel() {
+    require_root!();
+    let net = NetPair::new();
+    let out = NetPair::cmd(
+        &net.server,
+        &agent_bin(),
+        &["doctor", "--json", "--iface", "lo"],
+    )
+    .output()
+    .expect("doctor");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("doctor --json prints JSON");
+    assert!(out.status.success(), "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["btf"]["ok"], true);
+    let channels = v["channels"].as_array().expect("channels");
+    assert_eq!(channels.len(), 6);
+    assert!(
+        channels.iter().all(|c| c["ok"] == true),
+        "every channel on 6.18: {v}"
+    );
+    assert_eq!(v["missing"].as_array().map(Vec::len), Some(0));
+    // A host without the privileges gets the same report, saying what is missing.
+    let out = Command::new("setpriv")
+        .args([
+            "--inh-caps=-all",
+            "--bounding-set=-bpf,-perfmon,-sys_admin,-net_admin",
+        ])
+        .arg(agent_bin())
+        .args(["doctor", "--json"])
+        .output()
+        .expect("setpriv");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(!out.status.success());
+    assert!(
+        v["capabilities"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("CAP_BPF"),
+        "{v}"
+    );
+    assert!(
+        v["channels"]
+            .as_array()
+            .expect("channels")
+            .iter()
+            .all(|c| c["ok"] == false)
+    );
+}

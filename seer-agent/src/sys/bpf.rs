@@ -76,6 +76,13 @@ impl Default for ProbeOptions {
     }
 }
 
+/// An optional hook the kernel refused: what it was for, and the error.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Missing {
+    pub what: String,
+    pub error: String,
+}
+
 /// One attached hook, for the capability report and `bpftool` cross-checks.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Hook {
@@ -90,8 +97,11 @@ pub struct Probes {
     ebpf: Ebpf,
     /// `iter/tcp`: every TCP socket (discovery rounds).
     iter_link: OwnedFd,
-    /// `iter/bpf_sk_storage_map` over SOCKS: only the observed sockets (every tick).
-    sk_iter_link: OwnedFd,
+    /// `iter/bpf_sk_storage_map` over SOCKS: only the observed sockets (every tick). Without
+    /// it (older kernels) every tick walks every socket.
+    sk_iter_link: Option<OwnedFd>,
+    /// Optional hooks this kernel refused, and why.
+    pub missing: Vec<Missing>,
     ncpus: usize,
     pub hooks: Vec<Hook>,
     /// Per-CPU read buffers, allocated once.
@@ -185,83 +195,119 @@ impl Probes {
                 source,
             })?
         };
-        let sk_iter_link = {
-            let socks = match ebpf.map("SOCKS") {
-                Some(Map::SkStorage(d)) => d.fd().as_fd().as_raw_fd(),
-                _ => return Err(ProbeError::NoMap("SOCKS")),
-            };
-            let p: &mut Iter = prog(&mut ebpf, "seer_sk_iter")?;
-            p.load("bpf_sk_storage_map", &kbtf)
-                .map_err(|e| load_err("seer_sk_iter", e))?;
-            let fd = p.fd().map_err(|e| load_err("seer_sk_iter", e))?;
-            // SAFETY: the SOCKS map fd is owned by `ebpf`, alive for this call.
-            let socks = unsafe { BorrowedFd::borrow_raw(socks) };
-            rawbpf::iter_link_create(fd.as_fd(), Some(socks)).map_err(|source| ProbeError::Io {
-                what: "BPF_LINK_CREATE for iter/bpf_sk_storage_map".into(),
-                source,
-            })?
-        };
         hooks.push(Hook {
             program: "seer_sock_iter",
             kind: "iter",
             target: "tcp".into(),
         });
-        hooks.push(Hook {
-            program: "seer_sk_iter",
-            kind: "iter",
-            target: "bpf_sk_storage_map SOCKS".into(),
-        });
-
-        let mut btf_tp = |ebpf: &mut Ebpf, name: &'static str, tp: &'static str| {
-            let p: &mut BtfTracePoint = prog(ebpf, name)?;
-            p.load(tp, &kbtf).map_err(|e| load_err(name, e))?;
-            p.attach().map_err(|source| ProbeError::Attach {
-                prog: name.into(),
-                target: format!("tp_btf/{tp}"),
-                source: Box::new(source),
-            })?;
-            hooks.push(Hook {
-                program: name,
-                kind: "tp_btf",
-                target: tp.into(),
-            });
-            Ok::<_, ProbeError>(())
+        // Everything below is optional: a hook this kernel refuses is reported (log, `doctor`)
+        // and its channel goes missing; the others keep working.
+        let mut missing = Vec::new();
+        let mut optional = |what: &str, r: Result<(), ProbeError>| {
+            if let Err(e) = r {
+                log::warn!("{what} unavailable on this kernel, its channels will be missing: {e}");
+                missing.push(Missing {
+                    what: what.to_string(),
+                    error: e.to_string(),
+                });
+            }
         };
-        btf_tp(&mut ebpf, "seer_state", "inet_sock_set_state")?;
+
+        let mut sk_iter_link = None;
+        optional(
+            "per-tick socket walk (iter/bpf_sk_storage_map)",
+            (|| {
+                let socks = match ebpf.map("SOCKS") {
+                    Some(Map::SkStorage(d)) => d.fd().as_fd().as_raw_fd(),
+                    _ => return Err(ProbeError::NoMap("SOCKS")),
+                };
+                let p: &mut Iter = prog(&mut ebpf, "seer_sk_iter")?;
+                p.load("bpf_sk_storage_map", &kbtf)
+                    .map_err(|e| load_err("seer_sk_iter", e))?;
+                let fd = p.fd().map_err(|e| load_err("seer_sk_iter", e))?;
+                // SAFETY: the SOCKS map fd is owned by `ebpf`, alive for this call.
+                let socks = unsafe { BorrowedFd::borrow_raw(socks) };
+                sk_iter_link = Some(rawbpf::iter_link_create(fd.as_fd(), Some(socks)).map_err(
+                    |source| ProbeError::Io {
+                        what: "BPF_LINK_CREATE for iter/bpf_sk_storage_map".into(),
+                        source,
+                    },
+                )?);
+                hooks.push(Hook {
+                    program: "seer_sk_iter",
+                    kind: "iter",
+                    target: "bpf_sk_storage_map SOCKS".into(),
+                });
+                Ok(())
+            })(),
+        );
+
+        let btf_tp =
+            |ebpf: &mut Ebpf, hooks: &mut Vec<Hook>, name: &'static str, tp: &'static str| {
+                let p: &mut BtfTracePoint = prog(ebpf, name)?;
+                p.load(tp, &kbtf).map_err(|e| load_err(name, e))?;
+                p.attach().map_err(|source| ProbeError::Attach {
+                    prog: name.into(),
+                    target: format!("tp_btf/{tp}"),
+                    source: Box::new(source),
+                })?;
+                hooks.push(Hook {
+                    program: name,
+                    kind: "tp_btf",
+                    target: tp.into(),
+                });
+                Ok::<_, ProbeError>(())
+            };
+        optional(
+            "connect/close hook (tp_btf/inet_sock_set_state: call graph edges, aborted turns)",
+            btf_tp(&mut ebpf, &mut hooks, "seer_state", "inet_sock_set_state"),
+        );
         if opts.turns {
-            btf_tp(&mut ebpf, "seer_recv", "sock_recv_length")?;
-            btf_tp(&mut ebpf, "seer_send", "sock_send_length")?;
+            optional(
+                "request turns (tp_btf/sock_recv_length + sock_send_length: outstanding, latency)",
+                btf_tp(&mut ebpf, &mut hooks, "seer_recv", "sock_recv_length")
+                    .and_then(|()| btf_tp(&mut ebpf, &mut hooks, "seer_send", "sock_send_length")),
+            );
         }
 
         if opts.epoll {
-            match super::tracefs::ensure() {
-                Ok(true) => log::info!("tracefs mounted in the agent's private mount namespace"),
-                Ok(false) => {}
-                Err(what) => {
-                    return Err(ProbeError::Io {
-                        what,
-                        source: std::io::Error::other("tracefs"),
-                    });
-                }
-            }
-            for (name, dir) in [("seer_epoll_enter", "enter"), ("seer_epoll_exit", "exit")] {
-                let p: &mut TracePoint = prog(&mut ebpf, name)?;
-                p.load().map_err(|e| load_err(name, e))?;
-                for call in ["epoll_wait", "epoll_pwait"] {
-                    let tp = format!("sys_{dir}_{call}");
-                    p.attach("syscalls", &tp)
-                        .map_err(|source| ProbeError::Attach {
-                            prog: name.into(),
-                            target: format!("tracepoint/syscalls/{tp}"),
-                            source: Box::new(source),
-                        })?;
-                    hooks.push(Hook {
-                        program: name,
-                        kind: "tracepoint",
-                        target: tp,
-                    });
-                }
-            }
+            optional(
+                "epoll tracepoints (syscalls/sys_{enter,exit}_epoll_{wait,pwait})",
+                (|| {
+                    match super::tracefs::ensure() {
+                        Ok(true) => {
+                            log::info!("tracefs mounted in the agent's private mount namespace")
+                        }
+                        Ok(false) => {}
+                        Err(what) => {
+                            return Err(ProbeError::Io {
+                                what,
+                                source: std::io::Error::other("tracefs"),
+                            });
+                        }
+                    }
+                    for (name, dir) in [("seer_epoll_enter", "enter"), ("seer_epoll_exit", "exit")]
+                    {
+                        let p: &mut TracePoint = prog(&mut ebpf, name)?;
+                        p.load().map_err(|e| load_err(name, e))?;
+                        for call in ["epoll_wait", "epoll_pwait"] {
+                            let tp = format!("sys_{dir}_{call}");
+                            p.attach("syscalls", &tp)
+                                .map_err(|source| ProbeError::Attach {
+                                    prog: name.into(),
+                                    target: format!("tracepoint/syscalls/{tp}"),
+                                    source: Box::new(source),
+                                })?;
+                            hooks.push(Hook {
+                                program: name,
+                                kind: "tracepoint",
+                                target: tp,
+                            });
+                        }
+                    }
+                    Ok(())
+                })(),
+            );
         }
 
         let ifaces = match &opts.interfaces {
@@ -279,20 +325,32 @@ impl Probes {
             })?,
         };
         if !ifaces.is_empty() {
-            let p: &mut SchedClassifier = prog(&mut ebpf, "seer_tc_ingress")?;
-            p.load().map_err(|e| load_err("seer_tc_ingress", e))?;
+            let loaded = {
+                let p: &mut SchedClassifier = prog(&mut ebpf, "seer_tc_ingress")?;
+                p.load().map_err(|e| load_err("seer_tc_ingress", e))
+            };
+            optional("NIC arrivals (tc ingress)", loaded);
             for i in &ifaces {
-                p.attach(i, TcAttachType::Ingress)
+                let p: &mut SchedClassifier = prog(&mut ebpf, "seer_tc_ingress")?;
+                if p.fd().is_err() {
+                    break;
+                }
+                let r = p
+                    .attach(i, TcAttachType::Ingress)
+                    .map(drop)
                     .map_err(|source| ProbeError::Attach {
                         prog: "seer_tc_ingress".into(),
                         target: format!("tc ingress on {i}"),
                         source: Box::new(source),
-                    })?;
-                hooks.push(Hook {
-                    program: "seer_tc_ingress",
-                    kind: "tcx",
-                    target: i.clone(),
-                });
+                    });
+                if r.is_ok() {
+                    hooks.push(Hook {
+                        program: "seer_tc_ingress",
+                        kind: "tcx",
+                        target: i.clone(),
+                    });
+                }
+                optional(&format!("NIC arrivals on {i} (tc ingress)"), r);
             }
         }
 
@@ -308,6 +366,7 @@ impl Probes {
             ebpf,
             iter_link,
             sk_iter_link,
+            missing,
             ncpus,
             hooks,
         })
@@ -337,10 +396,9 @@ impl Probes {
         out: &mut Vec<SockRecord>,
         full: bool,
     ) -> Result<(), ProbeError> {
-        let link = if full {
-            &self.iter_link
-        } else {
-            &self.sk_iter_link
+        let link = match (&self.sk_iter_link, full) {
+            (Some(sk), false) => sk,
+            _ => &self.iter_link,
         };
         let fd = rawbpf::iter_create(link.as_fd()).map_err(Self::io("BPF_ITER_CREATE"))?;
         let mut f = std::fs::File::from(fd);

@@ -1,0 +1,119 @@
+//! `seer-agent doctor`: what this kernel offers seer, channel by channel, and what is missing
+//! and why. Loads and attaches every program (then detaches), so what it reports is what `run`
+//! would get.
+use serde_json::{Value, json};
+
+use crate::sys::{
+    bpf::{ProbeOptions, Probes},
+    btf::Btf,
+    caps,
+};
+
+/// Which hooks each channel needs (any one of the alternatives).
+const CHANNELS: &[(&str, &[&str], &str)] = &[
+    (
+        "nic_rx_pkts, nic_rx_bytes",
+        &["seer_tc_ingress"],
+        "tc ingress (TCX) per destination port",
+    ),
+    (
+        "rx_queue_bytes, tx_queue_bytes, connections, accept_backlog",
+        &["seer_sock_iter"],
+        "TCP socket iterator",
+    ),
+    (
+        "per-tick socket walk cost",
+        &["seer_sk_iter"],
+        "socket-storage iterator (else a full TCP walk every tick)",
+    ),
+    (
+        "epoll_calls, epoll_events, epoll_wait_ms",
+        &["seer_epoll_enter", "seer_epoll_exit"],
+        "syscall tracepoints",
+    ),
+    (
+        "outstanding, requests, latency_p50_us, latency_p99_us",
+        &["seer_recv", "seer_send"],
+        "sock_recv_length/sock_send_length (else outstanding from last-in/last-out clocks, no latency)",
+    ),
+    (
+        "call graph (edges)",
+        &["seer_state"],
+        "inet_sock_set_state (else only connections seen at discovery)",
+    ),
+];
+
+pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<bool> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let btf = Btf::from_sys_fs().and_then(|b| b.kernel_offsets());
+    let caps_ok = caps::check_can_attach();
+    let probes = match (&btf, &caps_ok) {
+        (Ok(_), Ok(())) => Some(Probes::load(&ProbeOptions {
+            interfaces,
+            turns: true,
+            epoll: true,
+        })),
+        _ => None,
+    };
+    let (hooks, missing, load_error) = match &probes {
+        Some(Ok(p)) => (p.hooks.clone(), p.missing.clone(), None),
+        Some(Err(e)) => (Vec::new(), Vec::new(), Some(e.to_string())),
+        None => (Vec::new(), Vec::new(), None),
+    };
+    let has = |prog: &str| hooks.iter().any(|h| h.program == prog);
+    let channels: Vec<Value> = CHANNELS
+        .iter()
+        .map(|(names, progs, via)| json!({ "channels": names, "ok": progs.iter().all(|p| has(p)), "via": via }))
+        .collect();
+    let ok = load_error.is_none() && btf.is_ok() && caps_ok.is_ok();
+    let report = json!({
+        "kernel": release,
+        "btf": match &btf { Ok(o) => json!({"ok": true, "offsets": format!("{o:?}")}), Err(e) => json!({"ok": false, "error": e.to_string()}) },
+        "capabilities": match &caps_ok { Ok(()) => json!({"ok": true}), Err(e) => json!({"ok": false, "error": e.to_string()}) },
+        "load_error": load_error,
+        "hooks": hooks,
+        "missing": missing,
+        "channels": channels,
+        "ok": ok,
+    });
+    if as_json {
+        println!("{report}");
+        return Ok(ok);
+    }
+    let mark = |b: bool| if b { "ok     " } else { "MISSING" };
+    println!("seer doctor: kernel {release}");
+    match &btf {
+        Ok(_) => println!(
+            "  BTF /sys/kernel/btf/vmlinux      ok (every struct offset seer reads resolved)"
+        ),
+        Err(e) => println!("  BTF                              MISSING: {e}"),
+    }
+    match &caps_ok {
+        Ok(()) => println!("  capabilities                     ok"),
+        Err(e) => println!("  capabilities                     MISSING: {e}"),
+    }
+    if let Some(e) = &report["load_error"].as_str() {
+        println!("  loading seer's programs          FAILED: {e}");
+    }
+    println!("\nhooks attached:");
+    for h in &hooks {
+        println!("  {:<18} {:<11} {}", h.program, h.kind, h.target);
+    }
+    if !missing.is_empty() {
+        println!("\nrefused by this kernel:");
+        for m in &missing {
+            println!("  {}: {}", m.what, m.error);
+        }
+    }
+    println!("\nchannels:");
+    for (c, (names, _, via)) in channels.iter().zip(CHANNELS) {
+        println!(
+            "  {} {names}  [{via}]",
+            mark(c["ok"].as_bool().unwrap_or(false))
+        );
+    }
+    Ok(ok)
+}
