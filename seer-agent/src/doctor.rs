@@ -63,7 +63,12 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
         Some(Err(e)) => (Vec::new(), Vec::new(), Some(e.to_string())),
         None => (Vec::new(), Vec::new(), None),
     };
-    let has = |prog: &str| hooks.iter().any(|h| h.program == prog);
+    // "a|b": either program will do.
+    let has = |progs: &str| {
+        progs
+            .split('|')
+            .any(|p| hooks.iter().any(|h| h.program == p))
+    };
     let channels: Vec<Value> = CHANNELS
         .iter()
         .map(|(names, progs, via)| json!({ "channels": names, "ok": progs.iter().all(|p| has(p)), "via": via }))

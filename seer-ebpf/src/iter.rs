@@ -128,6 +128,19 @@ pub fn seer_sock_iter(ctx: *mut c_void) -> i32 {
     0
 }
 
+/// The same walk without registering sockets, for kernels whose verifier refuses socket
+/// storage in iterators (before 5.11): every tick then walks every socket.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/tcp")]
+pub fn seer_sock_iter_plain(ctx: *mut c_void) -> i32 {
+    // SAFETY: as in `seer_sock_iter`.
+    let ctx = unsafe { &*(ctx as *const IterTcpCtx) };
+    if !ctx.sk_common.is_null() {
+        let _ = emit(ctx.meta, ctx.sk_common, ctx.uid);
+    }
+    0
+}
+
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/bpf_sk_storage_map")]
 pub fn seer_sk_iter(ctx: *mut c_void) -> i32 {

@@ -97,32 +97,45 @@ pub fn seer_send(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// connect() (-> SYN_SENT, in the caller's context: the current task is the client) and close
-/// (-> CLOSE: a turn still open is aborted, so `outstanding` never leaks).
+/// connect() (-> SYN_SENT, in the caller's context: the current task is the client), for the
+/// call graph. Kept apart from `seer_state` so it loads on kernels that refuse socket storage
+/// in tracing programs (before 5.11).
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn seer_connect(ctx: BtfTracePointContext) -> i32 {
+    let sk: *const u8 = ctx.arg(0);
+    let newstate: i32 = ctx.arg(2);
+    if newstate != TCP_SYN_SENT as i32 {
+        return 0;
+    }
+    let dport: u16 = read_kernel(sk, offset!(skc_dport));
+    let key = ConnectKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        dport: u16::from_be(dport),
+        _pad: 0,
+    };
+    match CONNECTS.get_ptr_mut(key) {
+        // SAFETY: map value pointer valid for this run; a lost increment under a race between
+        // CPUs only undercounts a connection count, never corrupts.
+        Some(n) => unsafe { *n += 1 },
+        None => {
+            if CONNECTS.insert(key, 1u64, 0).is_err()
+                && let Some(d) = drops()
+            {
+                d.connects_full += 1;
+            }
+        }
+    }
+    0
+}
+
+/// Socket lifecycle for socket-local storage: close (a turn still open is aborted, so
+/// `outstanding` never leaks), and registration at birth of listeners and of connections
+/// accepted on a watched port (so a queue that is never read still shows).
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn seer_state(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let newstate: i32 = ctx.arg(2);
-    if newstate == TCP_SYN_SENT as i32 {
-        let dport: u16 = read_kernel(sk, offset!(skc_dport));
-        let key = ConnectKey {
-            tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-            dport: u16::from_be(dport),
-            _pad: 0,
-        };
-        match CONNECTS.get_ptr_mut(key) {
-            // SAFETY: map value pointer valid for this run; a lost increment under a race
-            // between CPUs only undercounts a connection count, never corrupts.
-            Some(n) => unsafe { *n += 1 },
-            None => {
-                if CONNECTS.insert(key, 1u64, 0).is_err()
-                    && let Some(d) = drops()
-                {
-                    d.connects_full += 1;
-                }
-            }
-        }
-    } else if newstate == TCP_CLOSE as i32 {
+    if newstate == TCP_CLOSE as i32 {
         if let Some(st) = sock_state(sk, false)
             && st.open != 0
         {
@@ -131,16 +144,12 @@ pub fn seer_state(ctx: BtfTracePointContext) -> i32 {
                 c.req_aborted += 1;
             }
         }
-    } else if newstate == TCP_LISTEN as i32
-        || (newstate == TCP_ESTABLISHED as i32 && server_slot(sk).is_some())
+    } else if (newstate == TCP_LISTEN as i32
+        || (newstate == TCP_ESTABLISHED as i32 && server_slot(sk).is_some()))
+        && sock_state(sk, true).is_none()
+        && let Some(d) = drops()
     {
-        // Observe from birth: listeners, and connections accepted on a watched port (even
-        // before their first read, so a queue that is never read still shows).
-        if sock_state(sk, true).is_none()
-            && let Some(d) = drops()
-        {
-            d.turns_full += 1;
-        }
+        d.turns_full += 1;
     }
     0
 }

@@ -1,5 +1,8 @@
 //! epoll: calls, events handed to the application, and time blocked, per watched process.
-use crate::maps::{TGID_SLOT, drops, epoll_state, slot_counters};
+//! Both hooks leave after one array lookup for processes that are not watched.
+use seer_common::Turn;
+
+use crate::maps::{EPOLL_START, TGID_SLOT, drops, slot_counters};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
@@ -25,16 +28,19 @@ pub fn seer_epoll_enter(_ctx: TracePointContext) -> u32 {
     let Some(slot) = current_slot() else {
         return 0;
     };
-    let Some(st) = epoll_state(true) else {
-        if let Some(d) = drops() {
-            d.epoll_full += 1;
-        }
-        return 0;
+    let start = Turn {
+        // SAFETY: reads the monotonic clock; no preconditions.
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        slot,
+        _pad: 0,
     };
-    // SAFETY: reads the monotonic clock; no preconditions.
-    st.start_ns = unsafe { bpf_ktime_get_ns() };
-    st.slot = slot;
-    st._pad = 1;
+    if EPOLL_START
+        .insert(bpf_get_current_pid_tgid(), start, 0)
+        .is_err()
+        && let Some(d) = drops()
+    {
+        d.epoll_full += 1;
+    }
     0
 }
 
@@ -44,13 +50,12 @@ pub fn seer_epoll_exit(ctx: TracePointContext) -> u32 {
     if current_slot().is_none() {
         return 0;
     }
-    let Some(st) = epoll_state(false) else {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(st) = (unsafe { EPOLL_START.get(pid_tgid) }).copied() else {
         return 0;
     };
-    if st._pad == 0 {
-        return 0;
-    }
-    st._pad = 0;
+    let _ = EPOLL_START.remove(pid_tgid);
     // SAFETY: offset 16 of a sys_exit tracepoint record is the syscall's return value.
     let ret: i64 = unsafe { ctx.read_at(SYS_EXIT_RET) }.unwrap_or(0);
     // SAFETY: reads the monotonic clock; no preconditions.

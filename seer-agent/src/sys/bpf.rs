@@ -177,32 +177,46 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&kbtf))
             .map_max_entries("TGID_SLOT", pid_max)
-            // EPOLL_T is task storage, which aya has no user-side type for; only the programs use it.
-            .allow_unsupported_maps()
             .override_global("OFFSETS", &offsets, true)
             .load(OBJECT)
             .map_err(|e| ProbeError::Object(Box::new(e)))?;
         let mut hooks = Vec::new();
 
         // The TCP socket iterator: queue gauges, once per tick.
-        let iter_link = {
-            let p: &mut Iter = prog(&mut ebpf, "seer_sock_iter")?;
-            p.load("tcp", &kbtf)
-                .map_err(|e| load_err("seer_sock_iter", e))?;
-            let fd = p.fd().map_err(|e| load_err("seer_sock_iter", e))?;
+        // The full TCP walk, which also registers sockets for the cheap per-tick walk; kernels
+        // that refuse socket storage in iterators (before 5.11) get the plain walk.
+        let mut missing = Vec::new();
+        let load_iter = |ebpf: &mut Ebpf, name: &'static str| -> Result<OwnedFd, ProbeError> {
+            let p: &mut Iter = prog(ebpf, name)?;
+            p.load("tcp", &kbtf).map_err(|e| load_err(name, e))?;
+            let fd = p.fd().map_err(|e| load_err(name, e))?;
             rawbpf::iter_link_create(fd.as_fd(), None).map_err(|source| ProbeError::Io {
                 what: "BPF_LINK_CREATE for iter/tcp".into(),
                 source,
-            })?
+            })
+        };
+        let (iter_link, registering) = match load_iter(&mut ebpf, "seer_sock_iter") {
+            Ok(l) => (l, true),
+            Err(e) => {
+                log::warn!("socket registration refused ({e}); every tick walks every socket");
+                missing.push(Missing {
+                    what: "socket registration in iter/tcp".into(),
+                    error: e.to_string(),
+                });
+                (load_iter(&mut ebpf, "seer_sock_iter_plain")?, false)
+            }
         };
         hooks.push(Hook {
-            program: "seer_sock_iter",
+            program: if registering {
+                "seer_sock_iter"
+            } else {
+                "seer_sock_iter_plain"
+            },
             kind: "iter",
             target: "tcp".into(),
         });
         // Everything below is optional: a hook this kernel refuses is reported (log, `doctor`)
         // and its channel goes missing; the others keep working.
-        let mut missing = Vec::new();
         let mut optional = |what: &str, r: Result<(), ProbeError>| {
             if let Err(e) = r {
                 log::warn!("{what} unavailable on this kernel, its channels will be missing: {e}");
@@ -259,7 +273,11 @@ impl Probes {
                 Ok::<_, ProbeError>(())
             };
         optional(
-            "connect/close hook (tp_btf/inet_sock_set_state: call graph edges, aborted turns)",
+            "connect hook (tp_btf/inet_sock_set_state: call graph edges)",
+            btf_tp(&mut ebpf, &mut hooks, "seer_connect", "inet_sock_set_state"),
+        );
+        optional(
+            "socket lifecycle hook (tp_btf/inet_sock_set_state: registration, aborted turns)",
             btf_tp(&mut ebpf, &mut hooks, "seer_state", "inet_sock_set_state"),
         );
         if opts.turns {
