@@ -11,6 +11,7 @@ mod output;
 mod recorder;
 mod run;
 mod sampler;
+mod selftest;
 mod sys;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -56,6 +57,12 @@ enum Cmd {
         /// Interfaces to try the tc ingress counter on (default: every interface that is up).
         #[arg(long = "iface")]
         interfaces: Vec<String>,
+    },
+    /// Check every channel against the kernel's own view, on sockets the test makes itself
+    /// (used by `cargo xtask kernels` inside other kernels under QEMU).
+    Selftest {
+        #[arg(long)]
+        json: bool,
     },
     /// Write a training dataset from the trace store (Arrow IPC + manifest.json).
     Export(ExportArgs),
@@ -189,6 +196,11 @@ fn main() -> ExitCode {
                 Err(e) => report(Err(e)),
             }
         }
+        Cmd::Selftest { json } => match selftest::selftest(json) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => report(Err(e)),
+        },
         Cmd::Export(a) => report(cli_store::export(&a)),
         Cmd::Query(a) => report(cli_store::query(&a)),
     }

@@ -1,6 +1,8 @@
 //! `cargo xtask ...`: set up a fresh machine, build, run, test and benchmark seer.
 mod bench;
+mod kernels;
 mod setup;
+mod testbed;
 mod util;
 
 use anyhow::Result;
@@ -36,6 +38,13 @@ enum Cmd {
         #[command(subcommand)]
         which: bench::Bench,
     },
+    /// The multi-tier microservices testbed: up, down, run (load + faults + ground truth), check.
+    Testbed {
+        #[command(subcommand)]
+        cmd: testbed::TestbedCmd,
+    },
+    /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU and run the agent's selftest inside.
+    Kernels,
     /// Regenerate the bindgen offsets fixture for the running kernel (needs bindgen-cli).
     BindgenOffsets,
 }
@@ -56,6 +65,14 @@ fn main() -> Result<()> {
         }
         Cmd::Test { args } => test(&args),
         Cmd::Bench { which } => bench::run(which),
+        Cmd::Testbed { cmd } => {
+            setup::setup()?;
+            testbed::run(cmd)
+        }
+        Cmd::Kernels => {
+            setup::setup()?;
+            kernels::kernels()
+        }
         Cmd::BindgenOffsets => setup::bindgen_offsets(),
     }
 }

@@ -231,6 +231,13 @@ impl Probes {
         optional(
             "per-tick socket walk (iter/bpf_sk_storage_map)",
             (|| {
+                if !registering {
+                    // Nothing would register sockets: this walk would see none.
+                    return Err(ProbeError::Io {
+                        what: "the per-tick walk".into(),
+                        source: std::io::Error::other("needs socket registration, refused above"),
+                    });
+                }
                 let socks = match ebpf.map("SOCKS") {
                     Some(Map::SkStorage(d)) => d.fd().as_fd().as_raw_fd(),
                     _ => return Err(ProbeError::NoMap("SOCKS")),

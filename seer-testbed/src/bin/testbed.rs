@@ -1,0 +1,145 @@
+//! `seer-testbed`: bring a scenario up, run it with load and faults, or tear everything down.
+//! Exit codes: 0 ok, 1 runtime failure, 64 bad scenario or usage, 130 interrupted.
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use seer_testbed::{
+    Error,
+    plan::new_run_id,
+    run::{RunOptions, run},
+    scenario::Scenario,
+    signals,
+    testbed::{Bins, Testbed, down_all, progress},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "seer-testbed",
+    about = "seer's multi-tier microservices testbed"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Parse and validate a scenario file; print its shape.
+    Check { scenario: PathBuf },
+    /// Start the application and leave it running (until `down`).
+    Up {
+        #[arg(long)]
+        scenario: PathBuf,
+    },
+    /// Remove every testbed namespace, process, cgroup and run directory (also a crashed run's).
+    Down,
+    /// Up, load and faults for the duration, ground truth into --out, then down.
+    Run {
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Seconds of judged load (after the scenario's warm-up).
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        #[arg(long)]
+        out: PathBuf,
+        /// Run this seer-agent in every host namespace and keep its ticks and trace store.
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+        /// Extra arguments for `seer-agent run` (repeatable), e.g. --agent-arg=--no-turns.
+        #[arg(long = "agent-arg", allow_hyphen_values = true)]
+        agent_args: Vec<String>,
+    },
+}
+
+fn main() {
+    signals::install();
+    let code = match real_main() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if signals::stopping() {
+                130
+            } else if matches!(e.downcast_ref::<Error>(), Some(Error::Scenario { .. })) {
+                64
+            } else {
+                1
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+fn bins() -> Result<Bins> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    Ok(Bins::beside(&exe)?)
+}
+
+fn real_main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Check { scenario } => {
+            let sc = Scenario::load(&scenario)?;
+            let hosts: std::collections::BTreeSet<_> = sc
+                .services
+                .iter()
+                .map(|s| s.host.get_ref().clone())
+                .collect();
+            println!(
+                "{}: ok: {} services on {} hosts, {} request types, {} faults, {} rps {:?}",
+                scenario.display(),
+                sc.services.len(),
+                hosts.len(),
+                sc.requests.len(),
+                sc.faults.len(),
+                sc.load.rps,
+                sc.load.profile.get_ref()
+            );
+            Ok(())
+        }
+        Cmd::Up { scenario } => {
+            let sc = Scenario::load(&scenario)?;
+            let tb = Testbed::up(&sc, &new_run_id(), &bins()?, false)?;
+            for (name, pid) in tb.pids() {
+                let s = tb.plan.service(&name);
+                println!(
+                    "  {name:24} pid {pid:7} {} {}",
+                    s.map_or(String::new(), |s| s.addr.to_string()),
+                    s.map_or(String::new(), |s| s.netns.clone())
+                );
+            }
+            progress(&format!(
+                "left running; client namespace {}; `cargo xtask testbed down` removes it",
+                tb.plan.client_netns
+            ));
+            tb.detach();
+            Ok(())
+        }
+        Cmd::Down => {
+            let gone = down_all()?;
+            if gone.is_empty() {
+                progress("nothing to remove");
+            }
+            for g in gone {
+                progress(&format!("removed {g}"));
+            }
+            Ok(())
+        }
+        Cmd::Run {
+            scenario,
+            duration,
+            out,
+            agent_bin,
+            agent_args,
+        } => {
+            let sc = Scenario::load(&scenario)?;
+            let opts = RunOptions {
+                duration_s: duration,
+                out,
+                agent_bin,
+                agent_args,
+            };
+            run(&sc, &scenario, &opts, &bins()?)?;
+            Ok(())
+        }
+    }
+}

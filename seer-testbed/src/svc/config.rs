@@ -1,0 +1,27 @@
+//! The per-instance configuration the testbed writes for each rpc service.
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::{Kind, Mode};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SvcConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub ctl: PathBuf,
+    pub work_us: u64,
+    pub mode: Mode,
+    pub reply_bytes: usize,
+    pub threads: usize,
+    pub calls: Vec<CalleeConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CalleeConfig {
+    pub name: String,
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    pub value_bytes: usize,
+    pub keys: u32,
+}
