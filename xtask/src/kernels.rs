@@ -208,6 +208,7 @@ mount -t devtmpfs dev /dev 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t tmpfs tmp /tmp
+for m in /modules/*.ko; do [ -e "$m" ] && insmod "$m"; done
 ip link set lo up
 echo SEER-SELFTEST-BEGIN
 RUST_LOG=error /seer-agent selftest --json
@@ -219,7 +220,27 @@ echo SEER-NOBTF-END rc=$?
 poweroff -f
 "#;
 
-fn initramfs(agent: &Path, busybox: &Path, dst: &Path) -> Result<()> {
+/// Modules the guest loads for tc on kernels without TCX (clsact qdisc, cls_bpf), when the
+/// kernel package has them uncompressed (busybox insmod cannot read .ko.xz; 6.12 has TCX).
+fn tc_modules(kernel_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for base in ["lib/modules", "usr/lib/modules"] {
+        let Ok(rd) = std::fs::read_dir(kernel_dir.join(base)) else {
+            continue;
+        };
+        for ver in rd.flatten() {
+            for m in ["sch_ingress.ko", "cls_bpf.ko"] {
+                let p = ver.path().join("kernel/net/sched").join(m);
+                if p.exists() {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn initramfs(agent: &Path, busybox: &Path, modules: &[PathBuf], dst: &Path) -> Result<()> {
     let dir = |p: &str| CpioEntry {
         name: p.into(),
         mode: 0o040755,
@@ -248,7 +269,16 @@ fn initramfs(agent: &Path, busybox: &Path, dst: &Path) -> Result<()> {
         file("init", INIT.as_bytes().to_vec()),
         file("bin/busybox", std::fs::read(busybox)?),
         file("seer-agent", std::fs::read(agent)?),
+        dir("modules"),
     ];
+    let mut entries = entries;
+    for m in modules {
+        let name = m
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("module name")?;
+        entries.push(file(&format!("modules/{name}"), std::fs::read(m)?));
+    }
     let raw = cpio(&entries);
     let mut gz = Command::new("gzip")
         .arg("-1")
@@ -399,7 +429,7 @@ pub fn kernels() -> Result<()> {
                     .is_some_and(|n| n.starts_with("vmlinuz"))
             })
             .with_context(|| format!("no vmlinuz in {}", dir.display()))?;
-        images.push((label.to_string(), vmlinuz));
+        images.push((label.to_string(), vmlinuz, tc_modules(&dir)));
     }
     println!("[kernels] building a static seer-agent");
     let root = util::root();
@@ -419,10 +449,10 @@ pub fn kernels() -> Result<()> {
             ]),
     )?;
     let agent = root.join("target/static/x86_64-unknown-linux-gnu/release/seer-agent");
-    let initrd = kdir.join("initramfs.gz");
-    initramfs(&agent, &bb, &initrd)?;
     let mut outcomes = Vec::new();
-    for (label, vmlinuz) in &images {
+    for (label, vmlinuz, modules) in &images {
+        let initrd = kdir.join(format!("initramfs-{}.gz", label.replace(' ', "-")));
+        initramfs(&agent, &bb, modules, &initrd)?;
         println!("[kernels] booting {label} ...");
         let o = boot(label, vmlinuz, &initrd)?;
         println!(

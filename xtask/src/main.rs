@@ -104,7 +104,7 @@ fn test(extra: &[String]) -> Result<()> {
     util::step("build binaries used by the integration tests");
     util::cargo(&["build", "--bins"])?;
     util::step("tests");
-    if util::have("cargo-nextest") {
+    let tests = if util::have("cargo-nextest") {
         let mut a = vec!["nextest", "run", "--no-fail-fast"];
         a.extend(extra.iter().map(String::as_str));
         util::cargo(&a)
@@ -113,5 +113,12 @@ fn test(extra: &[String]) -> Result<()> {
         let mut a = vec!["test", "--no-fail-fast"];
         a.extend(extra.iter().map(String::as_str));
         util::cargo(&a)
-    }
+    };
+    // The same agent on other kernels (skipped when a test filter was given).
+    let matrix = if extra.is_empty() {
+        kernels::kernels()
+    } else {
+        Ok(())
+    };
+    tests.and(matrix)
 }

@@ -102,6 +102,8 @@ pub struct Probes {
     sk_iter_link: Option<OwnedFd>,
     /// Optional hooks this kernel refused, and why.
     pub missing: Vec<Missing>,
+    /// clsact qdiscs seer added (kernels before 6.6), removed on drop.
+    added_clsact: Vec<String>,
     ncpus: usize,
     pub hooks: Vec<Hook>,
     /// Per-CPU read buffers, allocated once.
@@ -349,16 +351,36 @@ impl Probes {
                 source,
             })?,
         };
+        let mut added_clsact = Vec::new();
         if !ifaces.is_empty() {
             let loaded = {
                 let p: &mut SchedClassifier = prog(&mut ebpf, "seer_tc_ingress")?;
                 p.load().map_err(|e| load_err("seer_tc_ingress", e))
             };
             optional("NIC arrivals (tc ingress)", loaded);
+            // Before 6.6 there is no TCX: a netlink cls_bpf filter on a clsact qdisc, which
+            // outlives the process. A filter a crashed run left behind is removed first, and a
+            // clsact qdisc seer had to add is removed again on exit.
+            let tcx = aya::util::KernelVersion::current()
+                .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
             for i in &ifaces {
                 let p: &mut SchedClassifier = prog(&mut ebpf, "seer_tc_ingress")?;
                 if p.fd().is_err() {
                     break;
+                }
+                if !tcx {
+                    if aya::programs::tc::qdisc_detach_program(
+                        i,
+                        TcAttachType::Ingress,
+                        "seer_tc_ingress",
+                    )
+                    .is_ok()
+                    {
+                        log::info!("removed a seer filter a previous run left on {i}");
+                    }
+                    if aya::programs::tc::qdisc_add_clsact(i).is_ok() {
+                        added_clsact.push(i.clone());
+                    }
                 }
                 let r = p
                     .attach(i, TcAttachType::Ingress)
@@ -371,7 +393,7 @@ impl Probes {
                 if r.is_ok() {
                     hooks.push(Hook {
                         program: "seer_tc_ingress",
-                        kind: "tcx",
+                        kind: if tcx { "tcx" } else { "cls_bpf" },
                         target: i.clone(),
                     });
                 }
@@ -392,6 +414,7 @@ impl Probes {
             iter_link,
             sk_iter_link,
             missing,
+            added_clsact,
             ncpus,
             hooks,
         })
@@ -581,6 +604,22 @@ impl Probes {
             .programs()
             .filter_map(|(name, p)| Some((name.to_string(), p.info().ok()?.id())))
             .collect()
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        // Netlink filters are removed when `ebpf` drops; the qdiscs we added go here.
+        for i in &self.added_clsact {
+            let st = std::process::Command::new("tc")
+                .args(["qdisc", "del", "dev", i, "clsact"])
+                .status();
+            if !st.is_ok_and(|s| s.success()) {
+                log::warn!(
+                    "could not remove the clsact qdisc seer added on {i}: `tc qdisc del dev {i} clsact`"
+                );
+            }
+        }
     }
 }
 
