@@ -38,7 +38,22 @@ fn prog_exists(id: u32) -> bool {
 /// bpf links (tcx, iter, tracepoints) that point at one of `ids`, as `bpftool link show` lists
 /// them (Debian's bpftool 7.1 shows a tcx link as `type 11`).
 fn links_to(ids: &[u32]) -> Vec<String> {
-    sh("bpftool link show")
+    // bpftool fails with EAGAIN when a link it listed vanishes before it reads it (other
+    // tests' agents exit concurrently): retry.
+    let mut listing = None;
+    for _ in 0..20 {
+        let out = Command::new("bpftool")
+            .args(["link", "show"])
+            .output()
+            .expect("bpftool");
+        if out.status.success() {
+            listing = Some(String::from_utf8_lossy(&out.stdout).into_owned());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    listing
+        .expect("bpftool link show kept failing")
         .lines()
         .filter(|l| {
             l.split("prog ")
