@@ -4,7 +4,7 @@
 //! tick_ms = 100                 # 10 ..= 10000
 //! interfaces = ["lo", "eth0"]   # default: every interface that is up
 //! turns = true                  # request turn hooks (outstanding, latency)
-//! epoll = true                  # epoll hooks
+//! epoll = false                 # epoll syscall tracepoints (costly: see `run --help`)
 //!
 //! [[service]]                   # name a service; rules with the same name merge services
 //! name = "frontend"
@@ -29,7 +29,8 @@ pub struct Config {
     pub interfaces: Option<Vec<String>>,
     #[serde(default = "yes")]
     pub turns: bool,
-    #[serde(default = "yes")]
+    /// Off by default: syscall tracepoints slow every syscall on the host.
+    #[serde(default)]
     pub epoll: bool,
     /// How often processes and sockets are re-scanned for services, in ticks.
     #[serde(default = "default_discovery_every")]
@@ -86,7 +87,7 @@ impl Default for Config {
             tick_ms: default_tick(),
             interfaces: None,
             turns: true,
-            epoll: true,
+            epoll: false,
             discovery_every: default_discovery_every(),
             services: Vec::new(),
             ignore: Vec::new(),

@@ -41,7 +41,7 @@ pub fn config_for(args: &RunArgs) -> Result<Config, ConfigError> {
         cfg.interfaces = Some(args.interfaces.clone());
     }
     cfg.turns &= !args.no_turns;
-    cfg.epoll &= !args.no_epoll;
+    cfg.epoll |= args.epoll;
     cfg.validate().map_err(|msg| ConfigError::Invalid {
         path: "command line".into(),
         msg,

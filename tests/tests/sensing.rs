@@ -116,7 +116,7 @@ fn epoll_counts_are_exact() {
     require_root!();
     let net = NetPair::new();
     let mut srv = server(&net, &["epoll", "7004", "50", "20"]);
-    let mut agent = Agent::start(&net.server, 30, &["--iface", "lo"]);
+    let mut agent = Agent::start(&net.server, 30, &["--iface", "lo", "--epoll"]);
     agent.wait_service(SVC, T, |_| true);
     srv.send("go");
     let done = srv.wait_line("epoll done", T, |l| l.starts_with("done"));

@@ -32,7 +32,7 @@ pub fn ensure() -> Result<bool, String> {
     )
     .map_err(|e| format!("making / private in the agent's mount namespace: {e}"))?;
     mount(Some("tracefs"), TRACEFS, Some("tracefs"), MsFlags::empty(), None::<&str>).map_err(|e| {
-        format!("mounting tracefs at {TRACEFS} (private to the agent) failed: {e}; mount it on the host (mount -t tracefs nodev {TRACEFS}) or run with --no-epoll")
+        format!("mounting tracefs at {TRACEFS} (private to the agent) failed: {e}; mount it on the host (mount -t tracefs nodev {TRACEFS}) or run without --epoll")
     })?;
     Ok(true)
 }
