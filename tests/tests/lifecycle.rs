@@ -69,12 +69,17 @@ fn links_to(ids: &[u32]) -> Vec<String> {
 fn sigkill_leaves_no_programs_or_attachments() {
     require_root!();
     let net = NetPair::new();
-    let mut agent = Agent::start(&net.server, 100_000, &["--iface", "sv0", "--iface", "lo"]);
+    // Every hook, epoll included, so every kind of attachment is checked.
+    let mut agent = Agent::start(
+        &net.server,
+        100_000,
+        &["--iface", "sv0", "--iface", "lo", "--epoll"],
+    );
     let ids = prog_ids(&agent);
     assert!(ids.iter().all(|&id| prog_exists(id)), "programs loaded");
     let links = links_to(&ids);
-    // iter + 3 tp_btf + 4 epoll tracepoints + 2 tcx (sv0, lo)
-    assert!(links.len() >= 10, "links before the kill: {links:?}");
+    // 2 iterators + 4 tp_btf + 4 epoll tracepoints + 2 tcx (sv0, lo)
+    assert!(links.len() >= 12, "links before the kill: {links:?}");
     // kill -9 the agent itself (ip netns exec execs it, so the child is the agent).
     sh(&format!("kill -9 {}", agent.proc.pid()));
     let _ = agent.proc.child.wait();
