@@ -74,6 +74,18 @@ fn unit_of(cgroup: &str) -> Option<&str> {
     last.strip_suffix(".service")
 }
 
+/// A cgroup made for one service (`/seer-tb-1/timeline`, `/apps/checkout`): its last component
+/// names the service. Not the root, a systemd scope or slice (sessions, transient units), nor a
+/// container id (64 hex digits), which name nothing a person would recognise.
+fn named_cgroup(cgroup: &str) -> Option<&str> {
+    let last = cgroup.rsplit('/').next().filter(|l| !l.is_empty())?;
+    let is_id = last.len() >= 32 && last.chars().all(|c| c.is_ascii_hexdigit());
+    if last.ends_with(".scope") || last.ends_with(".slice") || is_id {
+        return None;
+    }
+    Some(last)
+}
+
 impl Discovery {
     /// Reuses the ids a previous run gave to the same identities (from the trace store).
     pub fn seed_ids(&mut self, known: impl IntoIterator<Item = (String, ServiceId)>) {
@@ -146,6 +158,16 @@ impl Discovery {
             let r = find(&mut parent, i);
             groups.entry(r).or_default().push(i);
         }
+        // How many groups share each lead cgroup: a cgroup names a service only if it is its own.
+        let mut cgroup_users: HashMap<&str, usize> = HashMap::new();
+        for members in groups.values() {
+            let lead = members
+                .iter()
+                .map(|&i| owners[i])
+                .min_by_key(|p| p.pid)
+                .expect("non-empty");
+            *cgroup_users.entry(lead.cgroup.as_str()).or_default() += 1;
+        }
         // Build candidate services, keyed by (name, identity) so rules can merge them.
         let mut found: BTreeMap<String, Service> = BTreeMap::new();
         for members in groups.values() {
@@ -174,10 +196,14 @@ impl Discovery {
                 .services
                 .iter()
                 .find(|r| r.matches(&lead.comm, &ports, &lead.cgroup));
-            let (name, identity) = match (rule, unit_of(&lead.cgroup)) {
-                (Some(r), _) => (r.name.clone(), format!("rule:{}", r.name)),
-                (None, Some(unit)) => (unit.to_string(), format!("unit:{}", lead.cgroup)),
-                (None, None) => (
+            let own_cgroup = cgroup_users[lead.cgroup.as_str()] == 1;
+            let (name, identity) = match (rule, unit_of(&lead.cgroup), named_cgroup(&lead.cgroup)) {
+                (Some(r), _, _) => (r.name.clone(), format!("rule:{}", r.name)),
+                (None, Some(unit), _) => (unit.to_string(), format!("unit:{}", lead.cgroup)),
+                (None, None, Some(leaf)) if own_cgroup => {
+                    (leaf.to_string(), format!("cgroup:{}", lead.cgroup))
+                }
+                _ => (
                     lead.comm.clone(),
                     format!("comm:{}:{}", lead.comm, ports[0]),
                 ),
@@ -433,6 +459,27 @@ mod tests {
         assert_eq!(d.services.len(), 1);
         assert_eq!(d.services[0].name, "pair");
         assert_eq!(d.services[0].ports, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_cgroup_of_its_own_names_the_service() {
+        let socks = vec![
+            listener(1, 1),
+            listener(2, 2),
+            listener(3, 3),
+            listener(4, 4),
+        ];
+        let procs = vec![
+            proc_(1, "svc", "/tb/timeline", &[1]),
+            proc_(2, "svc", "/tb/user", &[2]),
+            proc_(3, "a", "/user.slice/session-1.scope", &[3]),
+            proc_(4, "b", "/user.slice/session-1.scope", &[4]),
+        ];
+        let mut d = Discovery::default();
+        d.refresh(&Config::default(), &socks, &procs);
+        let mut names: Vec<&str> = d.services.iter().map(|s| s.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["a", "b", "timeline", "user"]);
     }
 
     #[test]

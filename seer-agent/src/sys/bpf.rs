@@ -145,19 +145,23 @@ fn load_err(prog: &str, e: ProgramError) -> ProbeError {
     }
 }
 
-/// Interfaces that are up (or `unknown`, as loopback reports) in this network namespace.
+/// Interfaces that are up in this network namespace. Asked over netlink (getifaddrs), not
+/// read from /sys/class/net: a process that entered a namespace with setns(2) still sees the
+/// /sys of the namespace it came from.
 pub fn up_interfaces() -> std::io::Result<Vec<String>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/sys/class/net")? {
-        let name = e?.file_name().to_string_lossy().into_owned();
-        let state =
-            std::fs::read_to_string(format!("/sys/class/net/{name}/operstate")).unwrap_or_default();
-        if matches!(state.trim(), "up" | "unknown") {
-            out.push(name);
-        }
-    }
+    let addrs = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;
+    let mut out: Vec<String> = addrs
+        .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+        .map(|a| a.interface_name)
+        .collect();
     out.sort();
+    out.dedup();
     Ok(out)
+}
+
+/// Whether `name` is an interface of this network namespace (same caveat as above).
+fn interface_exists(name: &str) -> bool {
+    nix::net::if_::if_nametoindex(name).is_ok()
 }
 
 fn round8(n: usize) -> usize {
@@ -340,7 +344,7 @@ impl Probes {
         let ifaces = match &opts.interfaces {
             Some(list) => {
                 for i in list {
-                    if !std::path::Path::new(&format!("/sys/class/net/{i}")).exists() {
+                    if !interface_exists(i) {
                         return Err(ProbeError::NoInterface(i.clone()));
                     }
                 }
