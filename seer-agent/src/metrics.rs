@@ -60,17 +60,45 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
         let _ = writeln!(o, "# TYPE {name} {kind}\n{name} {v}");
     };
     scalar("seer_agent_ticks_total", "counter", st.ticks as f64);
-    scalar("seer_agent_tick_seconds", "gauge", st.last_tick_us as f64 / 1e6);
-    scalar("seer_agent_tick_max_seconds", "gauge", st.max_tick_us as f64 / 1e6);
+    scalar(
+        "seer_agent_tick_seconds",
+        "gauge",
+        st.last_tick_us as f64 / 1e6,
+    );
+    scalar(
+        "seer_agent_tick_max_seconds",
+        "gauge",
+        st.max_tick_us as f64 / 1e6,
+    );
     scalar("seer_agent_services", "gauge", d.services.len() as f64);
     scalar("seer_agent_sockets", "gauge", st.sockets_seen as f64);
     if let Some(w) = &st.store {
-        scalar("seer_store_ticks_written_total", "counter", w.ticks_written as f64);
-        scalar("seer_store_ticks_dropped_total", "counter", w.ticks_dropped as f64);
-        scalar("seer_store_write_errors_total", "counter", w.write_errors as f64);
-        scalar("seer_store_disk_full_total", "counter", w.disk_full_events as f64);
+        scalar(
+            "seer_store_ticks_written_total",
+            "counter",
+            w.ticks_written as f64,
+        );
+        scalar(
+            "seer_store_ticks_dropped_total",
+            "counter",
+            w.ticks_dropped as f64,
+        );
+        scalar(
+            "seer_store_write_errors_total",
+            "counter",
+            w.write_errors as f64,
+        );
+        scalar(
+            "seer_store_disk_full_total",
+            "counter",
+            w.disk_full_events as f64,
+        );
         scalar("seer_store_bytes", "gauge", w.bytes_on_disk as f64);
-        scalar("seer_store_last_write_seconds", "gauge", w.last_write_us as f64 / 1e6);
+        scalar(
+            "seer_store_last_write_seconds",
+            "gauge",
+            w.last_write_us as f64 / 1e6,
+        );
     }
     let _ = writeln!(o, "# TYPE seer_kernel_drops_total counter");
     for (what, n) in [
