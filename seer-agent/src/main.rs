@@ -2,8 +2,12 @@
 //!
 //! main is only: arguments -> config -> load probes -> spawn the tick loop -> select! on
 //! SIGINT/SIGTERM -> detach.
+mod actuate;
+mod cli_act;
+mod cli_diagnose;
 mod cli_store;
 mod config;
+mod diagnose;
 mod discovery;
 mod doctor;
 mod metrics;
@@ -68,6 +72,12 @@ enum Cmd {
     Export(ExportArgs),
     /// Read the trace store: services, one service's recent channels, top queues.
     Query(QueryArgs),
+    /// Actions by hand (journaled, undoable): tc HTB, cgroup CPU, resctrl CAT/MBA, undo, and
+    /// the policy's response to an alert (enforce, recommend or dry-run).
+    Act(cli_act::ActArgs),
+    /// Which shared resource a service is short of (hardware counters, or without them
+    /// ~10 ms microbenchmark bursts next to it, 100 ms in all by default).
+    Diagnose(cli_diagnose::DiagnoseArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -205,6 +215,8 @@ fn main() -> ExitCode {
         },
         Cmd::Export(a) => report(cli_store::export(&a)),
         Cmd::Query(a) => report(cli_store::query(&a)),
+        Cmd::Act(a) => report(cli_act::act(&a)),
+        Cmd::Diagnose(a) => cli_diagnose::run(&a),
     }
 }
 

@@ -1,0 +1,245 @@
+//! CPU for a service's cgroup ("resize the container"): CFS quota, weight and cpuset, on
+//! cgroup v2 (`cpu.max`, `cpu.weight`, `cpuset.cpus`) or v1 (`cpu.cfs_quota_us` +
+//! `cpu.cfs_period_us`, `cpu.shares`, `cpuset.cpus`) as on hybrid hosts like this one. Each
+//! file's old value is journaled before the first write, so undo restores it.
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use super::journal::{Change, Journal, JournalError};
+
+/// Where a service's CPU knobs live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuCgroup {
+    /// cgroup v2: one directory with `cpu.*` (and `cpuset.*` if that controller is enabled).
+    V2 { dir: PathBuf },
+    /// cgroup v1: the `cpu` hierarchy's directory and, if any, the `cpuset` one.
+    V1 {
+        cpu: PathBuf,
+        cpuset: Option<PathBuf>,
+    },
+}
+
+/// One CPU action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuAction {
+    /// At most `quota_us` of CPU time per `period_us` (CFS bandwidth).
+    Quota { quota_us: u64, period_us: u64 },
+    /// Relative weight, cgroup v2 scale 1..=10000 (default 100; v1 shares = weight * 1024 / 100).
+    Weight(u32),
+    /// Allowed CPUs, kernel list format ("0-1", "1").
+    Cpus(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error(
+        "{path} does not exist: the cgroup is gone (the service exited?) or its controller is not mounted/enabled here"
+    )]
+    Gone { path: PathBuf },
+    #[error("permission denied writing {path}: cgroup writes need root (or a delegated cgroup)")]
+    PermissionDenied { path: PathBuf },
+    #[error("the kernel refused {value:?} in {path} (EINVAL): check the value's range")]
+    Invalid { path: PathBuf, value: String },
+    #[error("{action} is not possible on {cgroup}: {why}")]
+    Unsupported {
+        action: String,
+        cgroup: String,
+        why: String,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no cgroup for pid {pid}: {why}")]
+    NoCgroup { pid: u32, why: String },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+fn classify(op: &'static str, path: &Path, value: Option<&str>, e: io::Error) -> CgroupError {
+    match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ENODEV) => CgroupError::Gone { path: path.into() },
+        Some(libc::EACCES | libc::EPERM) => CgroupError::PermissionDenied { path: path.into() },
+        Some(libc::EINVAL | libc::ERANGE) if value.is_some() => CgroupError::Invalid {
+            path: path.into(),
+            value: value.unwrap_or_default().into(),
+        },
+        _ => CgroupError::Io {
+            op,
+            path: path.into(),
+            source: e,
+        },
+    }
+}
+
+pub fn read_knob(path: &Path) -> Result<String, CgroupError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| classify("read", path, None, e))
+}
+
+pub fn write_knob(path: &Path, value: &str) -> Result<(), CgroupError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| io::Write::write_all(&mut f, value.as_bytes()))
+        .map_err(|e| classify("write", path, Some(value), e))
+}
+
+impl CpuCgroup {
+    /// The cgroup(s) of `pid`, from /proc/PID/cgroup and the mounts in /proc/self/mountinfo.
+    pub fn of_pid(pid: u32) -> Result<Self, CgroupError> {
+        let no = |why: String| CgroupError::NoCgroup { pid, why };
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .map_err(|e| no(format!("/proc/{pid}/cgroup: {e} (the process exited?)")))?;
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| no(format!("/proc/self/mountinfo: {e}")))?;
+        // mountinfo: id parent maj:min root mountpoint opts... - fstype source superopts
+        let mount_of = |fstype: &str, ctrl: Option<&str>| -> Option<PathBuf> {
+            mounts.lines().find_map(|l| {
+                let (pre, post) = l.split_once(" - ")?;
+                let mut post = post.split_whitespace();
+                let ty = post.next()?;
+                let superopts = post.nth(1).unwrap_or("");
+                let ok = ty == fstype && ctrl.is_none_or(|c| superopts.split(',').any(|o| o == c));
+                ok.then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap_or("")))
+            })
+        };
+        let mut v1_cpu = None;
+        let mut v1_cpuset = None;
+        let mut v2 = None;
+        for line in cg.lines() {
+            let mut it = line.splitn(3, ':');
+            let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            let rel = path.trim_start_matches('/');
+            if ctrls.is_empty() {
+                v2 = mount_of("cgroup2", None).map(|m| m.join(rel));
+            } else {
+                for c in ctrls.split(',') {
+                    let dir = mount_of("cgroup", Some(c)).map(|m| m.join(rel));
+                    match c {
+                        "cpu" => v1_cpu = dir,
+                        "cpuset" => v1_cpuset = dir,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if let Some(cpu) = v1_cpu {
+            return Ok(CpuCgroup::V1 {
+                cpu,
+                cpuset: v1_cpuset,
+            });
+        }
+        match v2 {
+            Some(dir) if dir.join("cpu.max").exists() => Ok(CpuCgroup::V2 { dir }),
+            Some(dir) => Err(no(format!(
+                "{} has no cpu controller (enable it in the parent's cgroup.subtree_control)",
+                dir.display()
+            ))),
+            None => Err(no("neither a v1 cpu hierarchy nor a cgroup2 mount".into())),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            CpuCgroup::V2 { dir } => format!("cgroup v2 {}", dir.display()),
+            CpuCgroup::V1 { cpu, .. } => format!("cgroup v1 {}", cpu.display()),
+        }
+    }
+
+    /// The (file, value) writes that carry out `action`, in order.
+    pub fn writes(&self, action: &CpuAction) -> Result<Vec<(PathBuf, String)>, CgroupError> {
+        Ok(match (self, action) {
+            (
+                CpuCgroup::V2 { dir },
+                CpuAction::Quota {
+                    quota_us,
+                    period_us,
+                },
+            ) => {
+                vec![(dir.join("cpu.max"), format!("{quota_us} {period_us}"))]
+            }
+            (CpuCgroup::V2 { dir }, CpuAction::Weight(w)) => {
+                vec![(dir.join("cpu.weight"), w.to_string())]
+            }
+            (CpuCgroup::V2 { dir }, CpuAction::Cpus(c)) => {
+                vec![(dir.join("cpuset.cpus"), c.clone())]
+            }
+            (
+                CpuCgroup::V1 { cpu, .. },
+                CpuAction::Quota {
+                    quota_us,
+                    period_us,
+                },
+            ) => vec![
+                (cpu.join("cpu.cfs_period_us"), period_us.to_string()),
+                (cpu.join("cpu.cfs_quota_us"), quota_us.to_string()),
+            ],
+            (CpuCgroup::V1 { cpu, .. }, CpuAction::Weight(w)) => {
+                let shares = (u64::from(*w) * 1024 / 100).max(2);
+                vec![(cpu.join("cpu.shares"), shares.to_string())]
+            }
+            (
+                CpuCgroup::V1 {
+                    cpuset: Some(s), ..
+                },
+                CpuAction::Cpus(c),
+            ) => {
+                vec![(s.join("cpuset.cpus"), c.clone())]
+            }
+            (CpuCgroup::V1 { cpuset: None, .. }, CpuAction::Cpus(_)) => {
+                return Err(CgroupError::Unsupported {
+                    action: format!("{action:?}"),
+                    cgroup: self.describe(),
+                    why: "the service is in no v1 cpuset hierarchy".into(),
+                });
+            }
+        })
+    }
+
+    /// Applies `action`: each file's current value is journaled (first change only), then
+    /// written. A failure part-way leaves the journal able to restore what was written.
+    pub fn apply(
+        &self,
+        j: &mut Journal,
+        service: &str,
+        action: &CpuAction,
+    ) -> Result<(), CgroupError> {
+        for (path, value) in self.writes(action)? {
+            let old = read_knob(&path)?;
+            let id = j.record(
+                service,
+                Change::CgroupFile {
+                    path: path.clone(),
+                    old,
+                },
+            )?;
+            if let Err(e) = write_knob(&path, &value) {
+                // Nothing was changed: the entry would only restore the value the file has.
+                if let Some(id) = id {
+                    j.forget(id)?;
+                }
+                return Err(e);
+            }
+            log::info!("cgroup: {service}: {} = {value}", path.display());
+        }
+        Ok(())
+    }
+}
+
+/// Undo of one journaled file: `Ok(false)` when the cgroup is gone (nothing left to restore).
+pub fn restore(path: &Path, old: &str) -> Result<bool, CgroupError> {
+    match write_knob(path, old) {
+        Ok(()) => Ok(true),
+        Err(CgroupError::Gone { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}

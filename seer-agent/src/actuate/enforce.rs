@@ -1,0 +1,369 @@
+//! Carries out a policy [`Decision`]: in `enforce` mode through the [`Actuator`] (journaled,
+//! undoable), in `recommend` and `dry-run` modes not at all: the actions come back for the
+//! alert (recommend) or the log (dry-run).
+//!
+//! Units: CPU level = percent of one CPU as a CFS quota; LLC level = exclusive L3 ways;
+//! memory-bandwidth level = MBA percent; Net level = the ceiling (Mbit/s) of the service's
+//! class in an installed HTB plan (a service with no class there gets a clear failure).
+use std::collections::BTreeMap;
+
+use super::{
+    Actuator,
+    cgroup::{CpuAction, CpuCgroup},
+    htb::{self, HtbClass, HtbPlan},
+    policy::{Action, Decision, Mode, Resource},
+};
+
+/// Where one service's knobs are (from discovery: its cgroup and its pids).
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub cpu: Option<CpuCgroup>,
+    pub pids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Applied {
+        action: Action,
+    },
+    /// Not applied: handed to the alert for the cluster manager.
+    Recommended {
+        action: Action,
+    },
+    /// Not applied: logged only.
+    DryRun {
+        action: Action,
+    },
+    /// Could not be applied; the reason says what was wrong and what to do.
+    Failed {
+        action: Action,
+        error: String,
+    },
+}
+
+pub struct Enforcer {
+    pub actuator: Actuator,
+    pub targets: BTreeMap<String, Target>,
+    /// CFS period used for CPU quotas.
+    pub period_us: u64,
+    /// HTB plans installed through the actuator, as installed (Revert goes back to these).
+    pub plans: Vec<HtbPlan>,
+}
+
+impl Enforcer {
+    pub fn new(actuator: Actuator) -> Self {
+        Enforcer {
+            actuator,
+            targets: BTreeMap::new(),
+            period_us: 100_000,
+            plans: Vec::new(),
+        }
+    }
+
+    pub fn carry_out(&mut self, d: &Decision) -> Vec<Outcome> {
+        d.actions
+            .iter()
+            .map(|a| match d.mode {
+                Mode::Recommend => Outcome::Recommended { action: a.clone() },
+                Mode::DryRun => {
+                    log::info!("dry-run: would {a:?}");
+                    Outcome::DryRun { action: a.clone() }
+                }
+                Mode::Enforce => match self.apply(a) {
+                    Ok(()) => Outcome::Applied { action: a.clone() },
+                    Err(error) => {
+                        log::warn!("actuate: {a:?} not applied: {error}");
+                        Outcome::Failed {
+                            action: a.clone(),
+                            error,
+                        }
+                    }
+                },
+            })
+            .collect()
+    }
+
+    fn apply(&mut self, a: &Action) -> Result<(), String> {
+        match a {
+            Action::Set {
+                service,
+                resource,
+                level,
+            } => match resource {
+                Resource::Cpu => {
+                    let cg = self
+                        .target(service)?
+                        .cpu
+                        .ok_or_else(|| format!("no cpu cgroup known for {service}"))?;
+                    let quota_us = u64::from(*level) * self.period_us / 100;
+                    let q = CpuAction::Quota {
+                        quota_us,
+                        period_us: self.period_us,
+                    };
+                    self.actuator
+                        .cpu(service, &cg, &q)
+                        .map_err(|e| e.to_string())
+                }
+                Resource::Llc => {
+                    let pids = self.target(service)?.pids;
+                    self.actuator
+                        .l3_ways(service, *level, &pids)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }
+                Resource::MemBw => {
+                    let pids = self.target(service)?.pids;
+                    self.actuator
+                        .mb(service, *level, &pids)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }
+                Resource::Net => {
+                    let (iface, mut class) = self.class_of(service)?;
+                    class.ceil_bps = (u64::from(*level) * 1_000_000).max(8_000);
+                    class.rate_bps = class.rate_bps.min(class.ceil_bps);
+                    htb::change_class(&iface, &class).map_err(|e| e.to_string())
+                }
+            },
+            Action::Revert { service, resource } => {
+                let rep = match resource {
+                    Resource::Cpu => self.actuator.undo_cpu(service),
+                    Resource::Llc | Resource::MemBw => self.actuator.release_resctrl(service),
+                    Resource::Net => {
+                        let (iface, class) = self.class_of(service)?;
+                        return htb::change_class(&iface, &class).map_err(|e| e.to_string());
+                    }
+                };
+                if rep.failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(rep.failed.join("; "))
+                }
+            }
+        }
+    }
+
+    fn target(&self, service: &str) -> Result<Target, String> {
+        self.targets.get(service).cloned().ok_or_else(|| {
+            format!("service {service} is not known (it exited, or discovery has not seen it)")
+        })
+    }
+}
+
+impl Enforcer {
+    /// The interface and class (as installed) that shape `service`'s egress.
+    fn class_of(&self, service: &str) -> Result<(String, HtbClass), String> {
+        self.plans
+            .iter()
+            .find_map(|p| {
+                let c = p.classes.iter().find(|c| c.service == service)?;
+                Some((p.iface.clone(), c.clone()))
+            })
+            .ok_or_else(|| {
+                format!("{service} has no HTB class (install a plan with `seer-agent act htb`)")
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::Cell, time::Duration};
+
+    use super::*;
+    use crate::actuate::{
+        policy::{Clock, Policy, PolicyConfig},
+        resctrl::Resctrl,
+        resctrl_emu::Emulated,
+        testutil::TempDir,
+        undo_tests::V1Cgroup,
+    };
+
+    struct FakeClock(Cell<Duration>);
+    impl Clock for &FakeClock {
+        fn now(&self) -> Duration {
+            self.0.get()
+        }
+    }
+
+    fn knob(p: &std::path::Path) -> String {
+        std::fs::read_to_string(p).expect("read").trim().to_string()
+    }
+
+    #[test]
+    fn enforce_applies_and_rolls_back_after_hold_recommend_touches_nothing() {
+        let Some(cg) = V1Cgroup::new("enforce") else {
+            println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
+            return;
+        };
+        let quota = cg.0.join("cpu.cfs_quota_us");
+        let before = knob(&quota);
+        let emu = Emulated::new("enforce-rc", 0xfff, 2, 4);
+        let root = emu.root();
+        let r = Resctrl::probe_with(&root, Box::new(emu)).expect("probe");
+        let d = TempDir::new("enforce-j");
+        let (act, _) = Actuator::open(&d.path().join("j.json"), Some(r)).expect("actuator");
+        let mut e = Enforcer::new(act);
+        e.targets.insert(
+            "api".into(),
+            Target {
+                cpu: Some(CpuCgroup::V1 {
+                    cpu: cg.0.clone(),
+                    cpuset: None,
+                }),
+                pids: vec![],
+            },
+        );
+        let clk = FakeClock(Cell::new(Duration::ZERO));
+
+        // recommend: the action comes back, the host is untouched.
+        let mut rec = Policy::new(PolicyConfig::default(), &clk);
+        let out = e.carry_out(&rec.on_alert("api", Resource::Cpu, &[]));
+        assert!(matches!(out[..], [Outcome::Recommended { .. }]), "{out:?}");
+        assert_eq!(knob(&quota), before);
+
+        // enforce: quota set, LLC ways given; then healthy for the hold -> both reverted.
+        let mut p = Policy::new(
+            PolicyConfig {
+                mode: Mode::Enforce,
+                ..Default::default()
+            },
+            &clk,
+        );
+        let out = e.carry_out(&p.on_alert("api", Resource::Cpu, &[]));
+        assert!(matches!(out[..], [Outcome::Applied { .. }]), "{out:?}");
+        assert_eq!(knob(&quota), "125000", "125% of a CPU per 100 ms");
+        let out = e.carry_out(&p.on_alert("api", Resource::Llc, &[]));
+        assert!(matches!(out[..], [Outcome::Applied { .. }]), "{out:?}");
+        assert!(knob(&root.join("seer-api/schemata")).contains("L3:0=c00"));
+        clk.0.set(Duration::from_secs(31));
+        let out = e.carry_out(&p.on_tick());
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(
+            out.iter().all(|o| matches!(o, Outcome::Applied { .. })),
+            "{out:?}"
+        );
+        assert_eq!(knob(&quota), before, "rolled back");
+        assert!(!root.join("seer-api").exists());
+        assert!(knob(&root.join("schemata")).contains("L3:0=fff"));
+
+        // A service that is gone: a clear failure, nothing else touched.
+        let out = e.carry_out(&p.on_alert("vanished", Resource::Cpu, &[]));
+        match &out[..] {
+            [Outcome::Failed { error, .. }] => assert!(error.contains("not known"), "{error}"),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    /// A throwaway network namespace with a veth pair a0/b0 inside, removed on drop.
+    struct Netns(String);
+
+    impl Netns {
+        fn new() -> Option<Self> {
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                return None;
+            }
+            let n = format!("seer-enf{}", std::process::id());
+            let ok = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "ip netns add {n} && ip -n {n} link add a0 type veth peer name b0 && \
+                     ip -n {n} link set a0 up && ip -n {n} link set b0 up"
+                ))
+                .status()
+                .is_ok_and(|s| s.success());
+            let ns = Netns(n);
+            ok.then_some(ns)
+        }
+    }
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+
+    fn tc_classes(ns: &str) -> String {
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "tc", "class", "show", "dev", "a0"])
+            .output()
+            .expect("tc");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    #[test]
+    fn net_caps_an_antagonists_htb_ceiling_and_reverts_it() {
+        let Some(ns) = Netns::new() else {
+            println!("SKIP: needs root and network namespaces");
+            return;
+        };
+        let name = ns.0.clone();
+        // The actuator runs on a thread inside the namespace (setns is per thread).
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns");
+            // SAFETY: a valid namespace fd; CLONE_NEWNET switches only this thread.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let d = TempDir::new("enforce-net-j");
+            let (mut act, _) = Actuator::open(&d.path().join("j.json"), None).expect("actuator");
+            let plan = HtbPlan {
+                iface: "a0".into(),
+                link_bps: 1_000_000_000,
+                classes: vec![HtbClass {
+                    service: "bulk".into(),
+                    minor: 0x10,
+                    rate_bps: 100_000_000,
+                    ceil_bps: 1_000_000_000,
+                    prio: 7,
+                    sports: vec![5001],
+                }],
+            };
+            act.htb(&plan).expect("install plan");
+            let mut e = Enforcer::new(act);
+            e.plans.push(plan);
+            let clk = FakeClock(Cell::new(Duration::ZERO));
+            let mut p = Policy::new(
+                PolicyConfig {
+                    mode: Mode::Enforce,
+                    ..Default::default()
+                },
+                &clk,
+            );
+            let ants = vec!["bulk".to_string()];
+            for _ in 0..2 {
+                let out = e.carry_out(&p.on_alert("web", Resource::Net, &ants));
+                assert!(matches!(out[..], [Outcome::Applied { .. }]), "{out:?}");
+            }
+            let capped = tc_classes(&name);
+            assert!(
+                capped.contains("rate 100Mbit ceil 600Mbit"),
+                "two steps of 200: {capped}"
+            );
+            clk.0.set(Duration::from_secs(60));
+            let out = e.carry_out(&p.on_tick());
+            assert!(matches!(out[..], [Outcome::Applied { .. }]), "{out:?}");
+            let back = tc_classes(&name);
+            assert!(back.contains("rate 100Mbit ceil 1Gbit"), "reverted: {back}");
+            // A service without a class is a clear failure.
+            let out = e.carry_out(&p.on_alert("web", Resource::Net, &["nobody".into()]));
+            match &out[..] {
+                [Outcome::Failed { error, .. }] => {
+                    assert!(error.contains("no HTB class"), "{error}")
+                }
+                other => panic!("expected a failure, got {other:?}"),
+            }
+            let rep = e.actuator.undo_all();
+            assert_eq!((rep.restored, rep.failed.len()), (1, 0), "{rep:?}");
+        })
+        .join()
+        .expect("netns thread");
+        assert!(
+            !tc_classes(&ns.0).contains("5ee"),
+            "undo removed seer's HTB"
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! One synchronous rtnetlink request (or dump) and its answer: the only place that talks
+//! NETLINK_ROUTE for the actuators.
+use std::io;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+/// Sends `msg` with `flags` (plus REQUEST and ACK) and returns the messages the kernel sent
+/// back (a dump's entries); a NACK comes back as the kernel's errno.
+pub fn request(msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind_auto()?;
+    sock.connect(&SocketAddr::new(0, 0))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    header.sequence_number = 1;
+    let mut nl = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+    nl.finalize();
+    let mut buf = vec![0u8; nl.buffer_len()];
+    nl.serialize(&mut buf);
+    sock.send(&buf, 0)?;
+    let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+    let mut out = Vec::new();
+    loop {
+        let (data, _) = sock.recv_from_full()?;
+        let mut off = 0;
+        while off < data.len() {
+            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let len = m.header.length as usize;
+            match m.payload {
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) => {
+                    return match e.code {
+                        Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                        None => Ok(out),
+                    };
+                }
+                NetlinkPayload::InnerMessage(i) => out.push(i),
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            off += (len + 3) & !3;
+        }
+        if !dump && off >= data.len() && !out.is_empty() {
+            return Ok(out);
+        }
+    }
+}

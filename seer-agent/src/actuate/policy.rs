@@ -1,0 +1,395 @@
+//! What to do about a predicted violation: (culprit, resource) -> bounded actions.
+//!
+//! - CPU: the culprit's CPU quota grows one step (up to `max`); at its max, the busiest
+//!   antagonist's quota shrinks one step, never below `floor`.
+//! - LLC: the culprit gets one more exclusive L3 way (up to `max`).
+//! - Memory bandwidth, network: the antagonists' MB cap / egress ceiling shrink one step, never
+//!   below `floor` (a culprit cannot be given more than the whole resource).
+//! - Rollback: once a culprit has had no alert for `hold`, everything done for it is reverted.
+//! - Modes: `enforce` applies the actions, `recommend` hands them to the alert for the cluster
+//!   manager, `dry-run` only logs them. The policy is pure: the caller applies (or not).
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resource {
+    Cpu,
+    Llc,
+    MemBw,
+    Net,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Enforce,
+    Recommend,
+    DryRun,
+}
+
+/// Bounds of one resource's knob, in its own unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Knob {
+    /// Level when seer has done nothing (e.g. 100 % MB, no quota = 200 % on 2 CPUs).
+    pub default: u32,
+    /// Nobody is taken below this.
+    pub floor: u32,
+    /// Nobody is given more than this.
+    pub max: u32,
+    pub step: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyConfig {
+    pub mode: Mode,
+    /// CPU quota, percent of one CPU.
+    pub cpu_pct: Knob,
+    /// Exclusive L3 ways.
+    pub llc_ways: Knob,
+    /// Memory bandwidth cap, percent.
+    pub mb_pct: Knob,
+    /// Egress ceiling, Mbit/s.
+    pub net_mbit: Knob,
+    /// Healthy this long (no alert) -> roll back.
+    pub hold: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            mode: Mode::Recommend,
+            cpu_pct: Knob {
+                default: 100,
+                floor: 20,
+                max: 200,
+                step: 25,
+            },
+            llc_ways: Knob {
+                default: 0,
+                floor: 0,
+                max: 8,
+                step: 2,
+            },
+            mb_pct: Knob {
+                default: 100,
+                floor: 30,
+                max: 100,
+                step: 20,
+            },
+            net_mbit: Knob {
+                default: 1000,
+                floor: 50,
+                max: 1000,
+                step: 200,
+            },
+            hold: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One concrete action, as applied locally or carried by an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Set `service`'s level of `resource` (unit per resource: % CPU, ways, % MB, Mbit/s).
+    Set {
+        service: String,
+        resource: Resource,
+        level: u32,
+    },
+    /// Put `service`'s `resource` back as it was before seer.
+    Revert { service: String, resource: Resource },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub mode: Mode,
+    pub actions: Vec<Action>,
+    /// Why nothing (more) could be done, when that is the case.
+    pub note: Option<String>,
+}
+
+/// Time source (monotonic, since an arbitrary start), so tests can drive time.
+pub trait Clock {
+    fn now(&self) -> Duration;
+}
+
+pub struct SystemClock(std::time::Instant);
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock(std::time::Instant::now())
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+pub struct Policy<C: Clock> {
+    pub cfg: PolicyConfig,
+    clock: C,
+    /// Levels seer has set: (service, resource) -> (level, culprit it was set for).
+    levels: BTreeMap<(String, Resource), (u32, String)>,
+    /// Culprit -> time of its last alert.
+    last_alert: BTreeMap<String, Duration>,
+}
+
+impl<C: Clock> Policy<C> {
+    pub fn new(cfg: PolicyConfig, clock: C) -> Self {
+        Policy {
+            cfg,
+            clock,
+            levels: BTreeMap::new(),
+            last_alert: BTreeMap::new(),
+        }
+    }
+
+    fn knob(&self, r: Resource) -> Knob {
+        match r {
+            Resource::Cpu => self.cfg.cpu_pct,
+            Resource::Llc => self.cfg.llc_ways,
+            Resource::MemBw => self.cfg.mb_pct,
+            Resource::Net => self.cfg.net_mbit,
+        }
+    }
+
+    pub fn level(&self, service: &str, r: Resource) -> u32 {
+        self.levels
+            .get(&(service.to_string(), r))
+            .map_or(self.knob(r).default, |(l, _)| *l)
+    }
+
+    fn set(&mut self, service: &str, r: Resource, level: u32, culprit: &str) -> Action {
+        self.levels
+            .insert((service.into(), r), (level, culprit.into()));
+        Action::Set {
+            service: service.into(),
+            resource: r,
+            level,
+        }
+    }
+
+    /// Grows `service` one step; `None` at max.
+    fn grow(&mut self, service: &str, r: Resource, culprit: &str) -> Option<Action> {
+        let k = self.knob(r);
+        let cur = self.level(service, r);
+        (cur < k.max).then(|| self.set(service, r, (cur + k.step).min(k.max), culprit))
+    }
+
+    /// Shrinks `service` one step; `None` at the floor.
+    fn shrink(&mut self, service: &str, r: Resource, culprit: &str) -> Option<Action> {
+        let k = self.knob(r);
+        let cur = self.level(service, r);
+        (cur > k.floor)
+            .then(|| self.set(service, r, cur.saturating_sub(k.step).max(k.floor), culprit))
+    }
+
+    /// A predicted violation: `culprit` is short of `resource`; `antagonists` share it,
+    /// heaviest user first.
+    pub fn on_alert(
+        &mut self,
+        culprit: &str,
+        resource: Resource,
+        antagonists: &[String],
+    ) -> Decision {
+        self.last_alert.insert(culprit.into(), self.clock.now());
+        let mut actions = Vec::new();
+        match resource {
+            Resource::Cpu | Resource::Llc => {
+                if let Some(a) = self.grow(culprit, resource, culprit) {
+                    actions.push(a);
+                } else if resource == Resource::Cpu
+                    && let Some(a) = antagonists
+                        .iter()
+                        .filter(|s| s.as_str() != culprit)
+                        .find_map(|s| self.shrink(s, resource, culprit))
+                {
+                    actions.push(a);
+                }
+            }
+            Resource::MemBw | Resource::Net => {
+                if let Some(a) = antagonists
+                    .iter()
+                    .filter(|s| s.as_str() != culprit)
+                    .find_map(|s| self.shrink(s, resource, culprit))
+                {
+                    actions.push(a);
+                }
+            }
+        }
+        let note = actions.is_empty().then(|| {
+            format!("{culprit}: no {resource:?} left to give: at its max and every antagonist at its floor")
+        });
+        let d = Decision {
+            mode: self.cfg.mode,
+            actions,
+            note,
+        };
+        match self.cfg.mode {
+            Mode::DryRun => log::info!("policy (dry-run): would do {:?}", d.actions),
+            Mode::Recommend => log::info!("policy: recommending {:?}", d.actions),
+            Mode::Enforce => {}
+        }
+        d
+    }
+
+    /// Called every tick: culprits healthy (no alert) for `hold` get everything done for them
+    /// reverted.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the run loop calls it once alerts drive actions (issue 6)"
+        )
+    )]
+    pub fn on_tick(&mut self) -> Decision {
+        let now = self.clock.now();
+        let hold = self.cfg.hold;
+        let healed: Vec<String> = self
+            .last_alert
+            .iter()
+            .filter(|(_, t)| now.saturating_sub(**t) >= hold)
+            .map(|(c, _)| c.clone())
+            .collect();
+        let mut actions = Vec::new();
+        for c in healed {
+            self.last_alert.remove(&c);
+            let keys: Vec<(String, Resource)> = self
+                .levels
+                .iter()
+                .filter(|(_, (_, culprit))| *culprit == c)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for (service, resource) in keys {
+                self.levels.remove(&(service.clone(), resource));
+                actions.push(Action::Revert { service, resource });
+            }
+        }
+        Decision {
+            mode: self.cfg.mode,
+            actions,
+            note: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    struct FakeClock(Cell<Duration>);
+    impl Clock for &FakeClock {
+        fn now(&self) -> Duration {
+            self.0.get()
+        }
+    }
+
+    fn policy(clock: &FakeClock) -> Policy<&FakeClock> {
+        Policy::new(
+            PolicyConfig {
+                mode: Mode::Enforce,
+                ..Default::default()
+            },
+            clock,
+        )
+    }
+
+    fn level(d: &Decision) -> Vec<(String, u32)> {
+        d.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Set { service, level, .. } => Some((service.clone(), *level)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cpu_grows_in_bounded_steps_then_takes_from_antagonists_down_to_the_floor() {
+        let clk = FakeClock(Cell::new(Duration::ZERO));
+        let mut p = policy(&clk);
+        let ants = vec!["batch".to_string()];
+        let mut seen = Vec::new();
+        for _ in 0..12 {
+            seen.push(level(&p.on_alert("api", Resource::Cpu, &ants)));
+        }
+        // 100 -> 125 -> 150 -> 175 -> 200 (max), then batch 100 -> 75 -> 50 -> 25 -> 20 (floor).
+        assert_eq!(seen[0], vec![("api".into(), 125)]);
+        assert_eq!(seen[3], vec![("api".into(), 200)]);
+        assert_eq!(seen[4], vec![("batch".into(), 75)]);
+        assert_eq!(seen[7], vec![("batch".into(), 20)]);
+        assert!(seen[8].is_empty(), "nobody goes below the floor");
+        let d = p.on_alert("api", Resource::Cpu, &ants);
+        assert!(
+            d.note.as_deref().is_some_and(|n| n.contains("floor")),
+            "{d:?}"
+        );
+        assert_eq!(p.level("batch", Resource::Cpu), 20);
+    }
+
+    #[test]
+    fn rollback_after_hold_of_health_only() {
+        let clk = FakeClock(Cell::new(Duration::ZERO));
+        let mut p = policy(&clk);
+        let ants = vec!["bulk".to_string()];
+        p.on_alert("web", Resource::Net, &ants);
+        assert_eq!(p.level("bulk", Resource::Net), 800);
+        clk.0.set(Duration::from_secs(20));
+        p.on_alert("web", Resource::Net, &ants); // still unhealthy at 20 s
+        assert_eq!(p.level("bulk", Resource::Net), 600);
+        clk.0.set(Duration::from_secs(49));
+        assert!(p.on_tick().actions.is_empty(), "29 s healthy < 30 s hold");
+        clk.0.set(Duration::from_secs(50));
+        let d = p.on_tick();
+        assert_eq!(
+            d.actions,
+            vec![Action::Revert {
+                service: "bulk".into(),
+                resource: Resource::Net
+            }]
+        );
+        assert_eq!(p.level("bulk", Resource::Net), 1000, "back to default");
+        assert!(p.on_tick().actions.is_empty(), "reverted once");
+    }
+
+    #[test]
+    fn recommend_and_dry_run_return_the_same_actions_with_their_mode() {
+        let clk = FakeClock(Cell::new(Duration::ZERO));
+        for mode in [Mode::Recommend, Mode::DryRun] {
+            let mut p = Policy::new(
+                PolicyConfig {
+                    mode,
+                    ..Default::default()
+                },
+                &clk,
+            );
+            let d = p.on_alert("db", Resource::Llc, &[]);
+            assert_eq!(d.mode, mode);
+            assert_eq!(
+                d.actions,
+                vec![Action::Set {
+                    service: "db".into(),
+                    resource: Resource::Llc,
+                    level: 2
+                }]
+            );
+            let json = serde_json::to_string(&d).expect("json");
+            assert!(json.contains("\"action\":\"set\""), "{json}");
+        }
+    }
+
+    #[test]
+    fn membw_never_touches_the_culprit_itself() {
+        let clk = FakeClock(Cell::new(Duration::ZERO));
+        let mut p = policy(&clk);
+        let d = p.on_alert("db", Resource::MemBw, &["db".into(), "etl".into()]);
+        assert_eq!(level(&d), vec![("etl".into(), 80)]);
+    }
+}

@@ -1,0 +1,197 @@
+//! Journal + undo across a crash, on real kernel objects (a v1 cpu cgroup) and the emulated
+//! resctrl tree.
+use std::path::{Path, PathBuf};
+
+use super::{
+    Actuator,
+    cgroup::{CpuAction, CpuCgroup},
+    resctrl::Resctrl,
+    resctrl_emu::Emulated,
+    testutil::TempDir,
+};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A throwaway v1 cpu cgroup, removed on drop (after moving its tasks out).
+pub struct V1Cgroup(pub PathBuf);
+
+impl V1Cgroup {
+    pub fn new(name: &str) -> Option<Self> {
+        let base = Path::new("/sys/fs/cgroup/cpu");
+        if !base.join("cpu.cfs_quota_us").exists() || !is_root() {
+            return None;
+        }
+        let p = base.join(format!("seer-test-{name}-{}", std::process::id()));
+        let _ = std::fs::create_dir(&p);
+        Some(V1Cgroup(p))
+    }
+}
+
+impl Drop for V1Cgroup {
+    fn drop(&mut self) {
+        if let Ok(t) = std::fs::read_to_string(self.0.join("tasks")) {
+            for pid in t.lines() {
+                let _ = std::fs::write("/sys/fs/cgroup/cpu/tasks", pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn knob(p: &Path) -> String {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn crash_then_restart_undoes_what_the_dead_run_left() {
+    let Some(cg) = V1Cgroup::new("crash") else {
+        println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
+        return;
+    };
+    let emu = Emulated::new("undo-crash", 0xfff, 2, 4);
+    let rroot = emu.root();
+    let d = TempDir::new("undo-crash-j");
+    let jp = d.path().join("run/seer/actions.json");
+    let cpu = CpuCgroup::V1 {
+        cpu: cg.0.clone(),
+        cpuset: None,
+    };
+    let (q0, p0, s0) = (
+        knob(&cg.0.join("cpu.cfs_quota_us")),
+        knob(&cg.0.join("cpu.cfs_period_us")),
+        knob(&cg.0.join("cpu.shares")),
+    );
+    {
+        let r = Resctrl::probe_with(&rroot, Box::new(emu)).expect("probe");
+        let (mut a, rep) = Actuator::open(&jp, Some(r)).expect("actuator");
+        assert_eq!(rep, Default::default(), "fresh journal: nothing to undo");
+        a.cpu(
+            "api",
+            &cpu,
+            &CpuAction::Quota {
+                quota_us: 20_000,
+                period_us: 50_000,
+            },
+        )
+        .expect("quota");
+        a.cpu("api", &cpu, &CpuAction::Weight(50)).expect("weight");
+        a.l3_ways("api", 4, &[]).expect("ways");
+        assert_eq!(knob(&cg.0.join("cpu.cfs_quota_us")), "20000");
+        assert_eq!(knob(&cg.0.join("cpu.shares")), "512");
+        assert_eq!(
+            a.journal().entries().len(),
+            5,
+            "{:?}",
+            a.journal().entries()
+        );
+        // Crash: the actuator is dropped without undo; the emulated tree stays (we keep the
+        // directory by leaking nothing: the new Resctrl below reopens the same path).
+        std::mem::forget(a);
+    }
+    assert!(jp.exists(), "journal survives the crash");
+    // A new run: the emulator's files are still on disk; reopen the tree with a fresh emulator
+    // view over the same directory.
+    let emu2 = Emulated::reopen(&rroot);
+    let r = Resctrl::probe_with(&rroot, Box::new(emu2)).expect("probe again");
+    let (a, rep) = Actuator::open(&jp, Some(r)).expect("actuator after crash");
+    assert!(rep.failed.is_empty(), "{rep:?}");
+    assert_eq!(rep.restored, 5, "{rep:?}");
+    assert_eq!(knob(&cg.0.join("cpu.cfs_quota_us")), q0);
+    assert_eq!(knob(&cg.0.join("cpu.cfs_period_us")), p0);
+    assert_eq!(knob(&cg.0.join("cpu.shares")), s0);
+    assert!(!rroot.join("seer-api").exists());
+    assert!(knob(&rroot.join("schemata")).contains("L3:0=fff;1=fff"));
+    assert!(a.journal().entries().is_empty() && !jp.exists());
+    let _ = std::fs::remove_dir_all(&rroot);
+}
+
+#[test]
+fn a_service_whose_cgroup_vanished_is_a_clean_gone_not_a_failure() {
+    let Some(cg) = V1Cgroup::new("gone") else {
+        println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
+        return;
+    };
+    let d = TempDir::new("undo-gone-j");
+    let (mut a, _) = Actuator::open(&d.path().join("j.json"), None).expect("actuator");
+    let cpu = CpuCgroup::V1 {
+        cpu: cg.0.clone(),
+        cpuset: None,
+    };
+    a.cpu(
+        "short-lived",
+        &cpu,
+        &CpuAction::Quota {
+            quota_us: 10_000,
+            period_us: 100_000,
+        },
+    )
+    .expect("quota");
+    // The service exits and its cgroup is removed while the action is in effect.
+    std::fs::remove_dir(&cg.0).expect("rmdir cgroup");
+    let rep = a.undo_all();
+    assert_eq!((rep.restored, rep.gone), (0, 2), "{rep:?}");
+    assert!(rep.failed.is_empty(), "{rep:?}");
+    // A new action on the vanished cgroup says so.
+    let e = a
+        .cpu("short-lived", &cpu, &CpuAction::Weight(10))
+        .expect_err("cgroup gone");
+    assert!(e.to_string().contains("gone"), "{e}");
+}
+
+#[test]
+fn permission_denied_is_reported_with_what_to_do() {
+    let Some(cg) = V1Cgroup::new("perm") else {
+        println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
+        return;
+    };
+    let quota = cg.0.join("cpu.cfs_quota_us");
+    let before = knob(&quota);
+    let d = TempDir::new("undo-perm-j");
+    let jp = d.path().join("j.json");
+    std::fs::set_permissions(
+        d.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    // One thread drops to uid 65534 (the raw syscall changes only the calling thread's
+    // credentials, and clears its capabilities) and tries the action there.
+    let outcome = std::thread::spawn(move || {
+        // SAFETY: setresuid with constant ids; affects only this thread (raw syscall, not the
+        // glibc wrapper that broadcasts to every thread).
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+        assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
+        let (mut a, _) = Actuator::open(&jp, None).expect("actuator");
+        let cpu = CpuCgroup::V1 {
+            cpu: cg.0.clone(),
+            cpuset: None,
+        };
+        let r = a.cpu(
+            "api",
+            &cpu,
+            &CpuAction::Quota {
+                quota_us: 1000,
+                period_us: 100_000,
+            },
+        );
+        let left = a.journal().entries().len();
+        (r.map_err(|e| e.to_string()), cg, left)
+    })
+    .join()
+    .expect("thread");
+    let (r, cg, left) = outcome;
+    assert_eq!(left, 0, "a refused write leaves nothing to undo");
+    let e = r.expect_err("uid 65534 cannot write cgroup files");
+    assert!(
+        e.contains("permission denied") && e.contains("cpu.cfs_"),
+        "{e}"
+    );
+    assert!(e.contains("need root"), "says what to do: {e}");
+    assert_eq!(knob(&quota), before, "nothing changed");
+    drop(cg);
+}

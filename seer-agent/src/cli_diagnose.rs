@@ -1,0 +1,211 @@
+//! `seer-agent diagnose SERVICE`: which resource the service is short of.
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
+
+use crate::diagnose::{
+    self, DiagnoseError, DiagnoseRequest, Mode, Record, Resource,
+    probe::Request,
+    search::{NoActions, SearchConfig},
+};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct DiagnoseArgs {
+    /// Service name, as `seer-agent run` shows it.
+    pub service: String,
+    /// JSON record on stdout instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Most time microbenchmarks may run in all (ms).
+    #[arg(long, default_value_t = 100)]
+    pub budget_ms: u64,
+    /// One burst / observation window (ms).
+    #[arg(long, default_value_t = 10)]
+    pub window_ms: u64,
+    /// Intensities tried per resource, rising (comma-separated, each in (0, 1]).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub levels: Vec<f64>,
+    /// Latency ratio (injected / quiet) that counts as substantial.
+    #[arg(long, default_value_t = 1.5)]
+    pub threshold: f64,
+    /// Non-CPU kernels must move latency this many times more than the CPU-integer one.
+    #[arg(long, default_value_t = 1.3)]
+    pub relative: f64,
+    /// Share of runnable time spent waiting on a run queue that counts as short of CPU.
+    #[arg(long, default_value_t = 0.25)]
+    pub cpu_wait: f64,
+    /// Bursts per intensity level, averaged (each counts against the budget).
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
+    /// Only these resources, in this order (default: all ten, core first).
+    #[arg(long, value_delimiter = ',')]
+    pub resources: Vec<String>,
+    /// Port to probe (default: the service's lowest listening port).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// memcached key to `get` per probe request (default: `version`).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Force the mode: private or public (default: detected from the PMU).
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Where the network microbenchmark sends UDP (default 127.0.0.1:9 in the service's
+    /// namespace).
+    #[arg(long)]
+    pub net_dest: Option<SocketAddr>,
+    /// Enter this network namespace (ip netns name) first: the service lives there.
+    #[arg(long)]
+    pub netns: Option<String>,
+}
+
+fn request(a: &DiagnoseArgs) -> Result<DiagnoseRequest, DiagnoseError> {
+    let bad = |m: String| Err(DiagnoseError::BadRequest(m));
+    if a.budget_ms == 0 || a.budget_ms > 10_000 {
+        return bad(format!("--budget-ms {} is outside 1..=10000", a.budget_ms));
+    }
+    if a.repeats == 0 || a.repeats > 20 {
+        return bad(format!("--repeats {} is outside 1..=20", a.repeats));
+    }
+    if a.window_ms == 0 || a.window_ms > 1000 {
+        return bad(format!("--window-ms {} is outside 1..=1000", a.window_ms));
+    }
+    if a.levels.is_empty()
+        || a.levels
+            .iter()
+            .any(|l| !(0.0..=1.0).contains(l) || *l == 0.0)
+    {
+        return bad(format!("--levels {:?}: each must be in (0, 1]", a.levels));
+    }
+    // NaN fails these too.
+    let above_one = |x: f64| x.is_finite() && x > 1.0;
+    if !above_one(a.threshold) || !above_one(a.relative) {
+        return bad(format!(
+            "--threshold {} and --relative {} must be above 1",
+            a.threshold, a.relative
+        ));
+    }
+    if !(a.cpu_wait.is_finite() && a.cpu_wait > 0.0 && a.cpu_wait < 1.0) {
+        return bad(format!("--cpu-wait {} must be in (0, 1)", a.cpu_wait));
+    }
+    let mut order = Vec::new();
+    for r in &a.resources {
+        match Resource::parse(r) {
+            Some(r) => order.push(r),
+            None => {
+                let all: Vec<&str> = Resource::ALL.iter().map(|r| r.name()).collect();
+                return bad(format!(
+                    "unknown resource {r:?} (one of {})",
+                    all.join(", ")
+                ));
+            }
+        }
+    }
+    let mode = match a.mode.as_deref() {
+        None => None,
+        Some("private") => Some(Mode::Private),
+        Some("public") => Some(Mode::PublicCloud),
+        Some(m) => return bad(format!("--mode {m:?}: private or public")),
+    };
+    Ok(DiagnoseRequest {
+        service: a.service.clone(),
+        mode,
+        port: a.port,
+        probe: a.key.clone().map_or(Request::Version, Request::Get),
+        net_dest: a.net_dest,
+        cpu_wait: a.cpu_wait,
+        search: SearchConfig {
+            budget: Duration::from_millis(a.budget_ms),
+            burst: Duration::from_millis(a.window_ms),
+            levels: a.levels.clone(),
+            threshold: a.threshold,
+            relative: a.relative,
+            repeats: a.repeats,
+            order: if order.is_empty() {
+                Resource::ALL.to_vec()
+            } else {
+                order
+            },
+            ..SearchConfig::default()
+        },
+    })
+}
+
+fn enter_netns(name: &str) -> Result<(), DiagnoseError> {
+    let path = format!("/run/netns/{name}");
+    let f = std::fs::File::open(&path).map_err(|e| DiagnoseError::Netns {
+        path: path.clone(),
+        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT)),
+    })?;
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|source| DiagnoseError::Netns { path, source })
+}
+
+fn print(r: &Record, json: bool) {
+    if json {
+        match serde_json::to_string(r) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("seer-agent: cannot serialize the record: {e}"),
+        }
+        return;
+    }
+    let what = r.resource.map_or("inconclusive", Resource::name);
+    println!(
+        "{}: {what} [testbed resource: {}] (confidence {:.2}, {:?} mode)\n  {}",
+        r.service,
+        r.testbed_resource().unwrap_or("-"),
+        r.confidence,
+        r.mode,
+        r.reason
+    );
+    let e = &r.evidence;
+    println!(
+        "  quiet latency {:.1} us (noise {:.1} us); injected {:.0} of {:.0} ms",
+        e.baseline_us, e.noise_us, e.injected_ms, e.budget_ms
+    );
+    for s in &e.steps {
+        println!(
+            "  {:<17} intensity {:.2}: {:>4} requests, mean {:>9.1} us, {:.2}x",
+            s.resource.name(),
+            s.intensity,
+            s.requests,
+            s.mean_us,
+            s.score
+        );
+    }
+    if let Some(s) = &e.signals {
+        println!(
+            "  signals: run-queue wait {:.1}%, throttled {:.1}%, PSI cpu/mem/io {:.1}/{:.1}/{:.1}%",
+            s.runq_wait_ratio * 100.0,
+            s.throttled_ratio * 100.0,
+            s.psi_cpu_some * 100.0,
+            s.psi_memory_some * 100.0,
+            s.psi_io_some * 100.0
+        );
+    }
+}
+
+/// Runs the command: exit 0 with a record (also when inconclusive), 64 for a bad request,
+/// 1 for anything else (unknown service, service gone, probe failure), with the reason.
+pub fn run(a: &DiagnoseArgs) -> ExitCode {
+    match diagnose(a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("seer-agent: {e}");
+            ExitCode::from(if matches!(e, DiagnoseError::BadRequest(_)) {
+                EX_USAGE
+            } else {
+                1
+            })
+        }
+    }
+}
+
+const EX_USAGE: u8 = 64;
+
+fn diagnose(a: &DiagnoseArgs) -> Result<(), DiagnoseError> {
+    let req = request(a)?;
+    if let Some(ns) = &a.netns {
+        enter_netns(ns)?;
+    }
+    let r = diagnose::diagnose(&req, &NoActions)?;
+    print(&r, a.json);
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! The culprit: found by the name `seer-agent run` gives it, with what a diagnosis needs to
+//! place microbenchmarks next to it (its CPUs, cgroup, filesystem) and to probe it (a port).
+//!
+//! Discovery is the agent's own (`Discovery::refresh`), fed from /proc/net/tcp{,6} instead of
+//! the eBPF socket iterator: a diagnosis runs once, so the ~10 ms of /proc parsing is cheaper
+//! than loading the probes.
+use std::{fs, path::PathBuf};
+
+use seer_common::{SockRecord, TCP_LISTEN};
+
+use super::DiagnoseError;
+use crate::{config::Config, discovery::Discovery, sys::procfs};
+
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: String,
+    pub pids: Vec<u32>,
+    pub ports: Vec<u16>,
+    /// CPUs the culprit may run on (union of its processes' affinity masks).
+    pub cpus: Vec<usize>,
+    /// v1 `cpu` controller directory (or the v2 directory) holding cpu.stat, if readable.
+    pub cpu_cgroup_dir: Option<PathBuf>,
+    /// The culprit's working directory: where the disk microbenchmark writes.
+    pub cwd: PathBuf,
+}
+
+/// Listening sockets from /proc/net/tcp-format text (inode and port only).
+pub fn parse_listeners(text: &str, out: &mut Vec<SockRecord>) {
+    for l in text.lines().skip(1) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 10 || f[3] != "0A" {
+            continue;
+        }
+        let port = f[1]
+            .rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+        let inode = f[9].parse::<u64>().ok();
+        if let (Some(lport), Some(inode)) = (port, inode) {
+            out.push(SockRecord {
+                inode,
+                lport,
+                state: TCP_LISTEN,
+                ..SockRecord::default()
+            });
+        }
+    }
+}
+
+/// `0-1,3` -> [0, 1, 3]
+pub fn parse_cpu_list(s: &str) -> Vec<usize> {
+    let mut v = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                    v.extend(a..=b);
+                }
+            }
+            None => v.extend(part.parse::<usize>().ok()),
+        }
+    }
+    v
+}
+
+fn cpus_of(pid: u32) -> Vec<usize> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(parse_cpu_list)
+        })
+        .unwrap_or_default()
+}
+
+/// v1 `N:cpu,cpuacct:/path` -> /sys/fs/cgroup/cpu/path; v2 `0::/path` -> /sys/fs/cgroup/path.
+fn cpu_cgroup_dir(pid: u32) -> Option<PathBuf> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mut v2 = None;
+    for l in text.lines() {
+        let mut it = l.splitn(3, ':');
+        let (_, ctrl, path) = (it.next()?, it.next()?, it.next()?);
+        let rel = path.trim_start_matches('/');
+        if ctrl.split(',').any(|c| c == "cpu") {
+            let d = PathBuf::from("/sys/fs/cgroup/cpu").join(rel);
+            if d.join("cpu.stat").exists() {
+                return Some(d);
+            }
+        } else if ctrl.is_empty() {
+            v2 = Some(PathBuf::from("/sys/fs/cgroup").join(rel));
+        }
+    }
+    v2.filter(|d| d.join("cpu.stat").exists())
+}
+
+/// Finds the service called `name` (as `seer-agent run` names it).
+pub fn find(name: &str) -> Result<Target, DiagnoseError> {
+    let mut socks = Vec::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(t) = fs::read_to_string(f) {
+            parse_listeners(&t, &mut socks);
+        }
+    }
+    let (mut procs, _) = procfs::scan_sockets(std::path::Path::new("/proc"));
+    let me = std::process::id();
+    procs.retain(|p| p.pid != me);
+    let mut disc = Discovery::default();
+    let _ = disc.refresh(&Config::default(), &socks, &procs);
+    let Some(s) = disc.services.iter().find(|s| s.name == name) else {
+        let mut known: Vec<&str> = disc.services.iter().map(|s| s.name.as_str()).collect();
+        known.sort_unstable();
+        return Err(DiagnoseError::UnknownService {
+            name: name.into(),
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
+        });
+    };
+    let mut cpus: Vec<usize> = s.pids.iter().flat_map(|&p| cpus_of(p)).collect();
+    cpus.sort_unstable();
+    cpus.dedup();
+    let first = s.pids.first().copied().unwrap_or(0);
+    Ok(Target {
+        name: s.name.clone(),
+        pids: s.pids.clone(),
+        ports: s.ports.clone(),
+        cpus,
+        cpu_cgroup_dir: cpu_cgroup_dir(first),
+        cwd: fs::read_link(format!("/proc/{first}/cwd")).unwrap_or_else(|_| "/tmp".into()),
+    })
+}
+
+impl Target {
+    /// Whether any of the culprit's processes still exists (zombies count as gone).
+    pub fn alive(&self) -> bool {
+        self.pids.iter().any(|p| {
+            fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with(['Z', 'X'])))
+                .unwrap_or(false)
+        })
+    }
+
+    /// The cgroup directory perf counts (v1 `perf_event` hierarchy, else the v2 tree).
+    pub fn perf_cgroup_dir(&self) -> Option<PathBuf> {
+        let pid = self.pids.first()?;
+        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let mut v2 = None;
+        for l in text.lines() {
+            let mut it = l.splitn(3, ':');
+            let (_, ctrl, path) = (it.next()?, it.next()?, it.next()?);
+            let rel = path.trim_start_matches('/');
+            if ctrl.split(',').any(|c| c == "perf_event") {
+                return Some(PathBuf::from("/sys/fs/cgroup/perf_event").join(rel));
+            } else if ctrl.is_empty() {
+                let unified = std::path::Path::new("/sys/fs/cgroup/unified");
+                let root = if unified.is_dir() {
+                    unified
+                } else {
+                    std::path::Path::new("/sys/fs/cgroup")
+                };
+                v2 = Some(root.join(rel));
+            }
+        }
+        v2
+    }
+
+    pub fn gone(&self, what: impl Into<String>) -> DiagnoseError {
+        DiagnoseError::ServiceGone {
+            name: self.name.clone(),
+            what: what.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_and_cpu_lists_parse() {
+        let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:2B67 00000000:0000 0A 00000000:00000000 00:00000000 00000000   112        0 31337 1 0000000000000000 100 0 0 10 0\n   1: 0100007F:2B67 0100007F:9C40 01 00000000:00000000 00:00000000 00000000   112        0 4242 1 0000000000000000 100 0 0 10 0\n";
+        let mut v = Vec::new();
+        parse_listeners(t, &mut v);
+        assert_eq!(v.len(), 1);
+        assert_eq!((v[0].lport, v[0].inode), (11111, 31337));
+        assert_eq!(parse_cpu_list("0-1,3\n"), vec![0, 1, 3]);
+        assert_eq!(parse_cpu_list("2"), vec![2]);
+    }
+
+    #[test]
+    fn unknown_service_names_what_is_known() {
+        let e = find("no-such-service-xyz").expect_err("must not exist");
+        assert!(matches!(e, DiagnoseError::UnknownService { .. }), "{e}");
+        assert!(e.to_string().contains("no-such-service-xyz"), "{e}");
+    }
+}

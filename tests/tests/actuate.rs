@@ -1,0 +1,583 @@
+//! Actions on real kernel objects, driven through `seer-agent act`: tc HTB in throwaway network
+//! namespaces (a bulk sender and a request/response service share one 50 Mbit/s egress), the
+//! journal and undo across a crash, and bad input. resctrl is not tested here: this kernel has
+//! none (the agent's unit tests run it against an emulated tree).
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use seer_tests::{agent_bin, is_root, sh};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Two namespaces joined by veth: server `198.51.100.1` on `sv0`, client `198.51.100.2` on
+/// `cv0`. Removed on drop, also when the test fails.
+struct Pair {
+    server: String,
+    client: String,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let id = format!(
+            "{}{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let p = Pair {
+            server: format!("seer-as{id}"),
+            client: format!("seer-ac{id}"),
+        };
+        sh(&format!(
+            "set -e; ip netns add {s}; ip netns add {c}; \
+             ip link add sv0 netns {s} type veth peer name cv0 netns {c}; \
+             ip -n {s} addr add 198.51.100.1/30 dev sv0; ip -n {c} addr add 198.51.100.2/30 dev cv0; \
+             ip -n {s} link set lo up; ip -n {c} link set lo up; \
+             ip -n {s} link set sv0 up; ip -n {c} link set cv0 up",
+            s = p.server,
+            c = p.client
+        ));
+        p
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for ns in [&self.server, &self.client] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns` (setns is per thread).
+fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    thread::spawn(move || {
+        let fd = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: fd is a valid namespace file; CLONE_NEWNET switches only this thread.
+        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+fn act(ns: &str, journal: &Path, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(agent_bin())
+        .arg("act")
+        .arg("--journal")
+        .arg(journal)
+        .args(args)
+        .output()
+        .expect("run seer-agent act")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "seer-agent act failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A journal path in a fresh directory, removed on drop.
+struct JournalDir(PathBuf);
+
+impl JournalDir {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("seer-act-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        JournalDir(d)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.0.join("actions.json")
+    }
+}
+
+impl Drop for JournalDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const BULK_PORT: u16 = 5001;
+const API_PORT: u16 = 7000;
+
+/// Servers in the server namespace: a bulk sender (writes as fast as it can to whoever
+/// connects) and a 64-byte request/response service.
+fn start_servers(ns: &str, stop: Arc<AtomicBool>) {
+    let s2 = stop.clone();
+    in_ns(ns, move || {
+        let l = TcpListener::bind(("198.51.100.1", BULK_PORT)).expect("bind bulk");
+        for c in l.incoming() {
+            let Ok(mut c) = c else { break };
+            let stop = s2.clone();
+            thread::spawn(move || {
+                let buf = vec![0x5au8; 64 * 1024];
+                let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
+                while !stop.load(Ordering::Relaxed) && c.write_all(&buf).is_ok() {}
+            });
+        }
+    });
+    in_ns(ns, move || {
+        let l = TcpListener::bind(("198.51.100.1", API_PORT)).expect("bind api");
+        for c in l.incoming() {
+            let Ok(mut c) = c else { break };
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let _ = c.set_nodelay(true);
+                let mut b = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) && c.read_exact(&mut b).is_ok() {
+                    if c.write_all(&b).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    thread::sleep(Duration::from_millis(200));
+}
+
+struct Phase {
+    p50_ms: f64,
+    p99_ms: f64,
+    bulk_mbit: f64,
+}
+
+/// For `secs`: `bulk_conns` bulk readers and one request every 5 ms on the API; bulk
+/// throughput counted after the first second (slow start), latency over the whole phase.
+fn phase(ns: &str, secs: u64, bulk_conns: usize) -> Phase {
+    let stop = Arc::new(AtomicBool::new(false));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let counting = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..bulk_conns {
+        let (stop, bytes, counting) = (stop.clone(), bytes.clone(), counting.clone());
+        readers.push(in_ns(ns, move || {
+            let mut c = TcpStream::connect(("198.51.100.1", BULK_PORT)).expect("connect bulk");
+            let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut b = vec![0u8; 256 * 1024];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(n) = c.read(&mut b) {
+                    if n == 0 {
+                        break;
+                    }
+                    if counting.load(Ordering::Relaxed) {
+                        bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let api = in_ns(ns, move || {
+        let mut c = TcpStream::connect(("198.51.100.1", API_PORT)).expect("connect api");
+        c.set_nodelay(true).expect("nodelay");
+        let mut rtts = Vec::new();
+        let t0 = Instant::now();
+        let mut b = [7u8; 64];
+        while t0.elapsed() < Duration::from_secs(secs) {
+            let t = Instant::now();
+            c.write_all(&b).expect("api write");
+            c.read_exact(&mut b).expect("api read");
+            rtts.push(t.elapsed().as_secs_f64() * 1e3);
+            thread::sleep(Duration::from_millis(5));
+        }
+        rtts
+    });
+    thread::sleep(Duration::from_secs(1));
+    counting.store(true, Ordering::Relaxed);
+    let t_count = Instant::now();
+    let mut rtts = api.join().expect("api client");
+    let counted = t_count.elapsed().as_secs_f64();
+    counting.store(false, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().expect("bulk reader");
+    }
+    rtts.sort_by(f64::total_cmp);
+    let pct = |q: f64| rtts[((rtts.len() as f64 * q) as usize).min(rtts.len() - 1)];
+    Phase {
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        bulk_mbit: bytes.load(Ordering::Relaxed) as f64 * 8.0 / counted / 1e6,
+    }
+}
+
+#[test]
+fn htb_protects_the_latency_service_and_caps_bulk_at_its_rate() {
+    if !is_root() {
+        println!("SKIP: needs root (network namespaces, tc)");
+        return;
+    }
+    let p = Pair::new();
+    let jd = JournalDir::new("htb");
+    let j = jd.path();
+    let stop = Arc::new(AtomicBool::new(false));
+    start_servers(&p.server, stop.clone());
+
+    // The bottleneck without seer: the server's 50 Mbit/s egress, one FIFO (a TBF at the
+    // link rate with 200 ms of buffer, like a NIC with a deep queue).
+    sh(&format!(
+        "ip netns exec {} tc qdisc add dev sv0 root tbf rate 50mbit burst 16kb latency 200ms",
+        p.server
+    ));
+    let quiet = phase(&p.client, 2, 0);
+    let fifo = phase(&p.client, 4, 4);
+    sh(&format!(
+        "ip netns exec {} tc qdisc del dev sv0 root",
+        p.server
+    ));
+
+    // seer's HTB on the same 50 Mbit/s: bulk capped at 20, the API guaranteed 10 and first in
+    // line for spare bandwidth.
+    let out = ok(&act(
+        &p.server,
+        &j,
+        &[
+            "htb",
+            "--iface",
+            "sv0",
+            "--link-mbit",
+            "50",
+            "--class",
+            &format!("bulk:{BULK_PORT}:20:20:7"),
+            "--class",
+            &format!("api:{API_PORT}:10:50:0"),
+        ],
+    ));
+    assert!(out.contains("htb installed on sv0"), "{out}");
+    // Independent witness: what the kernel holds.
+    let classes = sh(&format!("ip netns exec {} tc class show dev sv0", p.server));
+    assert!(
+        classes.contains("5ee:10") && classes.contains("rate 20Mbit ceil 20Mbit"),
+        "{classes}"
+    );
+    let shaped = phase(&p.client, 4, 4);
+    let stats = sh(&format!(
+        "ip netns exec {} tc -s class show dev sv0 classid 5ee:10",
+        p.server
+    ));
+
+    println!(
+        "unloaded p50/p99 {:.2}/{:.2} ms; FIFO under bulk p50/p99 {:.2}/{:.2} ms (bulk {:.1} Mbit/s); \
+         HTB p50/p99 {:.2}/{:.2} ms, bulk goodput {:.1} Mbit/s (class rate 20)\n{stats}",
+        quiet.p50_ms,
+        quiet.p99_ms,
+        fifo.p50_ms,
+        fifo.p99_ms,
+        fifo.bulk_mbit,
+        shaped.p50_ms,
+        shaped.p99_ms,
+        shaped.bulk_mbit
+    );
+    assert!(
+        fifo.p99_ms > 20.0 && fifo.p99_ms > 5.0 * quiet.p99_ms.max(1.0),
+        "without HTB the API's p99 suffers: {:.2} ms vs {:.2} unloaded",
+        fifo.p99_ms,
+        quiet.p99_ms
+    );
+    assert!(
+        shaped.p99_ms < fifo.p99_ms / 4.0 && shaped.p99_ms < 15.0,
+        "HTB protects the API: p99 {:.2} ms (FIFO {:.2})",
+        shaped.p99_ms,
+        fifo.p99_ms
+    );
+    assert!(
+        (shaped.bulk_mbit - 20.0).abs() <= 2.0,
+        "capped class within 10% of 20 Mbit/s: {:.2}",
+        shaped.bulk_mbit
+    );
+
+    // Undo: the kernel's default qdisc is back and the journal is gone.
+    let out = ok(&act(&p.server, &j, &["undo"]));
+    assert!(out.contains("1 restored"), "{out}");
+    let q = sh(&format!("ip netns exec {} tc qdisc show dev sv0", p.server));
+    assert!(q.contains("noqueue") && !q.contains("htb"), "{q}");
+    assert!(!j.exists());
+    stop.store(true, Ordering::Relaxed);
+}
+
+#[test]
+fn a_crashed_run_is_undone_by_the_next_one() {
+    if !is_root() {
+        println!("SKIP: needs root (network namespaces, tc)");
+        return;
+    }
+    let p = Pair::new();
+    let jd = JournalDir::new("crash");
+    let j = jd.path();
+    ok(&act(
+        &p.server,
+        &j,
+        &[
+            "htb",
+            "--iface",
+            "sv0",
+            "--link-mbit",
+            "100",
+            "--class",
+            "a:80:10:100",
+        ],
+    ));
+    // The process that installed it is gone (as after kill -9): the qdisc and journal remain.
+    assert!(sh(&format!("ip netns exec {} tc qdisc show dev sv0", p.server)).contains("htb 5ee:"));
+    assert!(j.exists());
+    // The next run (any act command) undoes it first.
+    let o = act(
+        &p.server,
+        &j,
+        &[
+            "htb",
+            "--iface",
+            "sv0",
+            "--link-mbit",
+            "100",
+            "--class",
+            "b:81:10:100",
+        ],
+    );
+    let out = ok(&o);
+    assert!(
+        out.contains("undid what a previous run left: 1 restored"),
+        "{out}"
+    );
+    let classes = sh(&format!("ip netns exec {} tc class show dev sv0", p.server));
+    assert!(
+        classes.contains("5ee:10") && classes.contains("rate 10Mbit"),
+        "{classes}"
+    );
+    let out = ok(&act(&p.server, &j, &["undo"]));
+    assert!(out.contains("1 restored"), "{out}");
+    assert!(!sh(&format!("ip netns exec {} tc qdisc show dev sv0", p.server)).contains("htb"));
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_changes_nothing() {
+    if !is_root() {
+        println!("SKIP: needs root (network namespaces, tc)");
+        return;
+    }
+    let p = Pair::new();
+    let jd = JournalDir::new("bad");
+    let j = jd.path();
+    // An interface that does not exist.
+    let o = act(
+        &p.server,
+        &j,
+        &[
+            "htb",
+            "--iface",
+            "nope0",
+            "--link-mbit",
+            "100",
+            "--class",
+            "a:80:10:100",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("interface nope0 does not exist"),
+        "{err}"
+    );
+    // A root qdisc someone else configured is left alone.
+    sh(&format!(
+        "ip netns exec {} tc qdisc add dev sv0 root tbf rate 10mbit burst 16kb latency 50ms",
+        p.server
+    ));
+    let o = act(
+        &p.server,
+        &j,
+        &[
+            "htb",
+            "--iface",
+            "sv0",
+            "--link-mbit",
+            "100",
+            "--class",
+            "a:80:10:100",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("tbf root qdisc that seer did not install"),
+        "{err}"
+    );
+    assert!(sh(&format!("ip netns exec {} tc qdisc show dev sv0", p.server)).contains("tbf"));
+    // An impossible plan.
+    let o = act(
+        &p.server,
+        &j,
+        &[
+            "htb",
+            "--iface",
+            "sv0",
+            "--link-mbit",
+            "10",
+            "--class",
+            "a:80:20:20",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("rate"), "{err}");
+    assert!(!j.exists(), "nothing journaled");
+    // Cache actions on a host without resctrl: a clear state, no crash.
+    let o = act(&p.server, &j, &["cache", "--service", "db", "--ways", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    if Path::new("/sys/fs/resctrl/info").exists() {
+        println!("SKIP (cache part): this host has resctrl");
+    } else {
+        assert!(
+            !o.status.success() && err.contains("CAT/MBA unavailable"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn cpu_quota_on_a_real_service_and_undo_after_it_exited() {
+    if !is_root() || !Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
+        println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
+        return;
+    }
+    let cg = PathBuf::from(format!(
+        "/sys/fs/cgroup/cpu/seer-act-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&cg).expect("mkdir cgroup");
+    let mut child = Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
+    std::fs::write(cg.join("tasks"), child.id().to_string()).expect("move into cgroup");
+    let jd = JournalDir::new("cpu");
+    let j = jd.path();
+    let pid = child.id().to_string();
+    let out = ok(&Command::new(agent_bin())
+        .args(["act", "--journal"])
+        .arg(&j)
+        .args([
+            "cpu",
+            "--service",
+            "sleeper",
+            "--pid",
+            &pid,
+            "--quota-pct",
+            "30",
+            "--weight",
+            "50",
+        ])
+        .output()
+        .expect("act cpu"));
+    assert!(out.contains("applied"), "{out}");
+    let read = |f: &str| {
+        std::fs::read_to_string(cg.join(f))
+            .expect("read knob")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        (read("cpu.cfs_quota_us"), read("cpu.shares")),
+        ("30000".into(), "512".into())
+    );
+    // The service exits and its cgroup goes away while the action is in effect.
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir(&cg).expect("rmdir cgroup");
+    let o = Command::new(agent_bin())
+        .args(["act", "--journal"])
+        .arg(&j)
+        .arg("undo")
+        .output()
+        .expect("undo");
+    let out = ok(&o);
+    assert!(
+        out.contains("0 restored, 3 already gone, 0 failed"),
+        "{out}"
+    );
+    assert!(!j.exists());
+}
+
+#[test]
+fn respond_enforces_or_only_recommends() {
+    if !is_root() || !Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
+        println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
+        return;
+    }
+    let cg = PathBuf::from(format!(
+        "/sys/fs/cgroup/cpu/seer-respond-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&cg).expect("mkdir cgroup");
+    let mut child = Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
+    std::fs::write(cg.join("tasks"), child.id().to_string()).expect("move into cgroup");
+    let jd = JournalDir::new("respond");
+    let j = jd.path();
+    let target = format!("api={}", child.id());
+    let respond = |mode: &str| {
+        let o = Command::new(agent_bin())
+            .args(["act", "--journal"])
+            .arg(&j)
+            .args([
+                "respond",
+                "--culprit",
+                "api",
+                "--resource",
+                "cpu",
+                "--mode",
+                mode,
+            ])
+            .args(["--target", &target])
+            .output()
+            .expect("act respond");
+        ok(&o)
+    };
+    let quota = || {
+        std::fs::read_to_string(cg.join("cpu.cfs_quota_us"))
+            .expect("quota")
+            .trim()
+            .to_string()
+    };
+    let out = respond("recommend");
+    assert!(
+        out.contains(r#""mode":"recommend""#)
+            && out.contains(r#""level":125"#)
+            && out.contains(r#""outcome":"recommended""#),
+        "{out}"
+    );
+    assert_eq!(quota(), "-1", "recommend changes nothing");
+    let out = respond("enforce");
+    assert!(out.contains(r#""outcome":"applied""#), "{out}");
+    assert_eq!(quota(), "125000");
+    let out = ok(&Command::new(agent_bin())
+        .args(["act", "--journal"])
+        .arg(&j)
+        .arg("undo")
+        .output()
+        .expect("undo"));
+    assert!(out.contains("2 restored"), "{out}");
+    assert_eq!(quota(), "-1");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir(&cg);
+}
