@@ -3,45 +3,12 @@
 //! would get.
 use serde_json::{Value, json};
 
+use crate::channels::{NEEDS, available};
 use crate::sys::{
     bpf::{ProbeOptions, Probes},
     btf::Btf,
     caps,
 };
-
-/// Which hooks each channel needs (any one of the alternatives).
-const CHANNELS: &[(&str, &[&str], &str)] = &[
-    (
-        "nic_rx_pkts, nic_rx_bytes",
-        &["seer_tc_ingress"],
-        "tc ingress (TCX) per destination port",
-    ),
-    (
-        "rx_queue_bytes, tx_queue_bytes, connections, accept_backlog",
-        &["seer_sock_iter"],
-        "TCP socket iterator",
-    ),
-    (
-        "per-tick socket walk cost",
-        &["seer_sk_iter"],
-        "socket-storage iterator (else a full TCP walk every tick)",
-    ),
-    (
-        "epoll_calls, epoll_events, epoll_wait_ms",
-        &["seer_epoll_enter", "seer_epoll_exit"],
-        "syscall tracepoints",
-    ),
-    (
-        "outstanding, requests, latency_p50_us, latency_p99_us",
-        &["seer_recv", "seer_send"],
-        "sock_recv_length/sock_send_length (else outstanding from last-in/last-out clocks, no latency)",
-    ),
-    (
-        "call graph (edges)",
-        &["seer_state"],
-        "inet_sock_set_state (else only connections seen at discovery)",
-    ),
-];
 
 pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<bool> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -63,15 +30,16 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
         Some(Err(e)) => (Vec::new(), Vec::new(), Some(e.to_string())),
         None => (Vec::new(), Vec::new(), None),
     };
-    // "a|b": either program will do.
-    let has = |progs: &str| {
-        progs
-            .split('|')
-            .any(|p| hooks.iter().any(|h| h.program == p))
-    };
-    let channels: Vec<Value> = CHANNELS
+    let channels: Vec<Value> = NEEDS
         .iter()
-        .map(|(names, progs, via)| json!({ "channels": names, "ok": progs.iter().all(|p| has(p)), "via": via }))
+        .map(|(names, progs, via)| {
+            let label = if names.is_empty() {
+                "(cost)".to_string()
+            } else {
+                names.join(", ")
+            };
+            json!({ "channels": label, "ok": available(&hooks, progs), "via": via })
+        })
         .collect();
     let ok = load_error.is_none() && btf.is_ok() && caps_ok.is_ok();
     let report = json!({
@@ -114,10 +82,12 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
         }
     }
     println!("\nchannels:");
-    for (c, (names, _, via)) in channels.iter().zip(CHANNELS) {
+    for c in &channels {
         println!(
-            "  {} {names}  [{via}]",
-            mark(c["ok"].as_bool().unwrap_or(false))
+            "  {} {}  [{}]",
+            mark(c["ok"].as_bool().unwrap_or(false)),
+            c["channels"].as_str().unwrap_or(""),
+            c["via"].as_str().unwrap_or("")
         );
     }
     Ok(ok)

@@ -3,6 +3,7 @@
 //! main is only: arguments -> config -> load probes -> spawn the tick loop -> select! on
 //! SIGINT/SIGTERM -> detach.
 mod actuate;
+mod channels;
 mod cli_act;
 mod cli_diagnose;
 mod cli_store;

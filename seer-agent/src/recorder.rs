@@ -51,6 +51,13 @@ impl Recorder {
             .collect())
     }
 
+    /// Records which channels this host cannot observe (see `channels::missing`).
+    pub fn set_missing_channels(&self, channels: &[&str]) {
+        if let Err(e) = self.store.set_missing_channels(channels) {
+            log::warn!("store: recording the missing channels: {e}");
+        }
+    }
+
     pub fn services_added(&self, d: &Discovery, ids: &[ServiceId], ts_ms: u64) {
         for s in d.services.iter().filter(|s| ids.contains(&s.id)) {
             if let Err(e) = self.store.upsert_service(s.id, &s.name, &s.identity, ts_ms) {

@@ -148,8 +148,16 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         log::warn!("{e}; continuing with the capabilities we have");
     }
     let mut disc = Discovery::default();
+    let missing = crate::channels::missing(&probes.hooks);
+    if !missing.is_empty() {
+        log::info!(
+            "channels this host cannot observe (recorded in the store): {}",
+            missing.join(", ")
+        );
+    }
     if let Some(r) = &recorder {
         disc.seed_ids(r.known_ids()?);
+        r.set_missing_channels(&missing);
     }
     // Without the turn hooks, outstanding comes from the iterator's last-in/last-out clocks.
     let turns = probes.hooks.iter().any(|h| h.program == "seer_send");

@@ -52,6 +52,8 @@ struct Manifest<'a> {
     ticks: u64,
     rows: u64,
     channels: &'a [&'static str],
+    /// Channels the host could not observe: their zeros mean "not seen" (mask them).
+    missing_channels: Vec<String>,
     /// "topological" (callees before callers, back-end first) or "id".
     service_order: &'static str,
     services: Vec<ManifestService>,
@@ -99,6 +101,7 @@ pub(crate) fn write(
         ticks: w.ticks,
         rows: w.rows,
         channels: &CHANNEL_NAMES,
+        missing_channels: store.missing_channels()?,
         service_order,
         services: order
             .iter()

@@ -3,7 +3,7 @@
 
 use crate::backend::{CappedBackend, Limits, written_ranges};
 use crate::schema::{
-    ACTIONS, AGG_1S, ALERTS, EDGES, META, META_CREATED_MS, META_SCHEMA_VERSION, META_TICK_MS,
+    ACTIONS, AGG_1S, ALERTS, EDGES, HOST, META, META_CREATED_MS, META_SCHEMA_VERSION, META_TICK_MS,
     QOS_EVENTS, SAMPLES, SCHEMA_VERSION, SERVICES,
 };
 use crate::{StoreConfig, StoreError};
@@ -291,6 +291,7 @@ pub(crate) fn check_schema(
         txn.open_table(QOS_EVENTS).map_err(|e| table_err(path, e))?;
         txn.open_table(ALERTS).map_err(|e| table_err(path, e))?;
         txn.open_table(ACTIONS).map_err(|e| table_err(path, e))?;
+        txn.open_table(HOST).map_err(|e| table_err(path, e))?;
     }
     txn.commit().map_err(|e| db_err(path, "create tables", e))?;
     Ok(())

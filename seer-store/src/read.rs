@@ -2,7 +2,7 @@
 //! the call graph, and a tick iterator for export.
 
 use crate::codec::{AggValues, ChunkReader};
-use crate::schema::{AGG_1S, EDGES, SAMPLES, SERVICES};
+use crate::schema::{AGG_1S, EDGES, HOST, HOST_MISSING_CHANNELS, SAMPLES, SERVICES};
 use crate::{Store, StoreError};
 use redb::{AccessGuard, ReadableTable, StorageError};
 use seer_common::sample::{CHANNELS, Channel, Sample, ServiceId};
@@ -69,6 +69,25 @@ impl Store {
     }
 
     /// All services, by id.
+    /// The channels the writing host could not observe (see [`Store::set_missing_channels`]).
+    pub fn missing_channels(&self) -> Result<Vec<String>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let t = txn.open_table(HOST).map_err(|e| self.err("open host", e))?;
+            let v = t
+                .get(HOST_MISSING_CHANNELS)
+                .map_err(|e| self.err("read host", e))?;
+            Ok(v.map(|g| {
+                g.value()
+                    .split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default())
+        })
+    }
+
     pub fn services(&self) -> Result<Vec<ServiceInfo>, StoreError> {
         self.with_db(|db| {
             let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;

@@ -53,6 +53,13 @@ pub const ALERTS: TableDefinition<u64, (u64, &str)> = TableDefinition::new("aler
 pub const ACTIONS: TableDefinition<u64, (u64, u32, &str, &str, u64)> =
     TableDefinition::new("actions");
 
+/// What the host that wrote this store offers: key -> value. `HOST_MISSING_CHANNELS` holds the
+/// channels (comma-separated names from `CHANNEL_NAMES`) the host's kernel could not observe, so
+/// their zeros mean "not seen", not "nothing happened". Added within version 1: stores written
+/// before it get the (empty) table at their next open.
+pub const HOST: TableDefinition<&str, &str> = TableDefinition::new("host");
+pub const HOST_MISSING_CHANNELS: &str = "missing_channels";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +79,7 @@ mod tests {
             QOS_EVENTS.name(),
             ALERTS.name(),
             ACTIONS.name(),
+            HOST.name(),
         ];
         assert_eq!(
             names,
@@ -83,7 +91,8 @@ mod tests {
                 "edges",
                 "qos_events",
                 "alerts_outbox",
-                "actions"
+                "actions",
+                "host"
             ]
         );
         assert_eq!(CHUNK_MAX, 4076);

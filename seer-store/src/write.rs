@@ -2,7 +2,7 @@
 
 use crate::codec::{ChunkEncoder, KIND_SAMPLES};
 use crate::config::Durability;
-use crate::schema::{EDGES, META, META_TICK_MS, SAMPLES, SERVICES};
+use crate::schema::{EDGES, HOST, HOST_MISSING_CHANNELS, META, META_TICK_MS, SAMPLES, SERVICES};
 use crate::{Store, StoreError};
 use redb::ReadableTable;
 use seer_common::sample::{Sample, ServiceId};
@@ -204,6 +204,21 @@ impl Store {
                     .map_err(|e| self.err("write service", e))?;
             }
             txn.commit().map_err(|e| self.err("commit service", e))
+        })
+    }
+
+    /// Records which channels this host cannot observe (names from `CHANNEL_NAMES`), replacing
+    /// what an earlier run recorded.
+    pub fn set_missing_channels(&self, channels: &[&str]) -> Result<(), StoreError> {
+        let joined = channels.join(",");
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.err("begin write", e))?;
+            {
+                let mut t = txn.open_table(HOST).map_err(|e| self.err("open host", e))?;
+                t.insert(HOST_MISSING_CHANNELS, joined.as_str())
+                    .map_err(|e| self.err("write host", e))?;
+            }
+            txn.commit().map_err(|e| self.err("commit host", e))
         })
     }
 

@@ -295,3 +295,29 @@ fn tick_is_recorded_by_the_writer_not_by_readers() {
     assert_eq!(cli.tick_ms().expect("tick"), 50);
     assert_eq!(CHANNELS, 13);
 }
+
+#[test]
+fn missing_channels_are_recorded_and_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = seer_store::Store::open(
+        dir.path().join("s.redb"),
+        seer_store::StoreConfig::default(),
+    )
+    .expect("open");
+    assert!(
+        store.missing_channels().expect("read").is_empty(),
+        "nothing recorded yet"
+    );
+    store
+        .set_missing_channels(&["epoll_calls", "epoll_events"])
+        .expect("write");
+    assert_eq!(
+        store.missing_channels().expect("read"),
+        ["epoll_calls", "epoll_events"]
+    );
+    store.set_missing_channels(&[]).expect("write");
+    assert!(
+        store.missing_channels().expect("read").is_empty(),
+        "a later run replaces it"
+    );
+}

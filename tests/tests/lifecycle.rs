@@ -294,6 +294,13 @@ fn ticks_are_recorded_queried_and_exported() {
     )
     .expect("json");
     assert_eq!(manifest["rows"], 15, "{manifest}");
+    // The agent ran without --epoll: the store and the manifest say those channels were not
+    // observed (their zeros are "not seen").
+    assert_eq!(
+        manifest["missing_channels"],
+        serde_json::json!(["epoll_calls", "epoll_events", "epoll_wait_ms"]),
+        "{manifest}"
+    );
     assert!(
         out.join("samples.arrow")
             .metadata()

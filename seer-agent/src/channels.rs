@@ -1,0 +1,99 @@
+//! Which hooks each channel needs: the one place that says what a host can observe, read by
+//! `doctor` (for people), and by `run` (recorded in the trace store, so training knows which
+//! zeros mean "not observed").
+use crate::sys::bpf::Hook;
+
+/// (channels, hooks that must all be attached — `a|b` means either, how it is observed)
+pub const NEEDS: &[(&[&str], &[&str], &str)] = &[
+    (
+        &["nic_rx_pkts", "nic_rx_bytes"],
+        &["seer_tc_ingress"],
+        "tc ingress (TCX, or cls_bpf before 6.6) per destination port",
+    ),
+    (
+        &[
+            "rx_queue_bytes",
+            "tx_queue_bytes",
+            "connections",
+            "accept_backlog",
+        ],
+        &["seer_sock_iter|seer_sock_iter_plain"],
+        "TCP socket iterator",
+    ),
+    (
+        &[],
+        &["seer_sk_iter"],
+        "per-tick walk over observed sockets only (else a full TCP walk every tick)",
+    ),
+    (
+        &["epoll_calls", "epoll_events", "epoll_wait_ms"],
+        &["seer_epoll_enter", "seer_epoll_exit"],
+        "syscall tracepoints (opt-in: --epoll)",
+    ),
+    (
+        &["requests", "latency_p50_us", "latency_p99_us"],
+        &["seer_recv", "seer_send"],
+        "request turns: sock_recv_length/sock_send_length (outstanding falls back to last-in/last-out clocks)",
+    ),
+    (
+        &[],
+        &["seer_connect"],
+        "call graph from connect() (else only connections seen at discovery)",
+    ),
+];
+
+/// Whether every hook a row needs is attached.
+pub fn available(hooks: &[Hook], needs: &[&str]) -> bool {
+    needs.iter().all(|alts| {
+        alts.split('|')
+            .any(|p| hooks.iter().any(|h| h.program == p))
+    })
+}
+
+/// Channels (from `CHANNEL_NAMES`) this host cannot observe with these hooks.
+pub fn missing(hooks: &[Hook]) -> Vec<&'static str> {
+    NEEDS
+        .iter()
+        .filter(|(_, needs, _)| !available(hooks, needs))
+        .flat_map(|(channels, _, _)| channels.iter().copied())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(p: &'static str) -> Hook {
+        Hook {
+            program: p,
+            kind: "x",
+            target: String::new(),
+        }
+    }
+
+    #[test]
+    fn missing_channels_follow_missing_hooks() {
+        let all: Vec<Hook> = [
+            "seer_tc_ingress",
+            "seer_sock_iter_plain",
+            "seer_recv",
+            "seer_send",
+        ]
+        .map(hook)
+        .into();
+        assert_eq!(
+            missing(&all),
+            ["epoll_calls", "epoll_events", "epoll_wait_ms"]
+        );
+        let few = vec![hook("seer_sock_iter")];
+        assert_eq!(missing(&few).len(), 2 + 3 + 3);
+        for (channels, _, _) in NEEDS {
+            for c in *channels {
+                assert!(
+                    seer_common::sample::CHANNEL_NAMES.contains(c),
+                    "{c} is a channel"
+                );
+            }
+        }
+    }
+}
