@@ -157,6 +157,11 @@ pub fn run(sc: &Scenario, scenario_path: &Path, opts: &RunOptions, bins: &Bins) 
     for a in &mut agents {
         stop_agent(a);
     }
+    if let Some(agent) = &opts.agent_bin {
+        for h in &tb.plan.hosts {
+            export_agent_trace(agent, &h.name, opts);
+        }
+    }
     if !status.success() {
         return Err(Error::Setup(format!(
             "the load generator failed ({status})"
@@ -224,6 +229,33 @@ fn start_agent(
             die_with_parent: true,
         },
     )
+}
+
+/// `OUT/agent-HOST/`: the host agent's trace as a training dataset (samples.arrow +
+/// manifest.json, via `seer-agent export`), beside the ground truth of the same run. A failed
+/// export is reported and leaves the redb file for a later `seer-agent export`.
+fn export_agent_trace(agent: &Path, host: &str, opts: &RunOptions) {
+    let db = opts.out.join(format!("agent-{host}.redb"));
+    let dir = opts.out.join(format!("agent-{host}"));
+    let out = Command::new(agent)
+        .args(["export", "--from", "0", "--to", "now", "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => progress(&format!(
+            "agent trace of {host}: {}",
+            String::from_utf8_lossy(&o.stdout).trim()
+        )),
+        Ok(o) => progress(&format!(
+            "agent trace of {host} not exported ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => progress(&format!("agent trace of {host} not exported: {e}")),
+    }
 }
 
 fn stop_agent(c: &mut Child) {

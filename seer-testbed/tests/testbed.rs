@@ -44,6 +44,26 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn run_scenario(name: &str, text: &str) -> (Summary, PathBuf) {
+    run_scenario_with(name, text, None)
+}
+
+/// The agent binary of this workspace (`cargo build --bins`, which `cargo xtask test` runs).
+fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>");
+    let p = dir.join("seer-agent");
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --bins`",
+        p.display()
+    );
+    p
+}
+
+fn run_scenario_with(name: &str, text: &str, agent: Option<PathBuf>) -> (Summary, PathBuf) {
     let dir = tmp(name);
     let path = dir.join("scenario.toml");
     std::fs::write(&path, text).expect("write scenario");
@@ -52,7 +72,7 @@ fn run_scenario(name: &str, text: &str) -> (Summary, PathBuf) {
     let opts = RunOptions {
         duration_s: SECS,
         out: out.clone(),
-        agent_bin: None,
+        agent_bin: agent,
         agent_args: Vec::new(),
     };
     let t0 = Instant::now();
@@ -76,7 +96,44 @@ fn no_fault_at_nominal_load_has_no_violations() {
     if skip_unless_root() {
         return;
     }
-    let (s, out) = run_scenario("nofault", SMALL);
+    // With the agent in every host: its traces come out as datasets next to the ground truth.
+    let (s, out) = run_scenario_with("nofault", SMALL, Some(agent_bin()));
+    let topo: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("topology.json")).expect("topology"),
+    )
+    .expect("json");
+    let mut want: Vec<String> = topo["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(str::to_string))
+        .collect();
+    let mut seen = Vec::new();
+    for h in topo["hosts"].as_array().expect("hosts") {
+        let host = h["name"].as_str().expect("host name");
+        let m: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(format!("agent-{host}/manifest.json")))
+                .unwrap_or_else(|e| panic!("agent-{host}/manifest.json: {e}")),
+        )
+        .expect("manifest json");
+        assert!(
+            m["rows"].as_u64().unwrap_or(0) > 0,
+            "agent on {host} recorded nothing: {m}"
+        );
+        seen.extend(
+            m["services"]
+                .as_array()
+                .expect("services")
+                .iter()
+                .filter_map(|s| s["name"].as_str().map(str::to_string)),
+        );
+    }
+    want.sort();
+    seen.sort();
+    assert_eq!(
+        seen, want,
+        "the agents name every service as the scenario does"
+    );
     assert!(
         s.requests as f64 > 0.9 * 150.0 * SECS,
         "too few requests: {s:?}"
