@@ -11,54 +11,17 @@ use std::{
     process::{Command, Output},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread,
     time::{Duration, Instant},
 };
 
-use seer_tests::{agent_bin, is_root, sh};
+use seer_tests::{NetPair, agent_bin, is_root, sh};
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// Two namespaces joined by veth: server `198.51.100.1` on `sv0`, client `198.51.100.2` on
-/// `cv0`. Removed on drop, also when the test fails.
-struct Pair {
-    server: String,
-    client: String,
-}
-
-impl Pair {
-    fn new() -> Self {
-        let id = format!(
-            "{}{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        let p = Pair {
-            server: format!("seer-as{id}"),
-            client: format!("seer-ac{id}"),
-        };
-        sh(&format!(
-            "set -e; ip netns add {s}; ip netns add {c}; \
-             ip link add sv0 netns {s} type veth peer name cv0 netns {c}; \
-             ip -n {s} addr add 198.51.100.1/30 dev sv0; ip -n {c} addr add 198.51.100.2/30 dev cv0; \
-             ip -n {s} link set lo up; ip -n {c} link set lo up; \
-             ip -n {s} link set sv0 up; ip -n {c} link set cv0 up",
-            s = p.server,
-            c = p.client
-        ));
-        p
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for ns in [&self.server, &self.client] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
+/// Two namespaces joined by veth (the shared test helper): server `198.51.100.1` on `sv0`,
+/// client `198.51.100.2` on `cv0`.
+type Pair = NetPair;
 
 /// Runs `f` on a thread that has entered network namespace `ns` (setns is per thread).
 fn in_ns<T: Send + 'static>(
