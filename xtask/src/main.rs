@@ -40,8 +40,11 @@ enum Cmd {
     },
     /// The multi-tier microservices testbed: up, down, run (load + faults + ground truth), check.
     Testbed {
-        #[command(subcommand)]
-        cmd: testbed::TestbedCmd,
+        /// `seer-testbed` arguments: `up --scenario F`, `down`, `check F`,
+        /// `run --scenario F --duration S --out DIR [--agent-bin target/debug/seer-agent]`
+        /// (see `seer-testbed/README.md`; relative paths are from where you run cargo).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
     },
     /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU and run the agent's selftest inside.
     Kernels,
@@ -65,9 +68,9 @@ fn main() -> Result<()> {
         }
         Cmd::Test { args } => test(&args),
         Cmd::Bench { which } => bench::run(which),
-        Cmd::Testbed { cmd } => {
+        Cmd::Testbed { args } => {
             setup::setup()?;
-            testbed::run(cmd)
+            testbed::run(&args)
         }
         Cmd::Kernels => {
             setup::setup()?;
