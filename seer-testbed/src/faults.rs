@@ -44,6 +44,8 @@ pub struct FaultRecord {
     pub ramp_s: Option<f64>,
     pub burst_on_s: Option<f64>,
     pub burst_period_s: Option<f64>,
+    /// Drawn at random (unannounced; nothing in the schedule precedes it).
+    pub random: bool,
     /// Scenario times (seconds) from the schedule.
     pub start_s: f64,
     pub end_s: f64,
@@ -126,6 +128,7 @@ impl Injector {
                     ramp_s: f.ramp_s,
                     burst_on_s: f.burst_on_s,
                     burst_period_s: f.burst_period_s,
+                    random: f.random,
                     start_s: f.start_s,
                     end_s: f.start_s + f.duration_s,
                     applied_unix_ms: 0,

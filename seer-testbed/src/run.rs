@@ -65,6 +65,8 @@ fn unix_ms() -> u64 {
 }
 
 pub fn run(sc: &Scenario, scenario_path: &Path, opts: &RunOptions, bins: &Bins) -> Result<Summary> {
+    // Random (unannounced) faults get their start times for this run's length.
+    let sc = &sc.with_random_starts(opts.duration_s);
     std::fs::create_dir_all(&opts.out)
         .map_err(|e| Error::io("cannot create the output directory", &opts.out, e))?;
     let run_id = new_run_id();

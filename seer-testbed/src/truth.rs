@@ -36,6 +36,8 @@ pub struct Violation {
     pub onset: Option<String>,
     /// Violation start minus fault start.
     pub lead_ms: Option<i64>,
+    /// The initiating fault was unannounced (random start).
+    pub random: Option<bool>,
 }
 
 /// Failed requests (timeouts, errors) count as infinitely slow: a QoS breach, not a gap.
@@ -105,6 +107,7 @@ pub fn violations(ws: &[Window], qos: &Qos, t0_unix_ms: i64) -> Vec<Violation> {
                 resource: None,
                 onset: None,
                 lead_ms: None,
+                random: None,
             }),
         }
     }
@@ -137,6 +140,7 @@ pub fn attribute(vs: &mut [Violation], faults: &[FaultRecord], qos: &Qos) {
                 .ok()
                 .and_then(|k| k.as_str().map(str::to_string));
             v.lead_ms = Some(v.start_ms - (f.start_s * 1000.0) as i64);
+            v.random = Some(f.random);
         }
     }
 }

@@ -32,6 +32,7 @@ fn fault(start_s: f64, end_s: f64) -> FaultRecord {
         ramp_s: Some(2.0),
         burst_on_s: None,
         burst_period_s: None,
+        random: false,
         start_s,
         end_s,
         applied_unix_ms: 0,

@@ -224,6 +224,10 @@ pub struct Fault {
     pub ramp_s: Option<f64>,
     pub burst_on_s: Option<f64>,
     pub burst_period_s: Option<f64>,
+    /// Unannounced: the fault starts at a random time (drawn with the scenario's seed) between
+    /// `start_s` and the end of the run, so nothing in the schedule precedes it.
+    #[serde(default)]
+    pub random: bool,
 }
 
 fn default_onset() -> Onset {
@@ -246,6 +250,18 @@ impl Scenario {
         })?;
         validate::check(&sc).map_err(|(at, msg)| located(file, text, at, msg))?;
         Ok(sc)
+    }
+
+    /// This scenario with every `random` fault given its start for a run of `run_s` seconds:
+    /// uniform in [start_s, run_s - duration_s], drawn from the scenario's seed.
+    pub fn with_random_starts(&self, run_s: f64) -> Scenario {
+        let mut sc = self.clone();
+        let mut rng = fastrand::Rng::with_seed(sc.seed ^ 0x5eed_fa17);
+        for f in sc.faults.iter_mut().filter(|f| f.random) {
+            let hi = (run_s - f.duration_s).max(f.start_s);
+            f.start_s += rng.f64() * (hi - f.start_s);
+        }
+        sc
     }
 
     pub fn service(&self, name: &str) -> Option<&Service> {

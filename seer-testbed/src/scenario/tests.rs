@@ -79,6 +79,44 @@ fn fault_checks() {
 }
 
 #[test]
+fn random_faults_start_inside_the_run_and_repeat_with_the_seed() {
+    let f = "\n[[fault]]\nkind = \"cpu_quota\"\nservice = \"timeline\"\nstart_s = 2\nduration_s = 3\nintensity = 0.02\nrandom = true\n";
+    let sc = Scenario::parse("t.toml", &format!("{SMALL}{f}")).expect("random fault");
+    let starts: Vec<f64> = (0..2)
+        .map(|_| {
+            sc.with_random_starts(20.0)
+                .faults
+                .last()
+                .expect("fault")
+                .start_s
+        })
+        .collect();
+    assert!((2.0..=17.0).contains(&starts[0]), "{starts:?}");
+    assert_eq!(starts[0], starts[1], "same seed, same schedule");
+    let mut other = sc.clone();
+    other.seed += 1;
+    let s2 = other
+        .with_random_starts(20.0)
+        .faults
+        .last()
+        .expect("fault")
+        .start_s;
+    assert_ne!(starts[0], s2, "another seed, another start");
+    // A run shorter than the fault keeps start_s.
+    assert_eq!(
+        sc.with_random_starts(1.0)
+            .faults
+            .last()
+            .expect("fault")
+            .start_s,
+        2.0
+    );
+    let f = "\n[[fault]]\nkind = \"net_bw\"\nservice = \"timeline\"\nstart_s = 2\nduration_s = 3\nintensity = 1\nrandom = true\n";
+    let (_, msg) = err(&format!("{SMALL}{f}"));
+    assert!(msg.contains("cannot be random"), "{msg}");
+}
+
+#[test]
 fn needs_one_front_end() {
     let t = SMALL.replace("kind = \"nginx\"", "kind = \"rpc\"");
     let (_, msg) = err(&t);

@@ -273,6 +273,12 @@ fn faults(sc: &Scenario) -> Check {
             },
         }
         if kind == FaultKind::NetBw {
+            if f.random {
+                return Err((
+                    off,
+                    "net_bw faults cannot be random: two caps on one host must not overlap".into(),
+                ));
+            }
             net_overlap(sc, f, off)?;
         }
     }
