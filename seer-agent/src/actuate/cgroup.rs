@@ -110,28 +110,14 @@ impl CpuCgroup {
                 ok.then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap_or("")))
             })
         };
-        let mut v1_cpu = None;
-        let mut v1_cpuset = None;
-        let mut v2 = None;
-        for line in cg.lines() {
-            let mut it = line.splitn(3, ':');
-            let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
-                continue;
-            };
-            let rel = path.trim_start_matches('/');
-            if ctrls.is_empty() {
-                v2 = mount_of("cgroup2", None).map(|m| m.join(rel));
-            } else {
-                for c in ctrls.split(',') {
-                    let dir = mount_of("cgroup", Some(c)).map(|m| m.join(rel));
-                    match c {
-                        "cpu" => v1_cpu = dir,
-                        "cpuset" => v1_cpuset = dir,
-                        _ => {}
-                    }
-                }
-            }
-        }
+        let rel = |p: &str| p.trim_start_matches('/').to_string();
+        let v1 = |c: &str| {
+            let path = crate::sys::procfs::cgroup_path(&cg, Some(c))?;
+            mount_of("cgroup", Some(c)).map(|m| m.join(rel(path)))
+        };
+        let (v1_cpu, v1_cpuset) = (v1("cpu"), v1("cpuset"));
+        let v2 = crate::sys::procfs::cgroup_path(&cg, None)
+            .and_then(|p| mount_of("cgroup2", None).map(|m| m.join(rel(p))));
         if let Some(cpu) = v1_cpu {
             return Ok(CpuCgroup::V1 {
                 cpu,

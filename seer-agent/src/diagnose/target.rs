@@ -76,21 +76,16 @@ fn cpus_of(pid: u32) -> Vec<usize> {
 /// v1 `N:cpu,cpuacct:/path` -> /sys/fs/cgroup/cpu/path; v2 `0::/path` -> /sys/fs/cgroup/path.
 fn cpu_cgroup_dir(pid: u32) -> Option<PathBuf> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let mut v2 = None;
-    for l in text.lines() {
-        let mut it = l.splitn(3, ':');
-        let (_, ctrl, path) = (it.next()?, it.next()?, it.next()?);
-        let rel = path.trim_start_matches('/');
-        if ctrl.split(',').any(|c| c == "cpu") {
-            let d = PathBuf::from("/sys/fs/cgroup/cpu").join(rel);
-            if d.join("cpu.stat").exists() {
-                return Some(d);
-            }
-        } else if ctrl.is_empty() {
-            v2 = Some(PathBuf::from("/sys/fs/cgroup").join(rel));
-        }
-    }
-    v2.filter(|d| d.join("cpu.stat").exists())
+    let has_stat = |d: &PathBuf| d.join("cpu.stat").exists();
+    let rel = |p: &str| p.trim_start_matches('/').to_string();
+    procfs::cgroup_path(&text, Some("cpu"))
+        .map(|p| PathBuf::from("/sys/fs/cgroup/cpu").join(rel(p)))
+        .filter(has_stat)
+        .or_else(|| {
+            procfs::cgroup_path(&text, None)
+                .map(|p| PathBuf::from("/sys/fs/cgroup").join(rel(p)))
+                .filter(has_stat)
+        })
 }
 
 /// Finds the service called `name` (as `seer-agent run` names it).
@@ -147,24 +142,19 @@ impl Target {
     pub fn perf_cgroup_dir(&self) -> Option<PathBuf> {
         let pid = self.pids.first()?;
         let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        let mut v2 = None;
-        for l in text.lines() {
-            let mut it = l.splitn(3, ':');
-            let (_, ctrl, path) = (it.next()?, it.next()?, it.next()?);
-            let rel = path.trim_start_matches('/');
-            if ctrl.split(',').any(|c| c == "perf_event") {
-                return Some(PathBuf::from("/sys/fs/cgroup/perf_event").join(rel));
-            } else if ctrl.is_empty() {
-                let unified = std::path::Path::new("/sys/fs/cgroup/unified");
-                let root = if unified.is_dir() {
-                    unified
-                } else {
-                    std::path::Path::new("/sys/fs/cgroup")
-                };
-                v2 = Some(root.join(rel));
-            }
+        if let Some(p) = procfs::cgroup_path(&text, Some("perf_event")) {
+            return Some(
+                PathBuf::from("/sys/fs/cgroup/perf_event").join(p.trim_start_matches('/')),
+            );
         }
-        v2
+        let rel = procfs::cgroup_path(&text, None)?.trim_start_matches('/');
+        let unified = std::path::Path::new("/sys/fs/cgroup/unified");
+        let root = if unified.is_dir() {
+            unified
+        } else {
+            std::path::Path::new("/sys/fs/cgroup")
+        };
+        Some(root.join(rel))
     }
 
     pub fn gone(&self, what: impl Into<String>) -> DiagnoseError {

@@ -1,5 +1,5 @@
 //! /proc: which processes hold which sockets, their names and cgroups.
-use std::{collections::HashMap, fs, path::Path};
+use std::{fs, path::Path};
 
 /// One process that holds at least one socket.
 #[derive(Clone, Debug, Default)]
@@ -58,30 +58,27 @@ pub fn parse_socket_link(s: &str) -> Option<u64> {
     s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
 
+/// The path in `/proc/PID/cgroup` text of the v1 hierarchy holding `controller`, or of the v2
+/// tree (the `0::` line) when `controller` is None.
+pub fn cgroup_path<'a>(text: &'a str, controller: Option<&str>) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let mut it = line.splitn(3, ':');
+        let (_id, ctrls, path) = (it.next()?, it.next()?, it.next()?);
+        let hit = match controller {
+            None => ctrls.is_empty(),
+            Some(c) => ctrls.split(',').any(|x| x == c),
+        };
+        hit.then_some(path)
+    })
+}
+
 /// The cgroup v2 path if the process has a non-root one; else the v1 `cpu` controller's path
 /// (hybrid hosts), else "/".
 pub fn parse_cgroup(s: &str) -> String {
-    let mut v1: HashMap<&str, &str> = HashMap::new();
-    let mut v2 = None;
-    for line in s.lines() {
-        let mut it = line.splitn(3, ':');
-        let (Some(_id), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
-            continue;
-        };
-        if ctrls.is_empty() {
-            v2 = Some(path);
-        } else {
-            for c in ctrls.split(',') {
-                v1.insert(c, path);
-            }
-        }
-    }
-    match v2 {
+    match cgroup_path(s, None) {
         Some(p) if p != "/" => p.to_string(),
-        _ => v1
-            .get("cpu")
-            .or(v1.get("name=systemd"))
-            .copied()
+        _ => cgroup_path(s, Some("cpu"))
+            .or(cgroup_path(s, Some("name=systemd")))
             .unwrap_or("/")
             .to_string(),
     }
@@ -107,5 +104,11 @@ mod tests {
         let hybrid = "12:cpu,cpuacct:/seer/memcached\n1:name=systemd:/\n0::/\n";
         assert_eq!(parse_cgroup(hybrid), "/seer/memcached");
         assert_eq!(parse_cgroup(""), "/");
+        assert_eq!(
+            cgroup_path(hybrid, Some("cpuacct")),
+            Some("/seer/memcached")
+        );
+        assert_eq!(cgroup_path(hybrid, None), Some("/"));
+        assert_eq!(cgroup_path(hybrid, Some("memory")), None);
     }
 }
