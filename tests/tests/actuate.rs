@@ -414,22 +414,31 @@ fn bad_input_gives_clear_errors_and_changes_nothing() {
     }
 }
 
-#[test]
-fn cpu_quota_on_a_real_service_and_undo_after_it_exited() {
+/// A `sleep 30` in a fresh v1 cpu cgroup `seer-NAME-PID`; None (with a printed SKIP) when
+/// not root or the host has no v1 cpu hierarchy.
+fn sleeper_in_v1_cpu_cgroup(name: &str) -> Option<(PathBuf, std::process::Child)> {
     if !is_root() || !Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
         println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
-        return;
+        return None;
     }
     let cg = PathBuf::from(format!(
-        "/sys/fs/cgroup/cpu/seer-act-{}",
+        "/sys/fs/cgroup/cpu/seer-{name}-{}",
         std::process::id()
     ));
     std::fs::create_dir_all(&cg).expect("mkdir cgroup");
-    let mut child = Command::new("sleep")
+    let child = Command::new("sleep")
         .arg("30")
         .spawn()
         .expect("spawn sleep");
     std::fs::write(cg.join("tasks"), child.id().to_string()).expect("move into cgroup");
+    Some((cg, child))
+}
+
+#[test]
+fn cpu_quota_on_a_real_service_and_undo_after_it_exited() {
+    let Some((cg, mut child)) = sleeper_in_v1_cpu_cgroup("act") else {
+        return;
+    };
     let jd = JournalDir::new("cpu");
     let j = jd.path();
     let pid = child.id().to_string();
@@ -480,20 +489,9 @@ fn cpu_quota_on_a_real_service_and_undo_after_it_exited() {
 
 #[test]
 fn respond_enforces_or_only_recommends() {
-    if !is_root() || !Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
-        println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
+    let Some((cg, mut child)) = sleeper_in_v1_cpu_cgroup("respond") else {
         return;
-    }
-    let cg = PathBuf::from(format!(
-        "/sys/fs/cgroup/cpu/seer-respond-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&cg).expect("mkdir cgroup");
-    let mut child = Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .expect("spawn sleep");
-    std::fs::write(cg.join("tasks"), child.id().to_string()).expect("move into cgroup");
+    };
     let jd = JournalDir::new("respond");
     let j = jd.path();
     let target = format!("api={}", child.id());
