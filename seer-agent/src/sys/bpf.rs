@@ -558,19 +558,14 @@ impl Probes {
     pub fn read_connects(&self, out: &mut Vec<(ConnectKey, u64)>) -> Result<(), ProbeError> {
         let fd = self.map_fd("CONNECTS")?;
         let mut key: Option<ConnectKey> = None;
-        let mut next = ConnectKey::default();
         loop {
-            let prev = key.as_ref().map(|k| rawbpf::bytes_of(k).to_vec());
-            // SAFETY: `next` is a Pod ConnectKey; the kernel writes exactly its size.
-            let nb = unsafe {
-                std::slice::from_raw_parts_mut(
-                    &mut next as *mut ConnectKey as *mut u8,
-                    size_of::<ConnectKey>(),
-                )
-            };
-            if !rawbpf::next_key(fd, prev.as_deref(), nb).map_err(Self::io("iterating CONNECTS"))? {
+            let mut next = [0u8; size_of::<ConnectKey>()];
+            let prev = key.as_ref().map(rawbpf::bytes_of);
+            if !rawbpf::next_key(fd, prev, &mut next).map_err(Self::io("iterating CONNECTS"))? {
                 break;
             }
+            // SAFETY: `next` holds exactly one ConnectKey as the kernel wrote it (Pod).
+            let next: ConnectKey = unsafe { std::ptr::read_unaligned(next.as_ptr().cast()) };
             let mut v = [0u8; 8];
             if rawbpf::lookup(fd, rawbpf::bytes_of(&next), &mut v)
                 .map_err(Self::io("reading CONNECTS"))?
