@@ -165,11 +165,35 @@ fn pin(cpus: &[usize]) {
     }
 }
 
+impl DiagnoseRequest {
+    /// Defaults (as `seer-agent diagnose SERVICE` with no options).
+    pub fn new(service: &str) -> Self {
+        DiagnoseRequest {
+            service: service.into(),
+            mode: None,
+            port: None,
+            probe: Request::Version,
+            search: SearchConfig::default(),
+            net_dest: None,
+            cpu_wait: 0.25,
+        }
+    }
+}
+
 /// Runs one diagnosis with the real kernel and no actuator gate beyond `gate`.
 pub fn diagnose(req: &DiagnoseRequest, gate: &dyn ActionGate) -> Result<Record, DiagnoseError> {
+    let t = target::find(&req.service)?;
+    diagnose_target(req, &t, gate)
+}
+
+/// Runs one diagnosis of an already-found target (the agent passes what it discovered).
+pub fn diagnose_target(
+    req: &DiagnoseRequest,
+    t: &Target,
+    gate: &dyn ActionGate,
+) -> Result<Record, DiagnoseError> {
     let det = pmu::detect(&KernelPerf);
     let mode = req.mode.unwrap_or(det.mode);
-    let t = target::find(&req.service)?;
     log::info!(
         "diagnosing {} (pids {:?}, ports {:?}, cpus {:?}); mode {mode:?}: {}",
         t.name,
@@ -179,8 +203,8 @@ pub fn diagnose(req: &DiagnoseRequest, gate: &dyn ActionGate) -> Result<Record, 
         det.reason
     );
     match mode {
-        Mode::Private => private(&t, &KernelPerf, req.search.burst * 10),
-        Mode::PublicCloud => public(&t, req, gate),
+        Mode::Private => private(t, &KernelPerf, req.search.burst * 10),
+        Mode::PublicCloud => public(t, req, gate),
     }
 }
 

@@ -113,18 +113,23 @@ pub fn find(name: &str) -> Result<Target, DiagnoseError> {
             },
         });
     };
+    Ok(of_service(s))
+}
+
+/// The target for a service the running agent has discovered (its own names and rules).
+pub fn of_service(s: &crate::discovery::Service) -> Target {
     let mut cpus: Vec<usize> = s.pids.iter().flat_map(|&p| cpus_of(p)).collect();
     cpus.sort_unstable();
     cpus.dedup();
     let first = s.pids.first().copied().unwrap_or(0);
-    Ok(Target {
+    Target {
         name: s.name.clone(),
         pids: s.pids.clone(),
         ports: s.ports.clone(),
         cpus,
         cpu_cgroup_dir: cpu_cgroup_dir(first),
         cwd: fs::read_link(format!("/proc/{first}/cwd")).unwrap_or_else(|_| "/tmp".into()),
-    })
+    }
 }
 
 impl Target {
