@@ -12,6 +12,27 @@
 //!
 //! [[ignore]]
 //! port = 22
+//!
+//! [qos]                         # the end-to-end target seer protects (optional)
+//! service = "frontend"          # the front end whose request latency is the QoS
+//! p99_ms = 50.0                 # violated when its p99 over the window exceeds this
+//! window_ms = 1000              # sliding window (default 1000)
+//! min_requests = 20             # fewer requests in the window: no verdict (default 20)
+//!
+//! [respond]                     # what happens when the QoS is violated (needs [qos])
+//! mode = "recommend"            # enforce | recommend | dry-run
+//! diagnose = true               # find the culprit's saturated resource (microbenchmarks)
+//! cooldown_s = 10               # at most one diagnosis/step per culprit this often
+//! hold_s = 30                   # healthy this long -> actions for the culprit rolled back
+//! cpu_floor_pct = 20            # nobody's CPU quota goes below this (% of one CPU)
+//! mb_floor_pct = 30             # nobody's memory bandwidth below this (MBA %)
+//! net_floor_mbit = 50           # nobody's egress ceiling below this
+//! journal = "/run/seer/actions.json"
+//!
+//! [alerts]                      # where alerts go (kept in the store until delivered)
+//! alertmanager = "http://127.0.0.1:9093"   # Alertmanager API v2
+//! webhook = "http://127.0.0.1:8080/seer"   # any receiver of a JSON POST
+//! retry_s = 5
 //! ```
 use std::path::Path;
 
@@ -39,6 +60,103 @@ pub struct Config {
     pub services: Vec<Rule>,
     #[serde(default, rename = "ignore")]
     pub ignore: Vec<Match>,
+    #[serde(default)]
+    pub qos: Option<QosConfig>,
+    #[serde(default)]
+    pub respond: RespondConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// The end-to-end QoS target: a front end's tail latency over a sliding window.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QosConfig {
+    pub service: String,
+    pub p99_ms: f64,
+    #[serde(default = "default_window")]
+    pub window_ms: u64,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+}
+
+fn default_window() -> u64 {
+    1000
+}
+fn default_min_requests() -> u64 {
+    20
+}
+
+/// What the agent does about a violation (see `respond`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondConfig {
+    pub mode: crate::actuate::policy::Mode,
+    pub diagnose: bool,
+    pub cooldown_s: u64,
+    pub hold_s: u64,
+    pub cpu_floor_pct: u32,
+    pub mb_floor_pct: u32,
+    pub net_floor_mbit: u32,
+    pub journal: std::path::PathBuf,
+}
+
+impl Default for RespondConfig {
+    fn default() -> Self {
+        let p = crate::actuate::policy::PolicyConfig::default();
+        RespondConfig {
+            mode: p.mode,
+            diagnose: true,
+            cooldown_s: 10,
+            hold_s: p.hold.as_secs(),
+            cpu_floor_pct: p.cpu_pct.floor,
+            mb_floor_pct: p.mb_pct.floor,
+            net_floor_mbit: p.net_mbit.floor,
+            journal: crate::actuate::journal::DEFAULT_JOURNAL.into(),
+        }
+    }
+}
+
+impl RespondConfig {
+    /// The policy this config describes.
+    pub fn policy(&self) -> crate::actuate::policy::PolicyConfig {
+        let mut p = crate::actuate::policy::PolicyConfig {
+            mode: self.mode,
+            hold: std::time::Duration::from_secs(self.hold_s),
+            ..Default::default()
+        };
+        p.cpu_pct.floor = self.cpu_floor_pct;
+        p.mb_pct.floor = self.mb_floor_pct;
+        p.net_mbit.floor = self.net_floor_mbit;
+        p
+    }
+}
+
+/// Where alerts are delivered.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Alertmanager base URL (http://host:port); alerts go to /api/v2/alerts.
+    pub alertmanager: Option<String>,
+    /// URL that receives each alert as a JSON POST.
+    pub webhook: Option<String>,
+    pub retry_s: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            alertmanager: None,
+            webhook: None,
+            retry_s: 5,
+        }
+    }
+}
+
+impl AlertsConfig {
+    pub fn any(&self) -> bool {
+        self.alertmanager.is_some() || self.webhook.is_some()
+    }
 }
 
 fn default_tick() -> u64 {
@@ -91,6 +209,9 @@ impl Default for Config {
             discovery_every: default_discovery_every(),
             services: Vec::new(),
             ignore: Vec::new(),
+            qos: None,
+            respond: RespondConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -181,6 +302,41 @@ impl Config {
                 ));
             }
         }
+        if let Some(q) = &self.qos {
+            if q.service.is_empty() {
+                return Err("[qos] service must name the front-end service".into());
+            }
+            if !(q.p99_ms.is_finite() && q.p99_ms > 0.0) {
+                return Err(format!("[qos] p99_ms = {} must be above 0", q.p99_ms));
+            }
+            if q.window_ms < self.tick_ms || q.window_ms > 600_000 {
+                return Err(format!(
+                    "[qos] window_ms = {} must be between one tick ({} ms) and 600000",
+                    q.window_ms, self.tick_ms
+                ));
+            }
+        }
+        let r = &self.respond;
+        if r.cpu_floor_pct == 0 || r.mb_floor_pct == 0 || r.net_floor_mbit == 0 {
+            return Err(
+                "[respond] floors (cpu_floor_pct, mb_floor_pct, net_floor_mbit) must be above 0"
+                    .into(),
+            );
+        }
+        if r.cpu_floor_pct > 100 || r.mb_floor_pct > 100 {
+            return Err("[respond] cpu_floor_pct and mb_floor_pct are at most 100".into());
+        }
+        for (key, url) in [
+            ("alertmanager", &self.alerts.alertmanager),
+            ("webhook", &self.alerts.webhook),
+        ] {
+            if let Some(u) = url {
+                crate::alert::HttpUrl::parse(u).map_err(|e| format!("[alerts] {key}: {e}"))?;
+            }
+        }
+        if self.alerts.retry_s == 0 {
+            return Err("[alerts] retry_s must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -212,6 +368,31 @@ mod tests {
         .to_string();
         assert!(e.starts_with("seer.toml:5:"), "{e}");
         assert!(e.contains("color"), "{e}");
+    }
+
+    #[test]
+    fn qos_respond_and_alerts_parse_and_are_checked() {
+        let c = Config::parse(
+            "[qos]\nservice = \"fe\"\np99_ms = 50\n[respond]\nmode = \"enforce\"\ncpu_floor_pct = 40\n[alerts]\nalertmanager = \"http://127.0.0.1:9093\"\n",
+            "s.toml",
+        )
+        .unwrap();
+        let q = c.qos.as_ref().unwrap();
+        assert_eq!((q.service.as_str(), q.p99_ms, q.window_ms), ("fe", 50.0, 1000));
+        assert_eq!(c.respond.mode, crate::actuate::policy::Mode::Enforce);
+        assert_eq!(c.respond.policy().cpu_pct.floor, 40);
+        assert!(c.alerts.any());
+        for (bad, want) in [
+            ("[qos]\nservice = \"fe\"\np99_ms = -1\n", "p99_ms"),
+            ("[qos]\nservice = \"fe\"\np99_ms = 5\nwindow_ms = 10\n", "window_ms"),
+            ("[respond]\nmode = \"yolo\"\n", "yolo"),
+            ("[respond]\ncpu_floor_pct = 0\n", "floors"),
+            ("[alerts]\nalertmanager = \"https://am:9093\"\n", "https"),
+            ("[alerts]\nwebhook = \"am:9093\"\n", "http://"),
+        ] {
+            let e = Config::parse(bad, "s.toml").unwrap_err().to_string();
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
     }
 
     #[test]

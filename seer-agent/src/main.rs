@@ -3,6 +3,7 @@
 //! main is only: arguments -> config -> load probes -> spawn the tick loop -> select! on
 //! SIGINT/SIGTERM -> detach.
 mod actuate;
+mod alert;
 mod channels;
 mod cli_act;
 mod cli_diagnose;
@@ -13,7 +14,9 @@ mod discovery;
 mod doctor;
 mod metrics;
 mod output;
+mod qos;
 mod recorder;
+mod respond;
 mod run;
 mod sampler;
 mod selftest;
@@ -116,6 +119,19 @@ pub struct RunArgs {
     /// Do not record ticks in the trace store.
     #[arg(long)]
     pub no_store: bool,
+    /// Protect this QoS: SERVICE:P99_MS, e.g. "nginx:50" (the config's [qos] in full). When the
+    /// service's p99 over the window exceeds it, seer names the initiating service, diagnoses
+    /// its saturated resource and responds as --mode says.
+    #[arg(long, value_name = "SERVICE:P99_MS")]
+    pub qos: Option<String>,
+    /// What to do about a violation: enforce (apply local actions, journaled and undone on
+    /// exit), recommend (put them in the alert for the cluster manager), dry-run (log only).
+    #[arg(long, value_enum)]
+    pub mode: Option<actuate::policy::Mode>,
+    /// Send alerts to this Alertmanager (http://host:port; API v2). Kept in the store until
+    /// delivered.
+    #[arg(long, value_name = "URL")]
+    pub alertmanager: Option<String>,
 }
 
 #[derive(clap::Args, Clone, Debug)]

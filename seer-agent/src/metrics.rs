@@ -25,6 +25,8 @@ pub struct AgentStats {
     pub drops: Drops,
     /// Trace store writer (None with --no-store).
     pub store: Option<seer_store::WriterStats>,
+    /// QoS watch, diagnoses, actions and alerts (None without a QoS).
+    pub respond: Option<crate::respond::RespondStats>,
 }
 
 fn esc(s: &str) -> String {
@@ -99,6 +101,24 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
             "gauge",
             w.last_write_us as f64 / 1e6,
         );
+    }
+    if let Some(r) = &st.respond {
+        scalar("seer_qos_p99_seconds", "gauge", r.qos_p99_us as f64 / 1e6);
+        scalar("seer_qos_violated", "gauge", f64::from(u8::from(r.qos_violated)));
+        scalar("seer_qos_violations_total", "counter", r.violations as f64);
+        scalar("seer_diagnoses_total", "counter", r.diagnoses as f64);
+        scalar("seer_alerts_queued_total", "counter", r.alerts_queued as f64);
+        scalar("seer_alerts_delivered_total", "counter", r.alerts_delivered as f64);
+        scalar("seer_alerts_pending", "gauge", r.alerts_pending as f64);
+        scalar("seer_alert_failures_total", "counter", r.alert_failures as f64);
+        let _ = writeln!(o, "# TYPE seer_actions_total counter");
+        for (what, n) in [
+            ("applied", r.applied),
+            ("failed", r.failed),
+            ("recommended", r.recommended),
+        ] {
+            let _ = writeln!(o, "seer_actions_total{{outcome=\"{what}\"}} {n}");
+        }
     }
     let _ = writeln!(o, "# TYPE seer_kernel_drops_total counter");
     for (what, n) in [

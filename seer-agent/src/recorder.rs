@@ -77,6 +77,11 @@ impl Recorder {
         self.writer.submit(t);
     }
 
+    /// The store itself (events, alerts, actions are written directly, not per tick).
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
     pub fn stats(&self) -> WriterStats {
         self.writer.stats()
     }

@@ -16,6 +16,7 @@ use crate::{
     metrics::{self, AgentStats},
     output,
     recorder::Recorder,
+    respond::Responder,
     sampler::{KernelSource, Sampler},
     sys::{self, bpf::Probes},
 };
@@ -42,6 +43,33 @@ pub fn config_for(args: &RunArgs) -> Result<Config, ConfigError> {
     }
     cfg.turns &= !args.no_turns;
     cfg.epoll |= args.epoll;
+    if let Some(q) = &args.qos {
+        let bad = |msg: String| ConfigError::Invalid {
+            path: "--qos".into(),
+            msg,
+        };
+        let (svc, ms) = q
+            .rsplit_once(':')
+            .ok_or_else(|| bad(format!("{q:?}: expected SERVICE:P99_MS, e.g. nginx:50")))?;
+        let p99_ms: f64 = ms
+            .parse()
+            .map_err(|_| bad(format!("{ms:?} is not a number of milliseconds")))?;
+        let mut qc = cfg.qos.take().unwrap_or(crate::config::QosConfig {
+            service: String::new(),
+            p99_ms,
+            window_ms: 1000,
+            min_requests: 20,
+        });
+        qc.service = svc.into();
+        qc.p99_ms = p99_ms;
+        cfg.qos = Some(qc);
+    }
+    if let Some(m) = args.mode {
+        cfg.respond.mode = m;
+    }
+    if let Some(u) = &args.alertmanager {
+        cfg.alerts.alertmanager = Some(u.clone());
+    }
     cfg.validate().map_err(|msg| ConfigError::Invalid {
         path: "command line".into(),
         msg,
@@ -74,6 +102,7 @@ struct Loop {
     socks: Vec<SockRecord>,
     samples: Vec<seer_common::sample::Sample>,
     connects: Vec<(seer_common::ConnectKey, u64)>,
+    responder: Option<Responder>,
 }
 
 impl Loop {
@@ -107,6 +136,11 @@ impl Loop {
         self.disc.add_connects(&self.connects);
         self.sampler
             .on_discovery(&mut self.probes, &self.disc, &ch.new_slots)?;
+        if let Some(r) = &mut self.responder {
+            let q = r.qos_service().to_string();
+            self.sampler.watch = self.disc.services.iter().find(|s| s.name == q).map(|s| s.id);
+            r.on_discovery(&self.disc);
+        }
         Ok(())
     }
 }
@@ -161,7 +195,31 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     }
     // Without the turn hooks, outstanding comes from the iterator's last-in/last-out clocks.
     let turns = probes.hooks.iter().any(|h| h.program == "seer_send");
+    let responder = match cfg.qos.clone() {
+        Some(q) => {
+            if !turns {
+                log::warn!(
+                    "respond: the QoS needs request latency, which this kernel's hooks do not give (see `seer-agent doctor`): no violation will be seen"
+                );
+            }
+            Some(Responder::new(
+                q,
+                cfg.respond.clone(),
+                &cfg.alerts,
+                cfg.tick_ms,
+                recorder.as_ref().map(Recorder::store),
+                &args.metrics_addr,
+            )?)
+        }
+        None => {
+            if cfg.alerts.any() {
+                log::warn!("[alerts] is set but there is no [qos] (or --qos): nothing will alert");
+            }
+            None
+        }
+    };
     let mut lp = Loop {
+        responder,
         recorder,
         sampler: Sampler::new(turns),
         cfg,
@@ -208,6 +266,9 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         if let Some(r) = &lp.recorder {
             r.record(ts, &lp.samples, &lp.disc);
         }
+        if let Some(r) = &mut lp.responder {
+            r.on_tick(ts, &lp.disc, &lp.samples, &lp.sampler.watched);
+        }
         n += 1;
         stats.drops = lp.probes.read_drops()?;
         stats.ticks = n;
@@ -215,6 +276,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         stats.last_tick_us = t0.elapsed().as_micros() as u64;
         stats.max_tick_us = stats.max_tick_us.max(stats.last_tick_us);
         stats.store = lp.recorder.as_ref().map(Recorder::stats);
+        stats.respond = lp.responder.as_ref().map(|r| r.stats.clone());
         if let Some(tx) = &metrics_tx {
             let _ = tx.send(Arc::new(metrics::render(&lp.disc, &lp.samples, &stats)));
         }
@@ -229,7 +291,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
             output::print_line(&v);
         } else if live {
             let d = stats.drops;
-            let footer = format!(
+            let mut footer = format!(
                 "tick {n} ({:.2} ms of work); kernel drops: turns {} connects {} epoll {} iter {}",
                 stats.last_tick_us as f64 / 1000.0,
                 d.turns_full,
@@ -237,6 +299,9 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
                 d.epoll_full,
                 d.iter_write
             );
+            if let Some(r) = &lp.responder {
+                footer = format!("{}\n{footer}", r.status_line());
+            }
             print!(
                 "{}",
                 output::live_table(lp.cfg.tick_ms, &lp.disc, &lp.samples, &footer)
@@ -251,6 +316,9 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         if args.ticks.is_some_and(|t| n >= t) {
             break;
         }
+    }
+    if let Some(r) = lp.responder.take() {
+        r.shutdown();
     }
     let d = lp.probes.read_drops()?;
     if d.turns_full + d.connects_full + d.epoll_full + d.iter_write > 0 {

@@ -26,6 +26,10 @@ pub struct Sampler {
     /// Whether event hooks for turns are attached (else outstanding comes from the snapshot).
     turns: bool,
     first: bool,
+    /// The service whose per-tick latency histogram is kept in `watched` (the QoS front end).
+    pub watch: Option<seer_common::sample::ServiceId>,
+    /// Its request latencies of the last tick (zeros when none finished or nothing watched).
+    pub watched: Box<[u64; LAT_BUCKETS]>,
 }
 
 /// Quantile from a histogram (counts per bucket): the upper bound of the bucket that holds it.
@@ -61,6 +65,8 @@ impl Sampler {
             port_index: Box::new([0; 65536]),
             turns,
             first: true,
+            watch: None,
+            watched: Box::new([0; LAT_BUCKETS]),
         }
     }
 
@@ -101,6 +107,7 @@ impl Sampler {
         out: &mut Vec<Sample>,
     ) -> anyhow::Result<()> {
         out.clear();
+        self.watched.fill(0);
         src.read_counters(&mut self.cur)?;
         for s in &d.services {
             let mut v = [0f32; CHANNELS];
@@ -135,6 +142,9 @@ impl Sampler {
                 if !self.first {
                     v[Channel::LatencyP50Us as usize] = quantile_us(&self.lat, 0.50) as f32;
                     v[Channel::LatencyP99Us as usize] = quantile_us(&self.lat, 0.99) as f32;
+                    if self.watch == Some(s.id) {
+                        self.watched.copy_from_slice(&self.lat);
+                    }
                 }
             }
             out.push(Sample {

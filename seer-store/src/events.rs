@@ -1,6 +1,6 @@
 //! QoS events (the labels of the training data), the alerts outbox and the actions log.
 
-use crate::schema::{ACTIONS, ALERTS, NO_SERVICE, QOS_EVENTS};
+use crate::schema::{ACTIONS, ALERTS, DIAGNOSES, NO_SERVICE, QOS_EVENTS};
 use crate::{Store, StoreError};
 use redb::ReadableTable;
 use seer_common::sample::ServiceId;
@@ -23,6 +23,14 @@ pub struct Alert {
     pub ts_ms: u64,
     /// What to send, usually JSON.
     pub payload: String,
+}
+
+/// A stored diagnosis: which resource a service was short of (the JSON is the agent's record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiagnosisRow {
+    pub ts_ms: u64,
+    pub service: Option<ServiceId>,
+    pub json: String,
 }
 
 /// Something the agent changed on the host.
@@ -231,6 +239,50 @@ impl Store {
                     kind: kind.to_owned(),
                     detail: detail.to_owned(),
                     undone_ms: (undone != 0).then_some(undone),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Stores a diagnosis record (JSON) of `service`, finished at `ts_ms`.
+    pub fn record_diagnosis(
+        &self,
+        ts_ms: u64,
+        service: Option<ServiceId>,
+        json: &str,
+    ) -> Result<(), StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.err("begin write", e))?;
+            {
+                let mut t = txn
+                    .open_table(DIAGNOSES)
+                    .map_err(|e| self.err("open diagnoses", e))?;
+                t.insert((ts_ms, service_key(service)), json)
+                    .map_err(|e| self.err("write diagnosis", e))?;
+            }
+            txn.commit().map_err(|e| self.err("commit diagnosis", e))
+        })
+    }
+
+    /// Diagnoses finished in `from_ms <= t < to_ms`, oldest first.
+    pub fn diagnoses(&self, from_ms: u64, to_ms: u64) -> Result<Vec<DiagnosisRow>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let t = txn
+                .open_table(DIAGNOSES)
+                .map_err(|e| self.err("open diagnoses", e))?;
+            let mut out = Vec::new();
+            for row in t
+                .range((from_ms, 0)..(to_ms, 0))
+                .map_err(|e| self.err("read diagnoses", e))?
+            {
+                let (k, v) = row.map_err(|e| self.err("read diagnoses", e))?;
+                let (ts_ms, svc) = k.value();
+                out.push(DiagnosisRow {
+                    ts_ms,
+                    service: service_of(svc),
+                    json: v.value().to_owned(),
                 });
             }
             Ok(out)

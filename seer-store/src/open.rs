@@ -3,7 +3,7 @@
 
 use crate::backend::{CappedBackend, Limits, written_ranges};
 use crate::schema::{
-    ACTIONS, AGG_1S, ALERTS, EDGES, HOST, META, META_CREATED_MS, META_SCHEMA_VERSION, META_TICK_MS,
+    ACTIONS, AGG_1S, ALERTS, DIAGNOSES, EDGES, HOST, META, META_CREATED_MS, META_SCHEMA_VERSION, META_TICK_MS,
     QOS_EVENTS, SAMPLES, SCHEMA_VERSION, SERVICES,
 };
 use crate::{StoreConfig, StoreError};
@@ -292,6 +292,7 @@ pub(crate) fn check_schema(
         txn.open_table(ALERTS).map_err(|e| table_err(path, e))?;
         txn.open_table(ACTIONS).map_err(|e| table_err(path, e))?;
         txn.open_table(HOST).map_err(|e| table_err(path, e))?;
+        txn.open_table(DIAGNOSES).map_err(|e| table_err(path, e))?;
     }
     txn.commit().map_err(|e| db_err(path, "create tables", e))?;
     Ok(())

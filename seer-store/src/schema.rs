@@ -60,6 +60,10 @@ pub const ACTIONS: TableDefinition<u64, (u64, u32, &str, &str, u64)> =
 pub const HOST: TableDefinition<&str, &str> = TableDefinition::new("host");
 pub const HOST_MISSING_CHANNELS: &str = "missing_channels";
 
+/// (finished ts_ms, service id) -> the diagnosis record as JSON (resource, confidence, evidence,
+/// mode: the agent's `diagnose::record::Record`). Added within version 1 like `HOST`.
+pub const DIAGNOSES: TableDefinition<(u64, u32), &str> = TableDefinition::new("diagnoses");
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +84,7 @@ mod tests {
             ALERTS.name(),
             ACTIONS.name(),
             HOST.name(),
+            DIAGNOSES.name(),
         ];
         assert_eq!(
             names,
@@ -92,7 +97,8 @@ mod tests {
                 "qos_events",
                 "alerts_outbox",
                 "actions",
-                "host"
+                "host",
+                "diagnoses"
             ]
         );
         assert_eq!(CHUNK_MAX, 4076);

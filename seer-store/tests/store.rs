@@ -276,6 +276,20 @@ fn qos_events_alerts_and_actions() {
     assert_eq!((in_force[0].id, in_force[0].service), (y, None));
     let all = store.actions(false).expect("actions");
     assert_eq!(all[0].undone_ms, Some(T0 + 10));
+
+    store
+        .record_diagnosis(T0 + 20, Some(ServiceId(2)), r#"{"resource":"cpu_int"}"#)
+        .expect("diagnosis");
+    store
+        .record_diagnosis(T0 + 30, None, "{}")
+        .expect("diagnosis");
+    let d = store.diagnoses(T0, T0 + 30).expect("diagnoses");
+    assert_eq!(d.len(), 1, "the range's end is exclusive");
+    assert_eq!(
+        (d[0].ts_ms, d[0].service, d[0].json.as_str()),
+        (T0 + 20, Some(ServiceId(2)), r#"{"resource":"cpu_int"}"#)
+    );
+    assert_eq!(store.diagnoses(0, u64::MAX).expect("all")[1].service, None);
 }
 
 #[test]

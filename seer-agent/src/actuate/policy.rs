@@ -158,6 +158,12 @@ impl<C: Clock> Policy<C> {
         }
     }
 
+    /// Whether a level seer set for `service` is in effect (a diagnosis then must not inject
+    /// next to it: it would measure the action, not the shortage).
+    pub fn in_effect(&self, service: &str) -> bool {
+        self.levels.keys().any(|(s, _)| s == service)
+    }
+
     pub fn level(&self, service: &str, r: Resource) -> u32 {
         self.levels
             .get(&(service.to_string(), r))
@@ -240,13 +246,6 @@ impl<C: Clock> Policy<C> {
 
     /// Called every tick: culprits healthy (no alert) for `hold` get everything done for them
     /// reverted.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the run loop calls it once alerts drive actions (issue 6)"
-        )
-    )]
     pub fn on_tick(&mut self) -> Decision {
         let now = self.clock.now();
         let hold = self.cfg.hold;

@@ -16,7 +16,7 @@ pub mod target;
 use serde::{Deserialize, Serialize};
 
 pub use record::Record;
-pub use run::{DiagnoseRequest, diagnose};
+pub use run::{DiagnoseRequest, diagnose, diagnose_target};
 
 /// How the diagnosis was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,453 @@
+//! Alerts for the cluster manager: built by `respond`, queued in the trace store's outbox
+//! (so an unreachable manager loses nothing, across restarts too), and delivered by a sender
+//! thread to Alertmanager's API v2 (`POST /api/v2/alerts`) and/or a webhook (one JSON POST per
+//! alert). Delivery is at least once: an alert leaves the outbox only after every configured
+//! receiver answered 2xx. Alertmanager de-duplicates by labels; a webhook may see a repeat
+//! after a failure.
+//!
+//! HTTP is plain HTTP/1.1 over a TCP socket (the receivers are local or on a trusted network;
+//! for TLS put a relay in front): one request per connection, no redirects.
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpStream, ToSocketAddrs as _},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use seer_store::Store;
+use serde_json::{Value, json};
+
+use crate::config::AlertsConfig;
+
+/// `http://host[:port][/path]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpUrl {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl HttpUrl {
+    pub fn parse(url: &str) -> Result<HttpUrl, String> {
+        if url.starts_with("https://") {
+            return Err(format!(
+                "{url:?}: https is not supported; point seer at a plain-http receiver or a local relay"
+            ));
+        }
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{url:?} must start with http://"))?;
+        let (hostport, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("{url:?}: bad port {p:?}"))?,
+            ),
+            _ => (hostport, 80),
+        };
+        if host.is_empty() {
+            return Err(format!("{url:?} has no host"));
+        }
+        Ok(HttpUrl {
+            host: host.trim_start_matches('[').trim_end_matches(']').into(),
+            port,
+            path: path.trim_end_matches('/').into(),
+        })
+    }
+
+    /// This URL with `suffix` appended to its path.
+    pub fn join(&self, suffix: &str) -> HttpUrl {
+        HttpUrl {
+            path: format!("{}{suffix}", self.path),
+            ..self.clone()
+        }
+    }
+}
+
+impl std::fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+    }
+}
+
+/// Sends `body` as a JSON POST; `Ok(status)` for any HTTP answer, `Err` when there was none.
+pub fn post_json(url: &HttpUrl, body: &str, timeout: Duration) -> Result<u16, String> {
+    let addr = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("resolving {}: {e}", url.host))?
+        .next()
+        .ok_or_else(|| format!("{} has no address", url.host))?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let path = if url.path.is_empty() { "/" } else { &url.path };
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: seer-agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        url.host,
+        url.port,
+        body.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        match s.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {line:?}"))
+}
+
+/// RFC 3339 UTC time of a Unix-epoch millisecond (what Alertmanager's API takes).
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// What an alert says; `respond` fills it in.
+#[derive(Clone, Debug, Default)]
+pub struct AlertInfo {
+    /// The service predicted (or found) to initiate the violation.
+    pub culprit: String,
+    /// The QoS it threatens, e.g. "nginx p99 62.1 ms > 50 ms over 1000 ms".
+    pub qos: String,
+    /// Diagnosed resource (`cpu_int`, `llc`, ...), or "unknown".
+    pub resource: String,
+    pub confidence: f64,
+    /// enforce | recommend | dry-run.
+    pub mode: String,
+    /// The diagnosis record (JSON), if one finished.
+    pub diagnosis: Option<Value>,
+    /// What was done (enforce) or is recommended to the cluster manager.
+    pub actions: Value,
+    pub starts_ms: u64,
+    /// Firing until then; resolved when it is in the past.
+    pub ends_ms: u64,
+}
+
+/// One Alertmanager API v2 alert object (a webhook receives the same object).
+pub fn alert_json(a: &AlertInfo, host: &str, generator: &str) -> Value {
+    json!({
+        "labels": {
+            "alertname": "SeerQosViolation",
+            "severity": "warning",
+            "host": host,
+            "service": a.culprit,
+            "resource": a.resource,
+        },
+        "annotations": {
+            "summary": format!(
+                "{} is driving a QoS violation ({}); short of {}",
+                a.culprit, a.qos, a.resource
+            ),
+            "qos": a.qos,
+            "mode": a.mode,
+            "confidence": format!("{:.2}", a.confidence),
+            "actions": a.actions.to_string(),
+            "diagnosis": a.diagnosis.as_ref().map(Value::to_string).unwrap_or_default(),
+        },
+        "startsAt": rfc3339(a.starts_ms),
+        "endsAt": rfc3339(a.ends_ms),
+        "generatorURL": generator,
+    })
+}
+
+/// Delivery counters, shared with /metrics.
+#[derive(Debug, Default)]
+pub struct SenderStats {
+    pub delivered: AtomicU64,
+    pub failures: AtomicU64,
+    pub pending: AtomicU64,
+    /// Unix ms of the last successful delivery (0: none yet).
+    pub last_ok_ms: AtomicU64,
+}
+
+pub struct Sender {
+    tx: mpsc::Sender<Msg>,
+    thread: Option<JoinHandle<()>>,
+    pub stats: Arc<SenderStats>,
+}
+
+enum Msg {
+    Wake,
+    Stop(Duration),
+}
+
+struct Receivers {
+    alertmanager: Option<HttpUrl>,
+    webhook: Option<HttpUrl>,
+}
+
+impl Receivers {
+    /// Every receiver, or the first failure ("what, where, what to do").
+    fn deliver(&self, payload: &str) -> Result<(), String> {
+        let timeout = Duration::from_secs(2);
+        if let Some(u) = &self.alertmanager {
+            let u = u.join("/api/v2/alerts");
+            match post_json(&u, &format!("[{payload}]"), timeout) {
+                Ok(s) if (200..300).contains(&s) => {}
+                Ok(s) => return Err(format!("Alertmanager at {u} answered HTTP {s}")),
+                Err(e) => return Err(format!("Alertmanager at {u} is unreachable: {e}")),
+            }
+        }
+        if let Some(u) = &self.webhook {
+            match post_json(u, payload, timeout) {
+                Ok(s) if (200..300).contains(&s) => {}
+                Ok(s) => return Err(format!("webhook {u} answered HTTP {s}")),
+                Err(e) => return Err(format!("webhook {u} is unreachable: {e}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sender {
+    /// Starts delivering `store`'s outbox to the configured receivers.
+    pub fn spawn(store: Store, cfg: &AlertsConfig) -> anyhow::Result<Sender> {
+        let parse = |u: &Option<String>| -> anyhow::Result<Option<HttpUrl>> {
+            u.as_deref()
+                .map(HttpUrl::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!(e))
+        };
+        let rx_cfg = Receivers {
+            alertmanager: parse(&cfg.alertmanager)?,
+            webhook: parse(&cfg.webhook)?,
+        };
+        let retry = Duration::from_secs(cfg.retry_s.max(1));
+        let stats = Arc::new(SenderStats::default());
+        let (tx, rx) = mpsc::channel();
+        let st = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("seer-alerts".into())
+            .spawn(move || sender_loop(&store, &rx_cfg, &rx, retry, &st))?;
+        Ok(Sender {
+            tx,
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// Something was queued: try now rather than at the next retry.
+    pub fn wake(&self) {
+        let _ = self.tx.send(Msg::Wake);
+    }
+
+    /// Tries to deliver what is queued for at most `grace`, then stops; what is left stays in
+    /// the outbox for the next start.
+    pub fn shutdown(mut self, grace: Duration) {
+        let _ = self.tx.send(Msg::Stop(grace));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Delivers until an alert fails (kept, in order) or the outbox is empty. True if empty.
+fn drain(store: &Store, r: &Receivers, st: &SenderStats, down: &mut Option<Instant>) -> bool {
+    loop {
+        let pending = match store.pending_alerts(64) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("alerts: reading the outbox: {e}");
+                return false;
+            }
+        };
+        st.pending.store(pending.len() as u64, Ordering::Relaxed);
+        if pending.is_empty() {
+            return true;
+        }
+        for a in pending {
+            match r.deliver(&a.payload) {
+                Ok(()) => {
+                    if let Err(e) = store.ack_alert(a.id) {
+                        log::warn!("alerts: removing delivered alert {}: {e}", a.id);
+                        return false;
+                    }
+                    st.delivered.fetch_add(1, Ordering::Relaxed);
+                    st.last_ok_ms.store(a.ts_ms.max(1), Ordering::Relaxed);
+                    if let Some(since) = down.take() {
+                        log::info!(
+                            "alerts: receivers are back after {:.0} s; delivering the outbox",
+                            since.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+                Err(e) => {
+                    st.failures.fetch_add(1, Ordering::Relaxed);
+                    if down.is_none() {
+                        log::warn!(
+                            "alerts: {e}; alert {} and later ones stay in the store's outbox and \
+                             are retried (start the receiver, or fix [alerts] in the config)",
+                            a.id
+                        );
+                        *down = Some(Instant::now());
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+fn sender_loop(
+    store: &Store,
+    r: &Receivers,
+    rx: &mpsc::Receiver<Msg>,
+    retry: Duration,
+    st: &SenderStats,
+) {
+    let mut down: Option<Instant> = None;
+    loop {
+        let empty = drain(store, r, st, &mut down);
+        let wait = if empty || down.is_none() {
+            Duration::from_secs(1)
+        } else {
+            retry
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Wake) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(Msg::Stop(grace)) => {
+                let t0 = Instant::now();
+                while t0.elapsed() < grace && !drain(store, r, st, &mut down) {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                let left = st.pending.load(Ordering::Relaxed);
+                if left > 0 {
+                    log::warn!("alerts: {left} alert(s) not delivered; kept for the next start");
+                }
+                return;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = HttpUrl::parse("http://127.0.0.1:9093").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("127.0.0.1", 9093, ""));
+        assert_eq!(
+            u.join("/api/v2/alerts").to_string(),
+            "http://127.0.0.1:9093/api/v2/alerts"
+        );
+        let u = HttpUrl::parse("http://am.example/hook/").unwrap();
+        assert_eq!((u.port, u.path.as_str()), (80, "/hook"));
+        let u = HttpUrl::parse("http://[::1]:8080/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 8080));
+        assert!(HttpUrl::parse("https://x").unwrap_err().contains("https"));
+        assert!(HttpUrl::parse("x:1").unwrap_err().contains("http://"));
+        assert!(HttpUrl::parse("http://h:99999").unwrap_err().contains("port"));
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_704_245_000), "2026-11-26T14:44:05.000Z");
+    }
+
+    #[test]
+    fn alert_carries_culprit_resource_and_actions() {
+        let a = AlertInfo {
+            culprit: "memcached".into(),
+            qos: "nginx p99 80 ms > 50 ms".into(),
+            resource: "cpu_int".into(),
+            confidence: 0.5,
+            mode: "recommend".into(),
+            diagnosis: Some(json!({"resource": "cpu_int"})),
+            actions: json!([{"action": "set", "service": "memcached"}]),
+            starts_ms: 0,
+            ends_ms: 1000,
+        };
+        let v = alert_json(&a, "h1", "http://h1:9464/metrics");
+        assert_eq!(v["labels"]["service"], "memcached");
+        assert_eq!(v["labels"]["resource"], "cpu_int");
+        assert!(v["annotations"]["actions"].as_str().unwrap().contains("memcached"));
+        assert_eq!(v["endsAt"], "1970-01-01T00:00:01.000Z");
+    }
+
+    /// A receiver that is down: the alert stays queued; once it is up, it is delivered and
+    /// removed (a real HTTP listener on loopback).
+    #[test]
+    fn outbox_survives_a_down_receiver() {
+        let dir = std::env::temp_dir().join(format!("seer-alert-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(dir.join("s.redb"), seer_store::StoreConfig::default()).unwrap();
+        // Reserve a port, then free it: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let r = Receivers {
+            alertmanager: None,
+            webhook: Some(HttpUrl::parse(&format!("http://127.0.0.1:{port}/hook")).unwrap()),
+        };
+        store.enqueue_alert(1, r#"{"n":1}"#).unwrap();
+        let st = SenderStats::default();
+        let mut down = None;
+        assert!(!drain(&store, &r, &st, &mut down));
+        assert!(down.is_some());
+        assert_eq!(store.pending_alerts(10).unwrap().len(), 1);
+        let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let srv = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !String::from_utf8_lossy(&got).contains(r#"{"n":1}"#) {
+                let n = c.read(&mut buf).unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+            String::from_utf8_lossy(&got).into_owned()
+        });
+        assert!(drain(&store, &r, &st, &mut down));
+        let req = srv.join().unwrap();
+        assert!(req.starts_with("POST /hook HTTP/1.1"), "{req}");
+        assert!(store.pending_alerts(10).unwrap().is_empty());
+        assert_eq!(st.delivered.load(Ordering::Relaxed), 1);
+        assert!(down.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

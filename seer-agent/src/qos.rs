@@ -1,0 +1,304 @@
+//! The QoS watch (is the front end's tail latency over its target?) and the labeller (which
+//! service's queues departed from normal first: the initiator, as DESIGN.md's "QoS and labels"
+//! describes for hosts without ground truth).
+//!
+//! The watch sums the front end's per-tick latency histograms (the kernel's request turns)
+//! over a sliding window and reads the p99 from the sum, so the window's quantile is exact to
+//! the histogram's bucket, not an average of per-tick quantiles.
+//!
+//! The labeller keeps, per service, a slow running mean and mean absolute deviation of four
+//! queue channels (outstanding requests, receive-queue bytes, accept backlog, p99 latency),
+//! learned only while the QoS holds. A service "departs" when a channel rises above its mean by
+//! more than `K` deviations and a per-channel floor. When the QoS breaks, the initiator is the
+//! service that departed first; services that departed in the same tick are ordered back end
+//! first (backlog spreads from a slow back end to its callers, not the other way).
+use std::collections::{HashMap, VecDeque};
+
+use seer_common::{
+    LAT_BUCKETS,
+    sample::{Channel, Sample, ServiceId},
+};
+
+use crate::{config::QosConfig, discovery::Discovery, sampler::quantile_us};
+
+/// The window's verdict.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct QosStatus {
+    pub p99_us: u64,
+    pub requests: u64,
+    /// None: fewer than `min_requests` in the window, no verdict.
+    pub violated: Option<bool>,
+}
+
+pub struct QosWatch {
+    pub cfg: QosConfig,
+    ring: VecDeque<Box<[u64; LAT_BUCKETS]>>,
+    sum: Box<[u64; LAT_BUCKETS]>,
+    ticks: usize,
+}
+
+impl QosWatch {
+    pub fn new(cfg: QosConfig, tick_ms: u64) -> Self {
+        let ticks = (cfg.window_ms / tick_ms.max(1)).max(1) as usize;
+        QosWatch {
+            cfg,
+            ring: VecDeque::with_capacity(ticks + 1),
+            sum: Box::new([0; LAT_BUCKETS]),
+            ticks,
+        }
+    }
+
+    /// Adds one tick's histogram of the front end's request latencies.
+    pub fn push(&mut self, hist: &[u64; LAT_BUCKETS]) -> QosStatus {
+        let mut slot = if self.ring.len() >= self.ticks {
+            let old = self.ring.pop_front().unwrap_or_else(|| Box::new([0; LAT_BUCKETS]));
+            for (s, o) in self.sum.iter_mut().zip(old.iter()) {
+                *s -= o;
+            }
+            old
+        } else {
+            Box::new([0; LAT_BUCKETS])
+        };
+        slot.copy_from_slice(hist);
+        for (s, h) in self.sum.iter_mut().zip(hist.iter()) {
+            *s += h;
+        }
+        self.ring.push_back(slot);
+        let requests: u64 = self.sum.iter().sum();
+        let p99_us = quantile_us(&self.sum, 0.99);
+        QosStatus {
+            p99_us,
+            requests,
+            violated: (requests >= self.cfg.min_requests)
+                .then(|| p99_us as f64 > self.cfg.p99_ms * 1000.0),
+        }
+    }
+
+    /// "nginx p99 62.1 ms > 50 ms over 1000 ms (340 requests)".
+    pub fn describe(&self, s: &QosStatus) -> String {
+        let op = if s.violated == Some(true) { ">" } else { "<=" };
+        format!(
+            "{} p99 {:.1} ms {op} {} ms over {} ms ({} requests)",
+            self.cfg.service,
+            s.p99_us as f64 / 1000.0,
+            self.cfg.p99_ms,
+            self.cfg.window_ms,
+            s.requests
+        )
+    }
+}
+
+/// Channels the labeller watches, with the smallest rise above normal that counts.
+const WATCHED: [(Channel, f32); 4] = [
+    (Channel::Outstanding, 2.0),
+    (Channel::RxQueueBytes, 8192.0),
+    (Channel::AcceptBacklog, 2.0),
+    (Channel::LatencyP99Us, 2000.0),
+];
+/// Deviations above the mean that count as departed.
+const K: f32 = 4.0;
+/// Ticks of learning before a service can depart.
+const WARMUP: u32 = 20;
+/// Weight of a new tick in the running mean and deviation (~2 s memory at 100 ms).
+const ALPHA: f32 = 0.05;
+/// Ticks back within normal before a departure is over.
+const SETTLE: u32 = 5;
+
+#[derive(Default)]
+struct Baseline {
+    mean: [f32; WATCHED.len()],
+    dev: [f32; WATCHED.len()],
+    n: u32,
+}
+
+/// A service whose queues left normal, since when, and which channel showed it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Departure {
+    pub since_ms: u64,
+    pub why: String,
+    quiet: u32,
+}
+
+#[derive(Default)]
+pub struct Labeller {
+    base: HashMap<ServiceId, Baseline>,
+    departed: HashMap<ServiceId, Departure>,
+}
+
+impl Labeller {
+    /// One tick of every service; `learn` while the QoS holds.
+    pub fn observe(&mut self, ts_ms: u64, samples: &[Sample], learn: bool) {
+        for s in samples {
+            let b = self.base.entry(s.service).or_default();
+            let mut why = None;
+            for (i, &(ch, floor)) in WATCHED.iter().enumerate() {
+                let x = s.get(ch);
+                // A tick in which no request finished has no latency, not a latency of 0.
+                if ch == Channel::LatencyP99Us && x == 0.0 {
+                    continue;
+                }
+                if b.n >= WARMUP && why.is_none() {
+                    let excess = x - b.mean[i];
+                    if excess > (K * b.dev[i]).max(floor) {
+                        why = Some(format!(
+                            "{} {x:.0} vs normal {:.1} ± {:.1}",
+                            seer_common::sample::CHANNEL_NAMES[ch as usize],
+                            b.mean[i],
+                            b.dev[i]
+                        ));
+                    }
+                }
+                if learn {
+                    if b.n == 0 {
+                        b.mean[i] = x;
+                    } else {
+                        b.dev[i] += ALPHA * ((x - b.mean[i]).abs() - b.dev[i]);
+                        b.mean[i] += ALPHA * (x - b.mean[i]);
+                    }
+                }
+            }
+            if learn {
+                b.n = b.n.saturating_add(1);
+            }
+            match (why, self.departed.get_mut(&s.service)) {
+                (Some(_), Some(d)) => d.quiet = 0,
+                (Some(why), None) => {
+                    self.departed.insert(
+                        s.service,
+                        Departure {
+                            since_ms: ts_ms,
+                            why,
+                            quiet: 0,
+                        },
+                    );
+                }
+                (None, Some(d)) => {
+                    d.quiet += 1;
+                    if d.quiet >= SETTLE {
+                        self.departed.remove(&s.service);
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// The initiator: first to depart, back end first within a tick; None if none departed.
+    pub fn culprit(&self, d: &Discovery) -> Option<(ServiceId, Departure)> {
+        let depth = |id: &ServiceId| {
+            d.services
+                .iter()
+                .find(|s| s.id == *id)
+                .map_or(0, |s| s.depth)
+        };
+        self.departed
+            .iter()
+            .filter(|(id, _)| d.services.iter().any(|s| s.id == **id))
+            .min_by_key(|(id, dep)| (dep.since_ms, std::cmp::Reverse(depth(id)), id.0))
+            .map(|(id, dep)| (*id, dep.clone()))
+    }
+
+    /// Forgets services that are gone.
+    pub fn retain(&mut self, d: &Discovery) {
+        self.base
+            .retain(|id, _| d.services.iter().any(|s| s.id == *id));
+        self.departed
+            .retain(|id, _| d.services.iter().any(|s| s.id == *id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use seer_common::lat_bucket;
+
+    use super::*;
+    use crate::discovery::Service;
+
+    fn cfg() -> QosConfig {
+        QosConfig {
+            service: "fe".into(),
+            p99_ms: 10.0,
+            window_ms: 500,
+            min_requests: 10,
+        }
+    }
+
+    fn hist(lat_us: u64, n: u64) -> [u64; LAT_BUCKETS] {
+        let mut h = [0; LAT_BUCKETS];
+        h[lat_bucket(lat_us)] += n;
+        h
+    }
+
+    #[test]
+    fn window_p99_slides() {
+        let mut w = QosWatch::new(cfg(), 100);
+        assert_eq!(w.push(&hist(1000, 5)).violated, None, "too few requests");
+        for _ in 0..4 {
+            assert_eq!(w.push(&hist(1000, 50)).violated, Some(false));
+        }
+        // 2% of the window slow: p99 is slow.
+        let s = w.push(&hist(50_000, 6));
+        assert_eq!(s.violated, Some(true), "{s:?}");
+        assert!(s.p99_us >= 50_000);
+        assert!(w.describe(&s).starts_with("fe p99 "), "{}", w.describe(&s));
+        // Five more fast ticks push the slow one out of the 5-tick window.
+        for _ in 0..4 {
+            assert_eq!(w.push(&hist(1000, 50)).violated, Some(true));
+        }
+        assert_eq!(w.push(&hist(1000, 50)).violated, Some(false));
+    }
+
+    fn svc(id: u32, depth: u32) -> Service {
+        Service {
+            id: ServiceId(id),
+            name: format!("s{id}"),
+            identity: String::new(),
+            comm: String::new(),
+            cgroup: String::new(),
+            pids: vec![],
+            ports: vec![],
+            slot: None,
+            depth,
+            socket_inodes: Default::default(),
+        }
+    }
+
+    fn sample(id: u32, outstanding: f32) -> Sample {
+        let mut s = Sample {
+            service: ServiceId(id),
+            ..Default::default()
+        };
+        s.set(Channel::Outstanding, outstanding);
+        s
+    }
+
+    #[test]
+    fn first_to_depart_then_back_end_first() {
+        let mut d = Discovery::default();
+        d.services = vec![svc(1, 0), svc(2, 1), svc(3, 2)];
+        let mut l = Labeller::default();
+        for t in 0..40 {
+            let jitter = (t % 2) as f32;
+            l.observe(t, &[sample(1, 1.0 + jitter), sample(2, jitter), sample(3, 1.0)], true);
+        }
+        assert_eq!(l.culprit(&d), None, "all normal");
+        // The middle tier departs first; a tick later the front end and the back end too.
+        l.observe(100, &[sample(1, 1.0), sample(2, 9.0), sample(3, 1.0)], false);
+        l.observe(200, &[sample(1, 20.0), sample(2, 12.0), sample(3, 8.0)], false);
+        let (id, dep) = l.culprit(&d).expect("culprit");
+        assert_eq!((id, dep.since_ms), (ServiceId(2), 100), "{dep:?}");
+        assert!(dep.why.starts_with("outstanding 9"), "{}", dep.why);
+        // Same tick: the deepest wins.
+        let mut l2 = Labeller::default();
+        for t in 0..40 {
+            l2.observe(t, &[sample(1, 0.0), sample(2, 0.0), sample(3, 0.0)], true);
+        }
+        l2.observe(100, &[sample(1, 9.0), sample(2, 9.0), sample(3, 9.0)], false);
+        assert_eq!(l2.culprit(&d).map(|c| c.0), Some(ServiceId(3)));
+        // Back to normal for SETTLE ticks: no longer departed.
+        for t in 0..SETTLE as u64 {
+            l2.observe(300 + t, &[sample(1, 0.0), sample(2, 0.0), sample(3, 0.0)], false);
+        }
+        assert_eq!(l2.culprit(&d), None);
+    }
+}

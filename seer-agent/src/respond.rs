@@ -1,0 +1,659 @@
+//! From a QoS violation to an action and an alert, inside the running agent:
+//!
+//! 1. the QoS watch sees the front end's windowed p99 over its target;
+//! 2. the labeller names the initiator (the service whose queues departed first);
+//! 3. a diagnosis of the initiator runs on its own thread (microbenchmarks, at most the
+//!    diagnosis budget of injected time; never while a local action for it is in effect),
+//!    and its record is stored;
+//! 4. the policy maps (culprit, resource) to one bounded step; `enforce` applies it through
+//!    the journaled actuator, `recommend` puts it in the alert, `dry-run` logs it; every change
+//!    is recorded in the store's actions log;
+//! 5. an alert (culprit, resource, evidence, actions) goes to the store's outbox, which the
+//!    alert sender delivers; a resolved alert follows when the QoS holds again;
+//! 6. a culprit healthy for the hold time gets its actions rolled back; everything left is
+//!    undone on exit (and, after a crash, by the next start from the journal).
+//!
+//! Until the model lands, "predicted" means the labeller's initiator at the first window over
+//! the target; the model will call [`Responder::on_prediction`] earlier.
+use std::{
+    collections::HashMap,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use seer_common::{
+    LAT_BUCKETS,
+    sample::{Sample, ServiceId},
+};
+use seer_store::{QosEvent, Store};
+use serde_json::json;
+
+use crate::{
+    actuate::{
+        Actuator,
+        enforce::{Enforcer, Outcome, Target},
+        policy::{self, Action, Decision, Mode, Policy, SystemClock},
+        resctrl::{self, Resctrl},
+    },
+    alert::{self, AlertInfo, Sender},
+    config::{AlertsConfig, QosConfig, RespondConfig},
+    diagnose::{
+        self,
+        record::Record,
+        DiagnoseRequest, diagnose_target,
+        search::ActionGate,
+    },
+    discovery::Discovery,
+    qos::{Labeller, QosStatus, QosWatch},
+};
+
+/// Figures for /metrics.
+#[derive(Clone, Debug, Default)]
+pub struct RespondStats {
+    pub qos_p99_us: u64,
+    pub qos_violated: bool,
+    pub violations: u64,
+    pub diagnoses: u64,
+    pub applied: u64,
+    pub failed: u64,
+    pub recommended: u64,
+    pub alerts_queued: u64,
+    pub alerts_delivered: u64,
+    pub alerts_pending: u64,
+    pub alert_failures: u64,
+}
+
+/// What the diagnosis thread sends back.
+struct DiagDone {
+    culprit: String,
+    id: ServiceId,
+    record: Result<Record, String>,
+    /// Other services, busiest CPU user first (antagonists for the policy).
+    antagonists: Vec<String>,
+}
+
+struct Episode {
+    start_ms: u64,
+    culprit: String,
+    culprit_id: ServiceId,
+    /// The QoS as it first broke (for the alert and the event).
+    qos: String,
+    why: String,
+    alert: Option<AlertInfo>,
+    healthy_ticks: u32,
+}
+
+/// Services with a local action in effect when a diagnosis started.
+struct Gate(Vec<String>);
+
+impl ActionGate for Gate {
+    fn in_effect(&self, service: &str) -> bool {
+        self.0.iter().any(|s| s == service)
+    }
+}
+
+pub struct Responder {
+    cfg: RespondConfig,
+    tick_ms: u64,
+    pub watch: QosWatch,
+    labeller: Labeller,
+    policy: Policy<SystemClock>,
+    enforcer: Option<Enforcer>,
+    store: Option<Store>,
+    sender: Option<Sender>,
+    host: String,
+    generator: String,
+    episode: Option<Episode>,
+    pending: Option<mpsc::Receiver<DiagDone>>,
+    last_step: HashMap<String, Instant>,
+    /// The last diagnosis per culprit: reused while an action is in effect (no re-injection).
+    last_diag: HashMap<String, Record>,
+    /// Store ids of actions in force, per (service, resource).
+    action_ids: HashMap<(String, policy::Resource), Vec<u64>>,
+    pub stats: RespondStats,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The policy's resource for a diagnosed one; None where no local mechanism exists.
+pub fn policy_resource(r: diagnose::Resource) -> Option<policy::Resource> {
+    use diagnose::Resource as D;
+    match r {
+        D::CpuInt | D::CpuFp => Some(policy::Resource::Cpu),
+        D::L1i | D::L1d | D::L2 | D::Llc => Some(policy::Resource::Llc),
+        D::MemoryBandwidth => Some(policy::Resource::MemBw),
+        D::Network => Some(policy::Resource::Net),
+        D::MemoryCapacity | D::Disk => None,
+    }
+}
+
+/// Busiest CPU users first, measured over `window` from /proc (utime + stime).
+fn by_cpu(services: &[(String, Vec<u32>)], window: Duration) -> Vec<String> {
+    let cpu = |pids: &[u32]| -> u64 {
+        pids.iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+            .filter_map(|s| {
+                let rest = &s[s.rfind(')')? + 2..];
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .sum()
+    };
+    let a: Vec<u64> = services.iter().map(|(_, p)| cpu(p)).collect();
+    std::thread::sleep(window);
+    let mut ranked: Vec<(u64, &String)> = services
+        .iter()
+        .zip(a)
+        .map(|((n, p), a)| (cpu(p).saturating_sub(a), n))
+        .collect();
+    ranked.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(y.1)));
+    ranked.into_iter().map(|(_, n)| n.clone()).collect()
+}
+
+impl Responder {
+    /// Opens the actuator (enforce mode: undoing what a crashed run left) and the alert
+    /// sender. `store` is None with --no-store (then alerts cannot be configured).
+    pub fn new(
+        qos: QosConfig,
+        cfg: RespondConfig,
+        alerts: &AlertsConfig,
+        tick_ms: u64,
+        store: Option<Store>,
+        metrics_addr: &str,
+    ) -> anyhow::Result<Self> {
+        if alerts.any() && store.is_none() {
+            anyhow::bail!(
+                "[alerts] needs the trace store (its outbox keeps alerts until delivered): drop --no-store"
+            );
+        }
+        let enforcer = if cfg.mode == Mode::Enforce {
+            let rc = match Resctrl::probe(std::path::Path::new(resctrl::DEFAULT_ROOT)) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    log::info!("respond: CAT/MBA unavailable ({e}); cache and memory-bandwidth actions will fail, CPU and network work");
+                    None
+                }
+            };
+            let (act, rep) = Actuator::open(&cfg.journal, rc).map_err(|e| {
+                anyhow::anyhow!(
+                    "respond: opening the action journal {}: {e}",
+                    cfg.journal.display()
+                )
+            })?;
+            if rep.restored + rep.gone > 0 || !rep.failed.is_empty() {
+                log::warn!(
+                    "respond: undid what a previous run left: {} restored, {} already gone, {} failed",
+                    rep.restored,
+                    rep.gone,
+                    rep.failed.len()
+                );
+            }
+            Some(Enforcer::new(act))
+        } else {
+            None
+        };
+        if let Some(s) = &store {
+            // Actions a crashed run left in force were undone above (enforce) or never applied.
+            match s.actions(true) {
+                Ok(left) => {
+                    for a in left {
+                        let _ = s.mark_action_undone(a.id, now_ms());
+                    }
+                }
+                Err(e) => log::warn!("respond: reading the actions log: {e}"),
+            }
+        }
+        let sender = if alerts.any() {
+            let st = store.clone().ok_or_else(|| anyhow::anyhow!("no store"))?;
+            Some(Sender::spawn(st, alerts)?)
+        } else {
+            None
+        };
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        let generator = if metrics_addr == "off" {
+            String::new()
+        } else {
+            format!("http://{metrics_addr}/metrics")
+        };
+        log::info!(
+            "respond: QoS {} p99 <= {} ms over {} ms; mode {:?}; diagnosis {}; alerts {}",
+            qos.service,
+            qos.p99_ms,
+            qos.window_ms,
+            cfg.mode,
+            if cfg.diagnose { "on" } else { "off" },
+            if alerts.any() { "on" } else { "off" }
+        );
+        Ok(Responder {
+            policy: Policy::new(cfg.policy(), SystemClock::default()),
+            watch: QosWatch::new(qos, tick_ms),
+            tick_ms,
+            cfg,
+            labeller: Labeller::default(),
+            enforcer,
+            store,
+            sender,
+            host,
+            generator,
+            episode: None,
+            pending: None,
+            last_step: HashMap::new(),
+            last_diag: HashMap::new(),
+            action_ids: HashMap::new(),
+            stats: RespondStats::default(),
+        })
+    }
+
+    /// The service whose latency is the QoS.
+    pub fn qos_service(&self) -> &str {
+        &self.watch.cfg.service
+    }
+
+    /// One tick: `hist` is the QoS service's latency histogram of this tick.
+    pub fn on_tick(
+        &mut self,
+        ts_ms: u64,
+        d: &Discovery,
+        samples: &[Sample],
+        hist: &[u64; LAT_BUCKETS],
+    ) {
+        let st = self.watch.push(hist);
+        self.stats.qos_p99_us = st.p99_us;
+        self.stats.qos_violated = st.violated == Some(true);
+        self.labeller.observe(ts_ms, samples, st.violated == Some(false));
+        self.track_episode(ts_ms, d, &st);
+        if let Some(e) = &self.episode
+            && e.healthy_ticks == 0
+        {
+            let (culprit, id) = (e.culprit.clone(), e.culprit_id);
+            self.on_prediction(&culprit, id, d);
+        }
+        self.poll_diagnosis(d);
+        let revert = self.policy.on_tick();
+        if !revert.actions.is_empty() {
+            log::info!("respond: healthy for the hold time: rolling back {:?}", revert.actions);
+            self.carry_out(&revert, d);
+        }
+        if let Some(s) = &self.sender {
+            let ss = &s.stats;
+            use std::sync::atomic::Ordering::Relaxed;
+            self.stats.alerts_delivered = ss.delivered.load(Relaxed);
+            self.stats.alerts_pending = ss.pending.load(Relaxed);
+            self.stats.alert_failures = ss.failures.load(Relaxed);
+        }
+    }
+
+    fn track_episode(&mut self, ts_ms: u64, d: &Discovery, st: &QosStatus) {
+        let window_ticks = (self.watch.cfg.window_ms / self.tick_ms.max(1)).max(1) as u32;
+        match (st.violated, &mut self.episode) {
+            (Some(true), None) => {
+                let (id, why) = match self.labeller.culprit(d) {
+                    Some((id, dep)) => (id, dep.why),
+                    None => (
+                        d.services
+                            .iter()
+                            .find(|s| s.name == self.watch.cfg.service)
+                            .map_or(ServiceId(u32::MAX), |s| s.id),
+                        "no service's queues departed from normal: the front end itself".into(),
+                    ),
+                };
+                let culprit = d.name_of(id).to_string();
+                let qos = self.watch.describe(st);
+                log::warn!("QoS violated: {qos}; initiator {culprit} ({why})");
+                self.stats.violations += 1;
+                self.episode = Some(Episode {
+                    start_ms: ts_ms,
+                    culprit,
+                    culprit_id: id,
+                    qos,
+                    why,
+                    alert: None,
+                    healthy_ticks: 0,
+                });
+                self.record_event(ts_ms + self.tick_ms);
+            }
+            (Some(true), Some(e)) => e.healthy_ticks = 0,
+            (_, Some(e)) => {
+                e.healthy_ticks += 1;
+                if e.healthy_ticks >= window_ticks {
+                    let end = ts_ms;
+                    log::info!(
+                        "QoS holds again: {} (violation of {:.1} s, initiator {})",
+                        self.watch.describe(st),
+                        end.saturating_sub(e.start_ms) as f64 / 1000.0,
+                        e.culprit
+                    );
+                    self.record_event(end);
+                    if let Some(mut a) = self.episode.as_mut().and_then(|e| e.alert.take()) {
+                        a.ends_ms = end;
+                        self.enqueue(&a);
+                    }
+                    self.episode = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn record_event(&self, end_ms: u64) {
+        let (Some(s), Some(e)) = (&self.store, &self.episode) else {
+            return;
+        };
+        let ev = QosEvent {
+            start_ms: e.start_ms,
+            end_ms,
+            initiator: (e.culprit_id.0 != u32::MAX).then_some(e.culprit_id),
+            kind: format!("p99>{}ms", self.watch.cfg.p99_ms),
+        };
+        if let Err(err) = s.record_qos_event(&ev) {
+            log::warn!("respond: recording the QoS event: {err}");
+        }
+    }
+
+    /// `culprit` is (about to be) the initiator of a violation: diagnose it (or reuse the
+    /// diagnosis while an action for it is in effect), then step. At most once per cooldown.
+    pub fn on_prediction(&mut self, culprit: &str, id: ServiceId, d: &Discovery) {
+        if self.pending.is_some() {
+            return;
+        }
+        let cooldown = Duration::from_secs(self.cfg.cooldown_s);
+        if self
+            .last_step
+            .get(culprit)
+            .is_some_and(|t| t.elapsed() < cooldown)
+        {
+            return;
+        }
+        self.last_step.insert(culprit.into(), Instant::now());
+        let others: Vec<(String, Vec<u32>)> = d
+            .services
+            .iter()
+            .filter(|s| s.name != culprit)
+            .map(|s| (s.name.clone(), s.pids.clone()))
+            .collect();
+        let reuse = self.policy.in_effect(culprit) || !self.cfg.diagnose;
+        let svc = d.services.iter().find(|s| s.id == id).cloned();
+        let (tx, rx) = mpsc::channel();
+        let gate = Gate(
+            d.services
+                .iter()
+                .filter(|s| self.policy.in_effect(&s.name))
+                .map(|s| s.name.clone())
+                .collect(),
+        );
+        let prior = self.last_diag.get(culprit).cloned();
+        let name = culprit.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("seer-diagnose".into())
+            .spawn(move || {
+                let record = match (&svc, reuse, prior) {
+                    (_, true, Some(r)) => Ok(r),
+                    (_, true, None) => Err("diagnosis is off ([respond] diagnose = false)".into()),
+                    (None, _, _) => Err(format!("{name} is gone")),
+                    (Some(s), false, _) => {
+                        let t = diagnose::target::of_service(s);
+                        diagnose_target(&DiagnoseRequest::new(&s.name), &t, &gate)
+                            .map_err(|e| e.to_string())
+                    }
+                };
+                let antagonists = by_cpu(&others, Duration::from_millis(200));
+                let _ = tx.send(DiagDone {
+                    culprit: name,
+                    id,
+                    record,
+                    antagonists,
+                });
+            });
+        match spawned {
+            Ok(_) => self.pending = Some(rx),
+            Err(e) => log::warn!("respond: cannot start the diagnosis thread: {e}"),
+        }
+    }
+
+    fn poll_diagnosis(&mut self, d: &Discovery) {
+        let Some(rx) = &self.pending else { return };
+        let done = match rx.try_recv() {
+            Ok(done) => done,
+            Err(mpsc::TryRecvError::Empty) => return,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                log::warn!("respond: the diagnosis thread ended without a result");
+                self.pending = None;
+                return;
+            }
+        };
+        self.pending = None;
+        let ts = now_ms();
+        let (resource, confidence, diag_json) = match &done.record {
+            Ok(r) => {
+                let fresh = self.last_diag.get(&done.culprit) != Some(r);
+                if fresh {
+                    self.stats.diagnoses += 1;
+                    log::info!(
+                        "diagnosis of {}: {} (confidence {:.2}): {}",
+                        done.culprit,
+                        r.resource.map_or("inconclusive", |x| x.name()),
+                        r.confidence,
+                        r.reason
+                    );
+                    if let Some(s) = &self.store
+                        && let Ok(j) = serde_json::to_string(r)
+                        && let Err(e) = s.record_diagnosis(ts, Some(done.id), &j)
+                    {
+                        log::warn!("respond: storing the diagnosis: {e}");
+                    }
+                    self.last_diag.insert(done.culprit.clone(), r.clone());
+                }
+                (r.resource, r.confidence, serde_json::to_value(r).ok())
+            }
+            Err(e) => {
+                log::warn!("respond: diagnosis of {} failed: {e}", done.culprit);
+                (None, 0.0, Some(json!({ "error": e })))
+            }
+        };
+        let decision = match resource.and_then(policy_resource) {
+            Some(r) => self.policy.on_alert(&done.culprit, r, &done.antagonists),
+            None => Decision {
+                mode: self.cfg.mode,
+                actions: Vec::new(),
+                note: Some(match resource {
+                    Some(r) => format!(
+                        "no local mechanism for {}: the cluster manager should move {} or its antagonists",
+                        r.name(),
+                        done.culprit
+                    ),
+                    None => "no resource identified: nothing to act on".into(),
+                }),
+            },
+        };
+        let outcomes = self.carry_out(&decision, d);
+        let Some(e) = &mut self.episode else {
+            return; // Healthy again before the diagnosis finished: no alert.
+        };
+        let a = AlertInfo {
+            culprit: done.culprit.clone(),
+            qos: e.qos.clone(),
+            resource: resource.map_or("unknown", |r| r.name()).into(),
+            confidence,
+            mode: match self.cfg.mode {
+                Mode::Enforce => "enforce",
+                Mode::Recommend => "recommend",
+                Mode::DryRun => "dry-run",
+            }
+            .into(),
+            diagnosis: diag_json,
+            actions: json!({
+                "outcomes": outcomes,
+                "note": decision.note,
+                "initiator_evidence": e.why,
+            }),
+            starts_ms: e.start_ms,
+            // Firing for a while; refreshed by the next step, resolved when the QoS holds.
+            ends_ms: ts + 10 * 60 * 1000,
+        };
+        e.alert = Some(a.clone());
+        self.enqueue(&a);
+    }
+
+    fn enqueue(&mut self, a: &AlertInfo) {
+        let Some(s) = &self.store else { return };
+        if self.sender.is_none() {
+            return;
+        }
+        let payload = alert::alert_json(a, &self.host, &self.generator).to_string();
+        match s.enqueue_alert(now_ms(), &payload) {
+            Ok(_) => {
+                self.stats.alerts_queued += 1;
+                if let Some(snd) = &self.sender {
+                    snd.wake();
+                }
+            }
+            Err(e) => log::warn!("respond: queueing the alert: {e}"),
+        }
+    }
+
+    /// Applies (enforce) or hands on (recommend, dry-run) a decision, logging each change.
+    fn carry_out(&mut self, dec: &Decision, d: &Discovery) -> Vec<Outcome> {
+        let outcomes = match (&mut self.enforcer, dec.mode) {
+            (Some(en), Mode::Enforce) => {
+                for a in &dec.actions {
+                    let svc = match a {
+                        Action::Set { service, .. } | Action::Revert { service, .. } => service,
+                    };
+                    if let Some(s) = d.services.iter().find(|s| &s.name == svc) {
+                        let cpu = s
+                            .pids
+                            .first()
+                            .and_then(|&p| crate::actuate::cgroup::CpuCgroup::of_pid(p).ok());
+                        en.targets.insert(
+                            s.name.clone(),
+                            Target {
+                                cpu,
+                                pids: s.pids.clone(),
+                            },
+                        );
+                    }
+                }
+                en.carry_out(dec)
+            }
+            (_, Mode::Recommend) => dec
+                .actions
+                .iter()
+                .map(|a| Outcome::Recommended { action: a.clone() })
+                .collect(),
+            _ => dec
+                .actions
+                .iter()
+                .map(|a| {
+                    log::info!("dry-run: would {a:?}");
+                    Outcome::DryRun { action: a.clone() }
+                })
+                .collect(),
+        };
+        let ts = now_ms();
+        for o in &outcomes {
+            match o {
+                Outcome::Applied { action } => {
+                    self.stats.applied += 1;
+                    log::info!("respond: applied {action:?}");
+                    self.log_action(ts, action, d);
+                }
+                Outcome::Failed { action, error } => {
+                    self.stats.failed += 1;
+                    log::warn!("respond: could not apply {action:?}: {error}");
+                }
+                Outcome::Recommended { .. } => self.stats.recommended += 1,
+                Outcome::DryRun { .. } => {}
+            }
+        }
+        outcomes
+    }
+
+    /// Records an applied change in the store's actions log (and marks reverted ones undone).
+    fn log_action(&mut self, ts: u64, a: &Action, d: &Discovery) {
+        let Some(s) = &self.store else { return };
+        match a {
+            Action::Set {
+                service, resource, ..
+            } => {
+                let id = d.services.iter().find(|x| &x.name == service).map(|x| x.id);
+                let kind = match resource {
+                    policy::Resource::Cpu => "cgroup.cpu",
+                    policy::Resource::Llc => "resctrl.l3",
+                    policy::Resource::MemBw => "resctrl.mba",
+                    policy::Resource::Net => "tc.htb",
+                };
+                let detail = serde_json::to_string(a).unwrap_or_default();
+                match s.record_action(ts, id, kind, &detail) {
+                    Ok(n) => self
+                        .action_ids
+                        .entry((service.clone(), *resource))
+                        .or_default()
+                        .push(n),
+                    Err(e) => log::warn!("respond: recording the action: {e}"),
+                }
+            }
+            Action::Revert { service, resource } => {
+                for n in self
+                    .action_ids
+                    .remove(&(service.clone(), *resource))
+                    .unwrap_or_default()
+                {
+                    let _ = s.mark_action_undone(n, ts);
+                }
+            }
+        }
+    }
+
+    /// Undoes every local change, marks it in the store, and gives the sender a moment.
+    pub fn shutdown(mut self) {
+        if let Some(en) = &mut self.enforcer {
+            let rep = en.actuator.undo_all();
+            log::info!(
+                "respond: undid local actions: {} restored, {} already gone, {} failed",
+                rep.restored,
+                rep.gone,
+                rep.failed.len()
+            );
+            for f in &rep.failed {
+                log::error!("respond: could not undo: {f} (kept in the journal for the next start)");
+            }
+        }
+        if let Some(s) = &self.store {
+            let ts = now_ms();
+            for (_, ids) in self.action_ids.drain() {
+                for n in ids {
+                    let _ = s.mark_action_undone(n, ts);
+                }
+            }
+        }
+        if let Some(snd) = self.sender.take() {
+            snd.shutdown(Duration::from_secs(2));
+        }
+    }
+
+    /// Forgets services that are gone (called after discovery).
+    pub fn on_discovery(&mut self, d: &Discovery) {
+        self.labeller.retain(d);
+    }
+
+    /// One line for the live view's footer.
+    pub fn status_line(&self) -> String {
+        format!(
+            "QoS {} p99 {:.1} ms (target {} ms){}",
+            self.watch.cfg.service,
+            self.stats.qos_p99_us as f64 / 1000.0,
+            self.watch.cfg.p99_ms,
+            match &self.episode {
+                Some(e) => format!(" VIOLATED, initiator {}", e.culprit),
+                None => String::new(),
+            }
+        )
+    }
+
+}
