@@ -7,7 +7,8 @@ use anyhow::{Context as _, Result, bail};
 use crate::util::{self, have, output, run, step};
 
 /// Debian packages: bpftool (witness for tests, bpf stats), real servers and load for the tests
-/// and benchmarks, iproute2 (netns/veth/tc), procps (ps), clang's libs are not needed.
+/// and benchmarks, iproute2 (netns/veth/tc), procps (ps), a real Alertmanager for the alert
+/// tests (started by the tests on loopback; the package's own service is not needed).
 const DEBIAN: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -17,6 +18,7 @@ const DEBIAN: &[&str] = &[
     "wrk",
     "procps",
     "python3",
+    "prometheus-alertmanager",
 ];
 
 const BPF_LINKER: &str = "bpf-linker@0.10.4";
