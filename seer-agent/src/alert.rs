@@ -87,7 +87,8 @@ pub fn post_json(url: &HttpUrl, body: &str, timeout: Duration) -> Result<u16, St
         .next()
         .ok_or_else(|| format!("{} has no address", url.host))?;
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     let path = if url.path.is_empty() { "/" } else { &url.path };
@@ -363,7 +364,10 @@ mod tests {
     #[test]
     fn urls() {
         let u = HttpUrl::parse("http://127.0.0.1:9093").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("127.0.0.1", 9093, ""));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 9093, "")
+        );
         assert_eq!(
             u.join("/api/v2/alerts").to_string(),
             "http://127.0.0.1:9093/api/v2/alerts"
@@ -374,7 +378,11 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("::1", 8080));
         assert!(HttpUrl::parse("https://x").unwrap_err().contains("https"));
         assert!(HttpUrl::parse("x:1").unwrap_err().contains("http://"));
-        assert!(HttpUrl::parse("http://h:99999").unwrap_err().contains("port"));
+        assert!(
+            HttpUrl::parse("http://h:99999")
+                .unwrap_err()
+                .contains("port")
+        );
     }
 
     #[test]
@@ -400,7 +408,12 @@ mod tests {
         let v = alert_json(&a, "h1", "http://h1:9464/metrics");
         assert_eq!(v["labels"]["service"], "memcached");
         assert_eq!(v["labels"]["resource"], "cpu_int");
-        assert!(v["annotations"]["actions"].as_str().unwrap().contains("memcached"));
+        assert!(
+            v["annotations"]["actions"]
+                .as_str()
+                .unwrap()
+                .contains("memcached")
+        );
         assert_eq!(v["endsAt"], "1970-01-01T00:00:01.000Z");
     }
 

@@ -104,9 +104,136 @@ pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
                 query::top_table(&r)
             }
         }
+        QueryWhat::Violations { from } => {
+            let names = names(&store)?;
+            let from = parse_time(from, now_ms())?;
+            let rows: Vec<serde_json::Value> = store
+                .qos_events(from, u64::MAX)?
+                .into_iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "start_ms": e.start_ms,
+                        "end_ms": e.end_ms,
+                        "seconds": e.end_ms.saturating_sub(e.start_ms) as f64 / 1000.0,
+                        "initiator": e.initiator.map(|i| name_of(&names, i.0)),
+                        "kind": e.kind,
+                    })
+                })
+                .collect();
+            render(a.json, &rows, &["start_ms", "seconds", "initiator", "kind"])?
+        }
+        QueryWhat::Diagnoses { from } => {
+            let names = names(&store)?;
+            let from = parse_time(from, now_ms())?;
+            let rows: Vec<serde_json::Value> = store
+                .diagnoses(from, u64::MAX)?
+                .into_iter()
+                .map(|d| {
+                    let rec: serde_json::Value =
+                        serde_json::from_str(&d.json).unwrap_or(serde_json::Value::Null);
+                    serde_json::json!({
+                        "ts_ms": d.ts_ms,
+                        "service": d.service.map(|i| name_of(&names, i.0)),
+                        "resource": rec["resource"],
+                        "confidence": rec["confidence"],
+                        "mode": rec["mode"],
+                        "reason": rec["reason"],
+                        "record": rec,
+                    })
+                })
+                .collect();
+            render(
+                a.json,
+                &rows,
+                &[
+                    "ts_ms",
+                    "service",
+                    "resource",
+                    "confidence",
+                    "mode",
+                    "reason",
+                ],
+            )?
+        }
+        QueryWhat::Actions => {
+            let names = names(&store)?;
+            let rows: Vec<serde_json::Value> = store
+                .actions(false)?
+                .into_iter()
+                .map(|x| {
+                    serde_json::json!({
+                        "id": x.id,
+                        "ts_ms": x.ts_ms,
+                        "service": x.service.map(|i| name_of(&names, i.0)),
+                        "kind": x.kind,
+                        "detail": x.detail,
+                        "undone_ms": x.undone_ms,
+                    })
+                })
+                .collect();
+            render(
+                a.json,
+                &rows,
+                &["id", "ts_ms", "service", "kind", "detail", "undone_ms"],
+            )?
+        }
+        QueryWhat::Alerts => {
+            let rows: Vec<serde_json::Value> = store
+                .pending_alerts(usize::MAX)?
+                .into_iter()
+                .map(|x| {
+                    serde_json::json!({
+                        "id": x.id,
+                        "ts_ms": x.ts_ms,
+                        "alert": serde_json::from_str::<serde_json::Value>(&x.payload)
+                            .unwrap_or(serde_json::Value::String(x.payload)),
+                    })
+                })
+                .collect();
+            render(a.json, &rows, &["id", "ts_ms", "alert"])?
+        }
     };
     println!("{out}");
     Ok(())
+}
+
+fn names(store: &Store) -> anyhow::Result<Vec<(u32, String)>> {
+    Ok(store
+        .services()?
+        .into_iter()
+        .map(|s| (s.id.0, s.name))
+        .collect())
+}
+
+fn name_of(names: &[(u32, String)], id: u32) -> String {
+    names
+        .iter()
+        .find(|(i, _)| *i == id)
+        .map_or_else(|| format!("#{id}"), |(_, n)| n.clone())
+}
+
+/// JSON array, or one line per row with the given columns (tab-separated, header first).
+fn render(json: bool, rows: &[serde_json::Value], cols: &[&str]) -> anyhow::Result<String> {
+    if json {
+        return Ok(serde_json::to_string_pretty(rows)?);
+    }
+    if rows.is_empty() {
+        return Ok("(none)".into());
+    }
+    let mut out = cols.join("\t");
+    for r in rows {
+        out.push('\n');
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|c| match &r[*c] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "-".into(),
+                v => v.to_string(),
+            })
+            .collect();
+        out.push_str(&cells.join("\t"));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

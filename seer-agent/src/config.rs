@@ -378,13 +378,19 @@ mod tests {
         )
         .unwrap();
         let q = c.qos.as_ref().unwrap();
-        assert_eq!((q.service.as_str(), q.p99_ms, q.window_ms), ("fe", 50.0, 1000));
+        assert_eq!(
+            (q.service.as_str(), q.p99_ms, q.window_ms),
+            ("fe", 50.0, 1000)
+        );
         assert_eq!(c.respond.mode, crate::actuate::policy::Mode::Enforce);
         assert_eq!(c.respond.policy().cpu_pct.floor, 40);
         assert!(c.alerts.any());
         for (bad, want) in [
             ("[qos]\nservice = \"fe\"\np99_ms = -1\n", "p99_ms"),
-            ("[qos]\nservice = \"fe\"\np99_ms = 5\nwindow_ms = 10\n", "window_ms"),
+            (
+                "[qos]\nservice = \"fe\"\np99_ms = 5\nwindow_ms = 10\n",
+                "window_ms",
+            ),
             ("[respond]\nmode = \"yolo\"\n", "yolo"),
             ("[respond]\ncpu_floor_pct = 0\n", "floors"),
             ("[alerts]\nalertmanager = \"https://am:9093\"\n", "https"),

@@ -179,6 +179,21 @@ pub enum QueryWhat {
         #[arg(long, short, default_value_t = 10)]
         n: usize,
     },
+    /// QoS violations the agent saw, with the service it named as initiator.
+    Violations {
+        /// Since: ms since the Unix epoch, "now", or relative like -1h.
+        #[arg(long, default_value = "-1d", allow_hyphen_values = true)]
+        from: String,
+    },
+    /// Diagnoses: which resource each culprit was short of, how sure, and the evidence.
+    Diagnoses {
+        #[arg(long, default_value = "-1d", allow_hyphen_values = true)]
+        from: String,
+    },
+    /// Changes the agent made to the host (enforce mode), and when each was undone.
+    Actions,
+    /// Alerts not yet delivered to the cluster manager.
+    Alerts,
 }
 
 fn main() -> ExitCode {

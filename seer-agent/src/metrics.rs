@@ -104,13 +104,29 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
     }
     if let Some(r) = &st.respond {
         scalar("seer_qos_p99_seconds", "gauge", r.qos_p99_us as f64 / 1e6);
-        scalar("seer_qos_violated", "gauge", f64::from(u8::from(r.qos_violated)));
+        scalar(
+            "seer_qos_violated",
+            "gauge",
+            f64::from(u8::from(r.qos_violated)),
+        );
         scalar("seer_qos_violations_total", "counter", r.violations as f64);
         scalar("seer_diagnoses_total", "counter", r.diagnoses as f64);
-        scalar("seer_alerts_queued_total", "counter", r.alerts_queued as f64);
-        scalar("seer_alerts_delivered_total", "counter", r.alerts_delivered as f64);
+        scalar(
+            "seer_alerts_queued_total",
+            "counter",
+            r.alerts_queued as f64,
+        );
+        scalar(
+            "seer_alerts_delivered_total",
+            "counter",
+            r.alerts_delivered as f64,
+        );
         scalar("seer_alerts_pending", "gauge", r.alerts_pending as f64);
-        scalar("seer_alert_failures_total", "counter", r.alert_failures as f64);
+        scalar(
+            "seer_alert_failures_total",
+            "counter",
+            r.alert_failures as f64,
+        );
         let _ = writeln!(o, "# TYPE seer_actions_total counter");
         for (what, n) in [
             ("applied", r.applied),

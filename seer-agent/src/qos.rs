@@ -8,10 +8,10 @@
 //!
 //! The labeller keeps, per service, a slow running mean and mean absolute deviation of four
 //! queue channels (outstanding requests, receive-queue bytes, accept backlog, p99 latency),
-//! learned only while the QoS holds. A service "departs" when a channel rises above its mean by
-//! more than `K` deviations and a per-channel floor. When the QoS breaks, the initiator is the
-//! service that departed first; services that departed in the same tick are ordered back end
-//! first (backlog spreads from a slow back end to its callers, not the other way).
+//! learned only while the QoS holds. A service "departs" when a channel's fast mean rises above
+//! its normal mean by more than `K` deviations and a per-channel floor. When the QoS breaks,
+//! the initiator is the deepest departed service (backlog spreads from a starved back end to
+//! its callers, not the other way), the earliest among equally deep ones.
 use std::collections::{HashMap, VecDeque};
 
 use seer_common::{
@@ -51,7 +51,10 @@ impl QosWatch {
     /// Adds one tick's histogram of the front end's request latencies.
     pub fn push(&mut self, hist: &[u64; LAT_BUCKETS]) -> QosStatus {
         let mut slot = if self.ring.len() >= self.ticks {
-            let old = self.ring.pop_front().unwrap_or_else(|| Box::new([0; LAT_BUCKETS]));
+            let old = self
+                .ring
+                .pop_front()
+                .unwrap_or_else(|| Box::new([0; LAT_BUCKETS]));
             for (s, o) in self.sum.iter_mut().zip(old.iter()) {
                 *s -= o;
             }
@@ -70,7 +73,7 @@ impl QosWatch {
             p99_us,
             requests,
             violated: (requests >= self.cfg.min_requests)
-                .then(|| p99_us as f64 > self.cfg.p99_ms * 1000.0),
+                .then_some(p99_us as f64 > self.cfg.p99_ms * 1000.0),
         }
     }
 
@@ -88,11 +91,15 @@ impl QosWatch {
     }
 }
 
-/// Channels the labeller watches, with the smallest rise above normal that counts.
+/// Channels the labeller watches, with the smallest rise above normal that counts. Any unread
+/// byte counts for the receive queue: a service that is not running (throttled, descheduled)
+/// leaves its requests unread, and they never show in its own turn latency, which starts when
+/// it reads (a memcached throttled by CFS measured here: turn latency normal, receive queue
+/// non-empty at almost every tick, while its caller's latency went from 0.2 to 74 ms).
 const WATCHED: [(Channel, f32); 4] = [
     (Channel::Outstanding, 2.0),
-    (Channel::RxQueueBytes, 8192.0),
-    (Channel::AcceptBacklog, 2.0),
+    (Channel::RxQueueBytes, 1.0),
+    (Channel::AcceptBacklog, 1.0),
     (Channel::LatencyP99Us, 2000.0),
 ];
 /// Deviations above the mean that count as departed.
@@ -101,13 +108,20 @@ const K: f32 = 4.0;
 const WARMUP: u32 = 20;
 /// Weight of a new tick in the running mean and deviation (~2 s memory at 100 ms).
 const ALPHA: f32 = 0.05;
-/// Ticks back within normal before a departure is over.
-const SETTLE: u32 = 5;
+/// Weight of a new tick in the fast mean (~300 ms memory at 100 ms).
+const FAST: f32 = 0.3;
+/// Ticks back within normal before a departure is over: queues of a throttled or starved
+/// service show at some ticks and not others (a snapshot per tick), so a departure outlives
+/// short quiet streaks and keeps its first tick.
+const SETTLE: u32 = 10;
 
 #[derive(Default)]
 struct Baseline {
+    /// Slow running mean and mean absolute deviation (learned while the QoS holds).
     mean: [f32; WATCHED.len()],
     dev: [f32; WATCHED.len()],
+    /// Fast running mean (always): a sustained rise, not a one-tick spike, departs.
+    fast: [f32; WATCHED.len()],
     n: u32,
 }
 
@@ -137,12 +151,14 @@ impl Labeller {
                 if ch == Channel::LatencyP99Us && x == 0.0 {
                     continue;
                 }
+                b.fast[i] += FAST * (x - b.fast[i]);
                 if b.n >= WARMUP && why.is_none() {
-                    let excess = x - b.mean[i];
+                    let excess = b.fast[i] - b.mean[i];
                     if excess > (K * b.dev[i]).max(floor) {
                         why = Some(format!(
-                            "{} {x:.0} vs normal {:.1} ± {:.1}",
+                            "{} {:.0} vs normal {:.1} ± {:.1}",
                             seer_common::sample::CHANNEL_NAMES[ch as usize],
+                            b.fast[i],
                             b.mean[i],
                             b.dev[i]
                         ));
@@ -151,6 +167,7 @@ impl Labeller {
                 if learn {
                     if b.n == 0 {
                         b.mean[i] = x;
+                        b.fast[i] = x;
                     } else {
                         b.dev[i] += ALPHA * ((x - b.mean[i]).abs() - b.dev[i]);
                         b.mean[i] += ALPHA * (x - b.mean[i]);
@@ -183,7 +200,14 @@ impl Labeller {
         }
     }
 
-    /// The initiator: first to depart, back end first within a tick; None if none departed.
+    /// The initiator: the deepest service (farthest from the front end) whose queues have
+    /// departed, the earliest among equally deep ones. None if none departed.
+    ///
+    /// Backlog spreads from a starved service to its callers, never to its callees (they see
+    /// less traffic), so the deepest departed service is where it started; "first to depart"
+    /// alone is unreliable because a per-tick snapshot can see a starved back end's queue a
+    /// tick or more after its callers' latency rose (measured: memcached throttled by CFS
+    /// showed in its receive queue 500 ms after nginx's latency did).
     pub fn culprit(&self, d: &Discovery) -> Option<(ServiceId, Departure)> {
         let depth = |id: &ServiceId| {
             d.services
@@ -194,8 +218,56 @@ impl Labeller {
         self.departed
             .iter()
             .filter(|(id, _)| d.services.iter().any(|s| s.id == **id))
-            .min_by_key(|(id, dep)| (dep.since_ms, std::cmp::Reverse(depth(id)), id.0))
+            .min_by_key(|(id, dep)| (std::cmp::Reverse(depth(id)), dep.since_ms, id.0))
             .map(|(id, dep)| (*id, dep.clone()))
+    }
+
+    /// Every departed service: "name since +N ms (why)", earliest first (for the log).
+    pub fn departures(&self, d: &Discovery) -> String {
+        let mut v: Vec<(&ServiceId, &Departure)> = self.departed.iter().collect();
+        v.sort_by_key(|(id, dep)| (dep.since_ms, id.0));
+        let t0 = v.first().map_or(0, |(_, dep)| dep.since_ms);
+        v.iter()
+            .map(|(id, dep)| {
+                let depth = d
+                    .services
+                    .iter()
+                    .find(|s| s.id == **id)
+                    .map_or(0, |s| s.depth);
+                format!(
+                    "{} +{} ms depth {depth} ({})",
+                    d.name_of(**id),
+                    dep.since_ms - t0,
+                    dep.why
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Each service's watched channels as fast/mean±dev (for the log at a violation).
+    pub fn levels(&self, d: &Discovery) -> String {
+        let mut out = Vec::new();
+        for s in &d.services {
+            let Some(b) = self.base.get(&s.id) else {
+                continue;
+            };
+            let ch: Vec<String> = WATCHED
+                .iter()
+                .enumerate()
+                .map(|(i, (c, _))| {
+                    format!(
+                        "{} {:.0}/{:.0}±{:.0}",
+                        seer_common::sample::CHANNEL_NAMES[*c as usize],
+                        b.fast[i],
+                        b.mean[i],
+                        b.dev[i]
+                    )
+                })
+                .collect();
+            out.push(format!("{}: {}", s.name, ch.join(" ")));
+        }
+        out.join("; ")
     }
 
     /// Forgets services that are gone.
@@ -273,31 +345,77 @@ mod tests {
     }
 
     #[test]
-    fn first_to_depart_then_back_end_first() {
+    fn deepest_departed_then_earliest() {
         let mut d = Discovery::default();
         d.services = vec![svc(1, 0), svc(2, 1), svc(3, 2)];
         let mut l = Labeller::default();
         for t in 0..40 {
             let jitter = (t % 2) as f32;
-            l.observe(t, &[sample(1, 1.0 + jitter), sample(2, jitter), sample(3, 1.0)], true);
+            l.observe(
+                t,
+                &[sample(1, 1.0 + jitter), sample(2, jitter), sample(3, 1.0)],
+                true,
+            );
         }
         assert_eq!(l.culprit(&d), None, "all normal");
-        // The middle tier departs first; a tick later the front end and the back end too.
-        l.observe(100, &[sample(1, 1.0), sample(2, 9.0), sample(3, 1.0)], false);
-        l.observe(200, &[sample(1, 20.0), sample(2, 12.0), sample(3, 8.0)], false);
+        // The middle tier departs, then the front end: the middle tier is the initiator.
+        l.observe(
+            100,
+            &[sample(1, 1.0), sample(2, 9.0), sample(3, 1.0)],
+            false,
+        );
+        l.observe(
+            200,
+            &[sample(1, 20.0), sample(2, 12.0), sample(3, 1.0)],
+            false,
+        );
         let (id, dep) = l.culprit(&d).expect("culprit");
         assert_eq!((id, dep.since_ms), (ServiceId(2), 100), "{dep:?}");
-        assert!(dep.why.starts_with("outstanding 9"), "{}", dep.why);
+        // The back end's queue shows a tick later: it is deeper, so it is the initiator.
+        l.observe(
+            300,
+            &[sample(1, 20.0), sample(2, 12.0), sample(3, 9.0)],
+            false,
+        );
+        let (id, dep) = l.culprit(&d).expect("culprit");
+        assert_eq!((id, dep.since_ms), (ServiceId(3), 300), "{dep:?}");
+        assert!(dep.why.starts_with("outstanding "), "{}", dep.why);
+        // Two at the same depth: the earliest.
+        let mut d2 = Discovery::default();
+        d2.services = vec![svc(1, 0), svc(2, 1), svc(4, 1)];
+        let mut l3 = Labeller::default();
+        for t in 0..40 {
+            l3.observe(t, &[sample(1, 0.0), sample(2, 0.0), sample(4, 0.0)], true);
+        }
+        l3.observe(
+            100,
+            &[sample(1, 0.0), sample(2, 0.0), sample(4, 9.0)],
+            false,
+        );
+        l3.observe(
+            200,
+            &[sample(1, 0.0), sample(2, 9.0), sample(4, 9.0)],
+            false,
+        );
+        assert_eq!(l3.culprit(&d2).map(|c| c.0), Some(ServiceId(4)));
         // Same tick: the deepest wins.
         let mut l2 = Labeller::default();
         for t in 0..40 {
             l2.observe(t, &[sample(1, 0.0), sample(2, 0.0), sample(3, 0.0)], true);
         }
-        l2.observe(100, &[sample(1, 9.0), sample(2, 9.0), sample(3, 9.0)], false);
+        l2.observe(
+            100,
+            &[sample(1, 9.0), sample(2, 9.0), sample(3, 9.0)],
+            false,
+        );
         assert_eq!(l2.culprit(&d).map(|c| c.0), Some(ServiceId(3)));
         // Back to normal for SETTLE ticks: no longer departed.
         for t in 0..SETTLE as u64 {
-            l2.observe(300 + t, &[sample(1, 0.0), sample(2, 0.0), sample(3, 0.0)], false);
+            l2.observe(
+                300 + t,
+                &[sample(1, 0.0), sample(2, 0.0), sample(3, 0.0)],
+                false,
+            );
         }
         assert_eq!(l2.culprit(&d), None);
     }

@@ -37,12 +37,7 @@ use crate::{
     },
     alert::{self, AlertInfo, Sender},
     config::{AlertsConfig, QosConfig, RespondConfig},
-    diagnose::{
-        self,
-        record::Record,
-        DiagnoseRequest, diagnose_target,
-        search::ActionGate,
-    },
+    diagnose::{self, DiagnoseRequest, diagnose_target, record::Record, search::ActionGate},
     discovery::Discovery,
     qos::{Labeller, QosStatus, QosWatch},
 };
@@ -72,10 +67,17 @@ struct DiagDone {
     antagonists: Vec<String>,
 }
 
+/// The initiator is named this long after the violation starts, from the departures seen up
+/// to then (a starved back end's queue can show in the per-tick snapshot a few ticks after
+/// its callers' latency).
+const NAME_AFTER_MS: u64 = 300;
+
 struct Episode {
     start_ms: u64,
+    /// The initiator, once named (see NAME_AFTER_MS).
     culprit: String,
     culprit_id: ServiceId,
+    named: bool,
     /// The QoS as it first broke (for the alert and the event).
     qos: String,
     why: String,
@@ -174,7 +176,9 @@ impl Responder {
             let rc = match Resctrl::probe(std::path::Path::new(resctrl::DEFAULT_ROOT)) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    log::info!("respond: CAT/MBA unavailable ({e}); cache and memory-bandwidth actions will fail, CPU and network work");
+                    log::info!(
+                        "respond: CAT/MBA unavailable ({e}); cache and memory-bandwidth actions will fail, CPU and network work"
+                    );
                     None
                 }
             };
@@ -266,10 +270,12 @@ impl Responder {
         let st = self.watch.push(hist);
         self.stats.qos_p99_us = st.p99_us;
         self.stats.qos_violated = st.violated == Some(true);
-        self.labeller.observe(ts_ms, samples, st.violated == Some(false));
+        self.labeller
+            .observe(ts_ms, samples, st.violated == Some(false));
         self.track_episode(ts_ms, d, &st);
         if let Some(e) = &self.episode
             && e.healthy_ticks == 0
+            && e.named
         {
             let (culprit, id) = (e.culprit.clone(), e.culprit_id);
             self.on_prediction(&culprit, id, d);
@@ -277,7 +283,10 @@ impl Responder {
         self.poll_diagnosis(d);
         let revert = self.policy.on_tick();
         if !revert.actions.is_empty() {
-            log::info!("respond: healthy for the hold time: rolling back {:?}", revert.actions);
+            log::info!(
+                "respond: healthy for the hold time: rolling back {:?}",
+                revert.actions
+            );
             self.carry_out(&revert, d);
         }
         if let Some(s) = &self.sender {
@@ -293,30 +302,19 @@ impl Responder {
         let window_ticks = (self.watch.cfg.window_ms / self.tick_ms.max(1)).max(1) as u32;
         match (st.violated, &mut self.episode) {
             (Some(true), None) => {
-                let (id, why) = match self.labeller.culprit(d) {
-                    Some((id, dep)) => (id, dep.why),
-                    None => (
-                        d.services
-                            .iter()
-                            .find(|s| s.name == self.watch.cfg.service)
-                            .map_or(ServiceId(u32::MAX), |s| s.id),
-                        "no service's queues departed from normal: the front end itself".into(),
-                    ),
-                };
-                let culprit = d.name_of(id).to_string();
                 let qos = self.watch.describe(st);
-                log::warn!("QoS violated: {qos}; initiator {culprit} ({why})");
+                log::warn!("QoS violated: {qos}");
                 self.stats.violations += 1;
                 self.episode = Some(Episode {
                     start_ms: ts_ms,
-                    culprit,
-                    culprit_id: id,
+                    culprit: String::new(),
+                    culprit_id: ServiceId(u32::MAX),
+                    named: false,
                     qos,
-                    why,
+                    why: String::new(),
                     alert: None,
                     healthy_ticks: 0,
                 });
-                self.record_event(ts_ms + self.tick_ms);
             }
             (Some(true), Some(e)) => e.healthy_ticks = 0,
             (_, Some(e)) => {
@@ -327,7 +325,11 @@ impl Responder {
                         "QoS holds again: {} (violation of {:.1} s, initiator {})",
                         self.watch.describe(st),
                         end.saturating_sub(e.start_ms) as f64 / 1000.0,
-                        e.culprit
+                        if e.named {
+                            e.culprit.as_str()
+                        } else {
+                            "not named"
+                        }
                     );
                     self.record_event(end);
                     if let Some(mut a) = self.episode.as_mut().and_then(|e| e.alert.take()) {
@@ -339,6 +341,29 @@ impl Responder {
             }
             _ => {}
         }
+        // Name the initiator NAME_AFTER_MS into the violation, from departures up to then.
+        let Some(e) = &mut self.episode else { return };
+        if e.named || ts_ms < e.start_ms + NAME_AFTER_MS {
+            return;
+        }
+        let (id, why) = match self.labeller.culprit(d) {
+            Some((id, dep)) => (id, dep.why),
+            None => (
+                d.services
+                    .iter()
+                    .find(|s| s.name == self.watch.cfg.service)
+                    .map_or(ServiceId(u32::MAX), |s| s.id),
+                "no service's queues departed from normal: the front end itself".into(),
+            ),
+        };
+        e.culprit = d.name_of(id).to_string();
+        e.culprit_id = id;
+        e.why = why;
+        e.named = true;
+        log::warn!("initiator of the violation: {} ({})", e.culprit, e.why);
+        log::info!("departed from normal: {}", self.labeller.departures(d));
+        log::debug!("queues (fast/normal±dev): {}", self.labeller.levels(d));
+        self.record_event(ts_ms + self.tick_ms);
     }
 
     fn record_event(&self, end_ms: u64) {
@@ -526,10 +551,11 @@ impl Responder {
                         Action::Set { service, .. } | Action::Revert { service, .. } => service,
                     };
                     if let Some(s) = d.services.iter().find(|s| &s.name == svc) {
-                        let cpu = s
-                            .pids
-                            .first()
-                            .and_then(|&p| crate::actuate::cgroup::CpuCgroup::of_pid(p).ok());
+                        let cpu = s.pids.first().and_then(|&p| {
+                            crate::actuate::cgroup::CpuCgroup::of_pid(p)
+                                .map_err(|e| log::warn!("respond: {}: {e}", s.name))
+                                .ok()
+                        });
                         en.targets.insert(
                             s.name.clone(),
                             Target {
@@ -621,7 +647,9 @@ impl Responder {
                 rep.failed.len()
             );
             for f in &rep.failed {
-                log::error!("respond: could not undo: {f} (kept in the journal for the next start)");
+                log::error!(
+                    "respond: could not undo: {f} (kept in the journal for the next start)"
+                );
             }
         }
         if let Some(s) = &self.store {
@@ -655,5 +683,4 @@ impl Responder {
             }
         )
     }
-
 }

@@ -138,7 +138,12 @@ impl Loop {
             .on_discovery(&mut self.probes, &self.disc, &ch.new_slots)?;
         if let Some(r) = &mut self.responder {
             let q = r.qos_service().to_string();
-            self.sampler.watch = self.disc.services.iter().find(|s| s.name == q).map(|s| s.id);
+            self.sampler.watch = self
+                .disc
+                .services
+                .iter()
+                .find(|s| s.name == q)
+                .map(|s| s.id);
             r.on_discovery(&self.disc);
         }
         Ok(())

@@ -247,6 +247,25 @@ impl Drop for Agent {
 
 impl Agent {
     pub fn start(ns: &str, ticks: u32, extra: &[&str]) -> Self {
+        Self::start_with(ns, ticks, extra, NetPair::cmd)
+    }
+
+    /// Like `start`, but enters only the network namespace (`nsenter --net`): `ip netns exec`
+    /// also remounts /sys, which hides the host's cgroup mounts from the agent's actuator.
+    pub fn start_net_only(ns: &str, ticks: u32, extra: &[&str]) -> Self {
+        Self::start_with(ns, ticks, extra, |ns, prog, args| {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(prog).args(args);
+            c
+        })
+    }
+
+    fn start_with(
+        ns: &str,
+        ticks: u32,
+        extra: &[&str],
+        cmd: impl Fn(&str, &std::path::Path, &[&str]) -> Command,
+    ) -> Self {
         let t = ticks.to_string();
         let db = std::env::temp_dir().join(format!(
             "seer-test-{}-{}.redb",
@@ -256,8 +275,11 @@ impl Agent {
         let dbs = db.display().to_string();
         let mut args = vec!["run", "--json", "--ticks", &t, "--db", &dbs];
         args.extend_from_slice(extra);
-        let mut cmd = NetPair::cmd(ns, &agent_bin(), &args);
-        cmd.env("RUST_LOG", "info");
+        let mut cmd = cmd(ns, &agent_bin(), &args);
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("SEER_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         Agent {
             proc: Proc::spawn(cmd),
             db,
@@ -341,4 +363,21 @@ pub fn ss_recvq(ns: &str, flags: &str, filter: &str) -> u64 {
                 .ok()
         })
         .sum()
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns` (setns is per thread; threads
+/// `f` spawns inherit it).
+pub fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    use std::os::fd::AsRawFd as _;
+    let path = format!("/run/netns/{ns}");
+    thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: fd is a valid namespace file; CLONE_NEWNET switches only this thread.
+        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
 }

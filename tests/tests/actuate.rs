@@ -3,10 +3,8 @@
 //! journal and undo across a crash, and bad input. resctrl is not tested here: this kernel has
 //! none (the agent's unit tests run it against an emulated tree).
 use std::{
-    fs::File,
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::{
@@ -17,26 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use seer_tests::{NetPair, agent_bin, is_root, sh};
+use seer_tests::{NetPair, agent_bin, in_ns, is_root, sh};
 
 /// Two namespaces joined by veth (the shared test helper): server `198.51.100.1` on `sv0`,
 /// client `198.51.100.2` on `cv0`.
 type Pair = NetPair;
-
-/// Runs `f` on a thread that has entered network namespace `ns` (setns is per thread).
-fn in_ns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> thread::JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || {
-        let fd = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: fd is a valid namespace file; CLONE_NEWNET switches only this thread.
-        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
 
 fn act(ns: &str, journal: &Path, args: &[&str]) -> Output {
     Command::new("ip")

@@ -115,6 +115,16 @@ impl CpuCgroup {
             let path = crate::sys::procfs::cgroup_path(&cg, Some(c))?;
             mount_of("cgroup", Some(c)).map(|m| m.join(rel(path)))
         };
+        let in_root = |c: Option<&str>| {
+            crate::sys::procfs::cgroup_path(&cg, c).is_some_and(|p| p.trim_matches('/').is_empty())
+        };
+        if in_root(Some("cpu"))
+            || (crate::sys::procfs::cgroup_path(&cg, Some("cpu")).is_none() && in_root(None))
+        {
+            return Err(no(
+                "it runs in the root cgroup, whose CPU limits cannot be changed: give the service a cgroup of its own (a systemd unit, a container)".into(),
+            ));
+        }
         let (v1_cpu, v1_cpuset) = (v1("cpu"), v1("cpuset"));
         let v2 = crate::sys::procfs::cgroup_path(&cg, None)
             .and_then(|p| mount_of("cgroup2", None).map(|m| m.join(rel(p))));
