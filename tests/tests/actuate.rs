@@ -525,3 +525,86 @@ fn respond_enforces_or_only_recommends() {
     let _ = child.wait();
     let _ = std::fs::remove_dir(&cg);
 }
+
+/// The same HTB classifies IPv6: a bulk sender on an IPv6 address of the veth, capped at its
+/// class's 20 Mbit/s, measured at the receiver.
+#[test]
+fn htb_caps_ipv6_traffic_too() {
+    if !is_root() {
+        println!("SKIP: needs root (network namespaces, tc)");
+        return;
+    }
+    let p = Pair::new();
+    let jd = JournalDir::new("htb6");
+    let j = jd.path();
+    // Documentation prefix (RFC 3849), inside our own namespaces only.
+    sh(&format!(
+        "set -e; ip -n {s} addr add 2001:db8:5ee::1/64 dev sv0 nodad; \
+         ip -n {c} addr add 2001:db8:5ee::2/64 dev cv0 nodad",
+        s = p.server,
+        c = p.client
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    in_ns(&p.server, move || {
+        let l = TcpListener::bind("[2001:db8:5ee::1]:5006").expect("bind v6 bulk");
+        for c in l.incoming() {
+            let Ok(mut c) = c else { break };
+            let stop = s2.clone();
+            thread::spawn(move || {
+                let buf = vec![0x5au8; 64 * 1024];
+                let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
+                while !stop.load(Ordering::Relaxed) && c.write_all(&buf).is_ok() {}
+            });
+        }
+    });
+    thread::sleep(Duration::from_millis(200));
+    let out = ok(&act(
+        &p.server,
+        &j,
+        &[
+            "htb",
+            "--iface",
+            "sv0",
+            "--link-mbit",
+            "1000",
+            "--class",
+            "bulk6:5006:20:20:7",
+        ],
+    ));
+    assert!(out.contains("htb installed on sv0"), "{out}");
+    let filters = sh(&format!(
+        "ip netns exec {} tc filter show dev sv0",
+        p.server
+    ));
+    assert!(filters.contains("ipv6"), "an IPv6 filter: {filters}");
+    let mbit = in_ns(&p.client, || {
+        let mut c = TcpStream::connect("[2001:db8:5ee::1]:5006").expect("connect v6 bulk");
+        let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut b = vec![0u8; 256 * 1024];
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        let mut t_count = None;
+        while t0.elapsed() < Duration::from_secs(4) {
+            if let Ok(k) = c.read(&mut b) {
+                n += k as u64;
+            }
+            // Count after the first second (slow start, HTB's burst).
+            if t_count.is_none() && t0.elapsed() >= Duration::from_secs(1) {
+                t_count = Some((Instant::now(), n));
+            }
+        }
+        let (t, n0) = t_count.expect("read for 4 s");
+        (n - n0) as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e6
+    })
+    .join()
+    .expect("v6 reader");
+    stop.store(true, Ordering::Relaxed);
+    println!("IPv6 bulk through the 20 Mbit/s class: {mbit:.1} Mbit/s");
+    assert!(
+        (mbit - 20.0).abs() <= 2.0,
+        "IPv6 class within 10% of 20 Mbit/s: {mbit:.2}"
+    );
+    let out = ok(&act(&p.server, &j, &["undo"]));
+    assert!(out.contains("1 restored"), "{out}");
+}

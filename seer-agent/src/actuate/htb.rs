@@ -35,6 +35,7 @@ const TCA_HTB_CEIL64: u16 = 7;
 const TC_HTB_PROTOVER: u32 = 3;
 const TC_LINKLAYER_ETHERNET: u8 = 1;
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
 /// psched ticks are 64 ns (PSCHED_SHIFT 6).
 const PSCHED_NS_PER_TICK: u64 = 64;
 
@@ -326,7 +327,8 @@ fn install(idx: u32, plan: &HtbPlan) -> Result<(), HtbError> {
     for c in &plan.classes {
         add_class(c.minor, PARENT_MINOR, c.rate_bps, c.ceil_bps, c.prio)?;
         for &port in &c.sports {
-            add_sport_filter(idx, iface, port, c.minor)?;
+            add_sport_filter(idx, iface, port, c.minor, false)?;
+            add_sport_filter(idx, iface, port, c.minor, true)?;
         }
         log::info!(
             "htb: {} on {iface}: class 5ee:{:x} rate {} ceil {} bit/s prio {}, source ports {:?}",
@@ -371,19 +373,26 @@ pub fn change_class(iface: &str, class: &HtbClass) -> Result<(), HtbError> {
     Ok(())
 }
 
-/// u32 filter on the root: IPv4 with transport source port `port` -> class `5ee:minor`.
-/// (Assumes a 20-byte IP header, as tc's `match ip sport` does.)
-fn add_sport_filter(idx: u32, iface: &str, port: u16, minor: u16) -> Result<(), HtbError> {
+/// u32 filter on the root: IPv4 (or IPv6) with transport source port `port` -> class
+/// `5ee:minor`. Assumes the fixed header (20 bytes for IPv4, 40 for IPv6 without extension
+/// headers), as tc's `match ip sport` / `match ip6 sport` do.
+fn add_sport_filter(
+    idx: u32,
+    iface: &str,
+    port: u16,
+    minor: u16,
+    v6: bool,
+) -> Result<(), HtbError> {
     let mut key = TcU32Key::default();
     key.mask = 0xffff_0000;
     key.val = u32::from(port) << 16;
-    key.off = 20;
+    key.off = if v6 { 40 } else { 20 };
     let mut sel = TcU32Selector::default();
     sel.flags = TcU32SelectorFlags::Terminal;
     sel.nkeys = 1;
     sel.keys = vec![key];
-    let prio: u32 = 1;
-    let info = (prio << 16) | u32::from(ETH_P_IP.to_be());
+    let (prio, proto): (u32, u16) = if v6 { (2, ETH_P_IPV6) } else { (1, ETH_P_IP) };
+    let info = (prio << 16) | u32::from(proto.to_be());
     let m = msg(
         idx,
         TcHandle::UNSPEC,
@@ -401,7 +410,10 @@ fn add_sport_filter(idx: u32, iface: &str, port: u16, minor: u16) -> Result<(), 
         .map(drop)
         .map_err(|e| {
             nl_err(
-                format!("add u32 filter sport {port} -> 5ee:{minor:x}"),
+                format!(
+                    "add u32 {} filter sport {port} -> 5ee:{minor:x}",
+                    if v6 { "ipv6" } else { "ipv4" }
+                ),
                 iface,
                 e,
             )
