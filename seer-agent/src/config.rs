@@ -346,6 +346,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_example_config_parses() {
+        let c = Config::parse(include_str!("../../deploy/seer.toml"), "deploy/seer.toml").unwrap();
+        assert_eq!(c.qos.map(|q| q.service), Some("frontend".into()));
+        assert_eq!(c.respond.mode, crate::actuate::policy::Mode::Recommend);
+    }
+
+    #[test]
     fn parses_rules() {
         let c = Config::parse(
             "tick_ms = 50\n[[service]]\nname = \"fe\"\ncomm = \"nginx\"\n[[ignore]]\nport = 22\n",

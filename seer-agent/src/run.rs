@@ -183,7 +183,23 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         log::info!("recording every tick in {}", r.path.display());
         Some(r)
     };
-    if let Err(e) = sys::caps::drop_after_attach() {
+    // What the configured response needs beyond sensing.
+    let mut extra = Vec::new();
+    if cfg.qos.is_some() {
+        if cfg.respond.mode == crate::actuate::policy::Mode::Enforce {
+            extra.push((
+                caps::Capability::CAP_NET_ADMIN,
+                "change tc HTB classes (respond: enforce)",
+            ));
+        }
+        if cfg.respond.diagnose {
+            extra.push((
+                caps::Capability::CAP_PERFMON,
+                "read hardware counters of a culprit's cgroup (diagnosis, private mode)",
+            ));
+        }
+    }
+    if let Err(e) = sys::caps::drop_after_attach(&extra) {
         log::warn!("{e}; continuing with the capabilities we have");
     }
     let mut disc = Discovery::default();

@@ -76,10 +76,16 @@ pub fn check_can_attach() -> Result<(), CapsError> {
     })
 }
 
-/// Drops every capability except [`KEPT_AFTER_ATTACH`] from the effective, permitted and
+/// Drops every capability except [`KEPT_AFTER_ATTACH`] and `extra` (what the configured
+/// response needs, e.g. CAP_NET_ADMIN to change tc classes) from the effective, permitted and
 /// inheritable sets, and logs what it keeps and why.
-pub fn drop_after_attach() -> Result<(), CapsError> {
-    let keep: caps::CapsHashSet = KEPT_AFTER_ATTACH.iter().map(|(c, _)| *c).collect();
+pub fn drop_after_attach(extra: &[(Capability, &'static str)]) -> Result<(), CapsError> {
+    let all: Vec<(Capability, &str)> = KEPT_AFTER_ATTACH
+        .iter()
+        .copied()
+        .chain(extra.iter().copied())
+        .collect();
+    let keep: caps::CapsHashSet = all.iter().map(|(c, _)| *c).collect();
     let have = caps::read(None, CapSet::Permitted).map_err(|e| CapsError::Set(e.to_string()))?;
     let keep: caps::CapsHashSet = keep.intersection(&have).copied().collect();
     for set in [CapSet::Effective, CapSet::Inheritable, CapSet::Permitted] {
@@ -91,7 +97,7 @@ pub fn drop_after_attach() -> Result<(), CapsError> {
         caps::set(None, set, &target).map_err(|e| CapsError::Set(format!("{set:?}: {e}")))?;
     }
     let dropped = have.len().saturating_sub(keep.len());
-    for (c, why) in KEPT_AFTER_ATTACH {
+    for (c, why) in &all {
         if keep.contains(c) {
             log::info!("keeping {c}: {why}");
         }
