@@ -5,11 +5,9 @@
 //! receiver answered 2xx. Alertmanager de-duplicates by labels; a webhook may see a repeat
 //! after a failure.
 //!
-//! HTTP is plain HTTP/1.1 over a TCP socket (the receivers are local or on a trusted network;
-//! for TLS put a relay in front): one request per connection, no redirects.
+//! HTTP is plain HTTP/1.1 (`crate::http`): the receivers are local or on a trusted network;
+//! for TLS put a relay in front.
 use std::{
-    io::{Read as _, Write as _},
-    net::{TcpStream, ToSocketAddrs as _},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -22,98 +20,8 @@ use std::{
 use seer_store::Store;
 use serde_json::{Value, json};
 
-use crate::config::AlertsConfig;
-
-/// `http://host[:port][/path]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpUrl {
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-
-impl HttpUrl {
-    pub fn parse(url: &str) -> Result<HttpUrl, String> {
-        if url.starts_with("https://") {
-            return Err(format!(
-                "{url:?}: https is not supported; point seer at a plain-http receiver or a local relay"
-            ));
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?} must start with http://"))?;
-        let (hostport, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("{url:?}: bad port {p:?}"))?,
-            ),
-            _ => (hostport, 80),
-        };
-        if host.is_empty() {
-            return Err(format!("{url:?} has no host"));
-        }
-        Ok(HttpUrl {
-            host: host.trim_start_matches('[').trim_end_matches(']').into(),
-            port,
-            path: path.trim_end_matches('/').into(),
-        })
-    }
-
-    /// This URL with `suffix` appended to its path.
-    pub fn join(&self, suffix: &str) -> HttpUrl {
-        HttpUrl {
-            path: format!("{}{suffix}", self.path),
-            ..self.clone()
-        }
-    }
-}
-
-impl std::fmt::Display for HttpUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
-    }
-}
-
-/// Sends `body` as a JSON POST; `Ok(status)` for any HTTP answer, `Err` when there was none.
-pub fn post_json(url: &HttpUrl, body: &str, timeout: Duration) -> Result<u16, String> {
-    let addr = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("resolving {}: {e}", url.host))?
-        .next()
-        .ok_or_else(|| format!("{} has no address", url.host))?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let path = if url.path.is_empty() { "/" } else { &url.path };
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: seer-agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        url.host,
-        url.port,
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut head = [0u8; 64];
-    let mut n = 0;
-    while n < 12 {
-        match s.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    let line = String::from_utf8_lossy(&head[..n]);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {line:?}"))
-}
+pub use crate::http::HttpUrl;
+use crate::{config::AlertsConfig, http::post_json};
 
 /// RFC 3339 UTC time of a Unix-epoch millisecond (what Alertmanager's API takes).
 pub fn rfc3339(ms: u64) -> String {
@@ -359,31 +267,9 @@ fn sender_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::io::{Read as _, Write as _};
 
-    #[test]
-    fn urls() {
-        let u = HttpUrl::parse("http://127.0.0.1:9093").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("127.0.0.1", 9093, "")
-        );
-        assert_eq!(
-            u.join("/api/v2/alerts").to_string(),
-            "http://127.0.0.1:9093/api/v2/alerts"
-        );
-        let u = HttpUrl::parse("http://am.example/hook/").unwrap();
-        assert_eq!((u.port, u.path.as_str()), (80, "/hook"));
-        let u = HttpUrl::parse("http://[::1]:8080/x").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 8080));
-        assert!(HttpUrl::parse("https://x").unwrap_err().contains("https"));
-        assert!(HttpUrl::parse("x:1").unwrap_err().contains("http://"));
-        assert!(
-            HttpUrl::parse("http://h:99999")
-                .unwrap_err()
-                .contains("port")
-        );
-    }
+    use super::*;
 
     #[test]
     fn rfc3339_dates() {

@@ -65,30 +65,23 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
-    let store = open(&a.db)?;
-    let out = match &a.what {
+/// One query's answer, as JSON and as the text table (so that a running agent can answer for
+/// its locked store and the CLI prints either). Relative times in `what` are already absolute.
+pub fn answer(store: &Store, what: &QueryWhat) -> anyhow::Result<(serde_json::Value, String)> {
+    let out = match what {
         QueryWhat::Services => {
-            let rows = query::list_services(&store)?;
-            if a.json {
-                serde_json::to_string_pretty(&rows)?
-            } else {
-                query::services_table(&rows)
-            }
+            let rows = query::list_services(store)?;
+            (serde_json::to_value(&rows)?, query::services_table(&rows))
         }
         QueryWhat::Service { name, n } => {
-            let Some(row) = query::find_service(&store, name)? else {
+            let Some(row) = query::find_service(store, name)? else {
                 bail!(
                     "no service {name:?} in {} (see `seer-agent query services`)",
-                    a.db.display()
+                    store.path().display()
                 );
             };
-            let r = query::service_recent(&store, seer_common::sample::ServiceId(row.id), *n)?;
-            if a.json {
-                serde_json::to_string_pretty(&r)?
-            } else {
-                query::recent_table(&r)
-            }
+            let r = query::service_recent(store, seer_common::sample::ServiceId(row.id), *n)?;
+            (serde_json::to_value(&r)?, query::recent_table(&r))
         }
         QueryWhat::Top { channel, n } => {
             let Some(c) = query::channel_by_name(channel) else {
@@ -97,15 +90,11 @@ pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
                     seer_common::sample::CHANNEL_NAMES.join(", ")
                 );
             };
-            let r = query::top_services(&store, c, *n)?;
-            if a.json {
-                serde_json::to_string_pretty(&r)?
-            } else {
-                query::top_table(&r)
-            }
+            let r = query::top_services(store, c, *n)?;
+            (serde_json::to_value(&r)?, query::top_table(&r))
         }
         QueryWhat::Violations { from } => {
-            let names = names(&store)?;
+            let names = names(store)?;
             let from = parse_time(from, now_ms())?;
             let rows: Vec<serde_json::Value> = store
                 .qos_events(from, u64::MAX)?
@@ -120,10 +109,10 @@ pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
                     })
                 })
                 .collect();
-            render(a.json, &rows, &["start_ms", "seconds", "initiator", "kind"])?
+            render(&rows, &["start_ms", "seconds", "initiator", "kind"])?
         }
         QueryWhat::Diagnoses { from } => {
-            let names = names(&store)?;
+            let names = names(store)?;
             let from = parse_time(from, now_ms())?;
             let rows: Vec<serde_json::Value> = store
                 .diagnoses(from, u64::MAX)?
@@ -143,7 +132,6 @@ pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
                 })
                 .collect();
             render(
-                a.json,
                 &rows,
                 &[
                     "ts_ms",
@@ -156,7 +144,7 @@ pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
             )?
         }
         QueryWhat::Actions => {
-            let names = names(&store)?;
+            let names = names(store)?;
             let rows: Vec<serde_json::Value> = store
                 .actions(false)?
                 .into_iter()
@@ -172,7 +160,6 @@ pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
                 })
                 .collect();
             render(
-                a.json,
                 &rows,
                 &["id", "ts_ms", "service", "kind", "detail", "undone_ms"],
             )?
@@ -190,11 +177,151 @@ pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
                     })
                 })
                 .collect();
-            render(a.json, &rows, &["id", "ts_ms", "alert"])?
+            render(&rows, &["id", "ts_ms", "alert"])?
         }
     };
-    println!("{out}");
+    Ok(out)
+}
+
+/// Prints the answer from the store, or, when a running agent holds the store (redb allows
+/// one process), from that agent over its HTTP endpoint.
+pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
+    let what = absolute(&a.what, now_ms())?;
+    let (json, text) = match open(&a.db) {
+        Ok(store) => answer(&store, &what)?,
+        Err(e)
+            if e.downcast_ref::<seer_store::StoreError>()
+                .is_some_and(|e| matches!(e, seer_store::StoreError::Locked { .. })) =>
+        {
+            ask_agent(&a.agent, &what).with_context(|| {
+                format!(
+                    "{e}; asking the running agent at http://{} instead (its --metrics-addr; --agent)",
+                    a.agent
+                )
+            })?
+        }
+        Err(e) => return Err(e),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        println!("{text}");
+    }
     Ok(())
+}
+
+/// `what` with relative times ("-1h") turned into ms since the epoch.
+fn absolute(what: &QueryWhat, now: u64) -> anyhow::Result<QueryWhat> {
+    Ok(match what {
+        QueryWhat::Violations { from } => QueryWhat::Violations {
+            from: parse_time(from, now)?.to_string(),
+        },
+        QueryWhat::Diagnoses { from } => QueryWhat::Diagnoses {
+            from: parse_time(from, now)?.to_string(),
+        },
+        w => w.clone(),
+    })
+}
+
+/// The agent's HTTP path for a query (`/api/query/...`); [`parse_api`] reads it back.
+pub fn api_path(what: &QueryWhat) -> String {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    match what {
+        QueryWhat::Services => "/api/query/services".into(),
+        QueryWhat::Service { name, n } => format!("/api/query/service?name={}&n={n}", enc(name)),
+        QueryWhat::Top { channel, n } => {
+            format!("/api/query/top?channel={}&n={n}", enc(channel))
+        }
+        QueryWhat::Violations { from } => format!("/api/query/violations?from={}", enc(from)),
+        QueryWhat::Diagnoses { from } => format!("/api/query/diagnoses?from={}", enc(from)),
+        QueryWhat::Actions => "/api/query/actions".into(),
+        QueryWhat::Alerts => "/api/query/alerts".into(),
+    }
+}
+
+/// The query an `/api/query/...` path asks for.
+pub fn parse_api(path: &str) -> Result<QueryWhat, String> {
+    let dec = |s: &str| -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%'
+                && i + 2 < b.len()
+                && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let rest = path
+        .strip_prefix("/api/query/")
+        .ok_or_else(|| format!("{path}: not under /api/query/"))?;
+    let (kind, q) = rest.split_once('?').unwrap_or((rest, ""));
+    let param = |k: &str| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| dec(v))
+    };
+    let n = |default: usize| -> Result<usize, String> {
+        param("n").map_or(Ok(default), |v| v.parse().map_err(|_| format!("bad n={v}")))
+    };
+    Ok(match kind {
+        "services" => QueryWhat::Services,
+        "service" => QueryWhat::Service {
+            name: param("name").ok_or("service needs name=")?,
+            n: n(20)?,
+        },
+        "top" => QueryWhat::Top {
+            channel: param("channel").unwrap_or_else(|| "outstanding".into()),
+            n: n(10)?,
+        },
+        "violations" => QueryWhat::Violations {
+            from: param("from").unwrap_or_else(|| "0".into()),
+        },
+        "diagnoses" => QueryWhat::Diagnoses {
+            from: param("from").unwrap_or_else(|| "0".into()),
+        },
+        "actions" => QueryWhat::Actions,
+        "alerts" => QueryWhat::Alerts,
+        other => return Err(format!("unknown query {other:?}")),
+    })
+}
+
+/// Asks the agent at `addr` (host:port) for `what`; its answer is `{"json":..,"text":..}` or
+/// `{"error":..}`.
+fn ask_agent(addr: &str, what: &QueryWhat) -> anyhow::Result<(serde_json::Value, String)> {
+    let url = crate::http::HttpUrl::parse(&format!("http://{addr}{}", api_path(what)))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let (status, body) = crate::http::get(&url, std::time::Duration::from_secs(10))
+        .map_err(|e| anyhow::anyhow!("no agent answered at {addr}: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .with_context(|| format!("the agent at {addr} answered HTTP {status}, not JSON"))?;
+    if let Some(e) = v["error"].as_str() {
+        bail!("the agent at {addr}: {e}");
+    }
+    Ok((
+        v["json"].clone(),
+        v["text"].as_str().unwrap_or_default().to_string(),
+    ))
 }
 
 fn names(store: &Store) -> anyhow::Result<Vec<(u32, String)>> {
@@ -212,13 +339,15 @@ fn name_of(names: &[(u32, String)], id: u32) -> String {
         .map_or_else(|| format!("#{id}"), |(_, n)| n.clone())
 }
 
-/// JSON array, or one line per row with the given columns (tab-separated, header first).
-fn render(json: bool, rows: &[serde_json::Value], cols: &[&str]) -> anyhow::Result<String> {
-    if json {
-        return Ok(serde_json::to_string_pretty(rows)?);
-    }
+/// The rows as JSON, and as text: one line per row with the given columns (tab-separated,
+/// header first).
+fn render(
+    rows: &[serde_json::Value],
+    cols: &[&str],
+) -> anyhow::Result<(serde_json::Value, String)> {
+    let json = serde_json::Value::Array(rows.to_vec());
     if rows.is_empty() {
-        return Ok("(none)".into());
+        return Ok((json, "(none)".into()));
     }
     let mut out = cols.join("\t");
     for r in rows {
@@ -233,12 +362,43 @@ fn render(json: bool, rows: &[serde_json::Value], cols: &[&str]) -> anyhow::Resu
             .collect();
         out.push_str(&cells.join("\t"));
     }
-    Ok(out)
+    Ok((json, out))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_time;
+    use super::{api_path, parse_api, parse_time};
+    use crate::QueryWhat;
+
+    #[test]
+    fn api_paths_round_trip() {
+        for w in [
+            QueryWhat::Services,
+            QueryWhat::Service {
+                name: "post store/#1 & co".into(),
+                n: 7,
+            },
+            QueryWhat::Top {
+                channel: "rx_queue_bytes".into(),
+                n: 3,
+            },
+            QueryWhat::Violations {
+                from: "1795716765777".into(),
+            },
+            QueryWhat::Diagnoses { from: "0".into() },
+            QueryWhat::Actions,
+            QueryWhat::Alerts,
+        ] {
+            let p = api_path(&w);
+            assert_eq!(
+                format!("{:?}", parse_api(&p).unwrap()),
+                format!("{w:?}"),
+                "{p}"
+            );
+        }
+        assert!(parse_api("/api/query/nope").unwrap_err().contains("nope"));
+        assert!(parse_api("/metrics").is_err());
+    }
 
     #[test]
     fn times() {

@@ -12,6 +12,7 @@ mod config;
 mod diagnose;
 mod discovery;
 mod doctor;
+mod http;
 mod metrics;
 mod output;
 mod qos;
@@ -154,6 +155,10 @@ pub struct ExportArgs {
 pub struct QueryArgs {
     #[arg(long, default_value = recorder::DEFAULT_DB)]
     pub db: PathBuf,
+    /// While an agent runs on --db (redb allows one process), ask it instead, at this address
+    /// (its --metrics-addr).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub agent: String,
     /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -261,7 +261,11 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     let live = !args.json && std::io::stdout().is_terminal();
     let metrics_tx = (args.metrics_addr != "off").then(|| {
         let (tx, rx) = tokio::sync::watch::channel(Arc::new(String::new()));
-        tokio::spawn(metrics::serve(args.metrics_addr.clone(), rx));
+        tokio::spawn(metrics::serve(
+            args.metrics_addr.clone(),
+            rx,
+            lp.recorder.as_ref().map(Recorder::store),
+        ));
         tx
     });
     let mut stats = AgentStats::default();

@@ -289,6 +289,29 @@ fn enforce_steps_alerts_a_late_alertmanager_and_undoes_on_sigterm() {
     });
     assert_alert(&alerts[0], "applied");
 
+    // While the agent holds the store, `query` asks the agent instead.
+    let o = NetPair::cmd(
+        &ns,
+        &agent_bin(),
+        &[
+            "query",
+            "--json",
+            "--db",
+            &sc.agent.db.display().to_string(),
+            "diagnoses",
+        ],
+    )
+    .output()
+    .expect("live query");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let live: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(
+        live.as_array()
+            .is_some_and(|d| d.iter().any(|e| e["service"] == "memcached")),
+        "live diagnoses: {live}"
+    );
+
     // SIGTERM: the quota goes back to the fault's value, the journal is empty.
     let _ = Command::new("kill")
         .args(["-TERM", &sc.agent.proc.pid().to_string()])

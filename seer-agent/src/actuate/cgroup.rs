@@ -115,16 +115,6 @@ impl CpuCgroup {
             let path = crate::sys::procfs::cgroup_path(&cg, Some(c))?;
             mount_of("cgroup", Some(c)).map(|m| m.join(rel(path)))
         };
-        let in_root = |c: Option<&str>| {
-            crate::sys::procfs::cgroup_path(&cg, c).is_some_and(|p| p.trim_matches('/').is_empty())
-        };
-        if in_root(Some("cpu"))
-            || (crate::sys::procfs::cgroup_path(&cg, Some("cpu")).is_none() && in_root(None))
-        {
-            return Err(no(
-                "it runs in the root cgroup, whose CPU limits cannot be changed: give the service a cgroup of its own (a systemd unit, a container)".into(),
-            ));
-        }
         let (v1_cpu, v1_cpuset) = (v1("cpu"), v1("cpuset"));
         let v2 = crate::sys::procfs::cgroup_path(&cg, None)
             .and_then(|p| mount_of("cgroup2", None).map(|m| m.join(rel(p))));
@@ -151,8 +141,28 @@ impl CpuCgroup {
         }
     }
 
-    /// The (file, value) writes that carry out `action`, in order.
+    /// The (file, value) writes that carry out `action`, in order. A hierarchy's root cgroup
+    /// is refused: its limits are the whole host's (and the kernel rejects most of them).
     pub fn writes(&self, action: &CpuAction) -> Result<Vec<(PathBuf, String)>, CgroupError> {
+        let w = self.writes_anywhere(action)?;
+        for (path, _) in &w {
+            let dir = path.parent().unwrap_or(path);
+            let is_cgroup = |d: &Path| d.join("cgroup.procs").exists();
+            if is_cgroup(dir) && !dir.parent().is_some_and(is_cgroup) {
+                return Err(CgroupError::Unsupported {
+                    action: format!("{action:?}"),
+                    cgroup: self.describe(),
+                    why: format!(
+                        "{} is a root cgroup (the whole host's): give the service a cgroup of its own (a systemd unit, a container)",
+                        dir.display()
+                    ),
+                });
+            }
+        }
+        Ok(w)
+    }
+
+    fn writes_anywhere(&self, action: &CpuAction) -> Result<Vec<(PathBuf, String)>, CgroupError> {
         Ok(match (self, action) {
             (
                 CpuCgroup::V2 { dir },

@@ -134,6 +134,22 @@ fn v2_and_v1_files_for_each_action() {
         .writes(&CpuAction::Cpus("1".into()))
         .expect_err("no cpuset");
     assert!(e.to_string().contains("cpuset"), "{e}");
+    // The host's root cgroup is refused, whatever the action.
+    for root in [
+        CpuCgroup::V1 {
+            cpu: "/sys/fs/cgroup/cpu".into(),
+            cpuset: None,
+        },
+        CpuCgroup::V2 {
+            dir: "/sys/fs/cgroup".into(),
+        },
+    ] {
+        let (CpuCgroup::V1 { cpu: d, .. } | CpuCgroup::V2 { dir: d }) = &root;
+        if d.join("cgroup.procs").exists() {
+            let e = root.writes(&q).expect_err("root cgroup");
+            assert!(e.to_string().contains("root cgroup"), "{e}");
+        }
+    }
 }
 
 fn allowed_cpus(pid: u32) -> String {
