@@ -204,6 +204,7 @@ pub enum QueryWhat {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
+        .format_timestamp_millis()
         .init();
     let cli = Cli::parse();
     match cli.cmd {

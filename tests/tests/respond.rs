@@ -155,6 +155,13 @@ impl Scenario {
     /// has queued its alert (violation seen, initiator named, diagnosed, stepped).
     fn inject_and_wait_for_the_alert(&self) {
         std::fs::write(self.cg.0.join("cpu.cfs_quota_us"), "1000").expect("fault");
+        println!(
+            "fault injected at {} ms",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_millis()
+        );
         let t0 = Instant::now();
         while metric(&self.ns, "seer_alerts_queued_total") < 1.0 {
             assert!(
@@ -199,6 +206,9 @@ impl Scenario {
 
 impl Drop for Scenario {
     fn drop(&mut self) {
+        if std::env::var_os("SEER_TEST_SHOW_AGENT").is_some() {
+            eprintln!("agent log:\n{}", self.agent.proc.stderr());
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
