@@ -67,15 +67,13 @@ impl Drop for JournalDir {
 const BULK_PORT: u16 = 5001;
 const API_PORT: u16 = 7000;
 
-/// Servers in the server namespace: a bulk sender (writes as fast as it can to whoever
-/// connects) and a 64-byte request/response service.
-fn start_servers(ns: &str, stop: Arc<AtomicBool>) {
-    let s2 = stop.clone();
+/// A bulk sender in `ns` on `addr`: writes as fast as it can to whoever connects.
+fn bulk_server(ns: &str, addr: std::net::SocketAddr, stop: Arc<AtomicBool>) {
     in_ns(ns, move || {
-        let l = TcpListener::bind(("198.51.100.1", BULK_PORT)).expect("bind bulk");
+        let l = TcpListener::bind(addr).expect("bind bulk");
         for c in l.incoming() {
             let Ok(mut c) = c else { break };
-            let stop = s2.clone();
+            let stop = stop.clone();
             thread::spawn(move || {
                 let buf = vec![0x5au8; 64 * 1024];
                 let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
@@ -83,6 +81,11 @@ fn start_servers(ns: &str, stop: Arc<AtomicBool>) {
             });
         }
     });
+}
+
+/// Servers in the server namespace: a bulk sender and a 64-byte request/response service.
+fn start_servers(ns: &str, stop: Arc<AtomicBool>) {
+    bulk_server(ns, ([198, 51, 100, 1], BULK_PORT).into(), stop.clone());
     in_ns(ns, move || {
         let l = TcpListener::bind(("198.51.100.1", API_PORT)).expect("bind api");
         for c in l.incoming() {
@@ -545,19 +548,11 @@ fn htb_caps_ipv6_traffic_too() {
         c = p.client
     ));
     let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
-    in_ns(&p.server, move || {
-        let l = TcpListener::bind("[2001:db8:5ee::1]:5006").expect("bind v6 bulk");
-        for c in l.incoming() {
-            let Ok(mut c) = c else { break };
-            let stop = s2.clone();
-            thread::spawn(move || {
-                let buf = vec![0x5au8; 64 * 1024];
-                let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
-                while !stop.load(Ordering::Relaxed) && c.write_all(&buf).is_ok() {}
-            });
-        }
-    });
+    bulk_server(
+        &p.server,
+        "[2001:db8:5ee::1]:5006".parse().expect("addr"),
+        stop.clone(),
+    );
     thread::sleep(Duration::from_millis(200));
     let out = ok(&act(
         &p.server,
