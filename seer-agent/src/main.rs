@@ -45,6 +45,8 @@ const EX_NOPERM: u8 = 77;
                   seer-agent run                      live table of every service\n  \
                   seer-agent run --ticks 50 --json    50 ticks as JSON lines, then exit\n  \
                   seer-agent run --iface lo --tick-ms 250 --config /etc/seer/seer.toml\n  \
+                  seer-agent run --qos nginx:50 --mode recommend --alertmanager http://127.0.0.1:9093\n  \
+                  seer-agent query violations         QoS violations and their initiators\n  \
                   seer-agent query top outstanding    deepest queues in the trace store\n  \
                   seer-agent export --from -1h --out /tmp/ds   a training dataset"
 )]
@@ -75,7 +77,7 @@ enum Cmd {
     },
     /// Write a training dataset from the trace store (Arrow IPC + manifest.json).
     Export(ExportArgs),
-    /// Read the trace store: services, one service's recent channels, top queues.
+    /// Read the trace store: services, recent channels, top queues, QoS violations, diagnoses, actions, pending alerts.
     Query(QueryArgs),
     /// Actions by hand (journaled, undoable): tc HTB, cgroup CPU, resctrl CAT/MBA, undo, and
     /// the policy's response to an alert (enforce, recommend or dry-run).
