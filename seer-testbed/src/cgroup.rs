@@ -19,6 +19,8 @@ pub enum Layout {
         others: Vec<PathBuf>,
         /// The v2 tree of a hybrid mount (no controllers, ids only).
         unified: Option<PathBuf>,
+        /// The v1 cpuset hierarchy: services are pinned to CPUs there.
+        cpuset: Option<PathBuf>,
     },
     V2 {
         root: PathBuf,
@@ -33,6 +35,7 @@ impl Layout {
         let mut cpu = None;
         let mut others = Vec::new();
         let mut unified = None;
+        let mut cpuset = None;
         for l in mounts.lines() {
             let f: Vec<&str> = l.split_whitespace().collect();
             let [_, mnt, ty, opts, ..] = f[..] else {
@@ -44,6 +47,8 @@ impl Layout {
                 let opts: Vec<&str> = opts.split(',').collect();
                 if opts.contains(&"cpu") {
                     cpu = Some(PathBuf::from(mnt));
+                } else if opts.contains(&"cpuset") {
+                    cpuset = Some(PathBuf::from(mnt));
                 } else if ["memory", "blkio", "cpuacct"]
                     .iter()
                     .any(|c| opts.contains(c))
@@ -57,6 +62,7 @@ impl Layout {
                 cpu,
                 others,
                 unified,
+                cpuset,
             }),
             (None, Some(root)) => Ok(Layout::V2 { root }),
             (None, None) => Err(Error::Setup(
@@ -79,9 +85,11 @@ impl Layout {
                 cpu,
                 others,
                 unified,
+                cpuset,
             } => {
                 let mut v = vec![cpu.clone()];
                 v.extend(others.iter().cloned());
+                v.extend(cpuset.iter().cloned());
                 v.extend(unified.iter().cloned());
                 v
             }
@@ -105,13 +113,85 @@ impl Layout {
             let d = r.join(rel);
             fs::create_dir_all(&d).map_err(|e| Error::io("cannot create cgroup", &d, e))?;
         }
+        // A new v1 cpuset has no CPUs and no memory nodes (nothing can join it): inherit them.
+        if let Layout::V1 {
+            cpuset: Some(root), ..
+        } = self
+        {
+            let mut dir = root.clone();
+            for part in Path::new(rel).iter() {
+                let parent = dir.clone();
+                dir = dir.join(part);
+                for f in ["cpuset.mems", "cpuset.cpus"] {
+                    let mine = fs::read_to_string(dir.join(f)).unwrap_or_default();
+                    if mine.trim().is_empty() {
+                        let theirs = fs::read_to_string(parent.join(f))
+                            .map_err(|e| Error::io("cannot read", parent.join(f), e))?;
+                        fs::write(dir.join(f), theirs.trim())
+                            .map_err(|e| Error::io("cannot set", dir.join(f), e))?;
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The `cpuset.cpus` file of `rel`, if this host has a cpuset controller for it.
+    fn cpus_file(&self, rel: &str) -> Option<PathBuf> {
+        let f = match self {
+            Layout::V1 { cpuset, .. } => cpuset.as_ref()?.join(rel).join("cpuset.cpus"),
+            Layout::V2 { root } => root.join(rel).join("cpuset.cpus"),
+        };
+        f.exists().then_some(f)
+    }
+
+    /// Whether services can be pinned with a cpuset here.
+    pub fn has_cpuset(&self, rel: &str) -> bool {
+        self.cpus_file(rel).is_some()
+    }
+
+    /// Pins `rel` to `cpus` (cpuset.cpus; v1 hierarchy or v2 tree).
+    pub fn set_cpus(&self, rel: &str, cpus: &[usize]) -> Result<()> {
+        let Some(f) = self.cpus_file(rel) else {
+            return Err(Error::Setup(format!(
+                "cgroup {rel}: no cpuset controller (v1 cpuset hierarchy or v2 cpuset.cpus)"
+            )));
+        };
+        let list = crate::scenario::format_cpu_list(cpus);
+        fs::write(&f, &list).map_err(|e| Error::io("cannot set the cpuset", f, e))
+    }
+
+    /// CPUs `rel` may run on: its effective cpuset, or None without a cpuset controller.
+    pub fn cpus(&self, rel: &str) -> Option<Vec<usize>> {
+        let f = self.cpus_file(rel)?;
+        let eff = f.with_file_name(match self {
+            Layout::V1 { .. } => "cpuset.effective_cpus",
+            Layout::V2 { .. } => "cpuset.cpus.effective",
+        });
+        let text = fs::read_to_string(&eff)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| fs::read_to_string(&f).ok())?;
+        crate::scenario::parse_cpu_list(&text).ok()
     }
 
     /// The `cgroup.procs` files a process writes itself into to join `rel`.
     pub fn procs_files(&self, rel: &str) -> Vec<PathBuf> {
         self.roots()
             .iter()
+            .map(|r| r.join(rel).join("cgroup.procs"))
+            .collect()
+    }
+
+    /// [`Layout::procs_files`] without the v1 cpuset hierarchy: the process keeps its CPUs.
+    pub fn procs_files_but_cpuset(&self, rel: &str) -> Vec<PathBuf> {
+        let skip = match self {
+            Layout::V1 { cpuset, .. } => cpuset.clone(),
+            Layout::V2 { .. } => None,
+        };
+        self.roots()
+            .iter()
+            .filter(|r| Some(*r) != skip.as_ref())
             .map(|r| r.join(rel).join("cgroup.procs"))
             .collect()
     }
@@ -205,7 +285,7 @@ fn mkdir(d: &Path) -> Result<()> {
 
 /// Best effort: a v2 tree may lack some controllers (e.g. io in a container).
 fn enable_controllers(dir: &Path) {
-    for c in ["+cpu", "+memory", "+io"] {
+    for c in ["+cpu", "+cpuset", "+memory", "+io"] {
         let _ = fs::write(dir.join("cgroup.subtree_control"), c);
     }
 }

@@ -53,6 +53,9 @@ pub struct FaultRecord {
     pub applied_unix_ms: u64,
     pub removed_unix_ms: u64,
     pub error: Option<String>,
+    /// Hogs: the CPUs the hog is pinned to (see `hog_placement`); the victim's cpuset.
+    pub hog_cpus: Option<String>,
+    pub victim_cpus: Option<String>,
 }
 
 pub fn resource(k: FaultKind) -> (&'static str, &'static str) {
@@ -134,6 +137,8 @@ impl Injector {
                     applied_unix_ms: 0,
                     removed_unix_ms: 0,
                     error: None,
+                    hog_cpus: None,
+                    victim_cpus: sp.and_then(|s| s.cpus.clone()),
                 };
                 let target = sp.map(|s| Target {
                     netns: s.netns.clone(),
@@ -141,6 +146,14 @@ impl Injector {
                     port: s.addr.port(),
                     ctl: s.ctl.clone(),
                 });
+                let mut rec = rec;
+                if let Some(tg) = &target
+                    && is_hog(*f.kind.get_ref())
+                {
+                    rec.hog_cpus = hog_placement(*f.kind.get_ref(), tg, layout)
+                        .0
+                        .map(|c| crate::scenario::format_cpu_list(&c));
+                }
                 let (f, layout, stop, bin, dir) = (
                     f.clone(),
                     layout.clone(),
@@ -368,12 +381,63 @@ fn start_hog(
     .arg(dir)
     .stdin(Stdio::piped())
     .stdout(Stdio::null());
+    let (cpus, cgroups) = hog_placement(kind, tg, layout);
+    if let Some(cpus) = cpus {
+        cmd.args(["--cpus", &crate::scenario::format_cpu_list(&cpus)]);
+    }
     let p = Placement {
         netns: Some(tg.netns.clone()),
-        cgroups: layout.procs_files(&tg.cgroup),
+        cgroups,
         die_with_parent: true,
     };
     spawn(&mut cmd, &p).map_err(|e| e.to_string())
+}
+
+/// Where a hog runs. A CPU hog joins every cgroup of the victim, its cpuset included, and is
+/// pinned to the victim's CPUs: it competes for exactly the victim's cores. LLC and
+/// memory-bandwidth hogs must run *beside* the victim on another core that shares the LLC and
+/// the memory controller (on the same core they would mostly steal CPU time): they join the
+/// victim's cgroups except the cpuset and are pinned to the other CPUs of the testbed (the
+/// victim's own when it has them all). Memory-capacity and disk hogs stay in the victim's
+/// cgroups, cpuset included.
+fn is_hog(k: FaultKind) -> bool {
+    matches!(
+        k,
+        FaultKind::CpuHog
+            | FaultKind::CacheHog
+            | FaultKind::MembwHog
+            | FaultKind::MemHog
+            | FaultKind::DiskHog
+    )
+}
+
+fn hog_placement(
+    kind: FaultKind,
+    tg: &Target,
+    layout: &Layout,
+) -> (Option<Vec<usize>>, Vec<std::path::PathBuf>) {
+    let victim = layout.cpus(&tg.cgroup);
+    match kind {
+        FaultKind::CacheHog | FaultKind::MembwHog => {
+            let all = tg
+                .cgroup
+                .rsplit_once('/')
+                .and_then(|(parent, _)| layout.cpus(parent));
+            let others = match (&victim, all) {
+                (Some(v), Some(a)) => {
+                    let o: Vec<usize> = a.into_iter().filter(|c| !v.contains(c)).collect();
+                    if o.is_empty() {
+                        Some(v.clone())
+                    } else {
+                        Some(o)
+                    }
+                }
+                _ => None,
+            };
+            (others, layout.procs_files_but_cpuset(&tg.cgroup))
+        }
+        _ => (victim, layout.procs_files(&tg.cgroup)),
+    }
 }
 
 fn undo(active: Active, tg: &Target, layout: &Layout) {

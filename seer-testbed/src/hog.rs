@@ -43,6 +43,29 @@ impl Level {
     }
 }
 
+/// Pins the calling process (and the threads it starts later) to `cpus`.
+pub fn pin_to(cpus: &[usize]) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        if c >= libc::CPU_SETSIZE as usize {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("CPU {c} out of range"),
+            ));
+        }
+        // SAFETY: c < CPU_SETSIZE, checked above.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: pid 0 is this thread; the set is initialised and its size is passed.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Runs the hog until stdin closes. `dir` holds the disk hog's scratch file.
 pub fn run(kind: HogKind, intensity: f64, dir: &Path) -> std::io::Result<()> {
     let level = Arc::new(Level(AtomicU64::new(0f64.to_bits())));

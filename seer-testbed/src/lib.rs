@@ -2,8 +2,10 @@
 //! tier of `seer-testbed-svc` RPC services, memcached and redis back ends) spread over network
 //! namespaces, each service in its own cgroup; an open-loop load generator; a fault injector;
 //! and the ground truth (QoS violations and their initiating service). See README.md.
+pub mod callgraph;
 pub mod cgroup;
 pub mod cmd;
+pub mod dataset;
 pub mod error;
 pub mod faults;
 pub mod hog;

@@ -6,7 +6,7 @@ use std::{
     path::PathBuf,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scenario::{Kind, Scenario};
 
@@ -20,7 +20,7 @@ pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const HOST_BASE: u8 = 10;
 pub const MAX_HOSTS: usize = 200;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostPlan {
     pub name: String,
     pub netns: String,
@@ -29,7 +29,7 @@ pub struct HostPlan {
     pub bridge_port: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServicePlan {
     pub name: String,
     pub kind: Kind,
@@ -40,9 +40,12 @@ pub struct ServicePlan {
     pub cgroup: String,
     /// rpc: control socket (blocking fault, status).
     pub ctl: PathBuf,
+    /// The service's cpuset (`0`, `0-1`), set when the testbed comes up; None: not pinned.
+    #[serde(default)]
+    pub cpus: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub run: String,
     pub dir: PathBuf,
@@ -105,6 +108,7 @@ impl Plan {
                 host: h.name.clone(),
                 netns: h.netns.clone(),
                 addr,
+                cpus: None,
             });
         }
         let front = front.ok_or("no nginx front end")?;
@@ -133,6 +137,40 @@ impl Plan {
     pub fn cgroup_root(&self) -> String {
         format!("{PREFIX}{}", self.run)
     }
+}
+
+/// Each service's CPUs: its `cpus` (`"all"`: every available CPU), else `min(threads, n)`
+/// consecutive CPUs starting round-robin by service index, so services are spread over the
+/// machine and a CPU neighbour of one service contends with it on its own CPUs.
+pub fn assign_cpus(sc: &Scenario, avail: &[usize]) -> Result<Vec<Vec<usize>>, String> {
+    if avail.is_empty() {
+        return Err("no CPU available for the services".into());
+    }
+    let mut out = Vec::new();
+    for (i, s) in sc.services.iter().enumerate() {
+        let cpus = match s.cpus.as_ref().map(|c| c.get_ref().as_str()) {
+            Some("all") => avail.to_vec(),
+            Some(list) => {
+                let want = crate::scenario::parse_cpu_list(list)?;
+                if let Some(c) = want.iter().find(|c| !avail.contains(c)) {
+                    return Err(format!(
+                        "service {:?}: CPU {c} is not available (this testbed has {})",
+                        s.name.get_ref(),
+                        crate::scenario::format_cpu_list(avail)
+                    ));
+                }
+                want
+            }
+            None => {
+                let n = s.threads.clamp(1, avail.len());
+                let mut v: Vec<usize> = (0..n).map(|k| avail[(i + k) % avail.len()]).collect();
+                v.sort_unstable();
+                v
+            }
+        };
+        out.push(cpus);
+    }
+    Ok(out)
 }
 
 /// A fresh run id: short enough for names, unique enough for one machine.

@@ -11,15 +11,20 @@ use std::{
 use serde::Serialize;
 
 use crate::{
+    callgraph::{self, Edge},
+    dataset,
     error::{Error, Result},
     faults::{FaultRecord, Injector},
-    load::records::{self, Status},
+    load::{
+        hdr,
+        records::{self, Status},
+    },
     plan::new_run_id,
     scenario::Scenario,
     signals,
     spawn::{Placement, spawn},
     testbed::{Bins, Testbed, progress},
-    truth::{self, Violation},
+    truth::{self, Violation, Window},
 };
 
 #[derive(Debug, Clone)]
@@ -30,6 +35,21 @@ pub struct RunOptions {
     /// runs in every host namespace, its ticks saved to `OUT/agent-HOST.jsonl`.
     pub agent_bin: Option<PathBuf>,
     pub agent_args: Vec<String>,
+    /// Label horizons of `OUT/dataset/` (written with `agent_bin`), ms.
+    pub horizons_ms: Vec<u64>,
+}
+
+impl RunOptions {
+    /// Defaults: no agent, horizons 100 and 500 ms.
+    pub fn new(duration_s: f64, out: PathBuf) -> Self {
+        Self {
+            duration_s,
+            out,
+            agent_bin: None,
+            agent_args: Vec::new(),
+            horizons_ms: dataset::DEFAULT_HORIZONS_MS.to_vec(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +75,11 @@ pub struct Summary {
     /// CPU used by the application's cgroups (not the generator or agent) over the run.
     pub testbed_cpu_cores: Option<f64>,
     pub load_cpu_cores: Option<f64>,
+    /// Percentiles of the generator's HDR histograms (`latency.hdr`), overall and per request
+    /// type; None when the log is missing (an older generator).
+    pub latency_hdr: Option<hdr::HdrSummary>,
+    /// `OUT/dataset/` (runs with an agent).
+    pub dataset: Option<dataset::DatasetSummary>,
 }
 
 fn unix_ms() -> u64 {
@@ -123,12 +148,22 @@ pub fn run(sc: &Scenario, scenario_path: &Path, opts: &RunOptions, bins: &Bins) 
     let (cpu0, load0) = (svc_cpu(&tb), cpu_at(&format!("{root}/load")));
     let deadline = t0 + Duration::from_secs_f64(opts.duration_s + sc.load.timeout_s + 30.0);
     let mut cpu_end = None;
+    // Client connections, resolved across hosts: at mid-run and at the end of the load.
+    let mut edges: Vec<Edge> = Vec::new();
+    let mut edge_snapshots = vec![
+        t0 + Duration::from_secs_f64(opts.duration_s / 2.0),
+        t0 + Duration::from_secs_f64((opts.duration_s - 0.5).max(0.0)),
+    ];
     let status = loop {
         if signals::stopping() {
             let _ = load.kill();
             let _ = load.wait();
             injector.finish();
             return Err(Error::Setup("interrupted: torn down".into()));
+        }
+        if edge_snapshots.first().is_some_and(|&t| Instant::now() >= t) {
+            edge_snapshots.remove(0);
+            edges.extend(callgraph::observe(&tb.plan, &tb.layout));
         }
         if cpu_end.is_none() && Instant::now() >= t0 + Duration::from_secs_f64(opts.duration_s) {
             cpu_end = Some((
@@ -180,7 +215,37 @@ pub fn run(sc: &Scenario, scenario_path: &Path, opts: &RunOptions, bins: &Bins) 
         }
         None => (None, None),
     };
-    let mut s = analyze(sc, &opts.out, opts.duration_s, t0_unix_ms, &faults)?;
+    let (mut s, windows, violations) =
+        analyze(sc, &opts.out, opts.duration_s, t0_unix_ms, &faults)?;
+    // A dataset that cannot be built fails the run, after everything else is written.
+    let mut dataset_err = None;
+    if opts.agent_bin.is_some() {
+        match dataset::build(dataset::Input {
+            sc,
+            plan: &tb.plan,
+            out: &opts.out,
+            t0_unix_ms,
+            windows: &windows,
+            violations: &violations,
+            faults: &faults,
+            horizons_ms: &opts.horizons_ms,
+            observed_edges: callgraph::merge(edges),
+        }) {
+            Ok(d) => {
+                progress(&format!(
+                    "dataset: {} ticks x {} services ({} rows, {} violation ticks), {} call-graph edges in {}",
+                    d.ticks,
+                    d.services,
+                    d.rows,
+                    d.violation_ticks,
+                    d.edges,
+                    d.dir.display()
+                ));
+                s.dataset = Some(d);
+            }
+            Err(e) => dataset_err = Some(e),
+        }
+    }
     s.run = run_id;
     s.cgroup = tb.layout.name();
     s.hosts = tb.plan.hosts.len();
@@ -200,7 +265,10 @@ pub fn run(sc: &Scenario, scenario_path: &Path, opts: &RunOptions, bins: &Bins) 
             .map_or("?".to_string(), |c| format!("{c:.2}")),
         opts.out.display()
     ));
-    Ok(s)
+    match dataset_err {
+        Some(e) => Err(e),
+        None => Ok(s),
+    }
 }
 
 fn start_agent(
@@ -289,14 +357,15 @@ fn quantile(sorted: &[u64], q: f64) -> f64 {
         .map_or(0.0, |&v| v as f64 / 1000.0)
 }
 
-/// Reads `requests.csv` from `out`, writes windows, violations and faults, returns the summary.
+/// Reads `requests.csv` from `out`, writes windows, violations and faults, returns the
+/// summary, the windows and the violations.
 pub fn analyze(
     sc: &Scenario,
     out: &Path,
     duration_s: f64,
     t0_unix_ms: u64,
     faults: &[FaultRecord],
-) -> Result<Summary> {
+) -> Result<(Summary, Vec<Window>, Vec<Violation>)> {
     let names: Vec<String> = sc
         .requests
         .iter()
@@ -322,11 +391,17 @@ pub fn analyze(
         .map(|r| r.latency_us)
         .collect();
     lat.sort_unstable();
+    let hdr_path = out.join(hdr::FILE);
+    let latency_hdr = if hdr_path.exists() {
+        Some(hdr::summarize(&hdr_path)?)
+    } else {
+        None
+    };
     let violation_s = vs
         .iter()
         .map(|v| (v.end_ms - v.start_ms + sc.qos.step_ms as i64) as f64 / 1000.0)
         .fold(0.0, |a, b| a + b);
-    Ok(Summary {
+    let summary = Summary {
         scenario: sc.name.clone(),
         run: String::new(),
         cgroup: "",
@@ -347,7 +422,10 @@ pub fn analyze(
         faults: faults.len(),
         testbed_cpu_cores: None,
         load_cpu_cores: None,
-    })
+        latency_hdr,
+        dataset: None,
+    };
+    Ok((summary, ws, vs))
 }
 
 fn write_violations_csv(path: &Path, vs: &[Violation]) -> Result<()> {

@@ -78,6 +78,12 @@ pub fn svc_config(sc: &Scenario, plan: &Plan, s: &Service, me: &ServicePlan) -> 
         listen: me.addr.into(),
         ctl: me.ctl.clone(),
         work_us: s.work_us,
+        work_kb: s.work_kb,
+        buffer_kb: match (s.work_kb, s.buffer_kb) {
+            (0, _) => 0,
+            (w, 0) => (4 * w).max(1024),
+            (_, b) => b,
+        },
         mode: s.mode,
         reply_bytes: s.reply_bytes,
         threads: s.threads,

@@ -110,6 +110,7 @@ impl Testbed {
             tb.layout
                 .create(&format!("{}/{extra}", tb.plan.cgroup_root()))?;
         }
+        tb.pin(sc)?;
         // Back ends first, then the logic tier, then the front end.
         let order = [Kind::Memcached, Kind::Redis, Kind::Rpc, Kind::Nginx];
         for k in order {
@@ -128,6 +129,42 @@ impl Testbed {
         std::fs::write(&p, topo).map_err(|e| Error::io("cannot write", p, e))?;
         progress(&format!("up: front end http://{}/", tb.plan.front));
         Ok(tb)
+    }
+
+    /// Gives every service its cpuset (see `plan::assign_cpus`) before any of them starts.
+    /// Without a cpuset controller, explicit `cpus` are an error and the default spreading is
+    /// skipped (said in the progress output).
+    fn pin(&mut self, sc: &Scenario) -> Result<()> {
+        let root = self.plan.cgroup_root();
+        let explicit = sc.services.iter().any(|s| s.cpus.is_some());
+        let Some(avail) = self
+            .layout
+            .cpus(&root)
+            .filter(|_| self.layout.has_cpuset(&root))
+        else {
+            if explicit {
+                return Err(Error::Setup(
+                    "the scenario pins services (`cpus`) but this host has no cpuset controller"
+                        .into(),
+                ));
+            }
+            progress("cpuset: no cpuset controller here; services are not pinned");
+            return Ok(());
+        };
+        let cpus = crate::plan::assign_cpus(sc, &avail).map_err(Error::Setup)?;
+        let mut line = Vec::new();
+        for (sp, c) in self.plan.services.iter_mut().zip(&cpus) {
+            self.layout.set_cpus(&sp.cgroup, c)?;
+            let list = crate::scenario::format_cpu_list(c);
+            line.push(format!("{}={list}", sp.name));
+            sp.cpus = Some(list);
+        }
+        progress(&format!(
+            "cpuset: CPUs {} -> {}",
+            crate::scenario::format_cpu_list(&avail),
+            line.join(" ")
+        ));
+        Ok(())
     }
 
     fn wait_listening(&mut self, timeout: Duration) -> Result<()> {
@@ -213,16 +250,34 @@ pub fn progress(msg: &str) {
     println!("[testbed] {msg}");
 }
 
+/// Whether `name` (a namespace, cgroup or run directory) belongs to `prefix`: every testbed's
+/// for [`PREFIX`] itself, else exactly run `seer-tb-ID`'s (`seer-tb-ID`, `seer-tb-ID-host`,
+/// `seer-tb-ID.br`), never another run whose id merely starts with ID.
+pub fn belongs(name: &str, prefix: &str) -> bool {
+    if prefix == PREFIX {
+        return name.starts_with(PREFIX);
+    }
+    name.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('-') || rest.starts_with('.'))
+}
+
 /// Removes namespaces (and their processes, interfaces, qdiscs), cgroups (and their processes)
-/// and run directories whose names start with `prefix`.
+/// and run directories that [`belongs`] to `prefix`.
 fn remove_matching(layout: &Layout, prefix: &str) -> Result<()> {
     let mut first_err = None;
-    for ns in netns::find(prefix) {
+    for ns in netns::find(prefix)
+        .into_iter()
+        .filter(|n| belongs(n, prefix))
+    {
         if let Err(e) = netns::remove(&ns) {
             first_err.get_or_insert(e);
         }
     }
-    for cg in layout.find(prefix) {
+    for cg in layout
+        .find(prefix)
+        .into_iter()
+        .filter(|c| belongs(c, prefix))
+    {
         if let Err(e) = layout.remove_tree(&cg) {
             first_err.get_or_insert(e);
         }
@@ -240,7 +295,7 @@ fn run_dirs(prefix: &str) -> Vec<PathBuf> {
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .filter(|e| belongs(&e.file_name().to_string_lossy(), prefix))
         .map(|e| e.path())
         .collect()
 }
@@ -268,11 +323,44 @@ pub fn leftovers() -> Result<Vec<String>> {
 
 /// `down`: removes every testbed's leftovers (namespaces, processes, cgroups, run dirs).
 pub fn down_all() -> Result<Vec<String>> {
+    down_matching(PREFIX)
+}
+
+/// `down --run ID`: removes one run's leftovers only (other testbeds keep running).
+pub fn down_run(run: &str) -> Result<Vec<String>> {
+    if run.is_empty() || !run.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(Error::Setup(format!(
+            "bad run id {run:?} (the hex id in seer-tb-ID)"
+        )));
+    }
+    down_matching(&format!("{PREFIX}{run}"))
+}
+
+fn down_matching(prefix: &str) -> Result<Vec<String>> {
     if !cmd::is_root() {
         return Err(Error::Setup("`down` needs root".into()));
     }
-    let found = leftovers()?;
+    let found = leftovers()?
+        .into_iter()
+        .filter(|l| l.split([' ', '/']).any(|w| belongs(w, prefix)))
+        .collect();
     let layout = Layout::detect()?;
-    remove_matching(&layout, PREFIX)?;
+    remove_matching(&layout, prefix)?;
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::belongs;
+
+    #[test]
+    fn down_of_one_run_spares_the_others() {
+        assert!(belongs("seer-tb-ab12", "seer-tb-ab12"));
+        assert!(belongs("seer-tb-ab12-app1", "seer-tb-ab12"));
+        assert!(belongs("seer-tb-ab12.load", "seer-tb-ab12"));
+        assert!(!belongs("seer-tb-ab123-app1", "seer-tb-ab12"));
+        assert!(!belongs("seer-tb-ab123", "seer-tb-ab12"));
+        assert!(belongs("seer-tb-ab123", "seer-tb-"));
+        assert!(!belongs("other", "seer-tb-"));
+    }
 }

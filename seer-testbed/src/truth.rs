@@ -1,7 +1,7 @@
 //! Ground truth from a run: end-to-end p99 over a sliding window (requests grouped by their
 //! scheduled send time), QoS violations (maximal stretches of windows above the target), and each
 //! violation's initiating service and fault from the fault schedule.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     faults::FaultRecord,
@@ -18,7 +18,7 @@ pub struct Window {
     pub failed: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Violation {
     pub id: usize,
     /// First and last violating window ends, scenario ms, and as Unix ms.

@@ -38,7 +38,41 @@ fn fault(start_s: f64, end_s: f64) -> FaultRecord {
         applied_unix_ms: 0,
         removed_unix_ms: 0,
         error: None,
+        hog_cpus: None,
+        victim_cpus: None,
     }
+}
+
+#[test]
+fn cpu_lists_and_pinning() {
+    use crate::scenario::{format_cpu_list, parse_cpu_list};
+    assert_eq!(parse_cpu_list("0-2,5, 7-8\n").unwrap(), [0, 1, 2, 5, 7, 8]);
+    assert_eq!(format_cpu_list(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
+    assert!(parse_cpu_list("2-1").is_err());
+    assert!(parse_cpu_list("x").is_err());
+    assert!(parse_cpu_list("").is_err());
+    // Default: round-robin, one CPU each (threads = 1).
+    let sc = Scenario::parse("t", SMALL).expect("small");
+    let c = crate::plan::assign_cpus(&sc, &[0, 1]).unwrap();
+    assert_eq!(c, [vec![0], vec![1], vec![0], vec![1], vec![0], vec![1]]);
+    // Explicit lists; a CPU the testbed lacks is an error naming the service.
+    let pinned = SMALL.replace(
+        "name = \"user\"\nkind = \"rpc\"",
+        "name = \"user\"\nkind = \"rpc\"\ncpus = \"1,3\"",
+    );
+    let sc = Scenario::parse("t", &pinned).expect("pinned");
+    let e = crate::plan::assign_cpus(&sc, &[0, 1]).unwrap_err();
+    assert!(e.contains("\"user\"") && e.contains("CPU 3"), "{e}");
+    assert_eq!(
+        crate::plan::assign_cpus(&sc, &[0, 1, 2, 3]).unwrap()[3],
+        [1, 3]
+    );
+    let bad = SMALL.replace(
+        "name = \"user\"\nkind = \"rpc\"",
+        "name = \"user\"\nkind = \"rpc\"\ncpus = \"one\"",
+    );
+    let e = Scenario::parse("t", &bad).unwrap_err().to_string();
+    assert!(e.contains("bad CPU list"), "{e}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::{
 };
 
 use seer_testbed::{
+    callgraph,
     cmd::is_root,
     run::{RunOptions, Summary, run},
     scenario::Scenario,
@@ -43,10 +44,6 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-fn run_scenario(name: &str, text: &str) -> (Summary, PathBuf) {
-    run_scenario_with(name, text, None)
-}
-
 /// The agent binary of this workspace (`cargo build --bins`, which `cargo xtask test` runs).
 fn agent_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
@@ -69,25 +66,47 @@ fn run_scenario_with(name: &str, text: &str, agent: Option<PathBuf>) -> (Summary
     std::fs::write(&path, text).expect("write scenario");
     let sc = Scenario::load(&path).unwrap_or_else(|e| panic!("scenario: {e}"));
     let out = dir.join("out");
-    let opts = RunOptions {
-        duration_s: SECS,
-        out: out.clone(),
-        agent_bin: agent,
-        agent_args: Vec::new(),
-    };
+    let mut opts = RunOptions::new(SECS, out.clone());
+    opts.agent_bin = agent;
     let t0 = Instant::now();
     let s = run(&sc, &path, &opts, &bins()).unwrap_or_else(|e| panic!("run {name}: {e}"));
     println!(
         "{name}: {:.1}s wall, summary {s:?}",
         t0.elapsed().as_secs_f64()
     );
-    assert_nothing_left(name);
+    assert_nothing_left(name, &s.run);
     (s, out)
 }
 
-fn assert_nothing_left(when: &str) {
-    let left = leftovers().expect("leftovers");
+/// Nothing of run `run` is left (other testbeds, e.g. an evaluation, may run beside the tests).
+fn assert_nothing_left(when: &str, run: &str) {
+    let mine = format!("seer-tb-{run}");
+    let left: Vec<String> = leftovers()
+        .expect("leftovers")
+        .into_iter()
+        .filter(|l| {
+            l.split([' ', '/'])
+                .any(|w| seer_testbed::testbed::belongs(w, &mine))
+        })
+        .collect();
     assert!(left.is_empty(), "after {when}, left behind: {left:?}");
+}
+
+/// The run id in a `seer-testbed` progress line (`... run dir /run/seer-testbed/seer-tb-ID`).
+fn run_id_in(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find_map(|w| {
+            w.rsplit('/')
+                .next()?
+                .strip_prefix("seer-tb-")
+                .map(str::to_string)
+        })
+        .map(|w| {
+            w.split(['.', '-', ';'])
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
 }
 
 #[test]
@@ -153,6 +172,134 @@ fn no_fault_at_nominal_load_has_no_violations() {
     }
     let cores = s.testbed_cpu_cores.expect("cpu accounting");
     assert!(cores < 1.5, "testbed used {cores:.2} cores at nominal load");
+    let hdr = s
+        .latency_hdr
+        .as_ref()
+        .expect("latency.hdr percentiles in the summary");
+    assert_eq!(hdr.all.count as usize, s.requests - s.failed, "{hdr:?}");
+    assert!(
+        (hdr.all.p99_ms - s.p99_ms).abs() <= 0.01 * s.p99_ms + 0.01,
+        "HDR p99 {} vs exact {}",
+        hdr.all.p99_ms,
+        s.p99_ms
+    );
+    assert_eq!(
+        hdr.per_request.keys().collect::<Vec<_>>(),
+        ["home", "profile"],
+        "{hdr:?}"
+    );
+    // The joined call graph is the declared one: every declared call was seen, nothing else.
+    let sc = Scenario::parse("small.toml", SMALL).expect("scenario");
+    let declared = callgraph::declared(&sc);
+    let edges = std::fs::read_to_string(out.join("dataset/edges.csv")).expect("edges.csv");
+    let seen: std::collections::BTreeSet<(String, String)> = edges
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[1].to_string())
+        })
+        .collect();
+    assert_eq!(seen, declared, "observed call graph vs scenario:\n{edges}");
+    assert!(
+        edges.contains("timeline,post-cache,app2,data,"),
+        "cross-host edges resolved: {edges}"
+    );
+    check_dataset(&out, &sc);
+}
+
+/// Reads OUT/dataset/samples.arrow and checks it against violations.csv: shape, names,
+/// `violation` and `violation_in_Hms` / `initiator_in_Hms` on every row.
+fn check_dataset(out: &Path, sc: &Scenario) -> usize {
+    use arrow_array::{
+        Array, DictionaryArray, Int64Array, StringArray, UInt8Array, cast::AsArray,
+        types::Int32Type,
+    };
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("dataset/manifest.json")).expect("dataset manifest"),
+    )
+    .expect("json");
+    let f = std::fs::File::open(out.join("dataset/samples.arrow")).expect("samples.arrow");
+    let reader = arrow_ipc::reader::FileReader::try_new(f, None).expect("arrow file");
+    let batches: Vec<_> = reader.map(|b| b.expect("batch")).collect();
+    let [t, n, c] = [0, 1, 2].map(|i| m["shape"][i].as_u64().expect("shape") as usize);
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, t * n, "{m}");
+    assert_eq!(
+        n,
+        sc.services.len(),
+        "one row per scenario service and tick"
+    );
+    assert_eq!(c, m["channels"].as_array().expect("channels").len());
+    assert!(t > 100, "{t} ticks");
+    let order: Vec<&str> = m["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name"))
+        .collect();
+    let step = sc.qos.step_ms as i64;
+    // Labels refer to the end of each tick's bucket.
+    let tick = m["tick_ms"].as_i64().expect("tick_ms");
+    let vcsv = std::fs::read_to_string(out.join("violations.csv")).expect("violations.csv");
+    // (start_unix_ms, end_unix_ms, initiator)
+    let vs: Vec<(i64, i64, String)> = vcsv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[3].parse().unwrap(),
+                f[4].parse().unwrap(),
+                f[6].to_string(),
+            )
+        })
+        .collect();
+    let mut labelled = 0;
+    let mut row = 0;
+    for b in &batches {
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .unwrap_or_else(|| panic!("no {name}"))
+        };
+        let ts = col("ts_ms")
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("ts");
+        let svc = col("service")
+            .as_any()
+            .downcast_ref::<DictionaryArray<Int32Type>>()
+            .expect("service");
+        let names = svc.values().as_string::<i32>();
+        let names: &StringArray = names;
+        let u8col = |name: &str| {
+            col(name)
+                .as_any()
+                .downcast_ref::<UInt8Array>()
+                .unwrap_or_else(|| panic!("{name}"))
+                .clone()
+        };
+        let (viol, v500, i500) = (
+            u8col("violation"),
+            u8col("violation_in_500ms"),
+            u8col("initiator_in_500ms"),
+        );
+        for i in 0..b.num_rows() {
+            let x = ts.value(i) + tick;
+            let name = names.value(svc.keys().value(i) as usize);
+            assert_eq!(name, order[row % n], "row {row}: service order");
+            let active = vs.iter().find(|v| v.0 <= x && x < v.1 + step);
+            let soon = active.or_else(|| vs.iter().find(|v| v.0 > x && v.0 - x <= 500));
+            assert_eq!(viol.value(i) == 1, active.is_some(), "row {row} ts {x}");
+            assert_eq!(v500.value(i) == 1, soon.is_some(), "row {row} ts {x}");
+            let want = soon.is_some_and(|v| v.2 == name);
+            assert_eq!(i500.value(i) == 1, want, "row {row} ts {x} {name}");
+            labelled += usize::from(viol.value(i) == 1);
+            assert!(!svc.is_null(i));
+            row += 1;
+        }
+    }
+    labelled
 }
 
 #[test]
@@ -162,8 +309,24 @@ fn cpu_quota_fault_causes_attributed_violations() {
         return;
     }
     let fault = "\n[[fault]]\nkind = \"cpu_quota\"\nservice = \"timeline\"\nstart_s = 5\nduration_s = 5\nintensity = 0.01\n";
-    let (s, out) = run_scenario("quota", &format!("{SMALL}{fault}"));
+    let (s, out) = run_scenario_with("quota", &format!("{SMALL}{fault}"), Some(agent_bin()));
     assert!(s.violations >= 1, "no violation under the fault: {s:?}");
+    // The dataset labels the violation's ticks, on every service's row, and its initiator.
+    let sc = Scenario::parse("quota.toml", &format!("{SMALL}{fault}")).expect("scenario");
+    let labelled = check_dataset(&out, &sc);
+    assert!(
+        labelled >= sc.services.len() * 5,
+        "{labelled} violation rows"
+    );
+    // Rebuilt from the output alone, with other horizons: the same grid, graph and labels.
+    let first = s.dataset.clone().expect("dataset summary");
+    let again = seer_testbed::dataset::rebuild(&sc, &out, &[200, 1000]).expect("rebuild");
+    assert_eq!(
+        (again.ticks, again.rows, again.edges, again.violation_ticks),
+        (first.ticks, first.rows, first.edges, first.violation_ticks)
+    );
+    let m = std::fs::read_to_string(out.join("dataset/manifest.json")).expect("manifest");
+    assert!(m.contains("initiator_in_1000ms"), "{m}");
     let vs: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("violations.json")).expect("violations.json"),
     )
@@ -190,11 +353,14 @@ fn testbed_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_seer-testbed"))
 }
 
-struct DownOnDrop;
+/// `down --run ID` (only this test's testbed) even if an assertion fails.
+struct DownOnDrop(String);
 
 impl Drop for DownOnDrop {
     fn drop(&mut self) {
-        let _ = Command::new(testbed_bin()).arg("down").output();
+        let _ = Command::new(testbed_bin())
+            .args(["down", "--run", &self.0])
+            .output();
     }
 }
 
@@ -220,7 +386,8 @@ fn up_serves_then_down_leaves_nothing() {
     );
     // The application answers a request from the client namespace (nginx -> home -> ...).
     // `down` runs even if an assertion below fails.
-    let _down = DownOnDrop;
+    let run = run_id_in(&text).unwrap_or_else(|| panic!("no run id in: {text}"));
+    let _down = DownOnDrop(run.clone());
     let ns = text
         .split_whitespace()
         .map(|w| w.trim_end_matches(';'))
@@ -235,8 +402,42 @@ fn up_serves_then_down_leaves_nothing() {
         std::thread::sleep(Duration::from_millis(200));
         String::from_utf8_lossy(&r.stdout).trim() == "200"
     });
+    // Every service is pinned: its processes may run only on the CPUs topology.json names.
+    let topo: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("/run/seer-testbed/seer-tb-{run}/topology.json"))
+            .expect("topology.json"),
+    )
+    .expect("json");
+    let layout = seer_testbed::cgroup::Layout::detect().expect("cgroups");
+    let mut pinned = 0;
+    for s in topo["services"].as_array().expect("services") {
+        let (Some(cpus), Some(cg)) = (s["cpus"].as_str(), s["cgroup"].as_str()) else {
+            continue;
+        };
+        let want = seer_testbed::scenario::parse_cpu_list(cpus).expect("cpu list");
+        let procs = std::fs::read_to_string(&layout.procs_files(cg)[0]).expect("cgroup.procs");
+        for pid in procs.lines() {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let Some(allowed) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            else {
+                continue;
+            };
+            let got = seer_testbed::scenario::parse_cpu_list(allowed).expect("allowed list");
+            assert_eq!(
+                got, want,
+                "{} pid {pid} runs on {allowed}, cpuset {cpus}",
+                s["name"]
+            );
+            pinned += 1;
+        }
+    }
+    if layout.has_cpuset(&format!("seer-tb-{run}")) {
+        assert!(pinned >= 6, "only {pinned} pinned processes: {topo}");
+    }
     let down = Command::new(testbed_bin())
-        .arg("down")
+        .args(["down", "--run", &run])
         .output()
         .expect("down");
     assert!(
@@ -245,7 +446,7 @@ fn up_serves_then_down_leaves_nothing() {
         String::from_utf8_lossy(&down.stderr)
     );
     assert!(ok, "the front end never answered 200");
-    assert_nothing_left("up + down");
+    assert_nothing_left("up + down", &run);
 }
 
 #[test]
@@ -262,14 +463,33 @@ fn ctrl_c_during_run_tears_down() {
         .arg(&path)
         .arg("--out")
         .arg(dir.join("out"))
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("seer-testbed run");
+    // The run id is in the first progress line.
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(id) = run_id_in(&line) {
+                let _ = tx.send(id);
+            }
+        }
+    });
+    let run = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no run id printed");
     // Wait until the load runs (requests flow), then interrupt.
     let t0 = Instant::now();
+    let load_ns = format!("netns seer-tb-{run}.load");
     while leftovers()
         .expect("leftovers")
         .iter()
-        .all(|l| !l.contains(".load"))
+        .all(|l| *l != load_ns)
     {
         assert!(
             t0.elapsed() < Duration::from_secs(20),
@@ -282,7 +502,7 @@ fn ctrl_c_during_run_tears_down() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let st = child.wait().expect("wait");
     assert_eq!(st.code(), Some(130), "exit status after SIGINT: {st}");
-    assert_nothing_left("SIGINT");
+    assert_nothing_left("SIGINT", &run);
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! `seer-testbed-load`: the open-loop generator, started by `seer-testbed run` inside the client
-//! namespace. Writes `OUT/requests.csv` (see `load::records`) and prints progress every 5 s.
+//! namespace. Writes `OUT/requests.csv` (see `load::records`) and the HDR histograms
+//! `OUT/latency.hdr` (see `load::hdr`), and prints progress every 5 s.
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use seer_testbed::{
-    load::{generator, records},
+    load::{generator, hdr, records},
     scenario::Scenario,
 };
 
@@ -41,7 +42,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let recs = rt.block_on(generator::run(generator::Spec {
+    let (recs, hist) = rt.block_on(generator::run(generator::Spec {
         scenario,
         target: cli.target,
         t0_unix_ms: cli.t0_unix_ms,
@@ -50,5 +51,13 @@ fn main() -> Result<()> {
     let path = cli.out.join("requests.csv");
     records::write_csv(&path, &recs, &names)?;
     println!("[load] wrote {} records to {}", recs.len(), path.display());
+    let hpath = cli.out.join(hdr::FILE);
+    hist.write_log(&hpath, &names, cli.t0_unix_ms, cli.duration_s)?;
+    println!(
+        "[load] wrote {} judged latencies ({} failed) to {}",
+        hist.overall.len(),
+        hist.failed,
+        hpath.display()
+    );
     Ok(())
 }

@@ -34,6 +34,23 @@ enum Cmd {
         /// Scratch directory (disk hog).
         #[arg(long, default_value = "/tmp")]
         dir: PathBuf,
+        /// Pin the hog to these CPUs (the victim's cpuset, e.g. `1` or `0-3`).
+        #[arg(long)]
+        cpus: Option<String>,
+    },
+    /// Measure the request memory walk (`work_kb` of a `buffer_kb` working set) alone: prints
+    /// ns per touched cache line, per second. Run it beside a hog to see what the hog does to
+    /// the walk itself, without the rest of the application.
+    Walk {
+        #[arg(long, default_value_t = 128)]
+        work_kb: u64,
+        #[arg(long, default_value_t = 8192)]
+        buffer_kb: u64,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Pin the walker to these CPUs.
+        #[arg(long)]
+        cpus: Option<String>,
     },
 }
 
@@ -53,7 +70,13 @@ fn main() -> Result<()> {
             kind,
             intensity,
             dir,
+            cpus,
         } => {
+            if let Some(list) = cpus {
+                let cpus = seer_testbed::scenario::parse_cpu_list(&list)
+                    .map_err(|e| anyhow::anyhow!("--cpus: {e}"))?;
+                hog::pin_to(&cpus).context("pinning the hog to the victim's CPUs")?;
+            }
             let k = match kind {
                 HogKindArg::Cpu => HogKind::Cpu,
                 HogKindArg::Cache => HogKind::Cache,
@@ -62,6 +85,43 @@ fn main() -> Result<()> {
                 HogKindArg::Disk => HogKind::Disk,
             };
             hog::run(k, intensity, &dir).context("hog")
+        }
+        Cmd::Walk {
+            work_kb,
+            buffer_kb,
+            seconds,
+            cpus,
+        } => {
+            if let Some(list) = cpus {
+                let cpus = seer_testbed::scenario::parse_cpu_list(&list)
+                    .map_err(|e| anyhow::anyhow!("--cpus: {e}"))?;
+                hog::pin_to(&cpus).context("pinning the walker")?;
+            }
+            if work_kb == 0 || buffer_kb < work_kb {
+                anyhow::bail!("--work-kb must be > 0 and at most --buffer-kb");
+            }
+            let ws = seer_testbed::svc::work::WorkingSet::new(buffer_kb);
+            let lines = work_kb * 1024 / 64;
+            let mut seed = 1u64;
+            for s in 0..seconds {
+                // CPU time of this thread: a memory stall counts, being preempted does not.
+                let c0 = seer_testbed::svc::work::thread_cpu_time();
+                let t0 = std::time::Instant::now();
+                let mut walks = 0u64;
+                while t0.elapsed() < std::time::Duration::from_secs(1) {
+                    seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+                    std::hint::black_box(ws.touch(work_kb, seed));
+                    walks += 1;
+                }
+                let cpu = seer_testbed::svc::work::thread_cpu_time() - c0;
+                let ns = cpu.as_nanos() as f64 / (walks * lines).max(1) as f64;
+                println!(
+                    "walk second={s} walks={walks} cpu_ns_per_line={ns:.1} cpu_us_per_walk={:.1} cpu_share={:.2}",
+                    ns * lines as f64 / 1000.0,
+                    cpu.as_secs_f64() / t0.elapsed().as_secs_f64()
+                );
+            }
+            Ok(())
         }
     }
 }

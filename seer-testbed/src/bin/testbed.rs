@@ -10,7 +10,7 @@ use seer_testbed::{
     run::{RunOptions, run},
     scenario::Scenario,
     signals,
-    testbed::{Bins, Testbed, down_all, progress},
+    testbed::{Bins, Testbed, down_all, down_run, progress},
 };
 
 #[derive(Parser)]
@@ -33,7 +33,11 @@ enum Cmd {
         scenario: PathBuf,
     },
     /// Remove every testbed namespace, process, cgroup and run directory (also a crashed run's).
-    Down,
+    Down {
+        /// Only this run's (the id in `seer-tb-ID`); other testbeds keep running.
+        #[arg(long)]
+        run: Option<String>,
+    },
     /// Up, load and faults for the duration, ground truth into --out, then down.
     Run {
         #[arg(long)]
@@ -49,6 +53,19 @@ enum Cmd {
         /// Extra arguments for `seer-agent run` (repeatable), e.g. --agent-arg=--no-turns.
         #[arg(long = "agent-arg", allow_hyphen_values = true)]
         agent_args: Vec<String>,
+        /// Label horizons of OUT/dataset/ (with --agent-bin), ms, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [100u64, 500])]
+        horizon_ms: Vec<u64>,
+    },
+    /// Rebuild OUT/dataset/ from a finished `run --agent-bin` (e.g. with other horizons).
+    Dataset {
+        /// The scenario the run used.
+        #[arg(long)]
+        scenario: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_delimiter = ',', default_values_t = [100u64, 500])]
+        horizon_ms: Vec<u64>,
     },
 }
 
@@ -114,8 +131,34 @@ fn real_main() -> Result<()> {
             tb.detach();
             Ok(())
         }
-        Cmd::Down => {
-            let gone = down_all()?;
+        Cmd::Dataset {
+            scenario,
+            out,
+            horizon_ms,
+        } => {
+            let sc = Scenario::load(&scenario)?;
+            if horizon_ms.is_empty() || horizon_ms.contains(&0) {
+                return Err(anyhow::anyhow!(
+                    "--horizon-ms: give positive horizons, e.g. 100,500"
+                ));
+            }
+            let d = seer_testbed::dataset::rebuild(&sc, &out, &horizon_ms)?;
+            progress(&format!(
+                "dataset: {} ticks x {} services ({} rows, {} violation ticks), {} call-graph edges in {}",
+                d.ticks,
+                d.services,
+                d.rows,
+                d.violation_ticks,
+                d.edges,
+                d.dir.display()
+            ));
+            Ok(())
+        }
+        Cmd::Down { run } => {
+            let gone = match run {
+                Some(r) => down_run(&r)?,
+                None => down_all()?,
+            };
             if gone.is_empty() {
                 progress("nothing to remove");
             }
@@ -130,13 +173,20 @@ fn real_main() -> Result<()> {
             out,
             agent_bin,
             agent_args,
+            horizon_ms,
         } => {
             let sc = Scenario::load(&scenario)?;
+            if horizon_ms.is_empty() || horizon_ms.contains(&0) {
+                return Err(anyhow::anyhow!(
+                    "--horizon-ms: give positive horizons, e.g. 100,500"
+                ));
+            }
             let opts = RunOptions {
                 duration_s: duration,
                 out,
                 agent_bin,
                 agent_args,
+                horizons_ms: horizon_ms,
             };
             run(&sc, &scenario, &opts, &bins()?)?;
             Ok(())

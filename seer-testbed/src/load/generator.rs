@@ -9,6 +9,7 @@ use std::{
 };
 
 use super::{
+    hdr::Latency,
     http::{self, Conn},
     profile,
     records::{Record, Status},
@@ -28,6 +29,7 @@ struct State {
     open: AtomicUsize,
     in_flight: AtomicUsize,
     records: Mutex<Vec<Record>>,
+    hist: Mutex<Latency>,
 }
 
 fn unix_us() -> u64 {
@@ -37,8 +39,9 @@ fn unix_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the schedule to its end, waits for answers (up to the timeout), returns every record.
-pub async fn run(spec: Spec) -> Vec<Record> {
+/// Runs the schedule to its end, waits for answers (up to the timeout), returns every record
+/// and the HDR histograms of the judged part.
+pub async fn run(spec: Spec) -> (Vec<Record>, Latency) {
     let sc = &spec.scenario;
     let names: Vec<String> = sc
         .requests
@@ -53,6 +56,7 @@ pub async fn run(spec: Spec) -> Vec<Record> {
         open: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
         records: Mutex::new(Vec::new()),
+        hist: Mutex::new(Latency::new(sc.requests.len())),
     });
     let mut rng = fastrand::Rng::with_seed(sc.seed);
     // Map scenario time to the monotonic clock once: t0 in Instant terms.
@@ -106,6 +110,9 @@ pub async fn run(spec: Spec) -> Vec<Record> {
                 Err(_) => Status::Timeout,
             };
             let latency_us = due.elapsed().as_micros() as u64;
+            if let Ok(mut h) = st.hist.lock() {
+                h.record(t_us, req, latency_us, status == Status::Ok);
+            }
             if let Ok(mut recs) = st.records.lock() {
                 recs.push(Record {
                     send_unix_us,
@@ -124,7 +131,11 @@ pub async fn run(spec: Spec) -> Vec<Record> {
     }
     let mut recs = st.records.lock().map(|r| r.clone()).unwrap_or_default();
     recs.sort_by_key(|r| r.t_us);
-    recs
+    let hist = match st.hist.lock() {
+        Ok(mut h) => std::mem::replace(&mut *h, Latency::new(0)),
+        Err(_) => Latency::new(0),
+    };
+    (recs, hist)
 }
 
 /// One request: a pooled connection (or a new one, up to `max`), GET, back to the pool.

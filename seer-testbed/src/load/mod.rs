@@ -3,6 +3,7 @@
 //! time whatever happened to earlier ones, and its latency is measured from that time, so a
 //! stalled back end shows in the tail instead of slowing the load (no coordinated omission).
 pub mod generator;
+pub mod hdr;
 pub mod http;
 pub mod profile;
 pub mod records;

@@ -145,6 +145,58 @@ pub struct Service {
     pub value_bytes: usize,
     #[serde(default = "default_keys")]
     pub keys: u32,
+    /// rpc: KiB of a per-service buffer touched per request (random cache lines), so LLC,
+    /// memory-bandwidth and memory-capacity neighbours slow it. 0: none.
+    #[serde(default)]
+    pub work_kb: u64,
+    /// KiB of the per-service buffer (default: 4 x work_kb, at least 1 MiB when work_kb > 0).
+    #[serde(default)]
+    pub buffer_kb: u64,
+    /// CPUs the service's cgroup cpuset allows (`"1"`, `"0-3"`, `"0,2"`; `"all"`: every CPU
+    /// the testbed has). Default: one CPU each, round-robin over the testbed's CPUs.
+    pub cpus: Option<Spanned<String>>,
+}
+
+/// Parses a CPU list (`0-3,6`): sorted, without duplicates.
+pub fn parse_cpu_list(s: &str) -> std::result::Result<Vec<usize>, String> {
+    let mut v = Vec::new();
+    for part in s.trim().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("bad CPU list {s:?} (e.g. \"1\", \"0-3\", \"0,2\")");
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        if a > b || b >= 4096 {
+            return Err(bad());
+        }
+        v.extend(a..=b);
+    }
+    if v.is_empty() {
+        return Err(format!("empty CPU list {s:?}"));
+    }
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
+
+/// Formats CPUs as a cpuset list (`0-2,5`).
+pub fn format_cpu_list(cpus: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
 }
 
 fn default_mode() -> Mode {

@@ -80,6 +80,35 @@ fn services(sc: &Scenario) -> Check {
                 format!("service {name:?}: threads must be 1..=64"),
             ));
         }
+        if s.kind != Kind::Rpc && (s.work_kb > 0 || s.buffer_kb > 0) {
+            return Err((
+                at(&s.name),
+                format!("service {name:?}: only rpc services take `work_kb` and `buffer_kb`"),
+            ));
+        }
+        if s.work_kb > 64 * 1024 || s.buffer_kb > 4 * 1024 * 1024 {
+            return Err((
+                at(&s.name),
+                format!(
+                    "service {name:?}: work_kb is at most 65536 (64 MiB per request), buffer_kb at most 4194304 (4 GiB)"
+                ),
+            ));
+        }
+        if s.buffer_kb > 0 && s.buffer_kb < s.work_kb {
+            return Err((
+                at(&s.name),
+                format!(
+                    "service {name:?}: buffer_kb ({}) is smaller than work_kb ({})",
+                    s.buffer_kb, s.work_kb
+                ),
+            ));
+        }
+        if let Some(c) = &s.cpus
+            && c.get_ref() != "all"
+            && let Err(e) = super::parse_cpu_list(c.get_ref())
+        {
+            return Err((at(c), format!("service {name:?}: {e}")));
+        }
         if s.work_us > 1_000_000 {
             return Err((
                 at(&s.name),

@@ -11,6 +11,11 @@ pub struct SvcConfig {
     pub listen: SocketAddr,
     pub ctl: PathBuf,
     pub work_us: u64,
+    /// KiB of the working set touched per request, and the working set's size.
+    #[serde(default)]
+    pub work_kb: u64,
+    #[serde(default)]
+    pub buffer_kb: u64,
     pub mode: Mode,
     pub reply_bytes: usize,
     pub threads: usize,

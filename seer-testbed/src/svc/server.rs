@@ -14,7 +14,11 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::{SvcConfig, callee::Callee, work::spin_cpu};
+use super::{
+    SvcConfig,
+    callee::Callee,
+    work::{WorkingSet, spin_cpu},
+};
 use crate::scenario::Mode;
 
 pub struct Shared {
@@ -27,6 +31,8 @@ pub struct Shared {
     pub served: AtomicU64,
     pub errors: AtomicU64,
     body: Vec<u8>,
+    /// `work_kb`: the buffer requests walk (None when work_kb is 0).
+    working_set: Option<WorkingSet>,
 }
 
 impl Shared {
@@ -38,6 +44,8 @@ impl Shared {
             .map(|c| Arc::new(Callee::new(c)))
             .collect();
         let body = vec![b'x'; cfg.reply_bytes];
+        let working_set =
+            (cfg.work_kb > 0).then(|| WorkingSet::new(cfg.buffer_kb.max(cfg.work_kb)));
         Arc::new(Shared {
             cfg,
             callees,
@@ -46,6 +54,7 @@ impl Shared {
             served: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             body,
+            working_set,
         })
     }
 }
@@ -152,6 +161,10 @@ async fn handle(sh: &Shared) -> io::Result<()> {
         std::thread::sleep(Duration::from_micros(block));
     }
     spin_cpu(sh.cfg.work_us + sh.extra_work_us.load(Ordering::Relaxed));
+    if let Some(ws) = &sh.working_set {
+        let n = sh.served.load(Ordering::Relaxed);
+        ws.touch(sh.cfg.work_kb, n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    }
     match sh.cfg.mode {
         Mode::Sequential => {
             for c in &sh.callees {
