@@ -97,8 +97,14 @@ pub struct Sender {
 
 enum Msg {
     Wake,
+    /// An alert the store could not queue (disk full, store broken): kept in memory instead.
+    Direct(String),
     Stop(Duration),
 }
+
+/// Alerts held in memory when the store's outbox cannot take them (oldest dropped, counted,
+/// beyond this).
+const MEMORY_OUTBOX: usize = 1000;
 
 struct Receivers {
     alertmanager: Option<HttpUrl>,
@@ -158,6 +164,12 @@ impl Sender {
     /// Something was queued: try now rather than at the next retry.
     pub fn wake(&self) {
         let _ = self.tx.send(Msg::Wake);
+    }
+
+    /// Delivers `payload` without the store (its outbox refused it): held in memory until
+    /// delivered, lost only if the agent stops first or more than 1000 wait.
+    pub fn direct(&self, payload: String) {
+        let _ = self.tx.send(Msg::Direct(payload));
     }
 
     /// Tries to deliver what is queued for at most `grace`, then stops; what is left stays in
@@ -225,8 +237,29 @@ fn sender_loop(
     st: &SenderStats,
 ) {
     let mut down: Option<Instant> = None;
+    let mut memory: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    // Memory first (those are the ones with no other copy), then the store's outbox.
+    let flush = |memory: &mut std::collections::VecDeque<String>, down: &mut Option<Instant>| {
+        while let Some(p) = memory.front() {
+            match r.deliver(p) {
+                Ok(()) => {
+                    memory.pop_front();
+                    st.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    st.failures.fetch_add(1, Ordering::Relaxed);
+                    if down.is_none() {
+                        log::warn!("alerts: {e}; {} alert(s) held in memory", memory.len());
+                        *down = Some(Instant::now());
+                    }
+                    return false;
+                }
+            }
+        }
+        drain(store, r, st, down)
+    };
     loop {
-        let empty = drain(store, r, st, &mut down);
+        let empty = flush(&mut memory, &mut down);
         let wait = if empty || down.is_none() {
             Duration::from_secs(1)
         } else {
@@ -234,14 +267,31 @@ fn sender_loop(
         };
         match rx.recv_timeout(wait) {
             Ok(Msg::Wake) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(Msg::Direct(p)) => {
+                if memory.len() >= MEMORY_OUTBOX {
+                    memory.pop_front();
+                    st.failures.fetch_add(1, Ordering::Relaxed);
+                    log::error!(
+                        "alerts: {MEMORY_OUTBOX} alerts already held in memory (the store refuses them and the receivers are down): the oldest is dropped"
+                    );
+                }
+                memory.push_back(p);
+            }
             Ok(Msg::Stop(grace)) => {
                 let t0 = Instant::now();
-                while t0.elapsed() < grace && !drain(store, r, st, &mut down) {
+                while t0.elapsed() < grace && !flush(&mut memory, &mut down) {
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 let left = st.pending.load(Ordering::Relaxed);
                 if left > 0 {
                     log::warn!("alerts: {left} alert(s) not delivered; kept for the next start");
+                }
+                if !memory.is_empty() {
+                    log::error!(
+                        "alerts: {} alert(s) the store could not keep were not delivered: {}",
+                        memory.len(),
+                        memory.iter().cloned().collect::<Vec<_>>().join(" ")
+                    );
                 }
                 return;
             }
@@ -288,20 +338,47 @@ mod tests {
         assert_eq!(v["endsAt"], "1970-01-01T00:00:01.000Z");
     }
 
+    /// A free loopback port (nothing listens there once this returns).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Accepts one request on `port` that contains `want`, answers 200, returns the request.
+    fn receive_one(port: u16, want: &'static str) -> std::thread::JoinHandle<String> {
+        let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !String::from_utf8_lossy(&got).contains(want) {
+                let n = c.read(&mut buf).unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+            String::from_utf8_lossy(&got).into_owned()
+        })
+    }
+
+    fn temp_store(name: &str) -> (std::path::PathBuf, Store) {
+        let dir = std::env::temp_dir().join(format!("seer-alert-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(dir.join("s.redb"), seer_store::StoreConfig::default()).unwrap();
+        (dir, store)
+    }
+
     /// A receiver that is down: the alert stays queued; once it is up, it is delivered and
     /// removed (a real HTTP listener on loopback).
     #[test]
     fn outbox_survives_a_down_receiver() {
-        let dir = std::env::temp_dir().join(format!("seer-alert-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(dir.join("s.redb"), seer_store::StoreConfig::default()).unwrap();
-        // Reserve a port, then free it: nothing listens there.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let (dir, store) = temp_store("outbox");
+        let port = free_port();
         let r = Receivers {
             alertmanager: None,
             webhook: Some(HttpUrl::parse(&format!("http://127.0.0.1:{port}/hook")).unwrap()),
@@ -312,26 +389,37 @@ mod tests {
         assert!(!drain(&store, &r, &st, &mut down));
         assert!(down.is_some());
         assert_eq!(store.pending_alerts(10).unwrap().len(), 1);
-        let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-        let srv = std::thread::spawn(move || {
-            let (mut c, _) = l.accept().unwrap();
-            let mut buf = vec![0u8; 4096];
-            let mut got = Vec::new();
-            while !String::from_utf8_lossy(&got).contains(r#"{"n":1}"#) {
-                let n = c.read(&mut buf).unwrap();
-                assert!(n > 0);
-                got.extend_from_slice(&buf[..n]);
-            }
-            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                .unwrap();
-            String::from_utf8_lossy(&got).into_owned()
-        });
+        let srv = receive_one(port, r#"{"n":1}"#);
         assert!(drain(&store, &r, &st, &mut down));
         let req = srv.join().unwrap();
         assert!(req.starts_with("POST /hook HTTP/1.1"), "{req}");
         assert!(store.pending_alerts(10).unwrap().is_empty());
         assert_eq!(st.delivered.load(Ordering::Relaxed), 1);
         assert!(down.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An alert the store refused is held in memory and delivered once the receiver is up.
+    #[test]
+    fn an_alert_the_store_refused_is_delivered_from_memory() {
+        let (dir, store) = temp_store("memory");
+        let port = free_port();
+        let cfg = AlertsConfig {
+            alertmanager: None,
+            webhook: Some(format!("http://127.0.0.1:{port}/hook")),
+            retry_s: 1,
+        };
+        let snd = Sender::spawn(store, &cfg).unwrap();
+        snd.direct(r#"{"n":2}"#.into());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            snd.stats.failures.load(Ordering::Relaxed) >= 1,
+            "receiver down"
+        );
+        let srv = receive_one(port, r#"{"n":2}"#);
+        let req = srv.join().unwrap();
+        assert!(req.contains(r#"{"n":2}"#), "{req}");
+        snd.shutdown(Duration::from_secs(1));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -538,7 +538,14 @@ impl Responder {
                     snd.wake();
                 }
             }
-            Err(e) => log::warn!("respond: queueing the alert: {e}"),
+            Err(e) => {
+                log::warn!(
+                    "respond: the store's outbox refused the alert ({e}): sending it from memory"
+                );
+                if let Some(snd) = &self.sender {
+                    snd.direct(payload);
+                }
+            }
         }
     }
 
