@@ -112,6 +112,8 @@ pub struct Responder {
     last_diag: HashMap<String, Record>,
     /// Store ids of actions in force, per (service, resource).
     action_ids: HashMap<(String, policy::Resource), Vec<u64>>,
+    /// The QoS service was missing at the last discovery (warned once per absence).
+    warned_missing: bool,
     pub stats: RespondStats,
 }
 
@@ -250,6 +252,7 @@ impl Responder {
             last_step: HashMap::new(),
             last_diag: HashMap::new(),
             action_ids: HashMap::new(),
+            warned_missing: false,
             stats: RespondStats::default(),
         })
     }
@@ -672,9 +675,26 @@ impl Responder {
         }
     }
 
-    /// Forgets services that are gone (called after discovery).
+    /// Forgets services that are gone (called after discovery); says so, once, while the QoS
+    /// service is not among those discovered.
     pub fn on_discovery(&mut self, d: &Discovery) {
         self.labeller.retain(d);
+        let q = &self.watch.cfg.service;
+        let found = d.services.iter().any(|s| &s.name == q);
+        if !found && !self.warned_missing {
+            let mut known: Vec<&str> = d.services.iter().map(|s| s.name.as_str()).collect();
+            known.sort_unstable();
+            log::warn!(
+                "respond: no service named {q:?} (the [qos] service) on this host yet; known: {}. \
+                 Names are the ones `seer-agent run` shows; name it with a [[service]] rule",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+        self.warned_missing = !found;
     }
 
     /// One line for the live view's footer.
