@@ -31,6 +31,27 @@ pub struct Service {
     pub socket_inodes: HashSet<u64>,
 }
 
+/// The destination of a connect() if it is on another host; None for this host's addresses,
+/// loopback, and keys whose address the kernel side could not read.
+pub fn remote_addr(
+    k: &ConnectKey,
+    local: &std::collections::HashSet<std::net::IpAddr>,
+) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match k.family {
+        seer_common::AF_INET => IpAddr::V4(Ipv4Addr::new(
+            k.daddr[0], k.daddr[1], k.daddr[2], k.daddr[3],
+        )),
+        seer_common::AF_INET6 => {
+            let v6 = Ipv6Addr::from(k.daddr);
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    (!ip.is_loopback() && !ip.is_unspecified() && !local.contains(&ip))
+        .then(|| std::net::SocketAddr::new(ip, k.dport))
+}
+
 /// Changes the kernel maps need after a refresh.
 #[derive(Debug, Default)]
 pub struct MapChanges {
@@ -48,6 +69,9 @@ pub struct Discovery {
     pub services: Vec<Service>,
     /// caller -> callee
     pub edges: BTreeSet<(ServiceId, ServiceId)>,
+    /// caller -> an address:port on another host (a callee this agent cannot see: another
+    /// host's agent has it; a cluster view joins the two).
+    pub remote_edges: BTreeSet<(ServiceId, std::net::SocketAddr)>,
     ids: HashMap<String, ServiceId>,
     next_id: u32,
     slots_used: Vec<bool>,
@@ -339,14 +363,30 @@ impl Discovery {
     }
 
     /// Adds caller -> callee edges from connect() calls seen by the kernel.
-    pub fn add_connects(&mut self, connects: &[(ConnectKey, u64)]) {
+    /// Edges from connect() events: to a service of this host when the destination address is
+    /// one of `local` (or loopback, or unknown), else to the remote address.
+    pub fn add_connects(
+        &mut self,
+        connects: &[(ConnectKey, u64)],
+        local: &std::collections::HashSet<std::net::IpAddr>,
+    ) {
         let mut added = false;
         for (k, _) in connects {
-            if let (Some(caller), Some(callee)) =
-                (self.service_by_pid(k.tgid), self.service_by_port(k.dport))
-                && caller.id != callee.id
-            {
-                added |= self.edges.insert((caller.id, callee.id));
+            let Some(caller) = self.service_by_pid(k.tgid) else {
+                continue;
+            };
+            let caller = caller.id;
+            match remote_addr(k, local) {
+                Some(addr) => {
+                    self.remote_edges.insert((caller, addr));
+                }
+                None => {
+                    if let Some(callee) = self.service_by_port(k.dport)
+                        && caller != callee.id
+                    {
+                        added |= self.edges.insert((caller, callee.id));
+                    }
+                }
             }
         }
         if added {
@@ -488,16 +528,39 @@ mod tests {
         let procs = vec![proc_(5, "api", "/", &[1]), proc_(6, "redis", "/", &[2])];
         let mut d = Discovery::default();
         d.refresh(&Config::default(), &socks, &procs);
-        d.add_connects(&[(
-            ConnectKey {
-                tgid: 5,
-                dport: 6379,
-                _pad: 0,
-            },
-            3,
-        )]);
+        let key = |a: [u8; 4]| ConnectKey {
+            tgid: 5,
+            dport: 6379,
+            family: seer_common::AF_INET,
+            _pad: 0,
+            daddr: [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let local: std::collections::HashSet<std::net::IpAddr> =
+            ["192.0.2.7".parse().unwrap()].into();
+        // Loopback and this host's own address reach the local redis.
+        d.add_connects(
+            &[(key([127, 0, 0, 1]), 3), (key([192, 0, 2, 7]), 1)],
+            &local,
+        );
+        assert_eq!(d.edges.len(), 1);
         let (a, b) = *d.edges.iter().next().unwrap();
         assert_eq!((d.name_of(a), d.name_of(b)), ("api", "redis"));
         assert_eq!(d.services[0].name, "redis");
+        assert!(d.remote_edges.is_empty());
+        // Another host's redis on the same port is not this one.
+        d.add_connects(&[(key([192, 0, 2, 99]), 2)], &local);
+        assert_eq!(d.edges.len(), 1);
+        let (c, addr) = *d.remote_edges.iter().next().unwrap();
+        assert_eq!(
+            (d.name_of(c), addr.to_string().as_str()),
+            ("api", "192.0.2.99:6379")
+        );
+        // An IPv4-mapped IPv6 address is the IPv4 one.
+        let mut mapped = key([0; 4]);
+        mapped.family = seer_common::AF_INET6;
+        mapped.daddr =
+            std::net::Ipv6Addr::from(std::net::Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped())
+                .octets();
+        assert_eq!(remote_addr(&mapped, &local), None);
     }
 }

@@ -58,6 +58,14 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
             esc(d.name_of(b))
         );
     }
+    let _ = writeln!(o, "# TYPE seer_remote_call_edge gauge");
+    for &(a, addr) in &d.remote_edges {
+        let _ = writeln!(
+            o,
+            "seer_remote_call_edge{{from=\"{}\",to=\"{addr}\"}} 1",
+            esc(d.name_of(a))
+        );
+    }
     let mut scalar = |name: &str, kind: &str, v: f64| {
         let _ = writeln!(o, "# TYPE {name} {kind}\n{name} {v}");
     };

@@ -34,7 +34,12 @@ pub fn tick_json(ts_ms: u64, d: &Discovery, samples: &[Sample]) -> Value {
         .iter()
         .map(|&(a, b)| json!([d.name_of(a), d.name_of(b)]))
         .collect();
-    json!({ "ts_ms": ts_ms, "services": services, "edges": edges })
+    let remote: Vec<Value> = d
+        .remote_edges
+        .iter()
+        .map(|&(a, addr)| json!([d.name_of(a), addr.to_string()]))
+        .collect();
+    json!({ "ts_ms": ts_ms, "services": services, "edges": edges, "remote_edges": remote })
 }
 
 /// Redraws the live table (ANSI: home + clear) on a terminal.
@@ -88,10 +93,13 @@ pub fn live_table(tick_ms: u64, d: &Discovery, samples: &[Sample], footer: &str)
             smp.get(Channel::LatencyP99Us) / 1000.0,
         );
     }
-    if !d.edges.is_empty() {
+    if !d.edges.is_empty() || !d.remote_edges.is_empty() {
         let _ = writeln!(s, "\ncall graph:");
         for &(a, b) in &d.edges {
             let _ = writeln!(s, "  {} -> {}", d.name_of(a), d.name_of(b));
+        }
+        for &(a, addr) in &d.remote_edges {
+            let _ = writeln!(s, "  {} -> {addr} (another host)", d.name_of(a));
         }
     }
     let _ = writeln!(s, "\n{footer}");

@@ -133,7 +133,11 @@ impl Loop {
         }
         self.connects.clear();
         self.probes.read_connects(&mut self.connects)?;
-        self.disc.add_connects(&self.connects);
+        let local = sys::bpf::local_addrs().unwrap_or_else(|e| {
+            log::warn!("listing this host's addresses: {e}; every callee counts as local");
+            Default::default()
+        });
+        self.disc.add_connects(&self.connects, &local);
         self.sampler
             .on_discovery(&mut self.probes, &self.disc, &ch.new_slots)?;
         if let Some(r) = &mut self.responder {

@@ -104,15 +104,24 @@ pub struct SockState {
     pub open: u32,
 }
 
-/// A client connect() seen in `inet_sock_set_state` (hash `CONNECTS`): who dialled which port.
+/// A client connect() seen in `inet_sock_set_state` (hash `CONNECTS`): who dialled which
+/// address and port. The address tells a local callee (a service on this host) from a remote
+/// one that merely uses the same port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConnectKey {
     pub tgid: u32,
     /// Destination port, host byte order.
     pub dport: u16,
-    pub _pad: u16,
+    /// `AF_INET` = 2 or `AF_INET6` = 10; 0 when the address could not be read.
+    pub family: u8,
+    pub _pad: u8,
+    /// Destination address in network order: IPv4 in the first 4 bytes, IPv6 in all 16.
+    pub daddr: [u8; 16],
 }
+
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
 
 /// Things the kernel side could not record, so a loss is counted instead of silent
 /// (per-CPU array `DROPS`, one entry).
@@ -192,6 +201,9 @@ pub struct KernelOffsets {
     pub tcp_lsndtime: u32,
     /// `inet_conn.icsk_ack.lrcvtime`, from the start of `struct tcp_sock`.
     pub tcp_lrcvtime: u32,
+    /// `skc_daddr` (IPv4 peer) and `skc_v6_daddr` (IPv6 peer; 0 on a kernel without IPv6).
+    pub skc_daddr: u32,
+    pub skc_v6_daddr: u32,
     pub _pad: u32,
 }
 
@@ -217,6 +229,8 @@ impl KernelOffsets {
         tcp_bytes_sent: 0,
         tcp_lsndtime: 0,
         tcp_lrcvtime: 0,
+        skc_daddr: 0,
+        skc_v6_daddr: 0,
         _pad: 0,
     };
 }
@@ -268,8 +282,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<SlotCounters>(), 64);
         assert_eq!(core::mem::size_of::<SockRecord>(), 64);
         assert_eq!(core::mem::size_of::<Turn>(), 16);
-        assert_eq!(core::mem::size_of::<ConnectKey>(), 8);
+        assert_eq!(core::mem::size_of::<ConnectKey>(), 24);
         assert!(core::mem::size_of::<Counters>() <= 32 * 1024);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 80);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 88);
     }
 }

@@ -10,7 +10,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use seer_common::{
-    ConnectKey, LAT_BUCKETS, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_SENT, lat_bucket,
+    AF_INET, AF_INET6, ConnectKey, LAT_BUCKETS, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN,
+    TCP_SYN_SENT, lat_bucket,
 };
 
 use crate::maps::{
@@ -108,11 +109,22 @@ pub fn seer_connect(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let dport: u16 = read_kernel(sk, offset!(skc_dport));
-    let key = ConnectKey {
+    let family: u16 = read_kernel(sk, offset!(skc_family));
+    let mut key = ConnectKey {
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         dport: u16::from_be(dport),
+        family: 0,
         _pad: 0,
+        daddr: [0; 16],
     };
+    if family == u16::from(AF_INET) {
+        let a: [u8; 4] = read_kernel(sk, offset!(skc_daddr));
+        key.daddr[..4].copy_from_slice(&a);
+        key.family = AF_INET;
+    } else if family == u16::from(AF_INET6) && offset!(skc_v6_daddr) != 0 {
+        key.daddr = read_kernel(sk, offset!(skc_v6_daddr));
+        key.family = AF_INET6;
+    }
     match CONNECTS.get_ptr_mut(key) {
         // SAFETY: map value pointer valid for this run; a lost increment under a race between
         // CPUs only undercounts a connection count, never corrupts.

@@ -223,3 +223,59 @@ fn services_come_and_go() {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Call graph across hosts: a service in the client namespace that calls the server namespace's
+/// address is given a remote edge to that address:port, not an edge to a local service that
+/// happens to listen on the same port; its call over loopback to that local service is a local
+/// edge.
+#[test]
+fn remote_callees_are_told_from_local_ones_by_address() {
+    require_root!();
+    let net = NetPair::new();
+    let _remote = server(&net, &["delay", "7010", "0"]);
+    // The local twin on the same port, in the client namespace.
+    let _twin = Proc::spawn(NetPair::cmd(
+        &net.client,
+        &testsrv_bin(),
+        &["delay", "7010", "0"],
+    ));
+    let agent = Agent::start(&net.client, 200, &["--iface", "lo"]);
+    agent.wait_service(SVC, T, |_| true);
+    // The caller: a Python process that listens (so it is a service) and dials both.
+    let mut caller = py_client(
+        &net,
+        &format!(
+            "l=socket.socket(); l.bind(('127.0.0.1',7011)); l.listen()\n\
+             r=socket.create_connection(('{SERVER_ADDR}',7010))\n\
+             o=socket.create_connection(('127.0.0.1',7010))\n\
+             print('dialled',flush=True)"
+        ),
+    );
+    caller.wait_line("caller dialled", T, |l| l == "dialled");
+    let t0 = std::time::Instant::now();
+    let (edges, remote) = loop {
+        let ticks = agent.ticks();
+        let last = ticks.last().expect("ticks").clone();
+        let remote = last["remote_edges"].as_array().cloned().unwrap_or_default();
+        let edges = last["edges"].as_array().cloned().unwrap_or_default();
+        if !remote.is_empty() && !edges.is_empty() {
+            break (edges, remote);
+        }
+        assert!(t0.elapsed() < T, "no edges yet: {last}");
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        remote,
+        vec![serde_json::json!([
+            "python3",
+            format!("{SERVER_ADDR}:7010")
+        ])],
+        "the remote callee by address"
+    );
+    assert_eq!(
+        edges,
+        vec![serde_json::json!(["python3", SVC])],
+        "the loopback call is the local twin's"
+    );
+    caller.send("");
+}

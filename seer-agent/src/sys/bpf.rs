@@ -159,6 +159,22 @@ pub fn up_interfaces() -> std::io::Result<Vec<String>> {
     Ok(out)
 }
 
+/// Every address of this network namespace's interfaces (same netlink source as above): a
+/// connect() to one of these reaches a service on this host.
+pub fn local_addrs() -> std::io::Result<std::collections::HashSet<std::net::IpAddr>> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;
+    Ok(addrs
+        .filter_map(|a| a.address)
+        .filter_map(|sa| {
+            if let Some(v4) = sa.as_sockaddr_in() {
+                Some(std::net::IpAddr::V4(v4.ip()))
+            } else {
+                sa.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect())
+}
+
 /// Whether `name` is an interface of this network namespace (same caveat as above).
 fn interface_exists(name: &str) -> bool {
     nix::net::if_::if_nametoindex(name).is_ok()

@@ -322,6 +322,13 @@ impl Btf {
             tcp_bytes_sent: self.offset("tcp_sock.bytes_sent", 8)?,
             tcp_lsndtime: self.offset("tcp_sock.lsndtime", 4)?,
             tcp_lrcvtime: self.offset("tcp_sock.inet_conn.icsk_ack.lrcvtime", 4)?,
+            skc_daddr: self.offset("sock.__sk_common.skc_daddr", 4)?,
+            // A kernel built without IPv6 has no such field: 0 tells the programs so.
+            skc_v6_daddr: match self.offset("sock.__sk_common.skc_v6_daddr", 16) {
+                Ok(o) => o,
+                Err(BtfError::NoField { .. }) => 0,
+                Err(e) => return Err(e),
+            },
             _pad: 0,
         })
     }
@@ -379,12 +386,14 @@ mod tests {
                 "tcp_bytes_sent" => got.tcp_bytes_sent,
                 "tcp_lsndtime" => got.tcp_lsndtime,
                 "tcp_lrcvtime" => got.tcp_lrcvtime,
+                "skc_daddr" => got.skc_daddr,
+                "skc_v6_daddr" => got.skc_v6_daddr,
                 other => panic!("fixture field {other} unknown to the test"),
             };
             assert_eq!(have, want, "{name} on {release}");
             checked += 1;
         }
-        assert_eq!(checked, 19, "every offset the programs use is checked");
+        assert_eq!(checked, 21, "every offset the programs use is checked");
     }
 
     #[test]
