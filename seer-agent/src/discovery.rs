@@ -558,9 +558,9 @@ mod tests {
         // An IPv4-mapped IPv6 address is the IPv4 one.
         let mut mapped = key([0; 4]);
         mapped.family = seer_common::AF_INET6;
-        mapped.daddr =
-            std::net::Ipv6Addr::from(std::net::Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped())
-                .octets();
+        mapped.daddr = std::net::Ipv4Addr::new(127, 0, 0, 1)
+            .to_ipv6_mapped()
+            .octets();
         assert_eq!(remote_addr(&mapped, &local), None);
     }
 }
