@@ -364,12 +364,14 @@ impl Discovery {
 
     /// Adds caller -> callee edges from connect() calls seen by the kernel.
     /// Edges from connect() events: to a service of this host when the destination address is
-    /// one of `local` (or loopback, or unknown), else to the remote address.
+    /// one of `local` (or loopback, or unknown), else to the remote address. Returns the remote
+    /// edges that are new.
     pub fn add_connects(
         &mut self,
         connects: &[(ConnectKey, u64)],
         local: &std::collections::HashSet<std::net::IpAddr>,
-    ) {
+    ) -> Vec<(ServiceId, std::net::SocketAddr)> {
+        let mut new_remote = Vec::new();
         let mut added = false;
         for (k, _) in connects {
             let Some(caller) = self.service_by_pid(k.tgid) else {
@@ -378,7 +380,9 @@ impl Discovery {
             let caller = caller.id;
             match remote_addr(k, local) {
                 Some(addr) => {
-                    self.remote_edges.insert((caller, addr));
+                    if self.remote_edges.insert((caller, addr)) {
+                        new_remote.push((caller, addr));
+                    }
                 }
                 None => {
                     if let Some(callee) = self.service_by_port(k.dport)
@@ -392,6 +396,7 @@ impl Discovery {
         if added {
             self.order();
         }
+        new_remote
     }
 
     /// Orders services back-end first and computes each one's depth from the front end.
@@ -548,7 +553,13 @@ mod tests {
         assert_eq!(d.services[0].name, "redis");
         assert!(d.remote_edges.is_empty());
         // Another host's redis on the same port is not this one.
-        d.add_connects(&[(key([192, 0, 2, 99]), 2)], &local);
+        let new = d.add_connects(&[(key([192, 0, 2, 99]), 2)], &local);
+        assert_eq!(new.len(), 1);
+        assert!(
+            d.add_connects(&[(key([192, 0, 2, 99]), 2)], &local)
+                .is_empty(),
+            "seen"
+        );
         assert_eq!(d.edges.len(), 1);
         let (c, addr) = *d.remote_edges.iter().next().unwrap();
         assert_eq!(

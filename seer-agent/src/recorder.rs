@@ -66,6 +66,24 @@ impl Recorder {
         }
     }
 
+    /// Records calls to other hosts (new ones, or all of them again to refresh last-seen).
+    pub fn remote_edges(
+        &self,
+        d: &Discovery,
+        edges: &[(ServiceId, std::net::SocketAddr)],
+        ts_ms: u64,
+    ) {
+        for (caller, addr) in edges {
+            if let Err(e) = self
+                .store
+                .record_remote_edge(*caller, &addr.to_string(), ts_ms)
+            {
+                log::warn!("store: recording {} -> {addr}: {e}", d.name_of(*caller));
+                return;
+            }
+        }
+    }
+
     /// Queues one tick; a full queue drops it and counts it (see `stats`).
     pub fn record(&self, ts_ms: u64, samples: &[Sample], d: &Discovery) {
         let mut t = self.writer.take_tick();

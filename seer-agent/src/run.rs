@@ -103,6 +103,8 @@ struct Loop {
     samples: Vec<seer_common::sample::Sample>,
     connects: Vec<(seer_common::ConnectKey, u64)>,
     responder: Option<Responder>,
+    /// Discovery rounds so far.
+    rounds: u64,
 }
 
 impl Loop {
@@ -137,7 +139,17 @@ impl Loop {
             log::warn!("listing this host's addresses: {e}; every callee counts as local");
             Default::default()
         });
-        self.disc.add_connects(&self.connects, &local);
+        let new_remote = self.disc.add_connects(&self.connects, &local);
+        if let Some(r) = &self.recorder {
+            // New calls to other hosts now; all of them once a minute (last seen).
+            self.rounds += 1;
+            if self.rounds % 60 == 0 {
+                let all: Vec<_> = self.disc.remote_edges.iter().copied().collect();
+                r.remote_edges(&self.disc, &all, now_ms());
+            } else if !new_remote.is_empty() {
+                r.remote_edges(&self.disc, &new_remote, now_ms());
+            }
+        }
         self.sampler
             .on_discovery(&mut self.probes, &self.disc, &ch.new_slots)?;
         if let Some(r) = &mut self.responder {
@@ -244,6 +256,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         }
     };
     let mut lp = Loop {
+        rounds: 0,
         responder,
         recorder,
         sampler: Sampler::new(turns),

@@ -1,6 +1,6 @@
 //! QoS events (the labels of the training data), the alerts outbox and the actions log.
 
-use crate::schema::{ACTIONS, ALERTS, DIAGNOSES, NO_SERVICE, QOS_EVENTS};
+use crate::schema::{ACTIONS, ALERTS, DIAGNOSES, NO_SERVICE, QOS_EVENTS, REMOTE_EDGES};
 use crate::{Store, StoreError};
 use redb::ReadableTable;
 use seer_common::sample::ServiceId;
@@ -284,6 +284,48 @@ impl Store {
                     service: service_of(svc),
                     json: v.value().to_owned(),
                 });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Records that `caller` calls `addr` (on another host), first seen or seen again at `ts_ms`.
+    pub fn record_remote_edge(
+        &self,
+        caller: ServiceId,
+        addr: &str,
+        ts_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.err("begin write", e))?;
+            {
+                let mut t = txn
+                    .open_table(REMOTE_EDGES)
+                    .map_err(|e| self.err("open remote edges", e))?;
+                let first = t
+                    .get((caller.0, addr))
+                    .map_err(|e| self.err("read remote edge", e))?
+                    .map_or(ts_ms, |g| g.value().0);
+                t.insert((caller.0, addr), (first, ts_ms))
+                    .map_err(|e| self.err("write remote edge", e))?;
+            }
+            txn.commit().map_err(|e| self.err("commit remote edge", e))
+        })
+    }
+
+    /// Every remote edge: (caller, "address:port", first_seen_ms, last_seen_ms).
+    pub fn remote_edges(&self) -> Result<Vec<(ServiceId, String, u64, u64)>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let t = txn
+                .open_table(REMOTE_EDGES)
+                .map_err(|e| self.err("open remote edges", e))?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(|e| self.err("read remote edges", e))? {
+                let (k, v) = row.map_err(|e| self.err("read remote edges", e))?;
+                let (caller, addr) = k.value();
+                let (first, last) = v.value();
+                out.push((ServiceId(caller), addr.to_owned(), first, last));
             }
             Ok(out)
         })

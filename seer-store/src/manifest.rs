@@ -59,8 +59,17 @@ struct Manifest<'a> {
     services: Vec<ManifestService>,
     /// (caller, callee) pairs seen in the range.
     edges: Vec<[u32; 2]>,
+    /// Calls to other hosts seen in the range: caller id and "address:port" (join with the
+    /// other hosts' manifests for the cluster's call graph).
+    remote_edges: Vec<ManifestRemoteEdge>,
     label_columns: Vec<&'static str>,
     qos_events: Vec<ManifestEvent>,
+}
+
+#[derive(Serialize)]
+struct ManifestRemoteEdge {
+    from: u32,
+    to: String,
 }
 
 /// Writes `manifest.json` into `out_dir`; returns its path and the number of services.
@@ -112,6 +121,12 @@ pub(crate) fn write(
             })
             .collect(),
         edges: edges.iter().map(|(a, b)| [a.0, b.0]).collect(),
+        remote_edges: store
+            .remote_edges()?
+            .into_iter()
+            .filter(|(_, _, first, last)| *first < w.to_ms && *last >= w.from_ms)
+            .map(|(from, to, _, _)| ManifestRemoteEdge { from: from.0, to })
+            .collect(),
         label_columns: if w.events.is_empty() {
             Vec::new()
         } else {

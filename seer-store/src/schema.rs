@@ -64,6 +64,12 @@ pub const HOST_MISSING_CHANNELS: &str = "missing_channels";
 /// mode: the agent's `diagnose::record::Record`). Added within version 1 like `HOST`.
 pub const DIAGNOSES: TableDefinition<(u64, u32), &str> = TableDefinition::new("diagnoses");
 
+/// (caller service id, "address:port" on another host) -> (first_seen_ms, last_seen_ms): calls
+/// to services this host's agent cannot see (another host's agent has them; joining the two
+/// gives the cluster's call graph). Added within version 1 like `HOST`.
+pub const REMOTE_EDGES: TableDefinition<(u32, &str), (u64, u64)> =
+    TableDefinition::new("remote_edges");
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +91,7 @@ mod tests {
             ACTIONS.name(),
             HOST.name(),
             DIAGNOSES.name(),
+            REMOTE_EDGES.name(),
         ];
         assert_eq!(
             names,
@@ -98,7 +105,8 @@ mod tests {
                 "alerts_outbox",
                 "actions",
                 "host",
-                "diagnoses"
+                "diagnoses",
+                "remote_edges"
             ]
         );
         assert_eq!(CHUNK_MAX, 4076);

@@ -277,5 +277,34 @@ fn remote_callees_are_told_from_local_ones_by_address() {
         vec![serde_json::json!(["python3", SVC])],
         "the loopback call is the local twin's"
     );
+    // The store keeps the remote edge; the training export lists it for the cluster join.
+    let mut agent = agent;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &agent.proc.pid().to_string()])
+        .status();
+    assert!(agent.wait_exit(T).success());
+    let out = std::env::temp_dir().join(format!("seer-remote-export-{}", std::process::id()));
+    let o = std::process::Command::new(agent_bin())
+        .args(["export", "--from", "0", "--db"])
+        .arg(&agent.db)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("export");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("manifest"))
+            .expect("json");
+    let _ = std::fs::remove_dir_all(&out);
+    let caller_id = m["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "python3"))
+        .map(|s| s["id"].clone())
+        .expect("caller in the manifest");
+    assert_eq!(
+        m["remote_edges"],
+        serde_json::json!([{"from": caller_id, "to": format!("{SERVER_ADDR}:7010")}]),
+        "{m}"
+    );
     caller.send("");
 }
