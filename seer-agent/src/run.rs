@@ -143,7 +143,7 @@ impl Loop {
         if let Some(r) = &self.recorder {
             // New calls to other hosts now; all of them once a minute (last seen).
             self.rounds += 1;
-            if self.rounds % 60 == 0 {
+            if self.rounds.is_multiple_of(60) {
                 let all: Vec<_> = self.disc.remote_edges.iter().copied().collect();
                 r.remote_edges(&self.disc, &all, now_ms());
             } else if !new_remote.is_empty() {
