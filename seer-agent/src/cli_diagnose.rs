@@ -3,7 +3,7 @@ use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use crate::diagnose::{
     self, DiagnoseError, DiagnoseRequest, Mode, Record, Resource,
-    probe::Request,
+    probe::{Protocol, Request},
     search::{NoActions, SearchConfig},
 };
 
@@ -29,13 +29,16 @@ pub struct DiagnoseArgs {
     /// Non-CPU kernels must move latency this many times more than the CPU-integer one.
     #[arg(long, default_value_t = 1.3)]
     pub relative: f64,
-    /// Share of runnable time spent waiting on a run queue that counts as short of CPU.
-    #[arg(long, default_value_t = 0.25)]
+    /// Share of runnable time spent waiting on a run queue that counts as short of CPU (with
+    /// at least 20 us per time slice and 15% of the request latency).
+    #[arg(long, default_value_t = 0.4)]
     pub cpu_wait: f64,
     /// Bursts per intensity level, averaged (each counts against the budget).
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
-    /// Only these resources, in this order (default: all ten, core first).
+    /// Only these resources, in this order (default: CPU, network, disk and memory capacity
+    /// from PMU-free signals, then microbenchmarks for the core resources, LLC and memory
+    /// bandwidth; name network, disk or memory_capacity to inject their kernels too).
     #[arg(long, value_delimiter = ',')]
     pub resources: Vec<String>,
     /// Port to probe (default: the service's lowest listening port).
@@ -44,6 +47,18 @@ pub struct DiagnoseArgs {
     /// memcached key to `get` per probe request (default: `version`).
     #[arg(long)]
     pub key: Option<String>,
+    /// Protocol of the latency probe: memcached, redis, http, greeting (the server's first
+    /// bytes on a new connection) or connect (TCP handshake only). Default: from the process
+    /// name, then the port, then by asking the service.
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// Path the HTTP probe requests.
+    #[arg(long, default_value = "/")]
+    pub http_path: String,
+    /// Also time the memory canary (L2-, LLC- and DRAM-sized pointer chases) on its CPUs and
+    /// record it: for calibrating hosts; the diagnosis does not use it.
+    #[arg(long)]
+    pub canary: bool,
     /// Force the mode: private or public (default: detected from the PMU).
     #[arg(long)]
     pub mode: Option<String>,
@@ -98,6 +113,22 @@ fn request(a: &DiagnoseArgs) -> Result<DiagnoseRequest, DiagnoseError> {
             }
         }
     }
+    let protocol = match a.protocol.as_deref() {
+        None => None,
+        Some(p) => match Protocol::parse(p) {
+            Some(p) => Some(p),
+            None => {
+                let all: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
+                return bad(format!("--protocol {p:?}: one of {}", all.join(", ")));
+            }
+        },
+    };
+    if !a.http_path.starts_with('/') || a.http_path.contains(char::is_whitespace) {
+        return bad(format!(
+            "--http-path {:?} must start with / and contain no spaces",
+            a.http_path
+        ));
+    }
     let mode = match a.mode.as_deref() {
         None => None,
         Some("private") => Some(Mode::Private),
@@ -109,6 +140,9 @@ fn request(a: &DiagnoseArgs) -> Result<DiagnoseRequest, DiagnoseError> {
         mode,
         port: a.port,
         probe: a.key.clone().map_or(Request::Version, Request::Get),
+        protocol,
+        http_path: a.http_path.clone(),
+        canary: a.canary,
         net_dest: a.net_dest,
         cpu_wait: a.cpu_wait,
         search: SearchConfig {
@@ -118,8 +152,18 @@ fn request(a: &DiagnoseArgs) -> Result<DiagnoseRequest, DiagnoseError> {
             threshold: a.threshold,
             relative: a.relative,
             repeats: a.repeats,
+            // Given resources: only those, injected in that order, and the PMU-free signals
+            // decide only among them.
+            passive: if order.is_empty() {
+                SearchConfig::PASSIVE.to_vec()
+            } else {
+                SearchConfig::PASSIVE
+                    .into_iter()
+                    .filter(|r| order.contains(r))
+                    .collect()
+            },
             order: if order.is_empty() {
-                Resource::ALL.to_vec()
+                SearchConfig::INJECT.to_vec()
             } else {
                 order
             },
@@ -162,12 +206,22 @@ fn print(r: &Record, json: bool) {
     );
     for s in &e.steps {
         println!(
-            "  {:<17} intensity {:.2}: {:>4} requests, mean {:>9.1} us, {:.2}x",
+            "  {:<17} intensity {:.2}: {:>4} requests, median {:>9.1} us (mean {:>9.1}), {:.2}x{}",
             s.resource.name(),
             s.intensity,
             s.requests,
+            s.p50_us,
             s.mean_us,
-            s.score
+            s.score,
+            if s.uncore { " (on the other CPUs)" } else { "" }
+        );
+    }
+    if let Some(p) = &e.probe {
+        println!(
+            "  probe: {} protocol at {} ({})",
+            p.protocol.name(),
+            p.addr,
+            p.chosen
         );
     }
     if let Some(s) = &e.signals {

@@ -1,5 +1,6 @@
 //! `cargo xtask ...`: set up a fresh machine, build, run, test and benchmark seer.
 mod bench;
+mod eval;
 mod kernels;
 mod setup;
 mod testbed;
@@ -46,6 +47,11 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+    /// Evaluations that write reports (`eval diagnosis`: reports/diagnosis.{md,json}).
+    Eval {
+        #[command(subcommand)]
+        which: eval::Eval,
+    },
     /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU and run the agent's selftest inside.
     Kernels,
     /// Regenerate the bindgen offsets fixture for the running kernel (needs bindgen-cli).
@@ -72,6 +78,7 @@ fn main() -> Result<()> {
             setup::setup()?;
             testbed::run(&args)
         }
+        Cmd::Eval { which } => eval::run(which),
         Cmd::Kernels => {
             setup::setup()?;
             kernels::kernels()

@@ -187,10 +187,23 @@ impl Arena {
         dur: Duration,
         obs: &mut dyn Observer,
     ) -> Result<(Window, u64), DiagnoseError> {
+        self.burst_on(kind, !is_core(kind), intensity, dur, obs)
+    }
+
+    /// As [`Arena::burst`], on the uncore CPUs or the culprit's as `uncore` says (the
+    /// CPU-integer kernel on the uncore CPUs is the reference for the uncore kernels).
+    pub fn burst_on(
+        &mut self,
+        kind: Resource,
+        uncore: bool,
+        intensity: f64,
+        dur: Duration,
+        obs: &mut dyn Observer,
+    ) -> Result<(Window, u64), DiagnoseError> {
         let until = Instant::now() + dur;
         let intensity = intensity.clamp(0.01, 1.0);
         std::thread::scope(|s| {
-            let threads = if is_core(kind) {
+            let threads = if !uncore {
                 &mut self.core
             } else {
                 &mut self.uncore
@@ -235,6 +248,9 @@ fn open_disk(path: &Path) -> std::io::Result<File> {
 
 /// One burst on one CPU: work for `intensity` of every 1 ms period until `until`.
 fn run(kind: Resource, intensity: f64, until: Instant, m: &mut ThreadMem) -> u64 {
+    // An ordinary neighbour: nice 0, not the probe's priority this thread inherited.
+    // SAFETY: setpriority on the calling thread (who = 0); no memory involved.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 0) };
     let mut set = CpuSet::new();
     if set.set(m.cpu).is_ok() {
         // Best effort: an unpinned kernel still contends, only less precisely.

@@ -4,11 +4,12 @@
 //! cgroup is counted; without them (public-cloud mode, like this VM) ten tunable contentious
 //! microbenchmarks are injected next to it for ~10 ms bursts, core resources first, and the
 //! first one that moves the culprit's measured latency substantially names the resource.
+pub mod canary;
 pub mod microbench;
 pub mod pmu;
 pub mod probe;
 pub mod record;
-mod run;
+pub mod run;
 pub mod search;
 pub mod signals;
 pub mod target;
@@ -102,9 +103,12 @@ pub enum DiagnoseError {
     ServiceGone { name: String, what: String },
     #[error("service {name:?} listens on no port seer can probe ({why}); give --port")]
     NoProbePort { name: String, why: String },
-    #[error("probing {addr} failed: {source}; is the service answering the memcached protocol?")]
+    #[error(
+        "probing {addr} ({proto} protocol) failed: {source}; does the service speak it? (--protocol, --port)"
+    )]
     Probe {
         addr: String,
+        proto: &'static str,
         #[source]
         source: std::io::Error,
     },

@@ -1,7 +1,7 @@
 //! The diagnosis record: what was decided, how sure, and the numbers that decided it.
 use serde::{Deserialize, Serialize};
 
-use super::{Mode, Resource, search::Step, signals::SignalSummary};
+use super::{Mode, Resource, probe::Protocol, search::Step, signals::SignalSummary};
 
 /// One diagnosis, serializable so that it can be stored and attached to an alert.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -21,7 +21,7 @@ pub struct Record {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Evidence {
-    /// Median of the quiet windows' mean latency (us), and its median absolute deviation.
+    /// Median of the quiet windows' median latency (us), and its median absolute deviation.
     pub baseline_us: f64,
     pub noise_us: f64,
     /// Every injection, in the order it ran.
@@ -33,6 +33,22 @@ pub struct Evidence {
     pub signals: Option<SignalSummary>,
     /// Private mode: resource scores from the hardware counters, best first.
     pub pmu_scores: Vec<(Resource, f64)>,
+    /// Public mode: what the latency probe spoke to (absent in records from before it).
+    #[serde(default)]
+    pub probe: Option<ProbeInfo>,
+    /// With `--canary`: the memory-hierarchy canary on its CPUs (recorded, not decided on;
+    /// see `canary`).
+    #[serde(default)]
+    pub canary: Option<super::canary::CanaryReading>,
+}
+
+/// The latency probe of a public-mode diagnosis.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ProbeInfo {
+    pub addr: String,
+    pub protocol: Protocol,
+    /// How the protocol was chosen: given, from its name and port, by asking.
+    pub chosen: String,
 }
 
 impl Record {
@@ -63,7 +79,9 @@ mod tests {
                     window_us: 10_000,
                     requests: 3,
                     mean_us: 12.0,
+                    p50_us: 11.0,
                     score: 1.2,
+                    uncore: false,
                 }],
                 ..Evidence::default()
             },

@@ -1,6 +1,6 @@
 //! One diagnosis end to end: pick the mode, find the culprit, observe it, decide, record.
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -12,8 +12,8 @@ use super::{
     DiagnoseError, Mode, Resource,
     microbench::{Arena, CacheSizes, Placement},
     pmu::{self, KernelPerf, PerfSys},
-    probe::{MemcacheProbe, Observer, Request, Window},
-    record::{Evidence, Record},
+    probe::{self as probe_mod, Observer, Probe, Protocol, Request, Window},
+    record::{Evidence, ProbeInfo, Record},
     search::{self, ActionGate, Lab, SearchConfig},
     signals::{self, SignalSummary, Snapshot},
     target::{self, Target},
@@ -28,10 +28,16 @@ pub struct DiagnoseRequest {
     /// Port to probe (default: the service's lowest listening port).
     pub port: Option<u16>,
     pub probe: Request,
+    /// Protocol the probe speaks (default: from the process name, the port, or by asking).
+    pub protocol: Option<Protocol>,
+    /// Path of the HTTP probe's `GET`.
+    pub http_path: String,
+    /// Also read the memory canary and record it (for calibration; not decided on).
+    pub canary: bool,
     pub search: SearchConfig,
     /// Where the network kernel sends (default: the discard port on the probed address).
     pub net_dest: Option<SocketAddr>,
-    /// Run-queue wait ratio that counts as waiting for CPU (see [`cpu_evidence`]).
+    /// Run-queue wait / runnable time that counts as short of CPU (see [`cpu_evidence`]).
     pub cpu_wait: f64,
 }
 
@@ -39,25 +45,50 @@ pub struct DiagnoseRequest {
 /// signals accumulated over quiet windows only (bursts would count our own contention).
 struct RealLab<'a> {
     arena: Arena,
-    probe: MemcacheProbe,
+    probe: Probe,
     target: &'a Target,
     quiet_signals: (Snapshot, Duration),
+    /// Per quiet window in which it ran: run-queue wait ratio and wait per time slice (us).
+    quiet_waits: Vec<(f64, f64)>,
     cpu_wait: f64,
 }
 
-/// The culprit is short of CPU when its threads wait on a run queue for at least `wait` of
-/// their runnable time, or CFS throttles it for 5% of the time; with how strongly (0..=1).
-pub fn cpu_evidence(s: &SignalSummary, wait: f64) -> Option<(String, f64)> {
-    if s.runq_wait_ratio >= wait {
-        Some((
-            format!(
-                "its threads waited on a run queue {:.0}% of their runnable time (>= {:.0}%)",
-                s.runq_wait_ratio * 100.0,
-                wait * 100.0
-            ),
-            s.runq_wait_ratio,
-        ))
-    } else if s.throttled_ratio >= 0.05 {
+fn median_of(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The quiet windows' signals, with the run-queue figures the medians over the windows
+/// (where it ran) rather than their sum: one stall of the whole VM in one 10 ms window (a
+/// hypervisor that deschedules an idle vCPU, someone else's burst) must not read as a
+/// shortage; a CPU hog is there in every window.
+fn quiet_summary(total: &Snapshot, dur: Duration, waits: &[(f64, f64)]) -> SignalSummary {
+    let mut s = signals::summarize(&Snapshot::default(), total, dur);
+    if waits.len() >= 3 {
+        s.runq_wait_ratio = median_of(waits.iter().map(|w| w.0).collect());
+        s.runq_wait_per_slice_us = median_of(waits.iter().map(|w| w.1).collect());
+    }
+    s
+}
+
+/// The culprit is short of CPU when CFS throttles it for 5% of the time, or when its threads
+/// wait on a run queue for at least `wait` of their runnable time (wait / (wait + run)), and
+/// that wait matters to its requests: at least 20 us per time slice (each wake-up to serve
+/// requests is one; an idle host wakes a thread in a few us) and at least 15% of the probe's
+/// quiet median latency (a service slowed by a blocking call or a slow callee also waits for a
+/// CPU after each wake-up, but that wait is a sliver of its latency). Returns why and how
+/// strongly (0..=1).
+pub fn cpu_evidence(s: &SignalSummary, baseline_us: f64, wait: f64) -> Option<(String, f64)> {
+    let w = s.runq_wait_per_slice_us;
+    let of_latency = if baseline_us > 0.0 {
+        w / baseline_us
+    } else {
+        0.0
+    };
+    if s.throttled_ratio >= 0.05 {
         Some((
             format!(
                 "CFS throttled it {:.0}% of the time",
@@ -65,9 +96,71 @@ pub fn cpu_evidence(s: &SignalSummary, wait: f64) -> Option<(String, f64)> {
             ),
             s.throttled_ratio.min(1.0),
         ))
+    } else if s.runq_wait_ratio >= wait && w >= 20.0 && of_latency >= 0.15 {
+        Some((
+            format!(
+                "its threads waited on a run queue {:.0}% of their runnable time (>= {:.0}%), {w:.0} us per time slice, {:.0}% of its {baseline_us:.0} us request latency",
+                s.runq_wait_ratio * 100.0,
+                wait * 100.0,
+                of_latency * 100.0,
+            ),
+            s.runq_wait_ratio,
+        ))
     } else {
         None
     }
+}
+
+/// Shortages the PMU-free signals show directly, most specific first: a network cap (replies
+/// wait in send queues), disk (threads of its cgroup blocked on I/O while it moves data to
+/// storage), memory capacity (near its cgroup's limit, major faults, or memory pressure), then
+/// CPU ([`cpu_evidence`]). I/O and memory stalls come before CPU because they make the
+/// culprit's neighbours busy too (the kernel copies, reclaims, faults): run-queue waits follow
+/// them, while a CPU shortage does not make threads block on a disk.
+pub fn passive_evidence(
+    s: &SignalSummary,
+    baseline_us: f64,
+    cpu_share: f64,
+) -> Option<(Resource, String, f64)> {
+    if s.send_queue_bytes >= 8192.0 && s.send_queue_delay_ms >= 10.0 {
+        return Some((
+            Resource::Network,
+            format!(
+                "{:.0} KiB waited in its connections' send queues to other hosts, {:.0} ms of sending at its rate",
+                s.send_queue_bytes / 1024.0,
+                s.send_queue_delay_ms
+            ),
+            (s.send_queue_delay_ms / 100.0).min(1.0),
+        ));
+    }
+    if s.cg_blocked_threads >= 0.1 && (s.cg_io_bytes_per_s >= 1e6 || s.disk_busy >= 0.1) {
+        return Some((
+            Resource::Disk,
+            format!(
+                "{:.2} threads of its cgroup blocked on I/O on average while it moved {:.0} MB/s to or from storage (disk busy {:.0}%, PSI io {:.0}%)",
+                s.cg_blocked_threads,
+                s.cg_io_bytes_per_s / 1e6,
+                s.disk_busy * 100.0,
+                s.psi_io_some * 100.0
+            ),
+            (s.cg_blocked_threads * 2.0).min(1.0),
+        ));
+    }
+    if s.mem_used_ratio >= 0.9 || s.cg_majflt_per_s >= 50.0 || s.psi_memory_some >= 0.05 {
+        return Some((
+            Resource::MemoryCapacity,
+            format!(
+                "its memory cgroup is at {:.0}% of its limit, {:.0} major faults/s, PSI memory {:.0}%",
+                s.mem_used_ratio * 100.0,
+                s.cg_majflt_per_s,
+                s.psi_memory_some * 100.0
+            ),
+            s.mem_used_ratio
+                .max(s.psi_memory_some * 10.0)
+                .clamp(0.5, 1.0),
+        ));
+    }
+    cpu_evidence(s, baseline_us, cpu_share).map(|(why, st)| (Resource::CpuInt, why, st))
 }
 
 impl RealLab<'_> {
@@ -100,24 +193,37 @@ fn add(a: &mut Snapshot, x: &Snapshot, y: &Snapshot) {
     a.net_packets += d(x.net_packets, y.net_packets);
     a.net_drops += d(x.net_drops, y.net_drops);
     a.disk_io_ms += d(x.disk_io_ms, y.disk_io_ms);
+    a.slices += d(x.slices, y.slices);
+    a.cg_run_ns += d(x.cg_run_ns, y.cg_run_ns);
+    a.cg_wait_ns += d(x.cg_wait_ns, y.cg_wait_ns);
+    a.cg_slices += d(x.cg_slices, y.cg_slices);
+    a.cg_io_bytes += d(x.cg_io_bytes, y.cg_io_bytes);
+    a.cg_majflt += d(x.cg_majflt, y.cg_majflt);
+    a.net_tx_bytes += d(x.net_tx_bytes, y.net_tx_bytes);
+    // Gauges: both readings count.
+    a.gauges += x.gauges + y.gauges;
+    a.cg_blocked += x.cg_blocked + y.cg_blocked;
+    a.send_queue_bytes += x.send_queue_bytes + y.send_queue_bytes;
+    a.mem_used_permille += x.mem_used_permille + y.mem_used_permille;
 }
 
 impl Lab for RealLab<'_> {
     fn quiet(&mut self, dur: Duration) -> Result<Window, DiagnoseError> {
-        let snap = || {
-            signals::snapshot(
-                Path::new("/proc"),
-                &self.target.pids,
-                self.target.cpu_cgroup_dir.as_deref(),
-            )
-        };
+        let scope = self.target.scope();
+        let snap = || signals::snapshot_scope(Path::new("/proc"), &scope);
         let a = snap();
         let t0 = std::time::Instant::now();
         let w = self.probe.window(dur);
         let w = self.check(w)?;
         let b = snap();
         add(&mut self.quiet_signals.0, &a, &b);
-        self.quiet_signals.1 += t0.elapsed();
+        let el = t0.elapsed();
+        self.quiet_signals.1 += el;
+        if b.slices > a.slices {
+            let one = signals::summarize(&a, &b, el);
+            self.quiet_waits
+                .push((one.runq_wait_ratio, one.runq_wait_per_slice_us));
+        }
         Ok(w)
     }
 
@@ -126,17 +232,25 @@ impl Lab for RealLab<'_> {
         self.check(w)
     }
 
+    fn inject_uncore_reference(&mut self, i: f64, dur: Duration) -> Result<Window, DiagnoseError> {
+        let w = self
+            .arena
+            .burst_on(Resource::CpuInt, true, i, dur, &mut self.probe)
+            .map(|x| x.0);
+        self.check(w)
+    }
+
     fn available(&self, r: Resource) -> bool {
         !self.arena.unavailable.iter().any(|(u, _)| *u == r)
     }
 
-    fn cpu_evidence(&self) -> Option<(String, f64)> {
-        let s = signals::summarize(
-            &Snapshot::default(),
+    fn passive(&self, baseline_us: f64) -> Option<(Resource, String, f64)> {
+        let s = quiet_summary(
             &self.quiet_signals.0,
             self.quiet_signals.1,
+            &self.quiet_waits,
         );
-        cpu_evidence(&s, self.cpu_wait)
+        passive_evidence(&s, baseline_us, self.cpu_wait)
     }
 }
 
@@ -173,9 +287,12 @@ impl DiagnoseRequest {
             mode: None,
             port: None,
             probe: Request::Version,
+            protocol: None,
+            http_path: "/".into(),
+            canary: false,
             search: SearchConfig::default(),
             net_dest: None,
-            cpu_wait: 0.25,
+            cpu_wait: 0.4,
         }
     }
 }
@@ -212,13 +329,14 @@ fn private(t: &Target, sys: &dyn PerfSys, window: Duration) -> Result<Record, Di
     let dir = t
         .perf_cgroup_dir()
         .ok_or_else(|| t.gone("its cgroup is not readable"))?;
-    let a = signals::snapshot(Path::new("/proc"), &t.pids, t.cpu_cgroup_dir.as_deref());
+    let scope = t.scope();
+    let a = signals::snapshot_scope(Path::new("/proc"), &scope);
     let c =
         pmu::count_cgroup(sys, &dir, &t.cpus, window).map_err(|source| DiagnoseError::Bench {
             what: "hardware counter",
             source,
         })?;
-    let b = signals::snapshot(Path::new("/proc"), &t.pids, t.cpu_cgroup_dir.as_deref());
+    let b = signals::snapshot_scope(Path::new("/proc"), &scope);
     let s = signals::summarize(&a, &b, window);
     let ranked = pmu::rank(&c, &s, pmu::Peaks { mem_bw: 10e9 });
     let (resource, score) = ranked.first().copied().unwrap_or((Resource::CpuInt, 0.0));
@@ -242,29 +360,52 @@ fn private(t: &Target, sys: &dyn PerfSys, window: Duration) -> Result<Record, Di
     })
 }
 
+/// Where to probe: the listening address on `port` (default: the lowest), loopback where it
+/// listens on any address.
+fn probe_addr(t: &Target, port: Option<u16>) -> Result<SocketAddr, DiagnoseError> {
+    let port =
+        port.or_else(|| t.ports.first().copied())
+            .ok_or_else(|| DiagnoseError::NoProbePort {
+                name: t.name.clone(),
+                why: "no listening TCP port".into(),
+            })?;
+    Ok(t.addrs.iter().find(|a| a.port() == port).map_or_else(
+        || SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        |a| target::reach(*a),
+    ))
+}
+
 fn public(
     t: &Target,
     req: &DiagnoseRequest,
     gate: &dyn ActionGate,
 ) -> Result<Record, DiagnoseError> {
-    let port = req
-        .port
-        .or_else(|| t.ports.first().copied())
-        .ok_or_else(|| DiagnoseError::NoProbePort {
-            name: t.name.clone(),
-            why: "no listening TCP port".into(),
-        })?;
+    let addr = probe_addr(t, req.port)?;
     // The probe runs off the culprit's CPUs, so that the culprit's run-queue waits are the
-    // host's doing and not the probe's.
+    // host's doing and not the probe's; at the highest nice priority (best effort: needs
+    // CAP_SYS_NICE), so that it runs as soon as a reply arrives even where an uncore kernel
+    // shares its CPU (a two-CPU host): its latency is the culprit's, not its own scheduling.
+    // The kernels' threads go back to nice 0 (`microbench::run`).
     pin(&other_cpus(&t.cpus));
-    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
-    let probe = MemcacheProbe::connect(v4, &req.probe).or_else(|e| {
-        MemcacheProbe::connect(
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
-            &req.probe,
-        )
-        .map_err(|_| e)
-    })?;
+    // SAFETY: setpriority on the calling thread (who = 0); no memory involved.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) } != 0 {
+        log::debug!(
+            "probe priority unchanged: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let (protocol, chosen) = match req.protocol {
+        Some(p) => (p, "given"),
+        None => match probe_mod::detect(&t.comm, addr.port()) {
+            Some(p) => (p, "from its name and port"),
+            None => (probe_mod::sniff(addr)?, "by asking"),
+        },
+    };
+    log::info!(
+        "probing {addr} with the {} protocol ({chosen})",
+        protocol.name()
+    );
+    let probe = Probe::connect(addr, protocol, &req.probe, &req.http_path)?;
     let placement = Placement {
         cpus: t.cpus.clone(),
         uncore_cpus: other_cpus(&t.cpus),
@@ -278,26 +419,34 @@ fn public(
             .unwrap_or_else(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9)),
         memcap_bytes: 256 << 20,
     };
-    let arena = Arena::new(&placement, CacheSizes::of_host())?;
+    let sizes = CacheSizes::of_host();
+    let arena = Arena::new(&placement, sizes)?;
     for (r, why) in &arena.unavailable {
         log::warn!("{} microbenchmark unavailable: {why}", r.name());
     }
+    let canary = req
+        .canary
+        .then(|| super::canary::Canary::new(sizes).read(t.cpus.first().copied(), 7));
     let mut lab = RealLab {
         arena,
         probe,
         target: t,
         quiet_signals: (Snapshot::default(), Duration::ZERO),
+        quiet_waits: Vec::new(),
         cpu_wait: req.cpu_wait,
     };
-    let o = search::search(&t.name, &mut lab, gate, &req.search)?;
+    let mut o = search::search(&t.name, &mut lab, gate, &req.search)?;
+    if !protocol.sees_request_path() && o.steps.iter().any(|s| s.requests > 0) {
+        o.reason.push_str(&format!(
+            " (the {} probe times connection setup only, not requests: what the microbenchmarks did not move may still slow its requests)",
+            protocol.name()
+        ));
+    }
     if !t.alive() {
         return Err(t.gone("it exited before the diagnosis finished"));
     }
-    let sig: SignalSummary = signals::summarize(
-        &Snapshot::default(),
-        &lab.quiet_signals.0,
-        lab.quiet_signals.1,
-    );
+    let sig: SignalSummary =
+        quiet_summary(&lab.quiet_signals.0, lab.quiet_signals.1, &lab.quiet_waits);
     Ok(Record {
         service: t.name.clone(),
         ts_ms: now_ms(),
@@ -313,6 +462,85 @@ fn public(
             budget_ms: req.search.budget.as_secs_f64() * 1e3,
             signals: Some(sig),
             pmu_scores: Vec::new(),
+            canary,
+            probe: Some(ProbeInfo {
+                addr: addr.to_string(),
+                protocol,
+                chosen: chosen.into(),
+            }),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quiet_host() -> SignalSummary {
+        SignalSummary {
+            runq_wait_ratio: 0.1,
+            runq_wait_per_slice_us: 3.0,
+            ..SignalSummary::default()
+        }
+    }
+
+    #[test]
+    fn each_passive_rule_names_its_resource_and_a_quiet_host_none() {
+        let r = |s: &SignalSummary, b: f64| passive_evidence(s, b, 0.4).map(|x| x.0);
+        assert_eq!(r(&quiet_host(), 60.0), None);
+        let net = SignalSummary {
+            send_queue_bytes: 300e3,
+            send_queue_delay_ms: 1200.0,
+            ..quiet_host()
+        };
+        assert_eq!(r(&net, 60.0), Some(Resource::Network));
+        // A few hundred bytes waiting for a slow client is not a network shortage.
+        let small = SignalSummary {
+            send_queue_bytes: 400.0,
+            send_queue_delay_ms: 3.0,
+            ..quiet_host()
+        };
+        assert_eq!(r(&small, 60.0), None);
+        let disk = SignalSummary {
+            cg_blocked_threads: 0.6,
+            cg_io_bytes_per_s: 600e6,
+            disk_busy: 0.3,
+            // The I/O keeps its CPU busy too: disk is named, not CPU.
+            runq_wait_ratio: 0.8,
+            runq_wait_per_slice_us: 200.0,
+            ..quiet_host()
+        };
+        assert_eq!(r(&disk, 60.0), Some(Resource::Disk));
+        let mem = SignalSummary {
+            mem_used_ratio: 0.97,
+            ..quiet_host()
+        };
+        assert_eq!(r(&mem, 60.0), Some(Resource::MemoryCapacity));
+        let throttled = SignalSummary {
+            throttled_ratio: 0.4,
+            ..quiet_host()
+        };
+        assert_eq!(r(&throttled, 60.0), Some(Resource::CpuInt));
+    }
+
+    #[test]
+    fn run_queue_waits_count_only_when_they_matter_to_requests() {
+        let hog = SignalSummary {
+            runq_wait_ratio: 0.7,
+            runq_wait_per_slice_us: 60.0,
+            ..SignalSummary::default()
+        };
+        let (why, strength) = cpu_evidence(&hog, 100.0, 0.4).expect("CPU hog");
+        assert!(why.contains("60% of its 100 us"), "{why}");
+        assert!((strength - 0.7).abs() < 1e-9);
+        // The same waits in a service whose requests take 20 ms (a blocking call): a sliver.
+        assert!(cpu_evidence(&hog, 20_000.0, 0.4).is_none());
+        // A 3 us wake-up after 7 us of work: "30%" of runnable time, but nothing to requests.
+        let idle = SignalSummary {
+            runq_wait_ratio: 0.45,
+            runq_wait_per_slice_us: 3.0,
+            ..SignalSummary::default()
+        };
+        assert!(cpu_evidence(&idle, 15.0, 0.4).is_none());
+    }
 }

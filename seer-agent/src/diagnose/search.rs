@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DiagnoseError, Resource, probe::Window};
+use super::{DiagnoseError, Resource, microbench::is_core, probe::Window};
 
 /// Quiet and injected observation windows (real: [`super::microbench::Arena`] + a probe).
 pub trait Lab {
@@ -17,12 +17,24 @@ pub trait Lab {
         intensity: f64,
         dur: Duration,
     ) -> Result<Window, DiagnoseError>;
+    /// The CPU-integer kernel placed where the uncore kernels run (the host's other CPUs): the
+    /// reference for them, since there they take CPU time from whatever else runs there (the
+    /// culprit's callees, its front end), not from the culprit. Default: the same as
+    /// `inject(CpuInt, ..)` (a host where core and uncore kernels share CPUs).
+    fn inject_uncore_reference(
+        &mut self,
+        intensity: f64,
+        dur: Duration,
+    ) -> Result<Window, DiagnoseError> {
+        self.inject(Resource::CpuInt, intensity, dur)
+    }
     /// Whether this host can run `r`'s kernel at all.
     fn available(&self, r: Resource) -> bool;
-    /// After the quiet windows: why the culprit is waiting for CPU, if it is (PMU-free
-    /// signals: run-queue waits, CFS throttling), and how strongly (0..=1: the share of its
-    /// runnable time it waited).
-    fn cpu_evidence(&self) -> Option<(String, f64)>;
+    /// After the quiet windows (the median of their median latencies is `baseline_us`): a shortage the
+    /// PMU-free signals show without injecting anything (CPU: run-queue waits, throttling;
+    /// network: send queues; disk: threads blocked on I/O; memory capacity: limit, faults,
+    /// pressure), why, and how strongly (0..=1).
+    fn passive(&self, baseline_us: f64) -> Option<(Resource, String, f64)>;
 }
 
 /// Whether a local action (quota change, partition, ...) is in effect for a service: a
@@ -49,7 +61,7 @@ pub struct SearchConfig {
     /// Intensities tried per resource, rising (default [1.0]: one burst per resource fits
     /// ten resources into 100 ms; give more levels with a larger budget).
     pub levels: Vec<f64>,
-    /// Injected mean latency / quiet mean latency that counts as substantial (default 1.5).
+    /// Injected / quiet median latency that counts as substantial (default 1.5).
     pub threshold: f64,
     /// Non-CPU kernels must also move the latency this many times more than the CPU-integer
     /// kernel did (default 1.3; see [`substantial`]).
@@ -58,7 +70,35 @@ pub struct SearchConfig {
     pub repeats: usize,
     /// Quiet windows measured before the search (not injected time).
     pub quiet_windows: usize,
+    /// Requests a burst must hold for its latency to count (default 5): a culprit whose
+    /// requests take longer than a burst cannot be measured by it.
+    pub min_samples: u32,
+    /// Microbenchmarks, in the order they are injected (default: core resources, then the
+    /// LLC and memory bandwidth: those no PMU-free signal shows).
     pub order: Vec<Resource>,
+    /// Resources decided from PMU-free signals before injecting (default: CPU, network, disk,
+    /// memory capacity; see `run::passive_evidence`).
+    pub passive: Vec<Resource>,
+}
+
+impl SearchConfig {
+    /// The default injection order.
+    pub const INJECT: [Resource; 7] = [
+        Resource::CpuInt,
+        Resource::CpuFp,
+        Resource::L1i,
+        Resource::L1d,
+        Resource::L2,
+        Resource::Llc,
+        Resource::MemoryBandwidth,
+    ];
+    /// Resources the PMU-free signals decide.
+    pub const PASSIVE: [Resource; 4] = [
+        Resource::CpuInt,
+        Resource::Network,
+        Resource::Disk,
+        Resource::MemoryCapacity,
+    ];
 }
 
 impl Default for SearchConfig {
@@ -71,7 +111,9 @@ impl Default for SearchConfig {
             relative: 1.3,
             repeats: 1,
             quiet_windows: 7,
-            order: Resource::ALL.to_vec(),
+            min_samples: 5,
+            order: SearchConfig::INJECT.to_vec(),
+            passive: SearchConfig::PASSIVE.to_vec(),
         }
     }
 }
@@ -84,8 +126,17 @@ pub struct Step {
     pub window_us: u64,
     pub requests: u32,
     pub mean_us: f64,
-    /// mean_us / the quiet baseline at the time.
+    /// Median latency over the burst (absent in records from before it).
+    #[serde(default)]
+    pub p50_us: f64,
+    /// p50_us / the quiet baseline (median of the quiet windows' medians) at the time: medians,
+    /// so that one stall of the culprit (a preemption by anything on the host) in a 10 ms
+    /// window does not read as the kernel's doing.
     pub score: f64,
+    /// Ran on the uncore CPUs (the host's CPUs other than the culprit's): the LLC, memory and
+    /// device kernels, and the CPU-integer kernel as their reference.
+    #[serde(default)]
+    pub uncore: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -107,7 +158,7 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Baseline (median of quiet means) and noise (median absolute deviation, at least 2%).
+/// Baseline (median of quiet medians) and noise (median absolute deviation, at least 2%).
 fn baseline(quiet: &[f64]) -> (f64, f64) {
     let mut q = quiet.to_vec();
     let b = median(&mut q);
@@ -149,20 +200,25 @@ pub fn search(
     for _ in 0..cfg.quiet_windows.max(3) {
         let w = lab.quiet(cfg.burst)?;
         n += w.n;
-        quiet.push(w.mean_us);
+        quiet.push(w.p50_us);
     }
     if (n as usize) < quiet.len() {
         return Err(DiagnoseError::TooFewSamples { n });
     }
-    let cpu_evidence = lab.cpu_evidence();
-    if let Some((why, strength)) = &cpu_evidence
-        && cfg.order.contains(&Resource::CpuInt)
+    let (b, noise) = baseline(&quiet);
+    if let Some((r, why, strength)) = lab.passive(b)
+        && cfg.passive.contains(&r)
     {
-        let (b, noise) = baseline(&quiet);
         return Ok(Outcome {
-            resource: Some(Resource::CpuInt),
+            resource: Some(r),
             confidence: (0.5 + strength / 2.0).min(0.95),
-            reason: format!("short of CPU, measured without injecting: {why}"),
+            reason: format!(
+                "short of {}, measured without injecting: {why}",
+                match r {
+                    Resource::CpuInt | Resource::CpuFp => "CPU",
+                    other => other.name(),
+                }
+            ),
             baseline_us: b,
             noise_us: noise,
             steps: Vec::new(),
@@ -179,57 +235,91 @@ pub fn search(
         steps: Vec::new(),
         injected: Duration::ZERO,
     };
+    // `uncore_ref`: the CPU-integer kernel on the uncore CPUs instead of `r`.
     let shot = |lab: &mut dyn Lab,
                 out: &mut Outcome,
                 quiet: &mut Vec<f64>,
                 r: Resource,
-                level: f64|
+                level: f64,
+                uncore_ref: bool|
      -> Result<Option<(f64, f64)>, DiagnoseError> {
         let reps = cfg.repeats.max(1) as u32;
         if out.injected + cfg.burst * reps > cfg.budget {
             return Ok(None);
         }
-        let (mut score, mut excess) = (0.0, 0.0);
+        let (mut score, mut excess, mut fewest) = (0.0, 0.0, u32::MAX);
         for _ in 0..reps {
             if gate.in_effect(service) {
                 return Err(gated());
             }
-            let w = lab.inject(r, level, cfg.burst)?;
+            let w = if uncore_ref {
+                lab.inject_uncore_reference(level, cfg.burst)?
+            } else {
+                lab.inject(r, level, cfg.burst)?
+            };
             out.injected += cfg.burst;
             let (b, noise) = baseline(quiet);
-            let s = w.mean_us / b.max(1e-9);
+            let s = w.p50_us / b.max(1e-9);
             out.steps.push(Step {
-                resource: r,
+                resource: if uncore_ref { Resource::CpuInt } else { r },
                 intensity: level,
                 window_us: cfg.burst.as_micros() as u64,
                 requests: w.n,
                 mean_us: w.mean_us,
+                p50_us: w.p50_us,
                 score: s,
+                uncore: uncore_ref || !is_core(r),
             });
             score += s / f64::from(reps);
-            excess += (w.mean_us - b - 3.0 * noise) / f64::from(reps);
+            fewest = fewest.min(w.n);
+            excess += (w.p50_us - b - 3.0 * noise) / f64::from(reps);
             // A quiet window after every burst keeps the baseline current (and lets the
             // culprit recover before the next kernel).
-            quiet.push(lab.quiet(cfg.burst)?.mean_us);
+            quiet.push(lab.quiet(cfg.burst)?.p50_us);
+        }
+        if fewest < cfg.min_samples {
+            // Too few requests in a burst to say what it did: never substantial.
+            excess = f64::MIN;
         }
         Ok(Some((score, excess)))
     };
-    // The CPU-integer kernel's effect at the highest level tried so far (1 = none).
-    let mut reference = 1.0f64;
+    // The CPU kernels' (integer and floating point: neither touches memory) largest effect
+    // so far (1 = none): what taking CPU time alone does to the culprit, on its own CPUs (the
+    // reference for the core kernels) and on the others (for the uncore ones), per level.
+    let mut core_ref = 1.0f64;
+    let mut uncore_ref: Vec<(f64, f64)> = Vec::new();
     'search: for &r in &cfg.order {
         if !lab.available(r) {
             continue;
         }
         for &level in &cfg.levels {
-            let Some((s1, margin1)) = shot(lab, &mut out, &mut quiet, r, level)? else {
+            if !is_core(r) && !uncore_ref.iter().any(|x| x.0 == level) {
+                let Some((s, _)) = shot(lab, &mut out, &mut quiet, r, level, true)? else {
+                    out.reason = format!(
+                        "budget of {} ms spent before any resource moved the latency enough",
+                        cfg.budget.as_millis()
+                    );
+                    break 'search;
+                };
+                uncore_ref.push((level, s));
+            }
+            let reference = if is_core(r) {
+                core_ref
+            } else {
+                uncore_ref
+                    .iter()
+                    .find(|x| x.0 == level)
+                    .map_or(1.0, |x| x.1.max(1.0))
+            };
+            let Some((s1, margin1)) = shot(lab, &mut out, &mut quiet, r, level, false)? else {
                 out.reason = format!(
                     "budget of {} ms spent before any resource moved the latency enough",
                     cfg.budget.as_millis()
                 );
                 break 'search;
             };
-            if r == Resource::CpuInt {
-                reference = reference.max(s1);
+            if matches!(r, Resource::CpuInt | Resource::CpuFp) {
+                core_ref = core_ref.max(s1);
             }
             // CPU resources (the FP units too, on hosts without SMT) were decided above from
             // the run-queue signal; here their kernels only measure the reference.
@@ -240,14 +330,22 @@ pub fn search(
             }
             let rel = |s: f64| s / reference.max(1.0);
             let strength = |s: f64| ((rel(s) - 1.0) / (2.0 * (cfg.relative - 1.0))).clamp(0.0, 1.0);
-            let why = format!(", {:.2}x the CPU-integer kernel's {reference:.2}x", rel(s1));
+            let why = format!(
+                ", {:.2}x the CPU kernels' {reference:.2}x ({})",
+                rel(s1),
+                if is_core(r) {
+                    "on its CPUs"
+                } else {
+                    "on the same other CPUs"
+                }
+            );
             // Substantial once: confirm with a second burst if the budget allows.
-            match shot(lab, &mut out, &mut quiet, r, level)? {
+            match shot(lab, &mut out, &mut quiet, r, level, false)? {
                 Some((s2, margin2)) if substantial(cfg, s2, margin2, reference) => {
                     out.resource = Some(r);
                     out.confidence = 0.6 + 0.4 * strength(s1.min(s2));
                     out.reason = format!(
-                        "{} at intensity {level} raised mean latency {s1:.2}x then {s2:.2}x{why}",
+                        "{} at intensity {level} raised median latency {s1:.2}x then {s2:.2}x{why}",
                         r.name()
                     );
                     break 'search;
@@ -257,7 +355,7 @@ pub fn search(
                     out.resource = Some(r);
                     out.confidence = 0.3 + 0.3 * strength(s1);
                     out.reason = format!(
-                        "{} at intensity {level} raised mean latency {s1:.2}x once{why}; no budget left to confirm",
+                        "{} at intensity {level} raised median latency {s1:.2}x once{why}; no budget left to confirm",
                         r.name()
                     );
                     break 'search;
@@ -267,9 +365,23 @@ pub fn search(
     }
     if out.resource.is_none() && out.reason.is_empty() {
         out.reason = format!(
-            "no microbenchmark moved the mean latency {}x and {}x more than the CPU-integer one ({reference:.2}x), and the culprit does not wait for CPU: short of none of them (or of software: locks, blocking calls)",
-            cfg.threshold, cfg.relative
+            "no microbenchmark moved the median latency {}x and {}x more than the CPU kernels placed alike ({core_ref:.2}x on its CPUs, {:.2}x on the others), and the signals show no shortage: short of none of them (or of software: locks, blocking calls)",
+            cfg.threshold,
+            cfg.relative,
+            uncore_ref.iter().map(|x| x.1).fold(1.0, f64::max)
         );
+    }
+    let few = out
+        .steps
+        .iter()
+        .filter(|s| s.requests < cfg.min_samples)
+        .count();
+    if out.resource.is_none() && few > 0 {
+        out.reason.push_str(&format!(
+            "; {few} of {} bursts held fewer than {} of its requests (too short for its latency) and were not counted",
+            out.steps.len(),
+            cfg.min_samples
+        ));
     }
     let (b, noise) = baseline(&quiet);
     (out.baseline_us, out.noise_us) = (b, noise);
@@ -285,6 +397,8 @@ mod tests {
     /// A culprit with a 100 us quiet latency that `hurts` slows by `factor`.
     struct FakeLab {
         cpu_short: bool,
+        /// A non-CPU shortage the signals show.
+        passive: Option<Resource>,
         hurts: Option<Resource>,
         factor: f64,
         injected: Vec<(Resource, f64)>,
@@ -306,15 +420,20 @@ mod tests {
         fn available(&self, _r: Resource) -> bool {
             true
         }
-        fn cpu_evidence(&self) -> Option<(String, f64)> {
+        fn passive(&self, _b: f64) -> Option<(Resource, String, f64)> {
             self.cpu_short
-                .then(|| ("waits 60% of the time".into(), 0.6))
+                .then(|| (Resource::CpuInt, "waits 60% of the time".into(), 0.6))
+                .or_else(|| {
+                    self.passive
+                        .map(|r| (r, "its send queues are full".into(), 1.0))
+                })
         }
     }
 
     fn lab(hurts: Option<Resource>, factor: f64) -> FakeLab {
         FakeLab {
             cpu_short: hurts == Some(Resource::CpuInt),
+            passive: None,
             hurts,
             factor,
             injected: Vec::new(),
@@ -327,11 +446,21 @@ mod tests {
         let o = search("svc", &mut l, &NoActions, &SearchConfig::default()).expect("search");
         assert_eq!(o.resource, Some(Resource::MemoryBandwidth), "{o:?}");
         assert!(o.confidence > 0.9, "{o:?}");
-        // CPU .. LLC were tried first, then membw twice (confirmation).
+        // CPU .. L2 were tried first, then the CPU reference on the uncore CPUs, the LLC, and
+        // membw twice (confirmation).
         let order: Vec<Resource> = l.injected.iter().map(|x| x.0).collect();
-        assert_eq!(&order[..6], &Resource::ALL[..6]);
-        assert_eq!(order.len(), 8);
-        assert_eq!(o.injected, Duration::from_millis(80));
+        assert_eq!(&order[..5], &Resource::ALL[..5]);
+        assert_eq!(
+            &order[5..],
+            &[
+                Resource::CpuInt,
+                Resource::Llc,
+                Resource::MemoryBandwidth,
+                Resource::MemoryBandwidth
+            ]
+        );
+        assert!(o.steps[5].uncore && o.steps[5].resource == Resource::CpuInt);
+        assert_eq!(o.injected, Duration::from_millis(90));
     }
 
     #[test]
@@ -373,13 +502,52 @@ mod tests {
             fn available(&self, _r: Resource) -> bool {
                 true
             }
-            fn cpu_evidence(&self) -> Option<(String, f64)> {
+            fn passive(&self, _b: f64) -> Option<(Resource, String, f64)> {
                 None
             }
         }
         let o = search("svc", &mut Shared, &NoActions, &SearchConfig::default()).expect("search");
         assert_eq!(o.resource, Some(Resource::MemoryBandwidth), "{o:?}");
-        assert!(o.reason.contains("CPU-integer"), "{}", o.reason);
+        assert!(o.reason.contains("CPU kernels"), "{}", o.reason);
+    }
+
+    /// On a two-CPU host the uncore kernels run where the culprit's callees and front end
+    /// run: taking CPU time there slows the culprit 3x whatever the kernel. Measured against
+    /// the CPU kernel placed there too, none of them counts.
+    #[test]
+    fn uncore_kernels_are_judged_against_the_cpu_kernel_placed_alike() {
+        struct Neighbours;
+        impl Lab for Neighbours {
+            fn quiet(&mut self, _d: Duration) -> Result<Window, DiagnoseError> {
+                Ok(Window::from_samples(&mut [100.0; 20]))
+            }
+            fn inject(
+                &mut self,
+                r: Resource,
+                _i: f64,
+                _d: Duration,
+            ) -> Result<Window, DiagnoseError> {
+                let l = if is_core(r) { 110.0 } else { 300.0 };
+                Ok(Window::from_samples(&mut [l; 20]))
+            }
+            fn inject_uncore_reference(
+                &mut self,
+                _i: f64,
+                _d: Duration,
+            ) -> Result<Window, DiagnoseError> {
+                Ok(Window::from_samples(&mut [300.0; 20]))
+            }
+            fn available(&self, _r: Resource) -> bool {
+                true
+            }
+            fn passive(&self, _b: f64) -> Option<(Resource, String, f64)> {
+                None
+            }
+        }
+        let o =
+            search("svc", &mut Neighbours, &NoActions, &SearchConfig::default()).expect("search");
+        assert_eq!(o.resource, None, "{o:?}");
+        assert!(o.reason.contains("3.00x on the others"), "{}", o.reason);
     }
 
     #[test]
@@ -411,6 +579,60 @@ mod tests {
             .map(|x| x.1)
             .collect();
         assert_eq!(llc, vec![0.25, 0.5, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn a_shortage_the_signals_show_is_decided_without_injecting_if_asked_for() {
+        let mut l = lab(None, 1.0);
+        l.passive = Some(Resource::Network);
+        let o = search("svc", &mut l, &NoActions, &SearchConfig::default()).expect("search");
+        assert_eq!(o.resource, Some(Resource::Network), "{o:?}");
+        assert!(o.reason.contains("send queues"), "{}", o.reason);
+        assert!(l.injected.is_empty() && o.injected.is_zero(), "{o:?}");
+        // Not among the resources asked for: the search injects instead.
+        let mut l = lab(None, 1.0);
+        l.passive = Some(Resource::Network);
+        let cfg = SearchConfig {
+            passive: vec![Resource::CpuInt],
+            ..SearchConfig::default()
+        };
+        let o = search("svc", &mut l, &NoActions, &cfg).expect("search");
+        assert_eq!(o.resource, None, "{o:?}");
+        assert!(!l.injected.is_empty(), "{o:?}");
+    }
+
+    /// A culprit whose requests take longer than a burst: one request per burst, however
+    /// slow, says nothing about the kernel.
+    #[test]
+    fn bursts_with_too_few_requests_do_not_count() {
+        struct Slow;
+        impl Lab for Slow {
+            fn quiet(&mut self, _d: Duration) -> Result<Window, DiagnoseError> {
+                Ok(Window::from_samples(&mut [9000.0; 2]))
+            }
+            fn inject(
+                &mut self,
+                r: Resource,
+                _i: f64,
+                _d: Duration,
+            ) -> Result<Window, DiagnoseError> {
+                let l = if r == Resource::L2 { 40_000.0 } else { 9000.0 };
+                Ok(Window::from_samples(&mut [l]))
+            }
+            fn available(&self, _r: Resource) -> bool {
+                true
+            }
+            fn passive(&self, _b: f64) -> Option<(Resource, String, f64)> {
+                None
+            }
+        }
+        let o = search("svc", &mut Slow, &NoActions, &SearchConfig::default()).expect("search");
+        assert_eq!(o.resource, None, "{o:?}");
+        assert!(
+            o.reason.contains("too short for its latency"),
+            "{}",
+            o.reason
+        );
     }
 
     struct Busy(Cell<u32>);

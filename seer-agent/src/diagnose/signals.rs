@@ -1,7 +1,18 @@
 //! PMU-free signals every host has: run-queue waits (/proc/<pid>/task/*/schedstat), CFS
 //! throttling (the cgroup's cpu.stat), pressure stall information (/proc/pressure/*), network
 //! bytes and drops in the culprit's namespace (/proc/<pid>/net/dev), block I/O (/proc/diskstats).
-use std::{fs, path::Path, time::Duration};
+//!
+//! And, for a culprit with a cgroup of its own, the whole cgroup (every thread in it, not only
+//! the processes that listen: a service's workers and helpers count): run-queue waits per
+//! time slice, threads blocked in uninterruptible (I/O) sleep, bytes it reads and writes to
+//! storage, its memory use against its limit; and the bytes its connections to clients have
+//! queued to send (/proc/<pid>/net/tcp `tx_queue`), which with its send rate gives how long a
+//! reply waits to leave: a network cap shows there, however fast the application is.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +29,41 @@ pub struct Snapshot {
     pub net_packets: u64,
     pub net_drops: u64,
     pub disk_io_ms: u64,
+    /// Time slices the culprit's threads ran (schedstat's third field).
+    pub slices: u64,
+    /// The cgroup's threads: run, wait, slices (cumulative), storage bytes read + written.
+    pub cg_run_ns: u64,
+    pub cg_wait_ns: u64,
+    pub cg_slices: u64,
+    pub cg_io_bytes: u64,
+    /// Major page faults of the cgroup's threads (cumulative).
+    pub cg_majflt: u64,
+    /// Bytes transmitted by the culprit's namespace, non-loopback (cumulative).
+    pub net_tx_bytes: u64,
+    /// Instantaneous gauges, summed over `gauges` readings (so that snapshots add up).
+    pub gauges: u64,
+    /// Threads of the cgroup in uninterruptible sleep (D: waiting for I/O, mostly).
+    pub cg_blocked: u64,
+    /// Bytes queued to send on the culprit's server connections to other hosts.
+    pub send_queue_bytes: u64,
+    /// Memory use / limit of the culprit's memory cgroup, in 1/1000 (0: no limit).
+    pub mem_used_permille: u64,
+}
+
+/// Where to read a culprit's signals.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    pub pids: Vec<u32>,
+    /// Its listening ports (server side of connections).
+    pub ports: Vec<u16>,
+    /// v1 `cpu` (or v2) directory with cpu.stat.
+    pub cpu_cgroup_dir: Option<PathBuf>,
+    /// File listing every thread of the culprit's own cgroup (v1 `tasks`, v2 `cgroup.threads`);
+    /// None when it shares its cgroup (the root, a slice) and cgroup-wide numbers would
+    /// count others.
+    pub threads_file: Option<PathBuf>,
+    /// Memory cgroup directory (v1 `memory` hierarchy or v2).
+    pub mem_cgroup_dir: Option<PathBuf>,
 }
 
 /// Rates over a window, as fractions where they are time ratios.
@@ -36,12 +82,194 @@ pub struct SignalSummary {
     pub net_drop_ratio: f64,
     /// Share of the window some disk was busy.
     pub disk_busy: f64,
+    /// Mean run-queue wait per time slice of the culprit's threads (us).
+    #[serde(default)]
+    pub runq_wait_per_slice_us: f64,
+    /// The culprit's cgroup (all its threads): CPU cores used, run-queue wait share, wait per
+    /// slice (us), threads blocked on I/O (mean), storage bytes/s, major faults/s.
+    #[serde(default)]
+    pub cg_cpu_cores: f64,
+    #[serde(default)]
+    pub cg_runq_wait_ratio: f64,
+    #[serde(default)]
+    pub cg_wait_per_slice_us: f64,
+    #[serde(default)]
+    pub cg_blocked_threads: f64,
+    #[serde(default)]
+    pub cg_io_bytes_per_s: f64,
+    #[serde(default)]
+    pub cg_majflt_per_s: f64,
+    /// Mean bytes queued to send to clients on other hosts, and that over the namespace's
+    /// send rate: how long a reply waits to leave (ms).
+    #[serde(default)]
+    pub send_queue_bytes: f64,
+    #[serde(default)]
+    pub send_queue_delay_ms: f64,
+    /// Memory cgroup use / limit (0 when unlimited).
+    #[serde(default)]
+    pub mem_used_ratio: f64,
 }
 
 /// `run_ns wait_ns timeslices`
 pub fn parse_schedstat(s: &str) -> Option<(u64, u64)> {
     let mut it = s.split_whitespace();
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// `run_ns wait_ns timeslices` -> all three.
+pub fn parse_schedstat3(s: &str) -> Option<(u64, u64, u64)> {
+    let mut it = s.split_whitespace();
+    Some((
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+    ))
+}
+
+/// /proc/PID/stat -> (state, majflt).
+pub fn parse_stat_state_majflt(s: &str) -> Option<(char, u64)> {
+    let (_, rest) = s.rsplit_once(") ")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); majflt is field 12.
+    Some((f.first()?.chars().next()?, f.get(9)?.parse().ok()?))
+}
+
+/// /proc/PID/io -> read_bytes + write_bytes (the storage layer's, not the page cache's).
+pub fn parse_io_bytes(s: &str) -> u64 {
+    s.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            matches!(k, "read_bytes" | "write_bytes")
+                .then(|| v.trim().parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// /proc/net/tcp{,6} text -> bytes queued to send on established connections whose local port
+/// is one of `ports` and whose peer is another host (not loopback, not the same address: a
+/// probe from this host is not a client waiting on the network).
+pub fn parse_send_queue(text: &str, ports: &[u16]) -> u64 {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 5 || f[3] != "01" {
+                return None;
+            }
+            let (lip, lport) = f[1].rsplit_once(':')?;
+            let (rip, _) = f[2].rsplit_once(':')?;
+            let lport = u16::from_str_radix(lport, 16).ok()?;
+            let loopback = rip == "0100007F"
+                || rip == "00000000000000000000000001000000"
+                || rip.ends_with("7F") && rip.len() == 8;
+            if !ports.contains(&lport) || loopback || rip == lip {
+                return None;
+            }
+            let (tx, _) = f[4].split_once(':')?;
+            u64::from_str_radix(tx, 16).ok()
+        })
+        .sum()
+}
+
+/// cgroup memory use / limit in 1/1000 (v1 `memory.usage_in_bytes` / `memory.limit_in_bytes`,
+/// v2 `memory.current` / `memory.max`); 0 when unlimited or unreadable.
+fn mem_permille(dir: &Path) -> u64 {
+    let rd = |f: &str| fs::read_to_string(dir.join(f)).ok();
+    let num = |s: Option<String>| s.and_then(|s| s.trim().parse::<u64>().ok());
+    let (used, limit) = match num(rd("memory.usage_in_bytes")) {
+        Some(u) => (u, num(rd("memory.limit_in_bytes"))),
+        None => (
+            num(rd("memory.current")).unwrap_or(0),
+            num(rd("memory.max")),
+        ),
+    };
+    match limit {
+        // v1 says "unlimited" with a huge number.
+        Some(l) if l > 0 && l < (1 << 60) => used.saturating_mul(1000) / l,
+        _ => 0,
+    }
+}
+
+/// [`snapshot`] plus the cgroup-wide, socket and memory signals of [`Scope`].
+pub fn snapshot_scope(proc_root: &Path, sc: &Scope) -> Snapshot {
+    let mut s = snapshot(proc_root, &sc.pids, sc.cpu_cgroup_dir.as_deref());
+    for pid in &sc.pids {
+        let Ok(dir) = fs::read_dir(proc_root.join(pid.to_string()).join("task")) else {
+            continue;
+        };
+        for t in dir.flatten() {
+            if let Some((_, _, n)) = fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .as_deref()
+                .and_then(parse_schedstat3)
+            {
+                s.slices += n;
+            }
+        }
+    }
+    s.gauges = 1;
+    if let Some(f) = &sc.threads_file
+        && let Ok(text) = fs::read_to_string(f)
+    {
+        // A service of thousands of threads: the first 1024 are a fair sample.
+        for tid in text
+            .lines()
+            .filter_map(|l| l.trim().parse::<u32>().ok())
+            .take(1024)
+        {
+            let d = proc_root.join(tid.to_string());
+            if let Some((r, w, n)) = fs::read_to_string(d.join("schedstat"))
+                .ok()
+                .as_deref()
+                .and_then(parse_schedstat3)
+            {
+                s.cg_run_ns += r;
+                s.cg_wait_ns += w;
+                s.cg_slices += n;
+            }
+            if let Some((st, mf)) = fs::read_to_string(d.join("stat"))
+                .ok()
+                .as_deref()
+                .and_then(parse_stat_state_majflt)
+            {
+                s.cg_blocked += u64::from(st == 'D');
+                s.cg_majflt += mf;
+            }
+            s.cg_io_bytes += fs::read_to_string(d.join("io"))
+                .map(|t| parse_io_bytes(&t))
+                .unwrap_or(0);
+        }
+    }
+    if let Some(pid) = sc.pids.first() {
+        let net = proc_root.join(pid.to_string()).join("net");
+        for f in ["tcp", "tcp6"] {
+            if let Ok(t) = fs::read_to_string(net.join(f)) {
+                s.send_queue_bytes += parse_send_queue(&t, &sc.ports);
+            }
+        }
+        if let Ok(t) = fs::read_to_string(net.join("dev")) {
+            s.net_tx_bytes = parse_net_dev_tx(&t);
+        }
+    }
+    if let Some(d) = &sc.mem_cgroup_dir {
+        s.mem_used_permille = mem_permille(d);
+    }
+    s
+}
+
+/// /proc/net/dev -> bytes transmitted, loopback excluded.
+pub fn parse_net_dev_tx(s: &str) -> u64 {
+    s.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            if name.trim() == "lo" {
+                return None;
+            }
+            rest.split_whitespace().nth(8)?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// `some avg10=.. avg60=.. avg300=.. total=N` -> N (us)
@@ -177,6 +405,44 @@ pub fn summarize(a: &Snapshot, b: &Snapshot, window: Duration) -> SignalSummary 
             0.0
         },
         disk_busy: d(a.disk_io_ms, b.disk_io_ms) * 1e6 / w_ns,
+        ..gauges(a, b, window)
+    }
+}
+
+/// The cgroup-wide and gauge part of [`summarize`].
+fn gauges(a: &Snapshot, b: &Snapshot, window: Duration) -> SignalSummary {
+    let w_s = window.as_secs_f64().max(1e-9);
+    let d = |x: u64, y: u64| y.saturating_sub(x) as f64;
+    let per = |wait: f64, n: f64| if n > 0.0 { wait / n / 1e3 } else { 0.0 };
+    let (cr, cw) = (d(a.cg_run_ns, b.cg_run_ns), d(a.cg_wait_ns, b.cg_wait_ns));
+    // Gauges: b holds the sum over its readings (a, when a difference, the earlier ones).
+    // Two raw snapshots (equal counts): the later reading.
+    let raw = a.gauges == b.gauges;
+    let n = d(a.gauges, b.gauges).max(1.0);
+    let g = |x: u64, y: u64| if raw { y as f64 } else { d(x, y) / n };
+    let queued = g(a.send_queue_bytes, b.send_queue_bytes);
+    let tx_per_s = d(a.net_tx_bytes, b.net_tx_bytes) / w_s;
+    SignalSummary {
+        runq_wait_per_slice_us: per(d(a.wait_ns, b.wait_ns), d(a.slices, b.slices)),
+        cg_cpu_cores: cr / 1e9 / w_s,
+        cg_runq_wait_ratio: if cr + cw > 0.0 { cw / (cr + cw) } else { 0.0 },
+        cg_wait_per_slice_us: per(cw, d(a.cg_slices, b.cg_slices)),
+        cg_blocked_threads: g(a.cg_blocked, b.cg_blocked),
+        cg_io_bytes_per_s: d(a.cg_io_bytes, b.cg_io_bytes) / w_s,
+        cg_majflt_per_s: d(a.cg_majflt, b.cg_majflt) / w_s,
+        send_queue_bytes: queued,
+        send_queue_delay_ms: if queued > 0.0 {
+            // Nothing sent while bytes wait: they wait at least the whole window.
+            if tx_per_s > 0.0 {
+                queued / tx_per_s * 1e3
+            } else {
+                w_s * 1e3
+            }
+        } else {
+            0.0
+        },
+        mem_used_ratio: g(a.mem_used_permille, b.mem_used_permille) / 1000.0,
+        ..SignalSummary::default()
     }
 }
 

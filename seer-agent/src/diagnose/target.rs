@@ -4,7 +4,11 @@
 //! Discovery is the agent's own (`Discovery::refresh`), fed from /proc/net/tcp{,6} instead of
 //! the eBPF socket iterator: a diagnosis runs once, so the ~10 ms of /proc parsing is cheaper
 //! than loading the probes.
-use std::{fs, path::PathBuf};
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+};
 
 use seer_common::{SockRecord, TCP_LISTEN};
 
@@ -16,12 +20,21 @@ pub struct Target {
     pub name: String,
     pub pids: Vec<u32>,
     pub ports: Vec<u16>,
+    /// Where it listens (from its own namespace's /proc/PID/net/tcp{,6}), lowest port first.
+    pub addrs: Vec<SocketAddr>,
+    /// The first process's name (/proc/PID/comm): picks the probe's protocol.
+    pub comm: String,
     /// CPUs the culprit may run on (union of its processes' affinity masks).
     pub cpus: Vec<usize>,
     /// v1 `cpu` controller directory (or the v2 directory) holding cpu.stat, if readable.
     pub cpu_cgroup_dir: Option<PathBuf>,
     /// The culprit's working directory: where the disk microbenchmark writes.
     pub cwd: PathBuf,
+    /// Every thread of its own cgroup (v1 `tasks` / v2 `cgroup.threads`); None when it shares
+    /// a cgroup with others (the root, a slice, a session scope).
+    pub threads_file: Option<PathBuf>,
+    /// Its memory cgroup directory (v1 `memory` hierarchy, or v2), if readable.
+    pub mem_cgroup_dir: Option<PathBuf>,
 }
 
 /// Listening sockets from /proc/net/tcp-format text (inode and port only).
@@ -43,6 +56,52 @@ pub fn parse_listeners(text: &str, out: &mut Vec<SockRecord>) {
                 ..SockRecord::default()
             });
         }
+    }
+}
+
+/// /proc/net/tcp{,6} address `0100007F:2B67` or the 32-hex-digit IPv6 form -> address.
+pub fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = match ip.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(ip, 16).ok()?.swap_bytes(),
+        )),
+        32 => {
+            let mut b = [0u8; 16];
+            for (i, w) in b.chunks_mut(4).enumerate() {
+                let word = u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16).ok()?;
+                w.copy_from_slice(&word.to_le_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(b))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Listening addresses on `ports` in /proc/net/tcp-format text.
+pub fn listen_addrs(text: &str, ports: &[u16]) -> Vec<SocketAddr> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 3 && f[3] == "0A").then(|| parse_hex_addr(f[1]))?
+        })
+        .filter(|a| ports.contains(&a.port()))
+        .collect()
+}
+
+/// The address to reach a listener at: its own, or loopback where it listens on any.
+pub fn reach(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V4(v) if v.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), a.port())
+        }
+        IpAddr::V6(v) if v.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), a.port())
+        }
+        _ => a,
     }
 }
 
@@ -88,6 +147,46 @@ fn cpu_cgroup_dir(pid: u32) -> Option<PathBuf> {
         })
 }
 
+/// The memory controller's directory: v1 `N:memory:/path`, else the v2 tree.
+fn mem_cgroup_dir(pid: u32) -> Option<PathBuf> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = |p: &str| p.trim_start_matches('/').to_string();
+    procfs::cgroup_path(&text, Some("memory"))
+        .map(|p| PathBuf::from("/sys/fs/cgroup/memory").join(rel(p)))
+        .filter(|d| d.join("memory.usage_in_bytes").exists())
+        .or_else(|| {
+            procfs::cgroup_path(&text, None)
+                .map(|p| PathBuf::from("/sys/fs/cgroup").join(rel(p)))
+                .filter(|d| d.join("memory.current").exists())
+        })
+}
+
+/// The file listing the threads of `cpu_dir`, unless that is a hierarchy's root or a shared
+/// systemd slice/scope (whose threads are not the service's alone).
+fn threads_file(cpu_dir: Option<&PathBuf>, service_cgroup: &str) -> Option<PathBuf> {
+    let d = cpu_dir?;
+    let leaf = d.file_name()?.to_string_lossy();
+    let root = [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/cpu,cpuacct",
+    ]
+    .iter()
+    .any(|r| d == std::path::Path::new(r));
+    if root
+        || leaf.ends_with(".slice")
+        || leaf.ends_with(".scope")
+        || service_cgroup == "/"
+        || service_cgroup.is_empty()
+    {
+        return None;
+    }
+    ["tasks", "cgroup.threads"]
+        .iter()
+        .map(|f| d.join(f))
+        .find(|f| f.exists())
+}
+
 /// Finds the service called `name` (as `seer-agent run` names it).
 pub fn find(name: &str) -> Result<Target, DiagnoseError> {
     let mut socks = Vec::new();
@@ -122,17 +221,42 @@ pub fn of_service(s: &crate::discovery::Service) -> Target {
     cpus.sort_unstable();
     cpus.dedup();
     let first = s.pids.first().copied().unwrap_or(0);
+    let mut addrs: Vec<SocketAddr> = ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|f| fs::read_to_string(format!("/proc/{first}/net/{f}")).ok())
+        .flat_map(|t| listen_addrs(&t, &s.ports))
+        .collect();
+    // Lowest port first; IPv4 before IPv6.
+    addrs.sort_by_key(|a| (a.port(), a.is_ipv6()));
+    addrs.dedup();
     Target {
         name: s.name.clone(),
         pids: s.pids.clone(),
         ports: s.ports.clone(),
+        addrs,
+        comm: fs::read_to_string(format!("/proc/{first}/comm"))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_else(|_| s.comm.clone()),
         cpus,
+        threads_file: threads_file(cpu_cgroup_dir(first).as_ref(), &s.cgroup),
         cpu_cgroup_dir: cpu_cgroup_dir(first),
         cwd: fs::read_link(format!("/proc/{first}/cwd")).unwrap_or_else(|_| "/tmp".into()),
+        mem_cgroup_dir: mem_cgroup_dir(first),
     }
 }
 
 impl Target {
+    /// Where its PMU-free signals are read.
+    pub fn scope(&self) -> super::signals::Scope {
+        super::signals::Scope {
+            pids: self.pids.clone(),
+            ports: self.ports.clone(),
+            cpu_cgroup_dir: self.cpu_cgroup_dir.clone(),
+            threads_file: self.threads_file.clone(),
+            mem_cgroup_dir: self.mem_cgroup_dir.clone(),
+        }
+    }
+
     /// Whether any of the culprit's processes still exists (zombies count as gone).
     pub fn alive(&self) -> bool {
         self.pids.iter().any(|p| {
@@ -183,6 +307,23 @@ mod tests {
         assert_eq!((v[0].lport, v[0].inode), (11111, 31337));
         assert_eq!(parse_cpu_list("0-1,3\n"), vec![0, 1, 3]);
         assert_eq!(parse_cpu_list("2"), vec![2]);
+        assert_eq!(
+            listen_addrs(t, &[11111]),
+            vec!["127.0.0.1:11111".parse::<SocketAddr>().expect("addr")]
+        );
+        assert!(listen_addrs(t, &[80]).is_empty());
+        assert_eq!(
+            parse_hex_addr("0A6433C6:4E21"),
+            Some("198.51.100.10:20001".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_hex_addr("00000000000000000000000001000000:1F90"),
+            Some("[::1]:8080".parse().expect("addr"))
+        );
+        assert_eq!(
+            reach("0.0.0.0:80".parse().expect("addr")),
+            "127.0.0.1:80".parse().expect("addr")
+        );
     }
 
     #[test]
