@@ -80,6 +80,18 @@ pub struct QosConfig {
     pub min_requests: u64,
 }
 
+impl QosConfig {
+    /// `service`'s p99 at most `p99_ms`, with the default window and minimum of requests.
+    pub fn new(service: &str, p99_ms: f64) -> Self {
+        QosConfig {
+            service: service.into(),
+            p99_ms,
+            window_ms: default_window(),
+            min_requests: default_min_requests(),
+        }
+    }
+}
+
 fn default_window() -> u64 {
     1000
 }

@@ -31,7 +31,7 @@ use serde_json::json;
 use crate::{
     actuate::{
         Actuator,
-        enforce::{Enforcer, Outcome, Target},
+        enforce::{self, Enforcer, Outcome, Target},
         policy::{self, Action, Decision, Mode, Policy, SystemClock},
         resctrl::{self, Resctrl},
     },
@@ -577,19 +577,7 @@ impl Responder {
                 }
                 en.carry_out(dec)
             }
-            (_, Mode::Recommend) => dec
-                .actions
-                .iter()
-                .map(|a| Outcome::Recommended { action: a.clone() })
-                .collect(),
-            _ => dec
-                .actions
-                .iter()
-                .map(|a| {
-                    log::info!("dry-run: would {a:?}");
-                    Outcome::DryRun { action: a.clone() }
-                })
-                .collect(),
+            _ => enforce::hand_on(dec),
         };
         let ts = now_ms();
         for o in &outcomes {

@@ -54,12 +54,11 @@ pub fn config_for(args: &RunArgs) -> Result<Config, ConfigError> {
         let p99_ms: f64 = ms
             .parse()
             .map_err(|_| bad(format!("{ms:?} is not a number of milliseconds")))?;
-        let mut qc = cfg.qos.take().unwrap_or(crate::config::QosConfig {
-            service: String::new(),
-            p99_ms,
-            window_ms: 1000,
-            min_requests: 20,
-        });
+        // The flag sets service and target; a config's [qos] keeps its window and minimum.
+        let mut qc = cfg
+            .qos
+            .take()
+            .unwrap_or_else(|| crate::config::QosConfig::new(svc, p99_ms));
         qc.service = svc.into();
         qc.p99_ms = p99_ms;
         cfg.qos = Some(qc);

@@ -42,6 +42,25 @@ pub enum Outcome {
     },
 }
 
+/// The outcomes of a decision that nothing applies: `recommend` hands each action to the alert,
+/// `dry-run` logs it; `enforce` with no actuator at hand fails each, saying so.
+pub fn hand_on(d: &Decision) -> Vec<Outcome> {
+    d.actions
+        .iter()
+        .map(|a| match d.mode {
+            Mode::Recommend => Outcome::Recommended { action: a.clone() },
+            Mode::DryRun => {
+                log::info!("dry-run: would {a:?}");
+                Outcome::DryRun { action: a.clone() }
+            }
+            Mode::Enforce => Outcome::Failed {
+                action: a.clone(),
+                error: "no actuator: the journal could not be opened".into(),
+            },
+        })
+        .collect()
+}
+
 pub struct Enforcer {
     pub actuator: Actuator,
     pub targets: BTreeMap<String, Target>,
@@ -62,24 +81,20 @@ impl Enforcer {
     }
 
     pub fn carry_out(&mut self, d: &Decision) -> Vec<Outcome> {
+        if d.mode != Mode::Enforce {
+            return hand_on(d);
+        }
         d.actions
             .iter()
-            .map(|a| match d.mode {
-                Mode::Recommend => Outcome::Recommended { action: a.clone() },
-                Mode::DryRun => {
-                    log::info!("dry-run: would {a:?}");
-                    Outcome::DryRun { action: a.clone() }
-                }
-                Mode::Enforce => match self.apply(a) {
-                    Ok(()) => Outcome::Applied { action: a.clone() },
-                    Err(error) => {
-                        log::warn!("actuate: {a:?} not applied: {error}");
-                        Outcome::Failed {
-                            action: a.clone(),
-                            error,
-                        }
+            .map(|a| match self.apply(a) {
+                Ok(()) => Outcome::Applied { action: a.clone() },
+                Err(error) => {
+                    log::warn!("actuate: {a:?} not applied: {error}");
+                    Outcome::Failed {
+                        action: a.clone(),
+                        error,
                     }
-                },
+                }
             })
             .collect()
     }
