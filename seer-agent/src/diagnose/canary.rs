@@ -261,18 +261,4 @@ mod tests {
         assert!(r.l2_ns > 0.0 && r.dram_ns > r.l2_ns, "{r:?}");
         assert!(r.stream_gb_s > 0.0, "{r:?}");
     }
-
-    /// Prints readings of this host (`cargo test -p seer-agent canary_readings -- --ignored
-    /// --nocapture`), for calibrating against a cache hog.
-    #[test]
-    #[ignore = "prints measurements; not a check"]
-    fn canary_readings() {
-        let sizes = CacheSizes::of_host();
-        for share in [2, 4, 8] {
-            let c = Canary::with_llc_share(sizes, share);
-            for _ in 0..3 {
-                println!("llc/{share}: {:?}", c.read(Some(0), 7));
-            }
-        }
-    }
 }
