@@ -220,6 +220,57 @@ impl Layout {
         fs::write(&file, text).map_err(|e| Error::io("cannot set the CPU quota", file, e))
     }
 
+    /// The directory holding `rel`'s memory controller files (v1 memory hierarchy or v2 tree).
+    fn memory_dir(&self, rel: &str) -> Option<PathBuf> {
+        let d = match self {
+            Layout::V1 { others, .. } => others
+                .iter()
+                .map(|r| r.join(rel))
+                .find(|d| d.join("memory.limit_in_bytes").exists())?,
+            Layout::V2 { root } => root.join(rel),
+        };
+        let probe = match self {
+            Layout::V1 { .. } => "memory.limit_in_bytes",
+            Layout::V2 { .. } => "memory.max",
+        };
+        d.join(probe).exists().then_some(d)
+    }
+
+    /// Memory charged to `rel` now, in bytes (v1 `memory.usage_in_bytes`, v2
+    /// `memory.current`); None without a memory controller.
+    pub fn memory_usage(&self, rel: &str) -> Option<u64> {
+        let d = self.memory_dir(rel)?;
+        let f = match self {
+            Layout::V1 { .. } => "memory.usage_in_bytes",
+            Layout::V2 { .. } => "memory.current",
+        };
+        fs::read_to_string(d.join(f)).ok()?.trim().parse().ok()
+    }
+
+    /// The memory limit file of `rel` and its text now (to restore it later).
+    pub fn memory_limit(&self, rel: &str) -> Result<(PathBuf, String)> {
+        let d = self.memory_dir(rel).ok_or_else(|| {
+            Error::Setup(format!(
+                "cgroup {rel}: no memory controller (v1 memory hierarchy or v2 memory.max)"
+            ))
+        })?;
+        let f = d.join(match self {
+            Layout::V1 { .. } => "memory.limit_in_bytes",
+            Layout::V2 { .. } => "memory.max",
+        });
+        let text = fs::read_to_string(&f).map_err(|e| Error::io("cannot read", &f, e))?;
+        Ok((f, text.trim().to_string()))
+    }
+
+    /// Limits `rel`'s memory to `bytes`; returns the previous limit's file and text, which
+    /// [`restore_memory_limit`] writes back.
+    pub fn set_memory_limit(&self, rel: &str, bytes: u64) -> Result<(PathBuf, String)> {
+        let (f, was) = self.memory_limit(rel)?;
+        fs::write(&f, bytes.to_string())
+            .map_err(|e| Error::io("cannot set the memory limit", &f, e))?;
+        Ok((f, was))
+    }
+
     /// Test hook: the quota currently set on `rel`, in microseconds per period (None: unlimited).
     pub fn cpu_quota_us(&self, rel: &str) -> Option<u64> {
         let text = match self {
@@ -320,4 +371,10 @@ fn kill_and_remove(dir: &Path) -> Result<()> {
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
+}
+
+/// Writes back a limit [`Layout::set_memory_limit`] replaced. A v1 "unlimited" reads back as a
+/// huge number that the kernel accepts again; a v2 one reads "max".
+pub fn restore_memory_limit(file: &Path, text: &str) -> Result<()> {
+    fs::write(file, text).map_err(|e| Error::io("cannot restore the memory limit", file, e))
 }

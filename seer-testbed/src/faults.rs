@@ -190,6 +190,13 @@ enum Active {
     Net,
     Blocking,
     Hog(Child),
+    /// A memory hog in the victim's cgroup with the cgroup's limit lowered under both, and the
+    /// swap file the fault added (if the host had no swap).
+    Squeeze {
+        hog: Child,
+        limit: (PathBuf, String),
+        swap: Option<PathBuf>,
+    },
     Nothing,
 }
 
@@ -298,11 +305,17 @@ fn apply(
             *active = Active::Blocking;
         }
         FaultKind::LoadSpike => {}
-        FaultKind::CpuHog
-        | FaultKind::CacheHog
-        | FaultKind::MembwHog
-        | FaultKind::MemHog
-        | FaultKind::DiskHog => {
+        FaultKind::MemHog => {
+            if !matches!(active, Active::Squeeze { .. }) {
+                *active = squeeze(intensity, tg, layout, bin, dir)?;
+            }
+            if let Active::Squeeze { hog, .. } = active
+                && let Some(stdin) = hog.stdin.as_mut()
+            {
+                writeln!(stdin, "level {lvl}").map_err(|e| format!("hog stdin: {e}"))?;
+            }
+        }
+        FaultKind::CpuHog | FaultKind::CacheHog | FaultKind::MembwHog | FaultKind::DiskHog => {
             if !matches!(active, Active::Hog(_)) {
                 *active = Active::Hog(start_hog(kind, intensity, tg, layout, bin, dir)?);
             }
@@ -352,6 +365,65 @@ fn net_setup(tg: &Target) -> crate::error::Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// A memory-capacity shortage, as a service meets it when its cgroup's limit is too small:
+/// the limit is set to what the cgroup uses now plus half of the hog's `mib`, and the hog
+/// keeps `mib * level` MiB touched in the victim's cgroup, so the kernel must page the
+/// cgroup's memory (the victim's included) in and out of swap. A host without swap gets a swap
+/// file for the fault's duration ([`crate::swap`]): without one the kernel could only
+/// OOM-kill.
+fn squeeze(
+    mib: f64,
+    tg: &Target,
+    layout: &Layout,
+    bin: &PathBuf,
+    dir: &std::path::Path,
+) -> Result<Active, String> {
+    let base = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "seer-tb-".into());
+    let used = layout.memory_usage(&tg.cgroup).ok_or_else(|| {
+        format!(
+            "cgroup {}: no memory controller to limit (a memory-capacity fault needs one)",
+            tg.cgroup
+        )
+    })?;
+    let swap = crate::swap::ensure(&base, mib as u64).map_err(|e| e.to_string())?;
+    let limit = used + ((mib / 2.0) as u64) * (1 << 20);
+    let was = match layout.set_memory_limit(&tg.cgroup, limit) {
+        Ok(w) => w,
+        Err(e) => {
+            if let Some(f) = &swap {
+                let _ = crate::swap::off(f);
+            }
+            return Err(e.to_string());
+        }
+    };
+    println!(
+        "[fault] memory limit of {} set to {} MiB ({} MiB in use){}",
+        tg.cgroup,
+        limit >> 20,
+        used >> 20,
+        swap.as_ref()
+            .map(|f| format!(", swap file {}", f.display()))
+            .unwrap_or_default()
+    );
+    match start_hog(FaultKind::MemHog, mib, tg, layout, bin, dir) {
+        Ok(hog) => Ok(Active::Squeeze {
+            hog,
+            limit: was,
+            swap,
+        }),
+        Err(e) => {
+            let _ = crate::cgroup::restore_memory_limit(&was.0, &was.1);
+            if let Some(f) = &swap {
+                let _ = crate::swap::off(f);
+            }
+            Err(e)
+        }
+    }
 }
 
 fn start_hog(
@@ -456,6 +528,21 @@ fn undo(active: Active, tg: &Target, layout: &Layout) {
             let _ = c.kill();
             let _ = c.wait();
             Ok(())
+        }
+        Active::Squeeze {
+            mut hog,
+            limit,
+            swap,
+        } => {
+            drop(hog.stdin.take());
+            let _ = hog.kill();
+            let _ = hog.wait();
+            crate::cgroup::restore_memory_limit(&limit.0, &limit.1)
+                .map_err(|e| e.to_string())
+                .and(
+                    swap.map_or(Ok(()), |f| crate::swap::off(&f))
+                        .map_err(|e| e.to_string()),
+                )
         }
         Active::Nothing => Ok(()),
     };

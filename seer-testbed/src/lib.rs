@@ -19,6 +19,7 @@ pub mod shape;
 pub mod signals;
 pub mod spawn;
 pub mod svc;
+pub mod swap;
 pub mod testbed;
 pub mod truth;
 

@@ -261,8 +261,8 @@ pub fn belongs(name: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('-') || rest.starts_with('.'))
 }
 
-/// Removes namespaces (and their processes, interfaces, qdiscs), cgroups (and their processes)
-/// and run directories that [`belongs`] to `prefix`.
+/// Removes namespaces (and their processes, interfaces, qdiscs), cgroups (and their processes),
+/// swap files of memory-capacity faults and run directories that [`belongs`] to `prefix`.
 fn remove_matching(layout: &Layout, prefix: &str) -> Result<()> {
     let mut first_err = None;
     for ns in netns::find(prefix)
@@ -279,6 +279,11 @@ fn remove_matching(layout: &Layout, prefix: &str) -> Result<()> {
         .filter(|c| belongs(c, prefix))
     {
         if let Err(e) = layout.remove_tree(&cg) {
+            first_err.get_or_insert(e);
+        }
+    }
+    for f in crate::swap::leftovers(prefix) {
+        if let Err(e) = crate::swap::off(&f) {
             first_err.get_or_insert(e);
         }
     }
@@ -300,7 +305,7 @@ fn run_dirs(prefix: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Everything any testbed run left: namespaces, cgroups, run directories.
+/// Everything any testbed run left: namespaces, cgroups, swap files, run directories.
 pub fn leftovers() -> Result<Vec<String>> {
     let layout = Layout::detect()?;
     let mut v: Vec<String> = netns::find(PREFIX)
@@ -312,6 +317,11 @@ pub fn leftovers() -> Result<Vec<String>> {
             .find(PREFIX)
             .into_iter()
             .map(|c| format!("cgroup {c}")),
+    );
+    v.extend(
+        crate::swap::leftovers(PREFIX)
+            .into_iter()
+            .map(|f| format!("swap {}", f.display())),
     );
     v.extend(
         run_dirs(PREFIX)

@@ -349,6 +349,84 @@ fn cpu_quota_fault_causes_attributed_violations() {
     assert!(faults[0]["applied_unix_ms"].as_u64() > Some(0), "{faults}");
 }
 
+/// The memory-capacity fault squeezes the victim's cgroup (limit under what it holds, swap
+/// file added when the host has none), so its memory really pages while the fault is on; and
+/// at the end the limit, the swap and the file are gone.
+#[test]
+fn memory_squeeze_pages_the_victim_and_is_undone() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if skip_unless_root() {
+        return;
+    }
+    let Some(memory) = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|r| r.join("memory.stat").exists() || r.join("cgroup.controllers").exists())
+    else {
+        println!("SKIP: no memory cgroup controller");
+        return;
+    };
+    let had_swap = !seer_testbed::swap::active().is_empty();
+    let fault = "\n[[fault]]\nkind = \"mem_hog\"\nservice = \"post-cache\"\nstart_s = 3\nduration_s = 8\nintensity = 256\n";
+    let text = format!("{SMALL}{fault}");
+    // Watches the squeezed cgroup while the run goes on: the most swap it used and its faults.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut swap_max, mut limited, mut files) = (0u64, false, false);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                files |= seer_testbed::swap::active()
+                    .iter()
+                    .any(|f| f.to_string_lossy().contains("seer-tb-"));
+                for e in std::fs::read_dir(&memory).into_iter().flatten().flatten() {
+                    let cg = e.path().join("post-cache");
+                    if !e.file_name().to_string_lossy().starts_with("seer-tb-") || !cg.is_dir() {
+                        continue;
+                    }
+                    let limit = std::fs::read_to_string(cg.join("memory.limit_in_bytes"))
+                        .or_else(|_| std::fs::read_to_string(cg.join("memory.max")))
+                        .unwrap_or_default();
+                    limited |= limit.trim().parse::<u64>().is_ok_and(|l| l < 1 << 40);
+                    let stat = std::fs::read_to_string(cg.join("memory.stat")).unwrap_or_default();
+                    for l in stat.lines() {
+                        if let Some(v) = l.strip_prefix("swap ") {
+                            swap_max = swap_max.max(v.trim().parse().unwrap_or(0));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (swap_max, limited, files)
+        })
+    };
+    let (s, out) = run_scenario_with("squeeze", &text, None);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (swap_max, limited, files) = watch.join().expect("watcher");
+    let faults: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("faults.json")).expect("faults.json"),
+    )
+    .expect("json");
+    assert!(faults[0]["error"].is_null(), "{faults}");
+    assert!(limited, "the victim's memory limit was never set: {s:?}");
+    assert!(
+        swap_max >= 32 << 20,
+        "the squeezed cgroup never paged ({swap_max} bytes in swap)"
+    );
+    assert!(
+        had_swap || files,
+        "the host had no swap and the fault added none"
+    );
+    // Undone: no swap file of a testbed, and (run_scenario_with) nothing of the run is left.
+    assert!(
+        !seer_testbed::swap::active()
+            .iter()
+            .any(|f| f.to_string_lossy().contains(&format!("seer-tb-{}", s.run))),
+        "the run's swap file is still on: {:?}",
+        seer_testbed::swap::active()
+    );
+}
+
 fn testbed_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_seer-testbed"))
 }

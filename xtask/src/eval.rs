@@ -10,7 +10,9 @@
 //! Output: `reports/diagnosis.md` and `reports/diagnosis.json`.
 //!
 //! Scenario files are ordinary testbed scenarios, plus one optional comment line the testbed
-//! ignores: `# eval.victim = "NAME"` (the service to diagnose; default: the fault's service).
+//! ignores: `# eval.victim = "NAME"` (the service to diagnose; default: the fault's service),
+//! and `# eval.settle_s = S` (seconds from the fault's start to the first diagnosis, for a
+//! fault that takes a while to bite; default `--settle`).
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -128,6 +130,8 @@ struct Scn {
     victim: String,
     victim_host: String,
     victim_kind: String,
+    /// `# eval.settle_s`: overrides `--settle` for this scenario.
+    settle_s: Option<f64>,
 }
 
 fn parse_scenario(path: &Path) -> Result<Scn> {
@@ -150,6 +154,13 @@ fn parse_scenario(path: &Path) -> Result<Scn> {
         let l = line.trim();
         if let Some(v) = l.strip_prefix("# eval.victim") {
             victim = Some(unquote(v.trim_start().trim_start_matches('=').trim()));
+            continue;
+        }
+        if let Some(v) = l.strip_prefix("# eval.settle_s") {
+            let v = unquote(v.trim_start().trim_start_matches('=').trim());
+            s.settle_s = Some(v.parse().with_context(|| {
+                format!("{}: eval.settle_s = {v:?} is not a number", path.display())
+            })?);
             continue;
         }
         let l = l.split('#').next().unwrap_or("").trim();
@@ -398,7 +409,7 @@ fn one_scenario(
     let truth = truth_of(s.fault_kind.as_deref())?;
     // Long enough for the trials; the testbed is stopped as soon as they are done.
     let per_trial = 8.0;
-    let need = a.settle + a.trials as f64 * (per_trial + a.gap) + 5.0;
+    let need = s.settle_s.unwrap_or(a.settle) + a.trials as f64 * (per_trial + a.gap) + 5.0;
     let duration = if s.fault_kind.is_some() {
         if s.fault_duration_s < need {
             println!(
@@ -493,7 +504,7 @@ fn one_scenario(
         .as_ref()
         .map(|base: &String| format!("{base}-{}", s.victim_host))
     {
-        std::thread::sleep(Duration::from_secs_f64(a.settle));
+        std::thread::sleep(Duration::from_secs_f64(s.settle_s.unwrap_or(a.settle)));
         for i in 0..a.trials {
             while let Ok(l) = rx.try_recv() {
                 note_line(&l, &mut netns, &mut fault_on, &mut fault_off, &mut load_at);

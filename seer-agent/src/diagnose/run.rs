@@ -112,11 +112,13 @@ pub fn cpu_evidence(s: &SignalSummary, baseline_us: f64, wait: f64) -> Option<(S
 }
 
 /// Shortages the PMU-free signals show directly, most specific first: a network cap (replies
-/// wait in send queues), disk (threads of its cgroup blocked on I/O while it moves data to
-/// storage), memory capacity (near its cgroup's limit, major faults, or memory pressure), then
-/// CPU ([`cpu_evidence`]). I/O and memory stalls come before CPU because they make the
-/// culprit's neighbours busy too (the kernel copies, reclaims, faults): run-queue waits follow
-/// them, while a CPU shortage does not make threads block on a disk.
+/// wait in send queues), memory capacity (paging at its cgroup's limit, many major faults, or
+/// memory pressure), disk (threads of its cgroup blocked on I/O while it moves data to
+/// storage), then CPU ([`cpu_evidence`]). Memory comes before disk because paging is I/O: a
+/// cgroup short of memory has threads blocked reading swap, while a disk shortage does not
+/// make it fault. I/O and memory stalls come before CPU because they make the culprit's
+/// neighbours busy too (the kernel copies, reclaims, faults): run-queue waits follow them,
+/// while a CPU shortage does not make threads block on a disk.
 pub fn passive_evidence(
     s: &SignalSummary,
     baseline_us: f64,
@@ -133,20 +135,9 @@ pub fn passive_evidence(
             (s.send_queue_delay_ms / 100.0).min(1.0),
         ));
     }
-    if s.cg_blocked_threads >= 0.1 && (s.cg_io_bytes_per_s >= 1e6 || s.disk_busy >= 0.1) {
-        return Some((
-            Resource::Disk,
-            format!(
-                "{:.2} threads of its cgroup blocked on I/O on average while it moved {:.0} MB/s to or from storage (disk busy {:.0}%, PSI io {:.0}%)",
-                s.cg_blocked_threads,
-                s.cg_io_bytes_per_s / 1e6,
-                s.disk_busy * 100.0,
-                s.psi_io_some * 100.0
-            ),
-            (s.cg_blocked_threads * 2.0).min(1.0),
-        ));
-    }
-    if s.mem_used_ratio >= 0.9 || s.cg_majflt_per_s >= 50.0 || s.psi_memory_some >= 0.05 {
+    // A cgroup at its limit is normal (page cache fills it); it is short when it pages.
+    let at_limit = s.mem_used_ratio >= 0.9 && s.cg_majflt_per_s >= 5.0;
+    if at_limit || s.cg_majflt_per_s >= 50.0 || s.psi_memory_some >= 0.05 {
         return Some((
             Resource::MemoryCapacity,
             format!(
@@ -158,6 +149,19 @@ pub fn passive_evidence(
             s.mem_used_ratio
                 .max(s.psi_memory_some * 10.0)
                 .clamp(0.5, 1.0),
+        ));
+    }
+    if s.cg_blocked_threads >= 0.1 && (s.cg_io_bytes_per_s >= 1e6 || s.disk_busy >= 0.1) {
+        return Some((
+            Resource::Disk,
+            format!(
+                "{:.2} threads of its cgroup blocked on I/O on average while it moved {:.0} MB/s to or from storage (disk busy {:.0}%, PSI io {:.0}%)",
+                s.cg_blocked_threads,
+                s.cg_io_bytes_per_s / 1e6,
+                s.disk_busy * 100.0,
+                s.psi_io_some * 100.0
+            ),
+            (s.cg_blocked_threads * 2.0).min(1.0),
         ));
     }
     cpu_evidence(s, baseline_us, cpu_share).map(|(why, st)| (Resource::CpuInt, why, st))
@@ -511,11 +515,28 @@ mod tests {
             ..quiet_host()
         };
         assert_eq!(r(&disk, 60.0), Some(Resource::Disk));
-        let mem = SignalSummary {
+        // At its limit but not paging: page cache fills a limited cgroup; no shortage.
+        let full = SignalSummary {
             mem_used_ratio: 0.97,
             ..quiet_host()
         };
+        assert_eq!(r(&full, 60.0), None);
+        let mem = SignalSummary {
+            mem_used_ratio: 0.97,
+            cg_majflt_per_s: 40.0,
+            ..quiet_host()
+        };
         assert_eq!(r(&mem, 60.0), Some(Resource::MemoryCapacity));
+        // Paging is I/O: threads blocked reading swap make it look like disk too; the faults
+        // say memory.
+        let paging = SignalSummary {
+            cg_majflt_per_s: 2000.0,
+            cg_blocked_threads: 0.8,
+            cg_io_bytes_per_s: 50e6,
+            disk_busy: 0.5,
+            ..quiet_host()
+        };
+        assert_eq!(r(&paging, 60.0), Some(Resource::MemoryCapacity));
         let throttled = SignalSummary {
             throttled_ratio: 0.4,
             ..quiet_host()
