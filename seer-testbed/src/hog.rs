@@ -159,12 +159,15 @@ fn step(
             s
         }
         HogKind::Membw => {
-            let mut s = 0u64;
-            for c in buf.chunks_mut(1 << 20).take(4) {
-                c[0] = c[0].wrapping_add(1);
-                s += c.iter().step_by(64).map(|&b| u64::from(b)).sum::<u64>();
+            // Writes the next 1 MiB of the buffer (memset: full speed in any build), so that
+            // successive steps stream through all of it and never hit in a cache; `seed` (the
+            // sum of the 1s returned so far) is the chunk's index.
+            let chunks = (buf.len() >> 20).max(1);
+            let i = (seed as usize) % chunks;
+            if let Some(c) = buf.chunks_mut(1 << 20).nth(i) {
+                c.fill(seed as u8);
             }
-            s
+            1
         }
         HogKind::Disk => {
             use std::io::{Seek as _, SeekFrom};

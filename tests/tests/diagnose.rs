@@ -6,6 +6,7 @@
 //! another memcached on the host), pinned to CPU 0 at nice -19, so that the other processes
 //! of a busy build machine do not make it wait for CPU; the hogs run at the same nice, the
 //! CPU hog on CPU 0 (it takes half of memcached's CPU), the memory-bandwidth hog on CPU 1.
+//! Diagnoses use a memory calibration file of their own in the temp dir.
 use std::{
     path::Path,
     process::{Command, Output},
@@ -84,6 +85,14 @@ fn memcached(net: &NetPair) -> Proc {
     p
 }
 
+/// This test process's memory calibration (never the host's /var/lib/seer one).
+fn calibration() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "seer-tests-calibration-{}.json",
+        std::process::id()
+    ))
+}
+
 /// `seer-agent diagnose` at nice -19 inside the namespace.
 fn diagnose(net: &NetPair, args: &[&str]) -> Output {
     Command::new("nice")
@@ -91,6 +100,8 @@ fn diagnose(net: &NetPair, args: &[&str]) -> Output {
         .arg(agent_bin())
         .arg("diagnose")
         .args(args)
+        .arg("--calibration")
+        .arg(calibration())
         .args(["--netns", &net.server])
         .output()
         .expect("run seer-agent diagnose")
@@ -285,22 +296,18 @@ fn cpu_hog_next_to_memcached_is_cpu_without_injecting() {
     cpu_hog_phase(&net);
 }
 
-/// The CPU hog, then a memory-bandwidth hog (dd streaming 64 MiB blocks) on the other CPU:
-/// memcached should not wait for a CPU, so the answer must not be CPU, nor any of the
-/// resources the PMU-free signals decide (network, disk, memory capacity: the hog touches none
-/// of them), and the microbenchmarks must have been tried. Naming memory bandwidth itself is
-/// not asserted: memcached's `version` path touches a few cache lines, and on this 2-vCPU VM
-/// without a PMU no kernel moves it more than CPU time-sharing does (reports/diagnosis.md:
-/// the memory-bandwidth row).
-///
-/// Ignored: on the 2-vCPU VM it was written on, memcached pinned alone to CPU 0 waits on its
-/// run queue (median over the quiet windows 50-110 us per time slice, 60-75% of its runnable
-/// time) in some runs while dd streams on CPU 1, as it does next to a CPU hog, and is then
-/// diagnosed CPU. Measured 2026-11-26: 1 pass in 4 runs while other sessions' builds and
-/// tests ran on the host, 3 passes in 3 runs when it was quiet. Run it with
-/// `--run-ignored all` on a quiet host, or one with dedicated cores.
+/// The CPU hog, then a memory-bandwidth hog (the testbed's: 1 MiB memsets streaming through
+/// 64 MiB) on the other CPU. The first is CPU, decided from run-queue waits. The second must
+/// not be CPU (memcached has its CPU to itself), nor network, disk or memory capacity (the hog
+/// touches none of them); the microbenchmarks must have run, and the memory reading on
+/// memcached's CPU must see the hog: DRAM accesses at least 1.1x slower than this host's quiet
+/// figures, taken first (`--calibrate`). Whether that is named memory bandwidth depends on how
+/// hard the hog presses on this VM's shared memory controller that minute (1.24-1.92x
+/// measured, the verdict needs 1.35x): either answer is accepted, the reading is not. Three
+/// diagnoses under the bandwidth hog, two must pass: on a shared host someone else's CPU
+/// burst on memcached's CPU can make it really wait for a CPU now and then. This binary runs
+/// alone under nextest (.config/nextest.toml).
 #[test]
-#[ignore = "flaky on a shared 2-vCPU VM: a streaming neighbour on the other vCPU sometimes makes memcached wait for CPU"]
 fn cpu_hog_and_memory_bandwidth_hog_are_told_apart() {
     require_root!();
     if !two_cpus() {
@@ -310,26 +317,33 @@ fn cpu_hog_and_memory_bandwidth_hog_are_told_apart() {
     let net = NetPair::new();
     let _mc = memcached(&net);
     let args = HOG_ARGS;
+    let cal = calibration();
+    let _ = std::fs::remove_file(&cal);
+    let out = Command::new(agent_bin())
+        .args(["diagnose", "--calibrate", "--calibration"])
+        .arg(&cal)
+        .output()
+        .expect("seer-agent diagnose --calibrate");
+    assert!(
+        out.status.success(),
+        "--calibrate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cpu = cpu_hog_phase(&net);
 
-    let hog = Proc::spawn({
+    let mut hog = Proc::spawn({
         let mut c = Command::new("nice");
-        c.args([
-            "-n",
-            "-19",
-            "taskset",
-            "-c",
-            "1",
-            "dd",
-            "if=/dev/zero",
-            "of=/dev/null",
-            "bs=64M",
-        ]);
+        c.args(["-n", "-19"])
+            .arg(target_bin("seer-testbed-svc"))
+            .args(["hog", "--kind", "membw", "--intensity", "1", "--cpus", "1"]);
         c
     });
-    thread::sleep(Duration::from_millis(200));
-    // Three diagnoses: on a shared build host someone else's CPU burst on memcached's CPU
-    // makes it really wait for a CPU now and then; two of three must see what the hog does.
+    {
+        use std::io::Write as _;
+        let stdin = hog.stdin.as_mut().expect("hog stdin");
+        writeln!(stdin, "level 1").expect("start the hog");
+    }
+    thread::sleep(Duration::from_millis(300));
     let mems: Vec<Value> = (0..3).map(|_| record(&diagnose(&net, &args))).collect();
     drop(hog);
     let told: Vec<&Value> = mems
@@ -344,6 +358,17 @@ fn cpu_hog_and_memory_bandwidth_hog_are_told_apart() {
                 "memory-bandwidth hog blamed on {r}: {mem}"
             );
         }
+        let b = &mem["evidence"]["bandwidth"];
+        let (ns, quiet) = (
+            b["reading"]["dram_ns"].as_f64().expect("a memory reading"),
+            b["calibration"]["dram_ns_min"]
+                .as_f64()
+                .expect("quiet latency"),
+        );
+        assert!(
+            ns >= 1.1 * quiet,
+            "the reading did not see the hog: {ns:.0} ns vs quiet {quiet:.0} ns: {mem}"
+        );
         let inj = mem["evidence"]["injected_ms"]
             .as_f64()
             .expect("injected_ms");
@@ -356,7 +381,7 @@ fn cpu_hog_and_memory_bandwidth_hog_are_told_apart() {
             .collect();
         assert!(
             kernels.contains(&"cpu_int") && kernels.contains(&"l2"),
-            "the core kernels ran: {kernels:?}"
+            "the core kernels ran first: {kernels:?}"
         );
     }
 }

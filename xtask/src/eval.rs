@@ -72,7 +72,7 @@ pub struct DiagnosisArgs {
 
 pub fn run(which: Eval) -> Result<()> {
     match which {
-        Eval::Diagnosis(a) => diagnosis(&a),
+        Eval::Diagnosis(a) => diagnosis(a),
     }
 }
 
@@ -274,7 +274,7 @@ fn other_testbeds(mine: &str) -> Vec<String> {
     v
 }
 
-fn diagnosis(a: &DiagnosisArgs) -> Result<()> {
+fn diagnosis(mut a: DiagnosisArgs) -> Result<()> {
     let root = util::root();
     let at = |p: &Path| {
         if p.is_absolute() {
@@ -324,6 +324,33 @@ fn diagnosis(a: &DiagnosisArgs) -> Result<()> {
     if scns.is_empty() {
         bail!("no scenarios in {} (or none matched --only)", dir.display());
     }
+    // This host's quiet memory figures, taken now (before any testbed of ours runs) into a
+    // calibration of this evaluation's own, which the diagnoses then use and refine.
+    let cal_file = root.join("target/eval-diagnosis-calibration.json");
+    let _ = std::fs::remove_file(&cal_file);
+    let cal_text = util::output(Command::new(&agent).args([
+        "diagnose",
+        "--calibrate",
+        "--calibration",
+        &cal_file.display().to_string(),
+    ]))
+    .context("seer-agent diagnose --calibrate")?;
+    let calibration = cal_text
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    println!("  memory calibration: {calibration}");
+    if !a
+        .diagnose_args
+        .iter()
+        .any(|x| x.starts_with("--calibration"))
+    {
+        a.diagnose_args
+            .push(format!("--calibration={}", cal_file.display()));
+    }
+    let a = &a;
     let started = Instant::now();
     let date = util::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M:%S UTC"]))?;
     let n_scn = scns.len();
@@ -377,7 +404,16 @@ fn diagnosis(a: &DiagnosisArgs) -> Result<()> {
         .collect::<Vec<_>>()
         .join(" ");
     std::fs::create_dir_all(&out)?;
-    let (md, js) = report(&results, &cmdline, date.trim(), elapsed, a, &agent);
+    let (mut md, mut js) = report(&results, &cmdline, date.trim(), elapsed, a, &agent);
+    md.push_str(&format!(
+        "\nMemory calibration for the memory-bandwidth reading, taken before the first \
+         scenario (`seer-agent diagnose --calibrate`): {calibration}. Afterwards, refined by the \
+         diagnoses' readings: {}.\n",
+        std::fs::read_to_string(&cal_file)
+            .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|e| format!("unreadable ({e})"))
+    ));
+    js["calibration_at_start"] = json!(calibration);
     std::fs::write(out.join("diagnosis.md"), md)?;
     std::fs::write(
         out.join("diagnosis.json"),

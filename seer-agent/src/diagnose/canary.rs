@@ -112,7 +112,7 @@ impl Drop for HugeBuf {
 const LINE: usize = 64 / std::mem::size_of::<usize>();
 
 /// A single random cycle through `bytes / 64` lines (Sattolo's algorithm).
-fn chain(bytes: usize, seed: u64) -> HugeBuf {
+pub(super) fn chain(bytes: usize, seed: u64) -> HugeBuf {
     let lines = (bytes / 64).max(2);
     let mut order: Vec<usize> = (0..lines).collect();
     let mut x = seed | 1;
@@ -132,7 +132,7 @@ fn chain(bytes: usize, seed: u64) -> HugeBuf {
     buf
 }
 
-fn thread_cpu_ns() -> u64 {
+pub(super) fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -142,9 +142,10 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// ns per dependent load over `steps` steps of the chain.
-fn chase(v: &[usize], steps: usize) -> f64 {
-    let mut i = 0usize;
+/// ns per dependent load over `steps` steps of the chain, from `*at` (left where it stopped:
+/// a reading that started at the same line every round would find its lines cached).
+pub(super) fn chase(v: &[usize], steps: usize, at: &mut usize) -> f64 {
+    let mut i = *at;
     // Warm the TLB and the path a little, untimed.
     for _ in 0..steps / 8 {
         i = v[i];
@@ -154,20 +155,26 @@ fn chase(v: &[usize], steps: usize) -> f64 {
         i = v[i];
     }
     let t = thread_cpu_ns().saturating_sub(t0);
-    black_box(i);
+    *at = black_box(i);
     t as f64 / steps as f64
 }
 
-/// GB per CPU-second reading `v` once from start to end.
-fn stream(v: &[usize]) -> f64 {
+/// GB per CPU-second reading `v` once from start to end: copied 64 KiB at a time into a
+/// scratch buffer that stays in the L1/L2 (`copy_from_slice` is the C library's memcpy, as
+/// fast in a debug build as in a release one, where a loop over the words would not be).
+pub(super) fn stream(v: &[usize]) -> f64 {
+    const CHUNK: usize = (64 << 10) / std::mem::size_of::<usize>();
+    let mut scratch = vec![0usize; CHUNK];
     let t0 = thread_cpu_ns();
-    let s = v.iter().fold(0usize, |a, &b| a.wrapping_add(b));
+    for c in v.chunks(CHUNK) {
+        scratch[..c.len()].copy_from_slice(c);
+        black_box(&mut scratch);
+    }
     let t = thread_cpu_ns().saturating_sub(t0).max(1);
-    black_box(s);
     (std::mem::size_of_val(v) as f64) / t as f64
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(super) fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -202,10 +209,11 @@ impl Canary {
                     }
                 }
                 let (mut a, mut b, mut c, mut d) = (vec![], vec![], vec![], vec![]);
+                let (mut at_l2, mut at_llc, mut at_dram) = (0, 0, 0);
                 for _ in 0..rounds.max(1) {
-                    a.push(chase(&self.l2, 20_000));
-                    b.push(chase(&self.llc, 20_000));
-                    c.push(chase(&self.dram, 5_000));
+                    a.push(chase(&self.l2, 20_000, &mut at_l2));
+                    b.push(chase(&self.llc, 20_000, &mut at_llc));
+                    c.push(chase(&self.dram, 5_000, &mut at_dram));
                     // A slice of the stream (4 MiB) per round keeps a round short.
                     let n = (4 << 20) / std::mem::size_of::<usize>();
                     let off = (d.len() * n) % self.dram.len().saturating_sub(n).max(1);

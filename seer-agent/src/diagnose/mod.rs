@@ -4,6 +4,7 @@
 //! cgroup is counted; without them (public-cloud mode, like this VM) ten tunable contentious
 //! microbenchmarks are injected next to it for ~10 ms bursts, core resources first, and the
 //! first one that moves the culprit's measured latency substantially names the resource.
+pub mod bandwidth;
 pub mod canary;
 pub mod microbench;
 pub mod pmu;

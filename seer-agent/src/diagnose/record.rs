@@ -40,6 +40,18 @@ pub struct Evidence {
     /// see `canary`).
     #[serde(default)]
     pub canary: Option<super::canary::CanaryReading>,
+    /// Public mode, when nothing else decided: what the culprit's CPU got from memory, and the
+    /// host's quiet figures it was judged against (`bandwidth`).
+    #[serde(default)]
+    pub bandwidth: Option<BandwidthEvidence>,
+}
+
+/// A memory reading on the culprit's CPU and the calibration it was judged against (None: this
+/// host had none yet; the reading started it).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BandwidthEvidence {
+    pub reading: super::bandwidth::Reading,
+    pub calibration: Option<super::bandwidth::Calibration>,
 }
 
 /// The latency probe of a public-mode diagnosis.

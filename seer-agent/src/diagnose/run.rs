@@ -9,11 +9,11 @@ use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 
 use super::{
-    DiagnoseError, Mode, Resource,
+    DiagnoseError, Mode, Resource, bandwidth,
     microbench::{Arena, CacheSizes, Placement},
     pmu::{self, KernelPerf, PerfSys},
     probe::{self as probe_mod, Observer, Probe, Protocol, Request, Window},
-    record::{Evidence, ProbeInfo, Record},
+    record::{BandwidthEvidence, Evidence, ProbeInfo, Record},
     search::{self, ActionGate, Lab, SearchConfig},
     signals::{self, SignalSummary, Snapshot},
     target::{self, Target},
@@ -39,6 +39,8 @@ pub struct DiagnoseRequest {
     pub net_dest: Option<SocketAddr>,
     /// Run-queue wait / runnable time that counts as short of CPU (see [`cpu_evidence`]).
     pub cpu_wait: f64,
+    /// The host's quiet memory figures ([`bandwidth`]); None: no memory reading.
+    pub calibration: Option<PathBuf>,
 }
 
 /// The real lab: microbenchmarks next to the culprit, a probe watching it, and the PMU-free
@@ -297,6 +299,7 @@ impl DiagnoseRequest {
             search: SearchConfig::default(),
             net_dest: None,
             cpu_wait: 0.4,
+            calibration: Some(PathBuf::from(bandwidth::DEFAULT_CALIBRATION)),
         }
     }
 }
@@ -446,6 +449,10 @@ fn public(
             protocol.name()
         ));
     }
+    let bandwidth = match (&o.resource, &req.calibration) {
+        (None, Some(path)) => memory_reading(t, req, path, &mut o),
+        _ => None,
+    };
     if !t.alive() {
         return Err(t.gone("it exited before the diagnosis finished"));
     }
@@ -467,12 +474,68 @@ fn public(
             signals: Some(sig),
             pmu_scores: Vec::new(),
             canary,
+            bandwidth,
             probe: Some(ProbeInfo {
                 addr: addr.to_string(),
                 protocol,
                 chosen: chosen.into(),
             }),
         },
+    })
+}
+
+/// When neither the signals nor the microbenchmarks decided: a memory reading on the
+/// culprit's CPU (two of ~3.5 ms of its CPU, 30 ms apart, counted as injected time; skipped
+/// when the budget has no room), judged against the host's calibration, which the reading then
+/// updates.
+fn memory_reading(
+    t: &Target,
+    req: &DiagnoseRequest,
+    path: &Path,
+    o: &mut search::Outcome,
+) -> Option<BandwidthEvidence> {
+    const NEED: Duration = Duration::from_millis(8);
+    if o.injected + NEED > req.search.budget {
+        o.reason.push_str(&format!(
+            "; no memory reading: {:.0} ms of the {:.0} ms budget left",
+            req.search.budget.saturating_sub(o.injected).as_secs_f64() * 1e3,
+            req.search.budget.as_secs_f64() * 1e3
+        ));
+        return None;
+    }
+    let cal = bandwidth::load(path).unwrap_or_else(|e| {
+        log::warn!("memory calibration: {e}");
+        None
+    });
+    let r =
+        bandwidth::Meter::new().read_twice(t.cpus.first().copied(), 5, Duration::from_millis(30));
+    o.injected += Duration::from_secs_f64(r.cpu_ms / 1e3);
+    match cal.as_ref().and_then(|c| bandwidth::judge(&r, c)) {
+        Some((why, strength)) => {
+            o.resource = Some(Resource::MemoryBandwidth);
+            o.confidence = strength;
+            o.reason = format!(
+                "short of memory bandwidth, read on its CPU: {why} (no microbenchmark moved its latency: where a neighbour streams on the other CPUs, a kernel there only takes turns with it)"
+            );
+        }
+        None if cal.is_none() => o.reason.push_str(&format!(
+            "; memory not judged: no calibration yet at {} (this reading starts it; `seer-agent diagnose --calibrate` on a quiet host)",
+            path.display()
+        )),
+        None => o.reason.push_str(&format!(
+            "; its CPU reads memory at {:.1} GB/s ({:.0} ns per DRAM access), quiet {:.1} GB/s ({:.0} ns): not short of bandwidth",
+            r.stream_gb_s,
+            r.dram_ns,
+            cal.map_or(0.0, |c| c.stream_gb_s_peak),
+            cal.map_or(0.0, |c| c.dram_ns_min)
+        )),
+    }
+    if let Err(e) = bandwidth::save(path, &bandwidth::merge(cal, &r)) {
+        log::warn!("memory calibration not updated: {e}");
+    }
+    Some(BandwidthEvidence {
+        reading: r,
+        calibration: cal,
     })
 }
 
