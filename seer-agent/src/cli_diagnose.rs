@@ -9,18 +9,8 @@ use crate::diagnose::{
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct DiagnoseArgs {
-    /// Service name, as `seer-agent run` shows it (not with --calibrate).
-    #[arg(required_unless_present = "calibrate")]
-    pub service: Option<String>,
-    /// Take this host's quiet memory figures instead (read rate and DRAM latency on every CPU,
-    /// merged into --calibration): run it once on a quiet host; every diagnosis that reads
-    /// memory refines it too.
-    #[arg(long, conflicts_with = "service")]
-    pub calibrate: bool,
-    /// The host's quiet memory figures, against which a culprit's CPU is judged short of
-    /// memory bandwidth; `none`: no memory reading.
-    #[arg(long, default_value = crate::diagnose::bandwidth::DEFAULT_CALIBRATION)]
-    pub calibration: String,
+    /// Service name, as `seer-agent run` shows it.
+    pub service: String,
     /// JSON record on stdout instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -145,13 +135,10 @@ fn request(a: &DiagnoseArgs) -> Result<DiagnoseRequest, DiagnoseError> {
         Some("public") => Some(Mode::PublicCloud),
         Some(m) => return bad(format!("--mode {m:?}: private or public")),
     };
-    // Memory is read when memory bandwidth is among the resources asked for.
-    let calibration = (a.calibration != "none"
-        && (order.is_empty() || order.contains(&Resource::MemoryBandwidth)))
-    .then(|| std::path::PathBuf::from(&a.calibration));
     Ok(DiagnoseRequest {
-        service: a.service.clone().unwrap_or_default(),
-        calibration,
+        service: a.service.clone(),
+        // Memory is read when memory bandwidth is among the resources asked for.
+        memory_reading: order.is_empty() || order.contains(&Resource::MemoryBandwidth),
         mode,
         port: a.port,
         probe: a.key.clone().map_or(Request::Version, Request::Get),
@@ -270,61 +257,11 @@ pub fn run(a: &DiagnoseArgs) -> ExitCode {
 const EX_USAGE: u8 = 64;
 
 fn diagnose(a: &DiagnoseArgs) -> Result<(), DiagnoseError> {
-    if a.calibrate {
-        return calibrate(a);
-    }
     let req = request(a)?;
     if let Some(ns) = &a.netns {
         enter_netns(ns)?;
     }
     let r = diagnose::diagnose(&req, &NoActions)?;
     print(&r, a.json);
-    Ok(())
-}
-
-/// `--calibrate`: one reading per CPU (21 rounds, ~15 ms each), merged into the file.
-fn calibrate(a: &DiagnoseArgs) -> Result<(), DiagnoseError> {
-    use std::io::Write as _;
-
-    use crate::diagnose::bandwidth;
-    if a.calibration == "none" {
-        return Err(DiagnoseError::BadRequest(
-            "--calibrate needs a --calibration file".into(),
-        ));
-    }
-    let path = std::path::Path::new(&a.calibration);
-    let meter = bandwidth::Meter::new();
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut cal = None;
-    let mut out = std::io::stdout().lock();
-    for cpu in 0..n {
-        let r = meter.read(Some(cpu), 21);
-        cal = Some(bandwidth::calibrate(path, &r).map_err(DiagnoseError::BadRequest)?);
-        // A closed stdout (`| head`) is not an error worth a panic.
-        let _ = if a.json {
-            writeln!(out, "{}", serde_json::json!({ "reading": r }))
-        } else {
-            writeln!(
-                out,
-                "CPU {cpu}: reads memory at {:.1} GB/s, {:.0} ns per DRAM access",
-                r.stream_gb_s, r.dram_ns
-            )
-        };
-    }
-    if let Some(c) = cal {
-        let _ = if a.json {
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({ "calibration": c, "file": a.calibration })
-            )
-        } else {
-            writeln!(
-                out,
-                "{}: quiet {:.1} GB/s, {:.0} ns ({} readings)",
-                a.calibration, c.stream_gb_s_peak, c.dram_ns_min, c.readings
-            )
-        };
-    }
     Ok(())
 }

@@ -238,6 +238,8 @@ struct Trial {
     signals: Value,
     baseline_us: f64,
     canary: Value,
+    /// The memory reading (culprit CPU against the others), when one was taken.
+    bandwidth: Value,
     /// The host's 1-minute load average before the diagnosis, and other testbeds running.
     load1: f64,
     others: Vec<String>,
@@ -274,7 +276,7 @@ fn other_testbeds(mine: &str) -> Vec<String> {
     v
 }
 
-fn diagnosis(mut a: DiagnosisArgs) -> Result<()> {
+fn diagnosis(a: DiagnosisArgs) -> Result<()> {
     let root = util::root();
     let at = |p: &Path| {
         if p.is_absolute() {
@@ -323,32 +325,6 @@ fn diagnosis(mut a: DiagnosisArgs) -> Result<()> {
     }
     if scns.is_empty() {
         bail!("no scenarios in {} (or none matched --only)", dir.display());
-    }
-    // This host's quiet memory figures, taken now (before any testbed of ours runs) into a
-    // calibration of this evaluation's own, which the diagnoses then use and refine.
-    let cal_file = root.join("target/eval-diagnosis-calibration.json");
-    let _ = std::fs::remove_file(&cal_file);
-    let cal_text = util::output(Command::new(&agent).args([
-        "diagnose",
-        "--calibrate",
-        "--calibration",
-        &cal_file.display().to_string(),
-    ]))
-    .context("seer-agent diagnose --calibrate")?;
-    let calibration = cal_text
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    println!("  memory calibration: {calibration}");
-    if !a
-        .diagnose_args
-        .iter()
-        .any(|x| x.starts_with("--calibration"))
-    {
-        a.diagnose_args
-            .push(format!("--calibration={}", cal_file.display()));
     }
     let a = &a;
     let started = Instant::now();
@@ -404,16 +380,7 @@ fn diagnosis(mut a: DiagnosisArgs) -> Result<()> {
         .collect::<Vec<_>>()
         .join(" ");
     std::fs::create_dir_all(&out)?;
-    let (mut md, mut js) = report(&results, &cmdline, date.trim(), elapsed, a, &agent);
-    md.push_str(&format!(
-        "\nMemory calibration for the memory-bandwidth reading, taken before the first \
-         scenario (`seer-agent diagnose --calibrate`): {calibration}. Afterwards, refined by the \
-         diagnoses' readings: {}.\n",
-        std::fs::read_to_string(&cal_file)
-            .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
-            .unwrap_or_else(|e| format!("unreadable ({e})"))
-    ));
-    js["calibration_at_start"] = json!(calibration);
+    let (md, js) = report(&results, &cmdline, date.trim(), elapsed, a, &agent);
     std::fs::write(out.join("diagnosis.md"), md)?;
     std::fs::write(
         out.join("diagnosis.json"),
@@ -660,6 +627,7 @@ fn diagnose_once(
         signals: Value::Null,
         baseline_us: 0.0,
         canary: Value::Null,
+        bandwidth: Value::Null,
         load1: load1(),
         others: other_testbeds(netns.rsplit_once('-').map_or(netns, |x| x.0)),
         error: None,
@@ -695,6 +663,7 @@ fn diagnose_once(
     t.signals = r["evidence"]["signals"].clone();
     t.baseline_us = r["evidence"]["baseline_us"].as_f64().unwrap_or(0.0);
     t.canary = r["evidence"]["canary"].clone();
+    t.bandwidth = r["evidence"]["bandwidth"].clone();
     Ok(t)
 }
 
@@ -862,6 +831,7 @@ fn report(
                 "signals": t.signals,
                 "baseline_us": t.baseline_us,
                 "canary": t.canary,
+                "bandwidth": t.bandwidth,
                 "load1": t.load1,
                 "other_testbeds": t.others,
             })).collect::<Vec<_>>(),

@@ -43,9 +43,9 @@ pub struct CanaryReading {
 /// transparent huge pages where the kernel gives them: with 4 KiB pages a random chase over
 /// megabytes misses the TLB on most loads, and page walks, not the caches, would set the time.
 pub struct Canary {
-    l2: HugeBuf,
-    llc: HugeBuf,
-    dram: HugeBuf,
+    l2: (HugeBuf, usize),
+    llc: (HugeBuf, usize),
+    dram: (HugeBuf, usize),
 }
 
 /// An anonymous mapping advised to use huge pages.
@@ -111,8 +111,10 @@ impl Drop for HugeBuf {
 
 const LINE: usize = 64 / std::mem::size_of::<usize>();
 
-/// A single random cycle through `bytes / 64` lines (Sattolo's algorithm).
-pub(super) fn chain(bytes: usize, seed: u64) -> HugeBuf {
+/// A single random cycle through `bytes / 64` lines (Sattolo's algorithm), and the word where
+/// a chase should start: the line written first, which the rest of the buffer, written after
+/// it, has evicted (the chain visits lines in the order they were written).
+pub(super) fn chain(bytes: usize, seed: u64) -> (HugeBuf, usize) {
     let lines = (bytes / 64).max(2);
     let mut order: Vec<usize> = (0..lines).collect();
     let mut x = seed | 1;
@@ -129,7 +131,7 @@ pub(super) fn chain(bytes: usize, seed: u64) -> HugeBuf {
         let (a, b) = (order[w], order[(w + 1) % lines]);
         v[a * LINE] = b * LINE;
     }
-    buf
+    (buf, order[0] * LINE)
 }
 
 pub(super) fn thread_cpu_ns() -> u64 {
@@ -162,7 +164,7 @@ pub(super) fn chase(v: &[usize], steps: usize, at: &mut usize) -> f64 {
 /// GB per CPU-second reading `v` once from start to end: copied 64 KiB at a time into a
 /// scratch buffer that stays in the L1/L2 (`copy_from_slice` is the C library's memcpy, as
 /// fast in a debug build as in a release one, where a loop over the words would not be).
-pub(super) fn stream(v: &[usize]) -> f64 {
+fn stream(v: &[usize]) -> f64 {
     const CHUNK: usize = (64 << 10) / std::mem::size_of::<usize>();
     let mut scratch = vec![0usize; CHUNK];
     let t0 = thread_cpu_ns();
@@ -209,15 +211,16 @@ impl Canary {
                     }
                 }
                 let (mut a, mut b, mut c, mut d) = (vec![], vec![], vec![], vec![]);
-                let (mut at_l2, mut at_llc, mut at_dram) = (0, 0, 0);
+                let (mut at_l2, mut at_llc, mut at_dram) = (self.l2.1, self.llc.1, self.dram.1);
                 for _ in 0..rounds.max(1) {
-                    a.push(chase(&self.l2, 20_000, &mut at_l2));
-                    b.push(chase(&self.llc, 20_000, &mut at_llc));
-                    c.push(chase(&self.dram, 5_000, &mut at_dram));
+                    a.push(chase(&self.l2.0, 20_000, &mut at_l2));
+                    b.push(chase(&self.llc.0, 20_000, &mut at_llc));
+                    c.push(chase(&self.dram.0, 5_000, &mut at_dram));
                     // A slice of the stream (4 MiB) per round keeps a round short.
                     let n = (4 << 20) / std::mem::size_of::<usize>();
-                    let off = (d.len() * n) % self.dram.len().saturating_sub(n).max(1);
-                    d.push(stream(&self.dram[off..(off + n).min(self.dram.len())]));
+                    let dram = &self.dram.0;
+                    let off = (d.len() * n) % dram.len().saturating_sub(n).max(1);
+                    d.push(stream(&dram[off..(off + n).min(dram.len())]));
                     std::thread::sleep(Duration::from_micros(200));
                 }
                 let (l2, llc, dram) = (median(&mut a), median(&mut b), median(&mut c));
@@ -246,7 +249,7 @@ mod tests {
 
     #[test]
     fn chain_is_one_cycle_through_every_line() {
-        let v = chain(64 * 1000, 7);
+        let (v, _) = chain(64 * 1000, 7);
         let v: &[usize] = &v;
         let mut seen = vec![false; 1000];
         let mut i = 0;

@@ -40,18 +40,10 @@ pub struct Evidence {
     /// see `canary`).
     #[serde(default)]
     pub canary: Option<super::canary::CanaryReading>,
-    /// Public mode, when nothing else decided: what the culprit's CPU got from memory, and the
-    /// host's quiet figures it was judged against (`bandwidth`).
+    /// Public mode, when nothing else decided: DRAM latency from the culprit's CPU against
+    /// CPUs where what runs is displaced (`bandwidth`).
     #[serde(default)]
-    pub bandwidth: Option<BandwidthEvidence>,
-}
-
-/// A memory reading on the culprit's CPU and the calibration it was judged against (None: this
-/// host had none yet; the reading started it).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct BandwidthEvidence {
-    pub reading: super::bandwidth::Reading,
-    pub calibration: Option<super::bandwidth::Calibration>,
+    pub bandwidth: Option<super::bandwidth::Reading>,
 }
 
 /// The latency probe of a public-mode diagnosis.

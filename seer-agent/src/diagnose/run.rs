@@ -13,7 +13,7 @@ use super::{
     microbench::{Arena, CacheSizes, Placement},
     pmu::{self, KernelPerf, PerfSys},
     probe::{self as probe_mod, Observer, Probe, Protocol, Request, Window},
-    record::{BandwidthEvidence, Evidence, ProbeInfo, Record},
+    record::{Evidence, ProbeInfo, Record},
     search::{self, ActionGate, Lab, SearchConfig},
     signals::{self, SignalSummary, Snapshot},
     target::{self, Target},
@@ -39,8 +39,8 @@ pub struct DiagnoseRequest {
     pub net_dest: Option<SocketAddr>,
     /// Run-queue wait / runnable time that counts as short of CPU (see [`cpu_evidence`]).
     pub cpu_wait: f64,
-    /// The host's quiet memory figures ([`bandwidth`]); None: no memory reading.
-    pub calibration: Option<PathBuf>,
+    /// When nothing else decides, read memory latency on the culprit's CPU ([`bandwidth`]).
+    pub memory_reading: bool,
 }
 
 /// The real lab: microbenchmarks next to the culprit, a probe watching it, and the PMU-free
@@ -266,9 +266,19 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The host's online CPUs (not this thread's affinity: the probe pins itself).
+fn host_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1)
+}
+
 /// The host's CPUs the culprit may not run on (all of them when it may run everywhere).
+/// Counted from the host, not from `available_parallelism`, which follows the calling
+/// thread's affinity: once the probe has pinned itself to the other CPUs, that would leave
+/// the culprit's CPUs out of the count and put the "other CPUs" kernels on the culprit's.
 fn other_cpus(culprit: &[usize]) -> Vec<usize> {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = host_cpus();
     let v: Vec<usize> = (0..n).filter(|c| !culprit.contains(c)).collect();
     if v.is_empty() { culprit.to_vec() } else { v }
 }
@@ -299,7 +309,7 @@ impl DiagnoseRequest {
             search: SearchConfig::default(),
             net_dest: None,
             cpu_wait: 0.4,
-            calibration: Some(PathBuf::from(bandwidth::DEFAULT_CALIBRATION)),
+            memory_reading: true,
         }
     }
 }
@@ -449,9 +459,10 @@ fn public(
             protocol.name()
         ));
     }
-    let bandwidth = match (&o.resource, &req.calibration) {
-        (None, Some(path)) => memory_reading(t, req, path, &mut o),
-        _ => None,
+    let bandwidth = if o.resource.is_none() && req.memory_reading {
+        memory_reading(t, req, &mut o)
+    } else {
+        None
     };
     if !t.alive() {
         return Err(t.gone("it exited before the diagnosis finished"));
@@ -484,59 +495,46 @@ fn public(
     })
 }
 
-/// When neither the signals nor the microbenchmarks decided: a memory reading on the
-/// culprit's CPU (two of ~3.5 ms of its CPU, 30 ms apart, counted as injected time; skipped
-/// when the budget has no room), judged against the host's calibration, which the reading then
-/// updates.
+/// When neither the signals nor the microbenchmarks decided: DRAM latency read on the
+/// culprit's CPU and, interleaved, on the other CPUs ([`bandwidth`]); the culprit's share of it
+/// (~5 ms) counts as injected time, and it is skipped when the budget has no room.
 fn memory_reading(
     t: &Target,
     req: &DiagnoseRequest,
-    path: &Path,
     o: &mut search::Outcome,
-) -> Option<BandwidthEvidence> {
-    const NEED: Duration = Duration::from_millis(8);
-    if o.injected + NEED > req.search.budget {
+) -> Option<bandwidth::Reading> {
+    const ROUNDS: u32 = 5;
+    let need = bandwidth::cost(ROUNDS);
+    if o.injected + need > req.search.budget {
         o.reason.push_str(&format!(
-            "; no memory reading: {:.0} ms of the {:.0} ms budget left",
+            "; no memory reading: {:.0} ms of the {:.0} ms budget left, it needs ~{:.0}",
             req.search.budget.saturating_sub(o.injected).as_secs_f64() * 1e3,
-            req.search.budget.as_secs_f64() * 1e3
+            req.search.budget.as_secs_f64() * 1e3,
+            need.as_secs_f64() * 1e3
         ));
         return None;
     }
-    let cal = bandwidth::load(path).unwrap_or_else(|e| {
-        log::warn!("memory calibration: {e}");
-        None
-    });
-    let r =
-        bandwidth::Meter::new().read_twice(t.cpus.first().copied(), 5, Duration::from_millis(30));
-    o.injected += Duration::from_secs_f64(r.cpu_ms / 1e3);
-    match cal.as_ref().and_then(|c| bandwidth::judge(&r, c)) {
+    let culprit = t.cpus.first().copied().unwrap_or(0);
+    let Some(r) = bandwidth::Meter::new().read(culprit, &other_cpus(&t.cpus), ROUNDS) else {
+        o.reason
+            .push_str("; no memory reading: no CPU besides the culprit's to compare with");
+        return None;
+    };
+    o.injected += Duration::from_secs_f64(r.culprit_cpu_ms / 1e3);
+    match bandwidth::judge(&r) {
         Some((why, strength)) => {
             o.resource = Some(Resource::MemoryBandwidth);
             o.confidence = strength;
             o.reason = format!(
-                "short of memory bandwidth, read on its CPU: {why} (no microbenchmark moved its latency: where a neighbour streams on the other CPUs, a kernel there only takes turns with it)"
+                "short of memory bandwidth: {why} (no microbenchmark moved its latency: where a neighbour streams on the other CPUs, a kernel there only takes turns with it)"
             );
         }
-        None if cal.is_none() => o.reason.push_str(&format!(
-            "; memory not judged: no calibration yet at {} (this reading starts it; `seer-agent diagnose --calibrate` on a quiet host)",
-            path.display()
-        )),
         None => o.reason.push_str(&format!(
-            "; its CPU reads memory at {:.1} GB/s ({:.0} ns per DRAM access), quiet {:.1} GB/s ({:.0} ns): not short of bandwidth",
-            r.stream_gb_s,
-            r.dram_ns,
-            cal.map_or(0.0, |c| c.stream_gb_s_peak),
-            cal.map_or(0.0, |c| c.dram_ns_min)
+            "; a DRAM access from its CPU takes {:.2}x one from the other CPUs ({:.0} ns): not short of memory bandwidth",
+            r.ratio, r.culprit_ns
         )),
     }
-    if let Err(e) = bandwidth::save(path, &bandwidth::merge(cal, &r)) {
-        log::warn!("memory calibration not updated: {e}");
-    }
-    Some(BandwidthEvidence {
-        reading: r,
-        calibration: cal,
-    })
+    Some(r)
 }
 
 #[cfg(test)]
