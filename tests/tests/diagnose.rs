@@ -291,7 +291,7 @@ fn cpu_hog_next_to_memcached_is_cpu_without_injecting() {
 /// touches none of them), the microbenchmarks must have run, and the memory reading must see
 /// the hog: DRAM accesses from memcached's CPU slower than from the hog's, where the reader
 /// displaces it (1.18-1.34x measured, none of the other hogs above 1.05x; the verdict
-/// memory_bandwidth needs 1.12x, the test 1.08x). Five diagnoses under the bandwidth hog, two
+/// memory_bandwidth needs 1.15x, the test 1.08x). Five diagnoses under the bandwidth hog, two
 /// must see it and not say CPU: the hog's pressure on this VM's memory wavers (a reading now and
 /// then sees none of it), and on a shared host someone else's CPU burst on memcached's CPU can
 /// make it really wait for a CPU. This binary runs alone under nextest (.config/nextest.toml).

@@ -633,6 +633,18 @@ fn diagnose_once(
         error: None,
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
+    if wall_ms > 10_000.0 {
+        // Slow diagnoses say where their time went (the agent logs each phase).
+        println!(
+            "  slow diagnosis ({:.0} s), its log:\n{}",
+            wall_ms / 1e3,
+            stderr
+                .lines()
+                .map(|l| format!("  | {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     if !out.status.success() {
         t.error = Some(
             stderr

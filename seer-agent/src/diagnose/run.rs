@@ -423,6 +423,12 @@ fn public(
         protocol.name()
     );
     let probe = Probe::connect(addr, protocol, &req.probe, &req.http_path)?;
+    // The memory reading's 64 MiB chain is built while the search runs (off the culprit's
+    // CPUs: this thread's affinity, at the lowest priority): faulting in huge pages can stall
+    // for seconds where the kernel must compact memory for them.
+    let meter = req
+        .memory_reading
+        .then(bandwidth::Meter::build_in_background);
     let placement = Placement {
         cpus: t.cpus.clone(),
         uncore_cpus: other_cpus(&t.cpus),
@@ -452,17 +458,24 @@ fn public(
         quiet_waits: Vec::new(),
         cpu_wait: req.cpu_wait,
     };
+    let t_search = std::time::Instant::now();
     let mut o = search::search(&t.name, &mut lab, gate, &req.search)?;
+    log::info!(
+        "observed and injected in {} ms ({} steps, {:.0} ms injected): {}",
+        t_search.elapsed().as_millis(),
+        o.steps.len(),
+        o.injected.as_secs_f64() * 1e3,
+        o.resource.map_or("nothing decided yet", |r| r.name())
+    );
     if !protocol.sees_request_path() && o.steps.iter().any(|s| s.requests > 0) {
         o.reason.push_str(&format!(
             " (the {} probe times connection setup only, not requests: what the microbenchmarks did not move may still slow its requests)",
             protocol.name()
         ));
     }
-    let bandwidth = if o.resource.is_none() && req.memory_reading {
-        memory_reading(t, req, &mut o)
-    } else {
-        None
+    let bandwidth = match meter {
+        Some(m) if o.resource.is_none() => memory_reading(t, req, m, &mut o),
+        _ => None,
     };
     if !t.alive() {
         return Err(t.gone("it exited before the diagnosis finished"));
@@ -501,6 +514,7 @@ fn public(
 fn memory_reading(
     t: &Target,
     req: &DiagnoseRequest,
+    meter: std::sync::mpsc::Receiver<bandwidth::Meter>,
     o: &mut search::Outcome,
 ) -> Option<bandwidth::Reading> {
     const ROUNDS: u32 = 5;
@@ -514,8 +528,16 @@ fn memory_reading(
         ));
         return None;
     }
+    const WAIT: Duration = Duration::from_secs(2);
+    let Ok(meter) = meter.recv_timeout(WAIT) else {
+        o.reason.push_str(&format!(
+            "; no memory reading: its 64 MiB buffer was not faulted in {} s after the search (the kernel compacting memory for huge pages?)",
+            WAIT.as_secs()
+        ));
+        return None;
+    };
     let culprit = t.cpus.first().copied().unwrap_or(0);
-    let Some(r) = bandwidth::Meter::new().read(culprit, &other_cpus(&t.cpus), ROUNDS) else {
+    let Some(r) = meter.read(culprit, &other_cpus(&t.cpus), ROUNDS) else {
         o.reason
             .push_str("; no memory reading: no CPU besides the culprit's to compare with");
         return None;
