@@ -36,9 +36,10 @@ pub struct DiagnoseArgs {
     /// Bursts per intensity level, averaged (each counts against the budget).
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
-    /// Only these resources, in this order (default: CPU, network, disk and memory capacity
+    /// Only these resources, in this order (default: network, memory capacity, disk and CPU
     /// from PMU-free signals, then microbenchmarks for the core resources, LLC and memory
-    /// bandwidth; name network, disk or memory_capacity to inject their kernels too).
+    /// bandwidth, then a memory reading for memory bandwidth: DRAM latency from its CPU against
+    /// the other CPUs; name network, disk or memory_capacity to inject their kernels too).
     #[arg(long, value_delimiter = ',')]
     pub resources: Vec<String>,
     /// Port to probe (default: the service's lowest listening port).
