@@ -30,7 +30,7 @@ pub struct DiagnoseArgs {
     #[arg(long, default_value_t = 1.3)]
     pub relative: f64,
     /// Share of runnable time spent waiting on a run queue that counts as short of CPU (with
-    /// at least 20 us per time slice and 15% of the request latency).
+    /// at least 15 us per time slice and 15% of the request latency).
     #[arg(long, default_value_t = 0.4)]
     pub cpu_wait: f64,
     /// Bursts per intensity level, averaged (each counts against the budget).

@@ -76,10 +76,16 @@ fn quiet_summary(total: &Snapshot, dur: Duration, waits: &[(f64, f64)]) -> Signa
     s
 }
 
+/// Run-queue wait per time slice that matters (us): 5x an idle host's wake-up (~3 us). It was
+/// 20 until a CPU hog beside memcached measured 19.3 us at 45% of runnable time (a real
+/// shortage; usually 26-59 us).
+pub const SLICE_WAIT_US: f64 = 15.0;
+
 /// The culprit is short of CPU when CFS throttles it for 5% of the time, or when its threads
 /// wait on a run queue for at least `wait` of their runnable time (wait / (wait + run)), and
-/// that wait matters to its requests: at least 20 us per time slice (each wake-up to serve
-/// requests is one; an idle host wakes a thread in a few us) and at least 15% of the probe's
+/// that wait matters to its requests: at least [`SLICE_WAIT_US`] per time slice (each wake-up
+/// to serve requests is one; an idle host wakes a thread in a few us) and at least 15% of the
+/// probe's
 /// quiet median latency (a service slowed by a blocking call or a slow callee also waits for a
 /// CPU after each wake-up, but that wait is a sliver of its latency). Returns why and how
 /// strongly (0..=1).
@@ -98,7 +104,7 @@ pub fn cpu_evidence(s: &SignalSummary, baseline_us: f64, wait: f64) -> Option<(S
             ),
             s.throttled_ratio.min(1.0),
         ))
-    } else if s.runq_wait_ratio >= wait && w >= 20.0 && of_latency >= 0.15 {
+    } else if s.runq_wait_ratio >= wait && w >= SLICE_WAIT_US && of_latency >= 0.15 {
         Some((
             format!(
                 "its threads waited on a run queue {:.0}% of their runnable time (>= {:.0}%), {w:.0} us per time slice, {:.0}% of its {baseline_us:.0} us request latency",
@@ -423,12 +429,6 @@ fn public(
         protocol.name()
     );
     let probe = Probe::connect(addr, protocol, &req.probe, &req.http_path)?;
-    // The memory reading's 64 MiB chain is built while the search runs (off the culprit's
-    // CPUs: this thread's affinity, at nice 0 like the kernels), not after it: it takes a
-    // debug build ~0.3 s of CPU, more where it shares a CPU.
-    let meter = req
-        .memory_reading
-        .then(bandwidth::Meter::build_in_background);
     let placement = Placement {
         cpus: t.cpus.clone(),
         uncore_cpus: other_cpus(&t.cpus),
@@ -473,9 +473,10 @@ fn public(
             protocol.name()
         ));
     }
-    let bandwidth = match meter {
-        Some(m) if o.resource.is_none() => memory_reading(t, req, m, &mut o),
-        _ => None,
+    let bandwidth = if o.resource.is_none() && req.memory_reading {
+        memory_reading(t, req, &mut o)
+    } else {
+        None
     };
     if !t.alive() {
         return Err(t.gone("it exited before the diagnosis finished"));
@@ -514,7 +515,6 @@ fn public(
 fn memory_reading(
     t: &Target,
     req: &DiagnoseRequest,
-    meter: std::sync::mpsc::Receiver<bandwidth::Meter>,
     o: &mut search::Outcome,
 ) -> Option<bandwidth::Reading> {
     const ROUNDS: u32 = 5;
@@ -528,10 +528,14 @@ fn memory_reading(
         ));
         return None;
     }
+    // Its 64 MiB chain is built now, not during the search (where it would load the CPUs and
+    // the memory being measured), off the culprit's CPUs (this thread's affinity), on a thread
+    // of its own so that a slow build (once 61 s on a loaded host, cause not found) ends the
+    // wait rather than the diagnosis.
     const WAIT: Duration = Duration::from_secs(5);
-    let Ok(meter) = meter.recv_timeout(WAIT) else {
+    let Ok(meter) = bandwidth::Meter::build_in_background().recv_timeout(WAIT) else {
         o.reason.push_str(&format!(
-            "; no memory reading: its 64 MiB buffer was not ready {} s after the search (its CPUs too busy, or the kernel slow to fault in its pages)",
+            "; no memory reading: its 64 MiB buffer was not ready in {} s (its CPUs too busy, or the kernel slow to fault in its pages)",
             WAIT.as_secs()
         ));
         return None;
