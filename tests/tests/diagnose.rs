@@ -309,7 +309,7 @@ fn cpu_hog_and_memory_bandwidth_hog_are_told_apart() {
 
     // At nice 0, as a real neighbour runs (alone on CPU 1): at nice -19 its pressure on this
     // VM faded within seconds (DRAM latency from CPU 0 206 -> 164 ns in 6 s; 185-197 ns for 9 s
-    // at nice 0), for reasons not found.
+    // at nice 0; read with a throwaway C version of the memory reading), reasons not found.
     let mut hog = Proc::spawn({
         let mut c = Command::new(target_bin("seer-testbed-svc"));
         c.args(["hog", "--kind", "membw", "--intensity", "1", "--cpus", "1"]);

@@ -12,15 +12,17 @@
 //! DRAM latency between 80 and 160 ns here) weighs on both alike; their ratio says whether
 //! something on this host's other CPUs is eating memory bandwidth that the culprit waits for.
 //!
-//! Measured on the 2-vCPU EPYC VM this was built on (2026-11-26, chase of 5 x 6000 loads per
-//! CPU, culprit's CPU 0 over CPU 1 where the neighbour runs; the same figures with a C
-//! version of the reading): nothing 0.98-1.03; a spinning CPU hog 0.98-1.05; a cache hog
-//! (random reads over 32 MiB) 0.98-1.04; the testbed's memory-bandwidth hog (1 MiB memsets
-//! streaming through 64 MiB) 1.18-1.34. In the evaluation of 20:25 UTC (`cargo xtask eval
-//! diagnosis`, debug build, the testbed's services beside): no fault, a blocking bug, a load
-//! spike 0.90-1.08 with one reading at 1.14; a cache hog 1.00-1.12; the bandwidth hog 1.23-1.42
-//! where it pressed, 1.00-1.10 in three readings of the scenario whose hog ran two threads on
-//! the one other CPU (the reader, displacing one, waited behind the other).
+//! Measured on the 2-vCPU EPYC VM this was built on (2026-11-26), culprit's CPU over the
+//! other, where the neighbour runs: first with a throwaway C version of the reading (not
+//! kept): nothing 0.98-1.03, a spinning CPU hog 0.98-1.05, a cache hog (random reads over
+//! 32 MiB) 0.98-1.04, the testbed's memory-bandwidth hog (1 MiB memsets streaming through
+//! 64 MiB) 1.18-1.34. Then with this code (rerun: `cargo xtask eval diagnosis`, ratios in
+//! `reports/diagnosis.json`; `cargo nextest run -p seer-tests --test diagnose told_apart
+//! --no-capture` prints them for the bandwidth hog): run of 21:14 UTC, no fault, a blocking
+//! bug, a load spike 0.95-1.12; a cache hog 0.99-1.11; the bandwidth hog 1.05-1.31 (8 of 10
+//! readings >= 1.15); the told-apart test 1.05-1.70. Runs since 20:25 UTC without a hog
+//! reached 1.14 once, hence [`RISE`].
+
 use std::time::Duration;
 
 use nix::sched::{CpuSet, sched_setaffinity};
