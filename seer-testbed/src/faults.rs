@@ -395,9 +395,7 @@ fn squeeze(
     let was = match layout.set_memory_limit(&tg.cgroup, limit) {
         Ok(w) => w,
         Err(e) => {
-            if let Some(f) = &swap {
-                let _ = crate::swap::off(f);
-            }
+            let _ = release(None, swap.as_deref());
             return Err(e.to_string());
         }
     };
@@ -417,13 +415,23 @@ fn squeeze(
             swap,
         }),
         Err(e) => {
-            let _ = crate::cgroup::restore_memory_limit(&was.0, &was.1);
-            if let Some(f) = &swap {
-                let _ = crate::swap::off(f);
-            }
+            let _ = release(Some(&was), swap.as_deref());
             Err(e)
         }
     }
+}
+
+/// Undoes what [`squeeze`] set up: the memory limit it replaced (file, text), then the swap
+/// file it added; both are tried, the first error is returned.
+fn release(
+    limit: Option<&(PathBuf, String)>,
+    swap: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let restored = limit.map_or(Ok(()), |(f, t)| {
+        crate::cgroup::restore_memory_limit(f, t).map_err(|e| e.to_string())
+    });
+    let off = swap.map_or(Ok(()), |f| crate::swap::off(f).map_err(|e| e.to_string()));
+    restored.and(off)
 }
 
 fn start_hog(
@@ -537,12 +545,7 @@ fn undo(active: Active, tg: &Target, layout: &Layout) {
             drop(hog.stdin.take());
             let _ = hog.kill();
             let _ = hog.wait();
-            crate::cgroup::restore_memory_limit(&limit.0, &limit.1)
-                .map_err(|e| e.to_string())
-                .and(
-                    swap.map_or(Ok(()), |f| crate::swap::off(&f))
-                        .map_err(|e| e.to_string()),
-                )
+            release(Some(&limit), swap.as_deref())
         }
         Active::Nothing => Ok(()),
     };

@@ -72,7 +72,7 @@ pub struct DiagnosisArgs {
 
 pub fn run(which: Eval) -> Result<()> {
     match which {
-        Eval::Diagnosis(a) => diagnosis(a),
+        Eval::Diagnosis(a) => diagnosis(&a),
     }
 }
 
@@ -152,12 +152,11 @@ fn parse_scenario(path: &Path) -> Result<Scn> {
     let mut victim = None;
     for line in text.lines() {
         let l = line.trim();
-        if let Some(v) = l.strip_prefix("# eval.victim") {
-            victim = Some(unquote(v.trim_start().trim_start_matches('=').trim()));
+        if let Some(v) = eval_comment(l, "victim") {
+            victim = Some(v);
             continue;
         }
-        if let Some(v) = l.strip_prefix("# eval.settle_s") {
-            let v = unquote(v.trim_start().trim_start_matches('=').trim());
+        if let Some(v) = eval_comment(l, "settle_s") {
             s.settle_s = Some(v.parse().with_context(|| {
                 format!("{}: eval.settle_s = {v:?} is not a number", path.display())
             })?);
@@ -218,6 +217,12 @@ fn parse_scenario(path: &Path) -> Result<Scn> {
     Ok(s)
 }
 
+/// The value of a `# eval.KEY = VALUE` line (quotes removed).
+fn eval_comment(line: &str, key: &str) -> Option<String> {
+    let v = line.strip_prefix("# eval.")?.strip_prefix(key)?;
+    Some(unquote(v.trim_start().trim_start_matches('=').trim()))
+}
+
 fn unquote(v: &str) -> String {
     v.trim().trim_matches('"').to_string()
 }
@@ -276,7 +281,7 @@ fn other_testbeds(mine: &str) -> Vec<String> {
     v
 }
 
-fn diagnosis(a: DiagnosisArgs) -> Result<()> {
+fn diagnosis(a: &DiagnosisArgs) -> Result<()> {
     let root = util::root();
     let at = |p: &Path| {
         if p.is_absolute() {
@@ -326,7 +331,6 @@ fn diagnosis(a: DiagnosisArgs) -> Result<()> {
     if scns.is_empty() {
         bail!("no scenarios in {} (or none matched --only)", dir.display());
     }
-    let a = &a;
     let started = Instant::now();
     let date = util::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M:%S UTC"]))?;
     let n_scn = scns.len();

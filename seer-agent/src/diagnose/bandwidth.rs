@@ -25,8 +25,6 @@
 
 use std::time::Duration;
 
-use nix::sched::{CpuSet, sched_setaffinity};
-use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::canary::{HugeBuf, chain, chase, median, thread_cpu_ns};
@@ -71,14 +69,6 @@ impl Default for Meter {
     }
 }
 
-fn pin(cpu: usize) {
-    let mut set = CpuSet::new();
-    if set.set(cpu).is_ok() {
-        // Best effort: an unpinned chase still measures, only less precisely.
-        let _ = sched_setaffinity(Pid::from_raw(0), &set);
-    }
-}
-
 impl Meter {
     pub fn new() -> Meter {
         let (buf, start) = chain(BUF_BYTES, 0x5EE_D1A6);
@@ -94,8 +84,7 @@ impl Meter {
         let spawned = std::thread::Builder::new()
             .name("seer-meter".into())
             .spawn(move || {
-                // SAFETY: setpriority on the calling thread (who = 0); no memory involved.
-                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 0) };
+                let _ = super::nice_thread(0);
                 let t0 = std::time::Instant::now();
                 let m = Meter::new();
                 log::debug!("memory meter built in {} ms", t0.elapsed().as_millis());
@@ -126,12 +115,12 @@ impl Meter {
                 let mut theirs = vec![Vec::new(); others.len()];
                 let mut mine_ns = 0u64;
                 for _ in 0..rounds.max(1) {
-                    pin(culprit);
+                    super::pin_thread(&[culprit]);
                     let t0 = thread_cpu_ns();
                     mine.push(chase(&self.buf, STEPS, &mut at));
                     mine_ns += thread_cpu_ns().saturating_sub(t0);
                     for (i, &c) in others.iter().enumerate() {
-                        pin(c);
+                        super::pin_thread(&[c]);
                         theirs[i].push(chase(&self.buf, STEPS, &mut at));
                     }
                 }

@@ -19,8 +19,6 @@
 //! hosts with a real LLC (a bare-metal or dedicated-core instance) to calibrate.
 use std::{hint::black_box, time::Duration};
 
-use nix::sched::{CpuSet, sched_setaffinity};
-use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::microbench::CacheSizes;
@@ -205,10 +203,7 @@ impl Canary {
         std::thread::scope(|s| {
             s.spawn(|| {
                 if let Some(c) = cpu {
-                    let mut set = CpuSet::new();
-                    if set.set(c).is_ok() {
-                        let _ = sched_setaffinity(Pid::from_raw(0), &set);
-                    }
+                    super::pin_thread(&[c]);
                 }
                 let (mut a, mut b, mut c, mut d) = (vec![], vec![], vec![], vec![]);
                 let (mut at_l2, mut at_llc, mut at_dram) = (self.l2.1, self.llc.1, self.dram.1);

@@ -11,9 +11,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nix::sched::{CpuSet, sched_setaffinity};
-use nix::unistd::Pid;
-
 use super::{DiagnoseError, Resource, probe::Observer, probe::Window};
 
 /// Cache sizes in bytes (per core for L1d/L2, per socket for the LLC).
@@ -249,13 +246,8 @@ fn open_disk(path: &Path) -> std::io::Result<File> {
 /// One burst on one CPU: work for `intensity` of every 1 ms period until `until`.
 fn run(kind: Resource, intensity: f64, until: Instant, m: &mut ThreadMem) -> u64 {
     // An ordinary neighbour: nice 0, not the probe's priority this thread inherited.
-    // SAFETY: setpriority on the calling thread (who = 0); no memory involved.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 0) };
-    let mut set = CpuSet::new();
-    if set.set(m.cpu).is_ok() {
-        // Best effort: an unpinned kernel still contends, only less precisely.
-        let _ = sched_setaffinity(Pid::from_raw(0), &set);
-    }
+    let _ = super::nice_thread(0);
+    super::pin_thread(&[m.cpu]);
     let period = Duration::from_millis(1);
     let busy = period.mul_f64(intensity);
     let mut ops = 0u64;

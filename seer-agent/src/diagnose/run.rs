@@ -5,9 +5,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use nix::sched::{CpuSet, sched_setaffinity};
-use nix::unistd::Pid;
-
 use super::{
     DiagnoseError, Mode, Resource, bandwidth,
     microbench::{Arena, CacheSizes, Placement},
@@ -289,18 +286,6 @@ fn other_cpus(culprit: &[usize]) -> Vec<usize> {
     if v.is_empty() { culprit.to_vec() } else { v }
 }
 
-/// Pins the calling thread (the probe) to `cpus`.
-fn pin(cpus: &[usize]) {
-    let mut set = CpuSet::new();
-    let mut any = false;
-    for &c in cpus {
-        any |= set.set(c).is_ok();
-    }
-    if any {
-        let _ = sched_setaffinity(Pid::from_raw(0), &set);
-    }
-}
-
 impl DiagnoseRequest {
     /// Defaults (as `seer-agent diagnose SERVICE` with no options).
     pub fn new(service: &str) -> Self {
@@ -409,13 +394,9 @@ fn public(
     // CAP_SYS_NICE), so that it runs as soon as a reply arrives even where an uncore kernel
     // shares its CPU (a two-CPU host): its latency is the culprit's, not its own scheduling.
     // The kernels' threads go back to nice 0 (`microbench::run`).
-    pin(&other_cpus(&t.cpus));
-    // SAFETY: setpriority on the calling thread (who = 0); no memory involved.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) } != 0 {
-        log::debug!(
-            "probe priority unchanged: {}",
-            std::io::Error::last_os_error()
-        );
+    super::pin_thread(&other_cpus(&t.cpus));
+    if let Err(e) = super::nice_thread(-20) {
+        log::debug!("probe priority unchanged: {e}");
     }
     let (protocol, chosen) = match req.protocol {
         Some(p) => (p, "given"),
