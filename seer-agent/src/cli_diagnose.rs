@@ -39,7 +39,8 @@ pub struct DiagnoseArgs {
     /// Only these resources, in this order (default: network, memory capacity, disk and CPU
     /// from PMU-free signals, then microbenchmarks for the core resources, LLC and memory
     /// bandwidth, then a memory reading for memory bandwidth: DRAM latency from its CPU against
-    /// the other CPUs; name network, disk or memory_capacity to inject their kernels too).
+    /// the other CPUs, then with --llc-reading an LLC reading; name network, disk or
+    /// memory_capacity to inject their kernels too).
     #[arg(long, value_delimiter = ',')]
     pub resources: Vec<String>,
     /// Port to probe (default: the service's lowest listening port).
@@ -60,6 +61,16 @@ pub struct DiagnoseArgs {
     /// record it: for calibrating hosts; the diagnosis does not use it.
     #[arg(long)]
     pub canary: bool,
+    /// When nothing else decided, memory bandwidth included, read the LLC: a working set twice
+    /// the L2 walked on its CPU with the CPUs sharing its LLC running, then held by a spinning
+    /// real-time thread (what runs there pauses a few ms), and the time a cache line takes to
+    /// reach them; names the LLC when the neighbours slow the walk >= 1.2x. It takes ~10-15 ms
+    /// of the culprit's CPU after the search: give it room with --budget-ms 130. Off by
+    /// default: on the VM seer was built on, other tenants empty the L3 within ~20 ms and its
+    /// readings beside a cache hog were no different from those without one
+    /// (seer-agent/src/diagnose/llc.rs, reports/llc-reading/).
+    #[arg(long)]
+    pub llc_reading: bool,
     /// Force the mode: private or public (default: detected from the PMU).
     #[arg(long)]
     pub mode: Option<String>,
@@ -140,6 +151,8 @@ fn request(a: &DiagnoseArgs) -> Result<DiagnoseRequest, DiagnoseError> {
         service: a.service.clone(),
         // Memory is read when memory bandwidth is among the resources asked for.
         memory_reading: order.is_empty() || order.contains(&Resource::MemoryBandwidth),
+        // The LLC is read when asked for and it is among them.
+        llc_reading: a.llc_reading && (order.is_empty() || order.contains(&Resource::Llc)),
         mode,
         port: a.port,
         probe: a.key.clone().map_or(Request::Version, Request::Get),

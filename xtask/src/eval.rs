@@ -245,6 +245,7 @@ struct Trial {
     canary: Value,
     /// The memory reading (culprit CPU against the others), when one was taken.
     bandwidth: Value,
+    llc: Value,
     /// The host's 1-minute load average before the diagnosis, and other testbeds running.
     load1: f64,
     others: Vec<String>,
@@ -632,6 +633,7 @@ fn diagnose_once(
         baseline_us: 0.0,
         canary: Value::Null,
         bandwidth: Value::Null,
+        llc: Value::Null,
         load1: load1(),
         others: other_testbeds(netns.rsplit_once('-').map_or(netns, |x| x.0)),
         error: None,
@@ -680,6 +682,7 @@ fn diagnose_once(
     t.baseline_us = r["evidence"]["baseline_us"].as_f64().unwrap_or(0.0);
     t.canary = r["evidence"]["canary"].clone();
     t.bandwidth = r["evidence"]["bandwidth"].clone();
+    t.llc = r["evidence"]["llc"].clone();
     Ok(t)
 }
 
@@ -848,6 +851,7 @@ fn report(
                 "baseline_us": t.baseline_us,
                 "canary": t.canary,
                 "bandwidth": t.bandwidth,
+                "llc": t.llc,
                 "load1": t.load1,
                 "other_testbeds": t.others,
             })).collect::<Vec<_>>(),

@@ -44,6 +44,10 @@ pub struct Evidence {
     /// CPUs where what runs is displaced (`bandwidth`).
     #[serde(default)]
     pub bandwidth: Option<super::bandwidth::Reading>,
+    /// Public mode, when nothing else decided, memory bandwidth included: a working set twice
+    /// the L2 walked on the culprit's CPU with its LLC siblings running and held (`llc`).
+    #[serde(default)]
+    pub llc: Option<super::llc::Reading>,
 }
 
 /// The latency probe of a public-mode diagnosis.

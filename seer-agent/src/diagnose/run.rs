@@ -6,7 +6,7 @@ use std::{
 };
 
 use super::{
-    DiagnoseError, Mode, Resource, bandwidth,
+    DiagnoseError, Mode, Resource, bandwidth, llc,
     microbench::{Arena, CacheSizes, Placement},
     pmu::{self, KernelPerf, PerfSys},
     probe::{self as probe_mod, Observer, Probe, Protocol, Request, Window},
@@ -38,6 +38,9 @@ pub struct DiagnoseRequest {
     pub cpu_wait: f64,
     /// When nothing else decides, read memory latency on the culprit's CPU ([`bandwidth`]).
     pub memory_reading: bool,
+    /// When nothing else decides (memory bandwidth included), read the LLC ([`llc`]); off by
+    /// default (it could not be evaluated on the host it was built on: module doc).
+    pub llc_reading: bool,
 }
 
 /// The real lab: microbenchmarks next to the culprit, a probe watching it, and the PMU-free
@@ -301,6 +304,7 @@ impl DiagnoseRequest {
             net_dest: None,
             cpu_wait: 0.4,
             memory_reading: true,
+            llc_reading: false,
         }
     }
 }
@@ -459,6 +463,11 @@ fn public(
     } else {
         None
     };
+    let llc = if o.resource.is_none() && req.llc_reading {
+        llc_reading(t, req, sizes.l2, &mut o)
+    } else {
+        None
+    };
     if !t.alive() {
         return Err(t.gone("it exited before the diagnosis finished"));
     }
@@ -481,6 +490,7 @@ fn public(
             pmu_scores: Vec::new(),
             canary,
             bandwidth,
+            llc,
             probe: Some(ProbeInfo {
                 addr: addr.to_string(),
                 protocol,
@@ -539,6 +549,70 @@ fn memory_reading(
         None => o.reason.push_str(&format!(
             "; a DRAM access from its CPU takes {:.2}x one from the other CPUs ({:.0} ns): not short of memory bandwidth",
             r.ratio, r.culprit_ns
+        )),
+    }
+    Some(r)
+}
+
+/// When nothing else decided, memory bandwidth included: the LLC reading ([`llc`]), a working
+/// set twice the L2 walked on the culprit's CPU with its LLC siblings running and held; what
+/// it takes of the culprit's CPU counts as injected time, within what the budget has left.
+fn llc_reading(
+    t: &Target,
+    req: &DiagnoseRequest,
+    l2_bytes: usize,
+    o: &mut search::Outcome,
+) -> Option<llc::Reading> {
+    const LEAST: Duration = Duration::from_millis(3);
+    let left = req.search.budget.saturating_sub(o.injected);
+    if left < LEAST {
+        o.reason.push_str(&format!(
+            "; no LLC reading: {:.0} ms of the {:.0} ms budget left, it needs {} at least",
+            left.as_secs_f64() * 1e3,
+            req.search.budget.as_secs_f64() * 1e3,
+            LEAST.as_millis()
+        ));
+        return None;
+    }
+    let culprit = t.cpus.first().copied().unwrap_or(0);
+    let held = llc::to_hold(culprit, &other_cpus(&t.cpus));
+    let Some(r) = llc::Meter::new(l2_bytes).read(culprit, &held, left) else {
+        o.reason
+            .push_str("; no LLC reading: no other CPU shares its LLC to compare with");
+        return None;
+    };
+    o.injected += Duration::from_secs_f64(r.culprit_cpu_ms / 1e3);
+    match llc::judge(&r) {
+        Some((why, strength)) => {
+            o.resource = Some(Resource::Llc);
+            o.confidence = strength;
+            o.reason = format!(
+                "short of LLC: {why} (no microbenchmark moved its latency, and DRAM is not slower from its CPU: the neighbour fills the cache without saturating memory)"
+            );
+        }
+        None if r.rounds < llc::MIN_ROUNDS => o.reason.push_str(&format!(
+            "; LLC reading cut short by the budget ({} of {} rounds): no verdict",
+            r.rounds,
+            llc::ROUNDS
+        )),
+        None => o.reason.push_str(&format!(
+            "; a load from a {} KiB working set on its CPU takes {:.2}x with CPUs {:?} running what they run as with them held ({:.1} ns){}: not short of LLC",
+            r.set_bytes >> 10,
+            r.ratio,
+            r.held_cpus,
+            r.free_ns,
+            match r.line_transfer_ns {
+                ns if ns <= 0.0 => String::new(),
+                ns if ns >= llc::SHARED_MAX_NS => format!(
+                    ", and a cache line takes {ns:.0} ns to reach CPU {} (>= {:.0}): they do not share an LLC now",
+                    r.held_cpus[0],
+                    llc::SHARED_MAX_NS
+                ),
+                ns => format!(
+                    ", a cache line reaching CPU {} in {ns:.0} ns",
+                    r.held_cpus[0]
+                ),
+            }
         )),
     }
     Some(r)

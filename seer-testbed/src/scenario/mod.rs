@@ -242,9 +242,10 @@ pub enum FaultKind {
     LoadSpike,
     /// CPU hog threads in the service's cgroup; intensity = cores of spinning.
     CpuHog,
-    /// A thread walking a 32 MiB buffer at random in the service's cgroup (LLC thrash).
+    /// A thread reading a 32 MiB buffer at random in the service's cgroup (LLC thrash).
     CacheHog,
-    /// Streaming over 256 MiB in the service's cgroup (memory bandwidth); intensity = threads.
+    /// Threads streaming writes through 64 MiB each in the service's cgroup (memory bandwidth);
+    /// intensity = threads.
     MembwHog,
     /// Allocates and keeps touching intensity MiB in the service's cgroup (memory capacity).
     MemHog,
