@@ -68,7 +68,8 @@ pub struct DiagnoseArgs {
     /// of the culprit's CPU after the search: give it room with --budget-ms 130. Off by
     /// default: on the VM seer was built on, other tenants empty the L3 within ~20 ms and its
     /// readings beside a cache hog were no different from those without one
-    /// (seer-agent/src/diagnose/llc.rs, reports/llc-reading/).
+    /// (seer-agent/src/diagnose/llc.rs, reports/llc-reading/). Calibrate it on a host with
+    /// `seer-agent llc-readings` first.
     #[arg(long)]
     pub llc_reading: bool,
     /// Force the mode: private or public (default: detected from the PMU).
@@ -278,4 +279,86 @@ fn diagnose(a: &DiagnoseArgs) -> Result<(), DiagnoseError> {
     let r = diagnose::diagnose(&req, &NoActions)?;
     print(&r, a.json);
     Ok(())
+}
+
+/// `seer-agent llc-readings`: the LLC reading of `diagnose --llc-reading` without a service,
+/// and how long this host's caches keep a working set, for calibrating `llc::RISE` on a host.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LlcReadingsArgs {
+    /// The CPU walked (the culprit's, in a diagnosis).
+    #[arg(long, default_value_t = 0)]
+    pub cpu: usize,
+    /// The CPUs held (default: those sharing its LLC, at most 3). Start the neighbour to
+    /// measure on them first, e.g. `seer-testbed-svc hog --kind cache --cpus 1` with `level 1`
+    /// on its stdin.
+    #[arg(long, value_delimiter = ',')]
+    pub hold: Vec<usize>,
+    /// Readings to take, each up to 5 rounds of a free and a held pass.
+    #[arg(long, default_value_t = 8)]
+    pub readings: u32,
+}
+
+pub fn llc_readings(a: &LlcReadingsArgs) -> ExitCode {
+    use diagnose::{llc, microbench::CacheSizes};
+    let n = diagnose::run::host_cpus();
+    if let Some(c) = std::iter::once(a.cpu)
+        .chain(a.hold.iter().copied())
+        .find(|&c| c >= n)
+    {
+        eprintln!(
+            "seer-agent: CPU {c} does not exist (this host has CPUs 0-{})",
+            n - 1
+        );
+        return ExitCode::from(EX_USAGE);
+    }
+    let hold = if a.hold.is_empty() {
+        let all: Vec<usize> = (0..n).collect();
+        llc::to_hold(a.cpu, &all)
+    } else {
+        a.hold.iter().copied().filter(|&c| c != a.cpu).collect()
+    };
+    let m = llc::Meter::new(CacheSizes::of_host().l2);
+    let Some(first) = m.read(a.cpu, &hold, Duration::from_millis(100)) else {
+        eprintln!(
+            "seer-agent: no CPU to hold beside CPU {} (give --hold CPU,...)",
+            a.cpu
+        );
+        return ExitCode::from(EX_USAGE);
+    };
+    println!(
+        "{} KiB working set on CPU {}, CPUs {:?} running (free) and held by {} (held); names the LLC from {:.2}x",
+        m.set_bytes() >> 10,
+        a.cpu,
+        hold,
+        first.hold,
+        llc::RISE
+    );
+    let mut r = Some(first);
+    for _ in 0..a.readings.max(1) {
+        let Some(x) = r
+            .take()
+            .or_else(|| m.read(a.cpu, &hold, Duration::from_millis(100)))
+        else {
+            break;
+        };
+        println!(
+            "free {:.1} ns  held {:.1} ns  ratio {:.2}  rounds {}  its CPU {:.1} ms  held {:.1} ms  line to CPU {} {:.0} ns",
+            x.free_ns,
+            x.held_ns,
+            x.ratio,
+            x.rounds,
+            x.culprit_cpu_ms,
+            x.held_ms,
+            hold[0],
+            x.line_transfer_ns
+        );
+    }
+    println!("retention (a pass after a wait with nothing of ours touching the set, 3 each):");
+    for wait_ms in [0u64, 1, 5, 20, 50] {
+        let v: Vec<String> = (0..3)
+            .map(|_| format!("{:.1}", m.retention(a.cpu, Duration::from_millis(wait_ms))))
+            .collect();
+        println!("  after {wait_ms:>2} ms: {} ns per load", v.join(", "));
+    }
+    ExitCode::SUCCESS
 }

@@ -85,6 +85,10 @@ enum Cmd {
     /// Which shared resource a service is short of (hardware counters, or without them
     /// ~10 ms microbenchmark bursts next to it, 100 ms in all by default).
     Diagnose(cli_diagnose::DiagnoseArgs),
+    /// The LLC reading of `diagnose --llc-reading` without a service (a CPU walked with its
+    /// LLC siblings running, then held), and how long this host's caches keep a working set:
+    /// for calibrating that reading on a host before turning it on.
+    LlcReadings(cli_diagnose::LlcReadingsArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -257,6 +261,7 @@ fn main() -> ExitCode {
         Cmd::Query(a) => report(cli_store::query(&a)),
         Cmd::Act(a) => report(cli_act::act(&a)),
         Cmd::Diagnose(a) => cli_diagnose::run(&a),
+        Cmd::LlcReadings(a) => cli_diagnose::llc_readings(&a),
     }
 }
 

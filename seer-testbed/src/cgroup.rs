@@ -220,31 +220,32 @@ impl Layout {
         fs::write(&file, text).map_err(|e| Error::io("cannot set the CPU quota", file, e))
     }
 
+    /// The memory controller's usage and limit files: v1 or v2 names.
+    fn memory_files(&self) -> (&'static str, &'static str) {
+        match self {
+            Layout::V1 { .. } => ("memory.usage_in_bytes", "memory.limit_in_bytes"),
+            Layout::V2 { .. } => ("memory.current", "memory.max"),
+        }
+    }
+
     /// The directory holding `rel`'s memory controller files (v1 memory hierarchy or v2 tree).
     fn memory_dir(&self, rel: &str) -> Option<PathBuf> {
+        let (_, limit) = self.memory_files();
         let d = match self {
             Layout::V1 { others, .. } => others
                 .iter()
                 .map(|r| r.join(rel))
-                .find(|d| d.join("memory.limit_in_bytes").exists())?,
+                .find(|d| d.join(limit).exists())?,
             Layout::V2 { root } => root.join(rel),
         };
-        let probe = match self {
-            Layout::V1 { .. } => "memory.limit_in_bytes",
-            Layout::V2 { .. } => "memory.max",
-        };
-        d.join(probe).exists().then_some(d)
+        d.join(limit).exists().then_some(d)
     }
 
     /// Memory charged to `rel` now, in bytes (v1 `memory.usage_in_bytes`, v2
     /// `memory.current`); None without a memory controller.
     pub fn memory_usage(&self, rel: &str) -> Option<u64> {
-        let d = self.memory_dir(rel)?;
-        let f = match self {
-            Layout::V1 { .. } => "memory.usage_in_bytes",
-            Layout::V2 { .. } => "memory.current",
-        };
-        fs::read_to_string(d.join(f)).ok()?.trim().parse().ok()
+        let f = self.memory_dir(rel)?.join(self.memory_files().0);
+        fs::read_to_string(f).ok()?.trim().parse().ok()
     }
 
     /// The memory limit file of `rel` and its text now (to restore it later).
@@ -254,10 +255,7 @@ impl Layout {
                 "cgroup {rel}: no memory controller (v1 memory hierarchy or v2 memory.max)"
             ))
         })?;
-        let f = d.join(match self {
-            Layout::V1 { .. } => "memory.limit_in_bytes",
-            Layout::V2 { .. } => "memory.max",
-        });
+        let f = d.join(self.memory_files().1);
         let text = fs::read_to_string(&f).map_err(|e| Error::io("cannot read", &f, e))?;
         Ok((f, text.trim().to_string()))
     }

@@ -185,6 +185,44 @@ fn bad_requests_get_clear_errors() {
     }
 }
 
+/// `seer-agent llc-readings`: readings and the retention table, or a clear usage error.
+#[test]
+fn llc_readings_measure_or_say_what_is_wrong() {
+    require_root!();
+    let out = Command::new(agent_bin())
+        .args(["llc-readings", "--cpu", "4096"])
+        .output()
+        .expect("run llc-readings");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("CPU 4096 does not exist"), "{err}");
+    if !two_cpus() {
+        println!("SKIP (the rest): one CPU, nothing to hold beside CPU 0");
+        return;
+    }
+    let out = Command::new(agent_bin())
+        .args([
+            "llc-readings",
+            "--cpu",
+            "0",
+            "--hold",
+            "1",
+            "--readings",
+            "2",
+        ])
+        .output()
+        .expect("run llc-readings");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("ratio").count(), 2, "two readings: {text}");
+    assert!(text.contains("line to CPU 1"), "{text}");
+    assert_eq!(text.matches("ns per load").count(), 5, "five waits: {text}");
+}
+
 #[test]
 fn service_gone_mid_diagnosis_is_an_error_not_a_verdict() {
     require_root!();

@@ -23,15 +23,15 @@
 //!
 //! **Off by default** (`seer-agent diagnose --llc-reading`): it could not be validated on the
 //! 2-vCPU EPYC VM it was built on, because there the LLC is not this host's to contend for.
-//! Measured there on 2026-11-26 (debug build):
-//! - `cargo test -p seer-agent --bin seer-agent llc_retention -- --ignored --nocapture`: a
-//!   2 MiB set that nothing on the VM touches costs 15-18 ns a load right after a pass, 29-51
-//!   ns after 5 ms, 72-100 ns after 20 ms, 86-115 ns after 50 ms (a DRAM access is ~90-160 ns
-//!   here): the physical host's other tenants empty this VM's share of the L3 within tens of
+//! Measured there on 2026-11-26 (debug build) with `seer-agent llc-readings` (the same code,
+//! then run as ignored tests; hogs started on CPU 1 first: `seer-testbed-svc hog --kind KIND
+//! --cpus 1`, stdin `level 1`):
+//! - retention: a 2 MiB set that nothing on the VM touches costs 15-18 ns a load right after a
+//!   pass, 29-51 ns after 5 ms, 72-100 ns after 20 ms, 86-115 ns after 50 ms at ~22:20 UTC
+//!   (20-21, 47-73 and 84-85 ns in a rerun at 23:18; a DRAM access is ~90-160 ns here): the
+//!   physical host's other tenants empty this VM's share of the L3 within tens of
 //!   milliseconds, whatever our own services do.
-//! - `cargo test -p seer-agent --bin seer-agent llc_readings -- --ignored --nocapture` (with a
-//!   testbed hog started on CPU 1 first, `seer-testbed-svc hog --kind KIND --cpus 1`, stdin
-//!   `level 1`): free / held with nothing running 0.96-1.05, beside the cache hog (random reads
+//! - readings: free / held with nothing running 0.96-1.05, beside the cache hog (random reads
 //!   over 32 MiB) 0.92-1.04, beside a CPU hog 0.98-1.02, beside the memory-bandwidth hog
 //!   0.92-1.26; the line passed between the two vCPUs in 34-46 ns in some runs and in 150-210
 //!   ns in others minutes apart (the hypervisor moves the vCPUs between dies; the evaluation
@@ -106,22 +106,11 @@ struct Ping(AtomicUsize);
 
 /// The CPUs that share `cpu`'s last-level cache (sysfs), `cpu` included; empty if unknown.
 pub fn llc_siblings(cpu: usize) -> Vec<usize> {
-    let base = format!("/sys/devices/system/cpu/cpu{cpu}/cache");
-    let mut best: Option<(u32, Vec<usize>)> = None;
-    for i in 0..8 {
-        let d = format!("{base}/index{i}");
-        let rd = |f: &str| std::fs::read_to_string(format!("{d}/{f}")).ok();
-        let (Some(level), Some(list)) = (rd("level"), rd("shared_cpu_list")) else {
-            continue;
-        };
-        let Ok(level) = level.trim().parse::<u32>() else {
-            continue;
-        };
-        if best.as_ref().is_none_or(|b| level > b.0) {
-            best = Some((level, super::target::parse_cpu_list(list.trim())));
-        }
-    }
-    best.map(|b| b.1).unwrap_or_default()
+    super::microbench::cache_indexes(cpu)
+        .into_iter()
+        .max_by_key(|ix| ix.level)
+        .map(|ix| super::target::parse_cpu_list(ix.read("shared_cpu_list").trim()))
+        .unwrap_or_default()
 }
 
 /// Which CPUs to hold for a culprit on `culprit`, among `others` (the CPUs the culprit does
@@ -171,22 +160,21 @@ impl Meter {
         let holding = AtomicUsize::new(0);
         let fifo = AtomicUsize::new(0);
         let ping = Ping(AtomicUsize::new(0));
+        // References the scoped threads' `move` closures copy.
+        let (hold, quit, holding, fifo, ping) = (&hold, &quit, &holding, &fifo, &ping.0);
         std::thread::scope(|s| {
             let spinners: Vec<_> = held
                 .iter()
                 .enumerate()
                 .map(|(i, &cpu)| {
-                    let (hold, quit, holding, fifo) = (&hold, &quit, &holding, &fifo);
                     // The first spinner answers the reader's pings.
-                    let ping = (i == 0).then_some(&ping.0);
+                    let ping = (i == 0).then_some(ping);
                     s.spawn(move || spinner(cpu, hold, quit, holding, fifo, ping))
                 })
                 .collect();
             let threads: Vec<std::thread::Thread> =
                 spinners.iter().map(|h| h.thread().clone()).collect();
-            let (hold_r, holding_r, ping_r) = (&hold, &holding, &ping.0);
             let reader = s.spawn(move || {
-                let (hold, holding, ping) = (hold_r, holding_r, ping_r);
                 let mut transfer_ns = 0.0;
                 super::pin_thread(&[culprit]);
                 let budget_ns = allowance.as_nanos() as u64;
@@ -261,6 +249,34 @@ impl Meter {
                 },
                 line_transfer_ns,
             })
+        })
+    }
+
+    /// How long the caches keep the set when nobody on this host touches it: a pass on `cpu`
+    /// (in a thread pinned there), `wait` with that CPU busy but touching no memory, then ns
+    /// per load of one more pass over the same lines.
+    pub fn retention(&self, cpu: usize, wait: Duration) -> f64 {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                super::pin_thread(&[cpu]);
+                let v: &[usize] = &self.buf;
+                let mut i = self.start;
+                for _ in 0..self.lines {
+                    i = v[i];
+                }
+                let t = Instant::now();
+                while t.elapsed() < wait {
+                    std::hint::spin_loop();
+                }
+                let t0 = thread_cpu_ns();
+                for _ in 0..self.lines {
+                    i = v[i];
+                }
+                std::hint::black_box(i);
+                thread_cpu_ns().saturating_sub(t0) as f64 / self.lines as f64
+            })
+            .join()
+            .unwrap_or(0.0)
         })
     }
 
@@ -347,6 +363,26 @@ fn ping_pong(ping: &AtomicUsize) -> f64 {
         }
     }
     t0.elapsed().as_nanos() as f64 / f64::from(2 * TRIPS)
+}
+
+impl Reading {
+    /// What the cache line's trip to the first held CPU says, for a verdict's reason (empty
+    /// when it was not measured).
+    pub fn line_note(&self) -> String {
+        let (ns, cpu) = (
+            self.line_transfer_ns,
+            self.held_cpus.first().copied().unwrap_or(0),
+        );
+        if ns <= 0.0 {
+            String::new()
+        } else if ns >= SHARED_MAX_NS {
+            format!(
+                ", and a cache line takes {ns:.0} ns to reach CPU {cpu} (>= {SHARED_MAX_NS:.0}): they do not share an LLC now"
+            )
+        } else {
+            format!(", a cache line reaching CPU {cpu} in {ns:.0} ns")
+        }
+    }
 }
 
 /// Some((why, strength)) when the reading says the neighbours' use of the LLC slows the culprit.
@@ -450,68 +486,12 @@ mod tests {
         assert!(r.culprit_cpu_ms < 5.0, "{r:?}");
     }
 
-    /// Prints readings on CPU 0 holding CPU 1 with this host's L2 (start a hog on CPU 1 first,
-    /// e.g. `seer-testbed-svc hog --kind cache --cpus 1`):
-    /// `cargo test -p seer-agent --bin seer-agent llc_readings -- --ignored --nocapture`.
     #[test]
-    #[ignore = "a measurement to read, not a check"]
-    fn llc_readings() {
-        let m = Meter::new(super::super::microbench::CacheSizes::of_host().l2);
-        for _ in 0..8 {
-            let r = m
-                .read(0, &[1], Duration::from_millis(100))
-                .expect("reading");
-            println!(
-                "{} KiB free {:.1} ns held {:.1} ns ratio {:.2} rounds {} culprit {:.1} ms held {:.1} ms ({}) line {:.0} ns",
-                r.set_bytes >> 10,
-                r.free_ns,
-                r.held_ns,
-                r.ratio,
-                r.rounds,
-                r.culprit_cpu_ms,
-                r.held_ms,
-                r.hold,
-                r.line_transfer_ns
-            );
-        }
-    }
-
-    /// How long this host's caches keep a working set of twice the L2 that nobody else on
-    /// the host touches: warm it on CPU 0, keep CPU 0 busy without memory for a while, time one
-    /// more pass. Prints ns per load after each wait:
-    /// `cargo test -p seer-agent --bin seer-agent llc_retention -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "a measurement to read, not a check"]
-    fn llc_retention() {
-        let m = Meter::new(super::super::microbench::CacheSizes::of_host().l2);
-        super::super::pin_thread(&[0]);
-        let v: &[usize] = &m.buf;
-        for wait_ms in [0u64, 1, 5, 20, 50] {
-            let mut out = Vec::new();
-            for _ in 0..3 {
-                let mut i = m.start;
-                for _ in 0..m.lines {
-                    i = v[i];
-                }
-                let t = Instant::now();
-                while t.elapsed() < Duration::from_millis(wait_ms) {
-                    std::hint::spin_loop();
-                }
-                let t0 = thread_cpu_ns();
-                for _ in 0..m.lines {
-                    i = v[i];
-                }
-                std::hint::black_box(i);
-                out.push(format!(
-                    "{:.1}",
-                    thread_cpu_ns().saturating_sub(t0) as f64 / m.lines as f64
-                ));
-            }
-            println!(
-                "{} KiB set, pass after {wait_ms} ms: {} ns per load",
-                m.set_bytes() >> 10,
-                out.join(", ")
-            );
-        }
+    fn retention_times_a_pass_after_the_wait() {
+        let m = Meter::new(256 << 10);
+        let t = Instant::now();
+        let ns = m.retention(0, Duration::from_millis(3));
+        assert!(t.elapsed() >= Duration::from_millis(3), "it waited");
+        assert!(ns > 0.1 && ns < 10_000.0, "{ns}");
     }
 }

@@ -29,21 +29,47 @@ impl CacheSizes {
             l2: 1 << 20,
             llc: 32 << 20,
         };
-        let base = Path::new("/sys/devices/system/cpu/cpu0/cache");
-        for i in 0..8 {
-            let d = base.join(format!("index{i}"));
-            let rd = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
-            let (level, ty, size) = (rd("level"), rd("type"), parse_size(&rd("size")));
-            let Some(size) = size else { continue };
-            match (level.trim(), ty.trim()) {
-                ("1", "Data") => c.l1d = size,
-                ("2", _) => c.l2 = size,
-                ("3", _) => c.llc = size,
+        for ix in cache_indexes(0) {
+            let Some(size) = parse_size(&ix.read("size")) else {
+                continue;
+            };
+            match (ix.level, ix.read("type").trim()) {
+                (1, "Data") => c.l1d = size,
+                (2, _) => c.l2 = size,
+                (3, _) => c.llc = size,
                 _ => {}
             }
         }
         c
     }
+}
+
+/// One cache sysfs describes for a CPU (`/sys/devices/system/cpu/cpuN/cache/indexK`).
+pub struct CacheIndex {
+    pub level: u32,
+    dir: std::path::PathBuf,
+}
+
+impl CacheIndex {
+    /// One of its files (`size`, `type`, `shared_cpu_list`, ...), empty if unreadable.
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).unwrap_or_default()
+    }
+}
+
+/// The caches sysfs describes for `cpu`, with a readable level; none where it says nothing.
+pub fn cache_indexes(cpu: usize) -> Vec<CacheIndex> {
+    let base = Path::new("/sys/devices/system/cpu").join(format!("cpu{cpu}/cache"));
+    (0..8)
+        .filter_map(|i| {
+            let dir = base.join(format!("index{i}"));
+            let level = std::fs::read_to_string(dir.join("level")).ok()?;
+            Some(CacheIndex {
+                level: level.trim().parse().ok()?,
+                dir,
+            })
+        })
+        .collect()
 }
 
 /// `32K` / `1024K` / `32M` -> bytes

@@ -273,7 +273,7 @@ fn now_ms() -> u64 {
 }
 
 /// The host's online CPUs (not this thread's affinity: the probe pins itself).
-fn host_cpus() -> usize {
+pub fn host_cpus() -> usize {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1)
@@ -500,6 +500,21 @@ fn public(
     })
 }
 
+/// True, with the reason saying so, when the budget has no room left for a `what` reading
+/// that takes `need` of the culprit's CPU.
+fn no_room(o: &mut search::Outcome, budget: Duration, what: &str, need: Duration) -> bool {
+    if o.injected + need <= budget {
+        return false;
+    }
+    o.reason.push_str(&format!(
+        "; no {what} reading: {:.0} ms of the {:.0} ms budget left, it needs ~{:.0}",
+        budget.saturating_sub(o.injected).as_secs_f64() * 1e3,
+        budget.as_secs_f64() * 1e3,
+        need.as_secs_f64() * 1e3
+    ));
+    true
+}
+
 /// When neither the signals nor the microbenchmarks decided: DRAM latency read on the
 /// culprit's CPU and, interleaved, on the other CPUs ([`bandwidth`]); the culprit's share of it
 /// (~5 ms) counts as injected time, and it is skipped when the budget has no room.
@@ -509,14 +524,7 @@ fn memory_reading(
     o: &mut search::Outcome,
 ) -> Option<bandwidth::Reading> {
     const ROUNDS: u32 = 5;
-    let need = bandwidth::cost(ROUNDS);
-    if o.injected + need > req.search.budget {
-        o.reason.push_str(&format!(
-            "; no memory reading: {:.0} ms of the {:.0} ms budget left, it needs ~{:.0}",
-            req.search.budget.saturating_sub(o.injected).as_secs_f64() * 1e3,
-            req.search.budget.as_secs_f64() * 1e3,
-            need.as_secs_f64() * 1e3
-        ));
+    if no_room(o, req.search.budget, "memory", bandwidth::cost(ROUNDS)) {
         return None;
     }
     // Its 64 MiB chain is built now, not during the search (where it would load the CPUs and
@@ -563,17 +571,12 @@ fn llc_reading(
     l2_bytes: usize,
     o: &mut search::Outcome,
 ) -> Option<llc::Reading> {
+    // At least this much; it reads rounds while the budget lasts.
     const LEAST: Duration = Duration::from_millis(3);
-    let left = req.search.budget.saturating_sub(o.injected);
-    if left < LEAST {
-        o.reason.push_str(&format!(
-            "; no LLC reading: {:.0} ms of the {:.0} ms budget left, it needs {} at least",
-            left.as_secs_f64() * 1e3,
-            req.search.budget.as_secs_f64() * 1e3,
-            LEAST.as_millis()
-        ));
+    if no_room(o, req.search.budget, "LLC", LEAST) {
         return None;
     }
+    let left = req.search.budget.saturating_sub(o.injected);
     let culprit = t.cpus.first().copied().unwrap_or(0);
     let held = llc::to_hold(culprit, &other_cpus(&t.cpus));
     let Some(r) = llc::Meter::new(l2_bytes).read(culprit, &held, left) else {
@@ -601,18 +604,7 @@ fn llc_reading(
             r.ratio,
             r.held_cpus,
             r.free_ns,
-            match r.line_transfer_ns {
-                ns if ns <= 0.0 => String::new(),
-                ns if ns >= llc::SHARED_MAX_NS => format!(
-                    ", and a cache line takes {ns:.0} ns to reach CPU {} (>= {:.0}): they do not share an LLC now",
-                    r.held_cpus[0],
-                    llc::SHARED_MAX_NS
-                ),
-                ns => format!(
-                    ", a cache line reaching CPU {} in {ns:.0} ns",
-                    r.held_cpus[0]
-                ),
-            }
+            r.line_note()
         )),
     }
     Some(r)

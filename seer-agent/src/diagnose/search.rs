@@ -209,13 +209,11 @@ pub fn search(
     if let Some((r, why, strength)) = lab.passive(b)
         && cfg.passive.contains(&r)
     {
+        let (confidence, reason) = from_signals(r, "measured without injecting", &why, strength);
         return Ok(Outcome {
             resource: Some(r),
-            confidence: (0.5 + strength / 2.0).min(0.95),
-            reason: format!(
-                "short of {}, measured without injecting: {why}",
-                short_of(r)
-            ),
+            confidence,
+            reason,
             baseline_us: b,
             noise_us: noise,
             steps: Vec::new(),
@@ -371,14 +369,12 @@ pub fn search(
         && let Some((r, why, strength)) = lab.passive(baseline(&quiet).0)
         && cfg.passive.contains(&r)
     {
-        out.resource = Some(r);
-        out.confidence = (0.5 + strength / 2.0).min(0.95);
-        out.reason = format!(
-            "short of {}, from the signals over all {} quiet windows (not over the first {}; no microbenchmark moved its latency): {why}",
-            short_of(r),
-            quiet.len(),
-            first_quiet
+        let how = format!(
+            "from the signals over all {} quiet windows (not over the first {first_quiet}; no microbenchmark moved its latency)",
+            quiet.len()
         );
+        out.resource = Some(r);
+        (out.confidence, out.reason) = from_signals(r, &how, &why, strength);
     }
     if out.resource.is_none() && out.reason.is_empty() {
         out.reason = format!(
@@ -405,12 +401,16 @@ pub fn search(
     Ok(out)
 }
 
-/// How a verdict names a resource the signals decided.
-fn short_of(r: Resource) -> &'static str {
-    match r {
+/// Confidence and reason of a verdict the PMU-free signals decided (`how`: over which windows).
+fn from_signals(r: Resource, how: &str, why: &str, strength: f64) -> (f64, String) {
+    let name = match r {
         Resource::CpuInt | Resource::CpuFp => "CPU",
         other => other.name(),
-    }
+    };
+    (
+        (0.5 + strength / 2.0).min(0.95),
+        format!("short of {name}, {how}: {why}"),
+    )
 }
 
 #[cfg(test)]
