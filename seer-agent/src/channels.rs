@@ -22,8 +22,8 @@ pub const NEEDS: &[(&[&str], &[&str], &str)] = &[
     ),
     (
         &[],
-        &["seer_sk_iter"],
-        "per-tick walk over observed sockets only (else a full TCP walk every tick)",
+        &["seer_sk_iter|seer_file_iter"],
+        "per-tick walk over watched sockets only: socket storage (iter/bpf_sk_storage_map) or each watched process's descriptors (iter/task_file); else a full TCP walk every tick",
     ),
     (
         &["epoll_calls", "epoll_events", "epoll_wait_ms"],

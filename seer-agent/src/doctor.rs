@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::channels::{NEEDS, available};
 use crate::sys::{
-    bpf::{ProbeOptions, Probes},
+    bpf::{ProbeOptions, Probes, SocketWalk},
     btf::Btf,
     caps,
 };
@@ -25,10 +25,15 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
         })),
         _ => None,
     };
-    let (hooks, missing, load_error) = match &probes {
-        Some(Ok(p)) => (p.hooks.clone(), p.missing.clone(), None),
-        Some(Err(e)) => (Vec::new(), Vec::new(), Some(e.to_string())),
-        None => (Vec::new(), Vec::new(), None),
+    let (hooks, missing, replaced, load_error) = match &probes {
+        Some(Ok(p)) => (p.hooks.clone(), p.missing.clone(), p.replaced.clone(), None),
+        Some(Err(e)) => (Vec::new(), Vec::new(), Vec::new(), Some(e.to_string())),
+        None => (Vec::new(), Vec::new(), Vec::new(), None),
+    };
+    let mut probes = probes.and_then(Result::ok);
+    let walks = match &mut probes {
+        Some(p) => time_walks(p)?,
+        None => Vec::new(),
     };
     let channels: Vec<Value> = NEEDS
         .iter()
@@ -49,6 +54,8 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
         "load_error": load_error,
         "hooks": hooks,
         "missing": missing,
+        "replaced": replaced,
+        "socket_walks": walks,
         "channels": channels,
         "ok": ok,
     });
@@ -81,6 +88,22 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
             println!("  {}: {}", m.what, m.error);
         }
     }
+    if !replaced.is_empty() {
+        println!("\nrefused by this kernel, replaced by another path:");
+        for m in &replaced {
+            println!("  {}: {}", m.what, m.error);
+        }
+    }
+    println!("\nsocket walks on this host (median of {WALK_RUNS} runs; the per-tick one is marked):");
+    for w in &walks {
+        println!(
+            "  {} {:>9.1} us  {:>5} records  {}",
+            if w["per_tick"] == true { "*" } else { " " },
+            w["us_median"].as_f64().unwrap_or(0.0),
+            w["records"],
+            w["walk"].as_str().unwrap_or("")
+        );
+    }
     println!("\nchannels:");
     for c in &channels {
         println!(
@@ -91,4 +114,34 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
         );
     }
     Ok(ok)
+}
+
+const WALK_RUNS: usize = 21;
+
+/// Times every socket walk this kernel offers, with the processes that own listening sockets
+/// on this host as the watched ones (what `run` would watch).
+fn time_walks(p: &mut Probes) -> anyhow::Result<Vec<Value>> {
+    let (procs, _) = crate::sys::procfs::scan_sockets(std::path::Path::new("/proc"));
+    p.watch_processes(procs.iter().map(|pr| pr.pid))?;
+    let tick = p.tick_walk();
+    let mut out = Vec::new();
+    let mut recs = Vec::with_capacity(4096);
+    for w in p.walks() {
+        let mut us = Vec::with_capacity(WALK_RUNS);
+        for _ in 0..WALK_RUNS {
+            recs.clear();
+            let t0 = std::time::Instant::now();
+            p.read_sockets_by(w, &mut recs)?;
+            us.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+        us.sort_by(f64::total_cmp);
+        out.push(json!({
+            "walk": w.name(),
+            "per_tick": w == tick,
+            "us_median": us[WALK_RUNS / 2],
+            "records": recs.len(),
+            "processes": if w == SocketWalk::ProcessFiles { procs.len() } else { 0 },
+        }));
+    }
+    Ok(out)
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::{
     sampler::quantile_us,
-    sys::bpf::{ProbeOptions, Probes},
+    sys::bpf::{ProbeOptions, Probes, SocketWalk},
 };
 
 struct Checks {
@@ -157,20 +157,35 @@ pub fn selftest(as_json: bool) -> anyhow::Result<bool> {
         witness_backlog as f64,
         bl == witness_backlog && bl == 4,
     );
-    if has(&p, "seer_sk_iter") {
+    // Every per-tick walk this kernel offers must see the same queues as the full walk.
+    p.watch_processes([std::process::id()])?;
+    let walks: Vec<SocketWalk> = p
+        .walks()
+        .into_iter()
+        .filter(|w| *w != SocketWalk::Full)
+        .collect();
+    if walks.is_empty() {
+        c.skip(
+            "rx_queue_bytes (per-tick walk)",
+            "no per-tick walk on this kernel (socket-storage and per-process iterators refused): every tick walks every socket",
+        );
+    }
+    for w in walks {
         recs.clear();
-        p.read_sockets(&mut recs, false)?;
+        p.read_sockets_by(w, &mut recs)?;
         let rx = sum_records(&recs, pu, false, |r| r.rx_queue);
         c.check(
-            "rx_queue_bytes (per-tick walk) == /proc/net/tcp",
+            &format!("rx_queue_bytes (per-tick walk: {}) == /proc/net/tcp", w.name()),
             rx as f64,
             witness_rx as f64,
             rx == witness_rx,
         );
-    } else {
-        c.skip(
-            "rx_queue_bytes (per-tick walk)",
-            "socket-storage iterator refused by this kernel",
+        let bl = sum_records(&recs, pp, true, |r| r.ack_backlog);
+        c.check(
+            &format!("accept_backlog (per-tick walk: {}) == /proc/net/tcp", w.name()),
+            bl as f64,
+            witness_backlog as f64,
+            bl == witness_backlog,
         );
     }
     if has(&p, "seer_tc_ingress") {

@@ -204,6 +204,13 @@ pub struct KernelOffsets {
     /// `skc_daddr` (IPv4 peer) and `skc_v6_daddr` (IPv6 peer; 0 on a kernel without IPv6).
     pub skc_daddr: u32,
     pub skc_v6_daddr: u32,
+    /// `sock.sk_type` (SOCK_STREAM = 1): a raw socket may carry IPPROTO_TCP too.
+    pub sk_type: u32,
+    // struct file -> struct socket -> struct sock, and the inode's mode (is it a socket?):
+    // the path `iter/task_file` takes from a watched process's descriptors to its sockets.
+    pub file_private_data: u32,
+    pub inode_i_mode: u32,
+    pub socket_sk: u32,
     pub _pad: u32,
 }
 
@@ -231,6 +238,10 @@ impl KernelOffsets {
         tcp_lrcvtime: 0,
         skc_daddr: 0,
         skc_v6_daddr: 0,
+        sk_type: 0,
+        file_private_data: 0,
+        inode_i_mode: 0,
+        socket_sk: 0,
         _pad: 0,
     };
 }

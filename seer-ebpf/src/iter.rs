@@ -11,7 +11,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::generated::{bpf_jiffies64, bpf_seq_write, bpf_skc_to_tcp_sock};
-use seer_common::{SockRecord, TCP_LISTEN};
+use seer_common::{AF_INET, AF_INET6, SockRecord, TCP_LISTEN};
 
 use crate::maps::{drops, offset, port_slot, read_kernel, sock_state};
 
@@ -33,6 +33,20 @@ struct IterSkStorageCtx {
     value: *mut c_void,
 }
 
+/// `struct bpf_iter__task_file { meta; struct task_struct *task; u32 fd; struct file *file; }`
+#[repr(C)]
+struct IterTaskFileCtx {
+    meta: *const *mut c_void,
+    task: *mut c_void,
+    fd: u32,
+    file: *mut c_void,
+}
+
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+const IPPROTO_TCP: u16 = 6;
+const SOCK_STREAM: u16 = 1;
+
 /// Writes the record of one socket (if it is one seer reports). Returns the `tcp_sock` when it
 /// was reported, so the caller can register it.
 #[inline(always)]
@@ -43,6 +57,13 @@ fn emit(meta: *const *mut c_void, skc: *mut c_void, uid: u32) -> Option<*const u
     if tp.is_null() {
         return None;
     }
+    emit_tcp(meta, tp, uid)
+}
+
+/// `emit` for a pointer already known to be a full TCP socket (`struct tcp_sock`); every field
+/// is read with `bpf_probe_read_kernel`.
+#[inline(always)]
+fn emit_tcp(meta: *const *mut c_void, tp: *const u8, uid: u32) -> Option<*const u8> {
     let state: u8 = read_kernel(tp, offset!(skc_state));
     let lport: u16 = read_kernel(tp, offset!(skc_num));
     let rport = u16::from_be(read_kernel::<u16>(tp, offset!(skc_dport)));
@@ -138,6 +159,54 @@ pub fn seer_sock_iter_plain(ctx: *mut c_void) -> i32 {
     if !ctx.sk_common.is_null() {
         let _ = emit(ctx.meta, ctx.sk_common, ctx.uid);
     }
+    0
+}
+
+/// The per-tick walk on kernels that refuse map-element iterators (some 6.18 builds refuse
+/// every one with EPERM): one iterator per watched process (`bpf_iter_link_info.task.pid`,
+/// 6.1+) over its open files, reporting its TCP sockets. Costs per descriptor of the watched
+/// processes, not per bucket of the host's established hash. A socket shared by several
+/// processes (a listener inherited by workers) is reported once per process: the agent keeps
+/// one record per inode.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task_file")]
+pub fn seer_file_iter(ctx: *mut c_void) -> i32 {
+    // SAFETY: the kernel passes a `bpf_iter__task_file` context; its fields are read-only.
+    let ctx = unsafe { &*(ctx as *const IterTaskFileCtx) };
+    if ctx.file.is_null() {
+        return 0;
+    }
+    let _ = (ctx.task, ctx.fd);
+    let file = ctx.file as *const u8;
+    let inode: *const u8 = read_kernel(file, offset!(file_f_inode));
+    if inode.is_null() {
+        return 0;
+    }
+    let mode: u16 = read_kernel(inode, offset!(inode_i_mode));
+    if mode & S_IFMT != S_IFSOCK {
+        return 0;
+    }
+    // A socket file's private data is its `struct socket`.
+    let socket: *const u8 = read_kernel(file, offset!(file_private_data));
+    if socket.is_null() {
+        return 0;
+    }
+    let sk: *const u8 = read_kernel(socket, offset!(socket_sk));
+    if sk.is_null() {
+        return 0;
+    }
+    let family: u16 = read_kernel(sk, offset!(skc_family));
+    let protocol: u16 = read_kernel(sk, offset!(sk_protocol));
+    let kind: u16 = read_kernel(sk, offset!(sk_type));
+    // Only full TCP sockets have a `struct tcp_sock` behind them (MPTCP's own socket has
+    // IPPROTO_MPTCP; a raw socket may say IPPROTO_TCP but is not SOCK_STREAM).
+    if (family != AF_INET as u16 && family != AF_INET6 as u16)
+        || protocol != IPPROTO_TCP
+        || kind != SOCK_STREAM
+    {
+        return 0;
+    }
+    let _ = emit_tcp(ctx.meta, sk, 0);
     0
 }
 

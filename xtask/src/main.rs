@@ -88,6 +88,9 @@ fn main() -> Result<()> {
 }
 
 fn test(extra: &[String]) -> Result<()> {
+    // Machines of this kind do not all run the same kernel build: say which one this ran on.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("kernel: {} (uname -r)", release.trim());
     setup::setup()?;
     util::step("cargo fmt --check");
     util::cargo(&["fmt", "--all", "--check"])?;

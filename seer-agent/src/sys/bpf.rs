@@ -97,11 +97,18 @@ pub struct Probes {
     ebpf: Ebpf,
     /// `iter/tcp`: every TCP socket (discovery rounds).
     iter_link: OwnedFd,
-    /// `iter/bpf_sk_storage_map` over SOCKS: only the observed sockets (every tick). Without
-    /// it (older kernels) every tick walks every socket.
+    /// `iter/bpf_sk_storage_map` over SOCKS: only the observed sockets (every tick). Some
+    /// kernels refuse it (older ones; some 6.18 builds refuse every map-element iterator).
     sk_iter_link: Option<OwnedFd>,
+    /// `iter/task_file`, loaded where the kernel can restrict it to one process (6.1+): the
+    /// per-tick walk over each watched process's descriptors when `sk_iter_link` is refused.
+    file_iter: Option<OwnedFd>,
+    /// One `file_iter` link per watched process (pid -> link), kept by `watch_processes`.
+    file_links: std::collections::BTreeMap<u32, OwnedFd>,
     /// Optional hooks this kernel refused, and why.
     pub missing: Vec<Missing>,
+    /// Hooks this kernel refused that another path replaces (nothing is missing for them).
+    pub replaced: Vec<Missing>,
     /// clsact qdiscs seer added (kernels before 6.6), removed on drop.
     added_clsact: Vec<String>,
     ncpus: usize,
@@ -180,13 +187,81 @@ fn interface_exists(name: &str) -> bool {
     nix::net::if_::if_nametoindex(name).is_ok()
 }
 
+/// The ways a tick can read socket state (all write the same `SockRecord`s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketWalk {
+    /// `iter/tcp`: every TCP socket of the namespace (the established hash's every bucket).
+    Full,
+    /// `iter/bpf_sk_storage_map`: only the sockets registered in socket-local storage.
+    SocketStorage,
+    /// `iter/task_file`: the descriptors of each watched process.
+    ProcessFiles,
+}
+
+impl SocketWalk {
+    pub fn name(self) -> &'static str {
+        match self {
+            SocketWalk::Full => "iter/tcp (every socket)",
+            SocketWalk::SocketStorage => "iter/bpf_sk_storage_map (registered sockets)",
+            SocketWalk::ProcessFiles => "iter/task_file (watched processes' descriptors)",
+        }
+    }
+}
+
+/// Reads an iterator instance to EOF, one `SockRecord` per chunk.
+fn read_records(
+    fd: OwnedFd,
+    buf: &mut [u8],
+    out: &mut Vec<SockRecord>,
+) -> Result<(), ProbeError> {
+    let mut f = std::fs::File::from(fd);
+    let rec = size_of::<SockRecord>();
+    let mut have = 0usize;
+    loop {
+        let n = f.read(&mut buf[have..]).map_err(|source| ProbeError::Io {
+            what: "reading a socket iterator".into(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        have += n;
+        let whole = have / rec * rec;
+        for chunk in buf[..whole].chunks_exact(rec) {
+            // SAFETY: the chunk is exactly one SockRecord written by the iter program
+            // (same #[repr(C)] layout from seer-common); read_unaligned copes with alignment.
+            out.push(unsafe { std::ptr::read_unaligned(chunk.as_ptr() as *const SockRecord) });
+        }
+        buf.copy_within(whole..have, 0);
+        have -= whole;
+    }
+    Ok(())
+}
+
+/// Keeps one record per socket among `out[start..]` (a socket several processes share, such
+/// as a listener inherited by workers, is visited once per process). Records without an inode
+/// are kept as they are.
+fn dedup_by_inode(out: &mut Vec<SockRecord>, start: usize) {
+    out[start..].sort_unstable_by_key(|r| r.inode);
+    let mut w = start;
+    for i in start..out.len() {
+        if w > start && out[i].inode != 0 && out[i].inode == out[w - 1].inode {
+            continue;
+        }
+        out[w] = out[i];
+        w += 1;
+    }
+    out.truncate(w);
+}
+
 fn round8(n: usize) -> usize {
     n.div_ceil(8) * 8
 }
 
 impl Probes {
     pub fn load(opts: &ProbeOptions) -> Result<Self, ProbeError> {
-        let offsets: KernelOffsets = btf::Btf::from_sys_fs()?.kernel_offsets()?;
+        let own_btf = btf::Btf::from_sys_fs()?;
+        let offsets: KernelOffsets = own_btf.kernel_offsets()?;
         let kbtf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Io {
             what: "reading /sys/kernel/btf/vmlinux".into(),
             source: std::io::Error::other(e.to_string()),
@@ -250,9 +325,7 @@ impl Probes {
         };
 
         let mut sk_iter_link = None;
-        optional(
-            "per-tick socket walk (iter/bpf_sk_storage_map)",
-            (|| {
+        let sk_res: Result<(), ProbeError> = (|| {
                 if !registering {
                     // Nothing would register sockets: this walk would see none.
                     return Err(ProbeError::Io {
@@ -282,8 +355,63 @@ impl Probes {
                     target: "bpf_sk_storage_map SOCKS".into(),
                 });
                 Ok(())
-            })(),
-        );
+            })();
+
+        // Where the socket-storage walk is refused: each watched process's descriptors.
+        let mut file_iter = None;
+        let mut replaced = Vec::new();
+        if let Err(sk_err) = sk_res {
+            let file_res: Result<(), ProbeError> = (|| {
+                    if !own_btf.has_field("bpf_iter_link_info.task.pid") {
+                        return Err(ProbeError::Io {
+                            what: "iter/task_file per process".into(),
+                            source: std::io::Error::other(
+                                "this kernel cannot restrict a task iterator to one process \
+                                 (bpf_iter_link_info.task, 6.1+)",
+                            ),
+                        });
+                    }
+                    let p: &mut Iter = prog(&mut ebpf, "seer_file_iter")?;
+                    p.load("task_file", &kbtf)
+                        .map_err(|e| load_err("seer_file_iter", e))?;
+                    let fd = p.fd().map_err(|e| load_err("seer_file_iter", e))?;
+                    let own = fd.as_fd().try_clone_to_owned().map_err(|source| ProbeError::Io {
+                        what: "duplicating the iter/task_file program fd".into(),
+                        source,
+                    })?;
+                    // Check that the kernel takes a per-process link, with our own pid.
+                    rawbpf::iter_link_create_task(own.as_fd(), std::process::id()).map_err(
+                        |source| ProbeError::Io {
+                            what: "BPF_LINK_CREATE for iter/task_file".into(),
+                            source,
+                        },
+                    )?;
+                    file_iter = Some(own);
+                    hooks.push(Hook {
+                        program: "seer_file_iter",
+                        kind: "iter",
+                        target: "task_file (one link per watched process)".into(),
+                    });
+                    Ok(())
+                })();
+            const SK_WALK: &str = "per-tick socket walk (iter/bpf_sk_storage_map)";
+            match file_res {
+                Ok(()) => {
+                    log::info!(
+                        "socket-storage walk refused ({sk_err}); the per-tick walk visits the \
+                         watched processes' descriptors (iter/task_file)"
+                    );
+                    replaced.push(Missing {
+                        what: SK_WALK.into(),
+                        error: sk_err.to_string(),
+                    });
+                }
+                Err(e) => {
+                    optional(SK_WALK, Err(sk_err));
+                    optional("per-tick socket walk (iter/task_file per watched process)", Err(e));
+                }
+            }
+        }
 
         let btf_tp =
             |ebpf: &mut Ebpf, hooks: &mut Vec<Hook>, name: &'static str, tp: &'static str| {
@@ -433,7 +561,10 @@ impl Probes {
             ebpf,
             iter_link,
             sk_iter_link,
+            file_iter,
+            file_links: Default::default(),
             missing,
+            replaced,
             added_clsact,
             ncpus,
             hooks,
@@ -456,40 +587,104 @@ impl Probes {
         }
     }
 
+    /// How a tick that is not a discovery round reads the sockets.
+    pub fn tick_walk(&self) -> SocketWalk {
+        if self.sk_iter_link.is_some() {
+            SocketWalk::SocketStorage
+        } else if self.file_iter.is_some() {
+            SocketWalk::ProcessFiles
+        } else {
+            SocketWalk::Full
+        }
+    }
+
+    /// The walks this kernel offers (for `selftest` and `doctor`, which check and time each).
+    pub fn walks(&self) -> Vec<SocketWalk> {
+        let mut w = vec![SocketWalk::Full];
+        if self.sk_iter_link.is_some() {
+            w.push(SocketWalk::SocketStorage);
+        }
+        if self.file_iter.is_some() {
+            w.push(SocketWalk::ProcessFiles);
+        }
+        w
+    }
+
+    /// Keeps one `iter/task_file` link per process in `pids` (the watched services'
+    /// processes): new ones get a link, gone ones lose theirs. A no-op where the per-process
+    /// walk is not loaded.
+    pub fn watch_processes(
+        &mut self,
+        pids: impl IntoIterator<Item = u32>,
+    ) -> Result<(), ProbeError> {
+        let Some(prog) = &self.file_iter else {
+            return Ok(());
+        };
+        let want: std::collections::BTreeSet<u32> = pids.into_iter().collect();
+        self.file_links.retain(|pid, _| want.contains(pid));
+        for pid in want {
+            if self.file_links.contains_key(&pid) {
+                continue;
+            }
+            let link = rawbpf::iter_link_create_task(prog.as_fd(), pid).map_err(|source| {
+                ProbeError::Io {
+                    what: format!("BPF_LINK_CREATE for iter/task_file of pid {pid}"),
+                    source,
+                }
+            })?;
+            self.file_links.insert(pid, link);
+        }
+        Ok(())
+    }
+
     /// Runs one iterator and appends one record per reported socket to `out`: `full` walks
     /// every TCP socket of the namespace (and registers new ones for the cheap walk); otherwise
-    /// only the sockets already observed are visited.
+    /// only the watched sockets are visited, by the cheapest walk this kernel offers.
     pub fn read_sockets(
         &mut self,
         out: &mut Vec<SockRecord>,
         full: bool,
     ) -> Result<(), ProbeError> {
-        let link = match (&self.sk_iter_link, full) {
-            (Some(sk), false) => sk,
-            _ => &self.iter_link,
+        let walk = if full {
+            SocketWalk::Full
+        } else {
+            self.tick_walk()
         };
-        let fd = rawbpf::iter_create(link.as_fd()).map_err(Self::io("BPF_ITER_CREATE"))?;
-        let mut f = std::fs::File::from(fd);
-        let rec = size_of::<SockRecord>();
-        let mut have = 0usize;
-        loop {
-            let n = f
-                .read(&mut self.read_buf[have..])
-                .map_err(Self::io("reading the TCP iterator"))?;
-            if n == 0 {
-                break;
+        self.read_sockets_by(walk, out)
+    }
+
+    /// `read_sockets` by a given walk (one this kernel offers: see `walks`).
+    pub fn read_sockets_by(
+        &mut self,
+        walk: SocketWalk,
+        out: &mut Vec<SockRecord>,
+    ) -> Result<(), ProbeError> {
+        match walk {
+            SocketWalk::Full => {
+                let fd = rawbpf::iter_create(self.iter_link.as_fd())
+                    .map_err(Self::io("BPF_ITER_CREATE (iter/tcp)"))?;
+                read_records(fd, &mut self.read_buf, out)
             }
-            have += n;
-            let whole = have / rec * rec;
-            for chunk in self.read_buf[..whole].chunks_exact(rec) {
-                // SAFETY: the chunk is exactly one SockRecord written by the iter program
-                // (same #[repr(C)] layout from seer-common); read_unaligned copes with alignment.
-                out.push(unsafe { std::ptr::read_unaligned(chunk.as_ptr() as *const SockRecord) });
+            SocketWalk::SocketStorage => {
+                let link = self.sk_iter_link.as_ref().ok_or_else(|| ProbeError::Io {
+                    what: "the socket-storage walk".into(),
+                    source: std::io::Error::other("refused by this kernel"),
+                })?;
+                let fd = rawbpf::iter_create(link.as_fd())
+                    .map_err(Self::io("BPF_ITER_CREATE (iter/bpf_sk_storage_map)"))?;
+                read_records(fd, &mut self.read_buf, out)
             }
-            self.read_buf.copy_within(whole..have, 0);
-            have -= whole;
+            SocketWalk::ProcessFiles => {
+                let start = out.len();
+                for link in self.file_links.values() {
+                    let fd = rawbpf::iter_create(link.as_fd())
+                        .map_err(Self::io("BPF_ITER_CREATE (iter/task_file)"))?;
+                    read_records(fd, &mut self.read_buf, out)?;
+                }
+                dedup_by_inode(out, start);
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// Sums every CPU's counters into `out` (one entry per slot).

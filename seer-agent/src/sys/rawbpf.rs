@@ -90,6 +90,22 @@ pub fn iter_link_create(prog: BorrowedFd<'_>, map: Option<BorrowedFd<'_>>) -> io
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// An `iter/task_*` link that visits only the process `pid` (its threads and open files):
+/// `bpf_iter_link_info.task.pid`, kernels 6.1 and later (older ones ignore it and visit every
+/// process, so callers check the kernel's BTF first).
+pub fn iter_link_create_task(prog: BorrowedFd<'_>, pid: u32) -> io::Result<OwnedFd> {
+    let mut a = Attr([0; 8]);
+    // union bpf_iter_link_info { ...; struct { u32 tid; u32 pid; u32 pid_fd; } task; } (16 bytes)
+    let info: [u32; 4] = [0, pid, 0, 0];
+    a.0[0] = prog.as_raw_fd() as u32 as u64;
+    a.0[1] = BPF_TRACE_ITER as u64;
+    a.0[2] = info.as_ptr() as u64;
+    a.0[3] = std::mem::size_of_val(&info) as u64;
+    let fd = bpf(BPF_LINK_CREATE, &mut a)?;
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// A fresh iterator instance: reading it to EOF runs the program over every object once.
 pub fn iter_create(link: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let mut a = Attr([0; 8]);
