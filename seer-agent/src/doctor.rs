@@ -94,7 +94,9 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
             println!("  {}: {}", m.what, m.error);
         }
     }
-    println!("\nsocket walks on this host (median of {WALK_RUNS} runs; the per-tick one is marked):");
+    println!(
+        "\nsocket walks on this host (median of {WALK_RUNS} runs; the per-tick one is marked):"
+    );
     for w in &walks {
         println!(
             "  {} {:>9.1} us  {:>5} records  {}",

@@ -116,8 +116,12 @@ impl Loop {
         apply(&self.probes, &ch)?;
         // The per-process walk (where the kernel refuses the socket-storage one) follows the
         // watched services' processes.
-        self.probes
-            .watch_processes(self.disc.services.iter().flat_map(|s| s.pids.iter().copied()))?;
+        self.probes.watch_processes(
+            self.disc
+                .services
+                .iter()
+                .flat_map(|s| s.pids.iter().copied()),
+        )?;
         for id in &ch.added {
             let s = self.disc.services.iter().find(|s| s.id == *id);
             if let Some(s) = s {

@@ -175,14 +175,20 @@ pub fn selftest(as_json: bool) -> anyhow::Result<bool> {
         p.read_sockets_by(w, &mut recs)?;
         let rx = sum_records(&recs, pu, false, |r| r.rx_queue);
         c.check(
-            &format!("rx_queue_bytes (per-tick walk: {}) == /proc/net/tcp", w.name()),
+            &format!(
+                "rx_queue_bytes (per-tick walk: {}) == /proc/net/tcp",
+                w.name()
+            ),
             rx as f64,
             witness_rx as f64,
             rx == witness_rx,
         );
         let bl = sum_records(&recs, pp, true, |r| r.ack_backlog);
         c.check(
-            &format!("accept_backlog (per-tick walk: {}) == /proc/net/tcp", w.name()),
+            &format!(
+                "accept_backlog (per-tick walk: {}) == /proc/net/tcp",
+                w.name()
+            ),
             bl as f64,
             witness_backlog as f64,
             bl == witness_backlog,

@@ -358,7 +358,10 @@ fn doctor_reports_every_channel_on_this_kernel() {
         .unwrap_or_else(|| panic!("no per-tick walk: {v}"));
     println!("kernel {}: per-tick walk {tick}", v["kernel"]);
     assert_ne!(tick["walk"], "iter/tcp (every socket)", "{v}");
-    assert!(tick["us_median"].as_f64().is_some_and(|us| us > 0.0), "{tick}");
+    assert!(
+        tick["us_median"].as_f64().is_some_and(|us| us > 0.0),
+        "{tick}"
+    );
     // A host without the privileges gets the same report, saying what is missing.
     let out = Command::new("setpriv")
         .args([

@@ -209,11 +209,7 @@ impl SocketWalk {
 }
 
 /// Reads an iterator instance to EOF, one `SockRecord` per chunk.
-fn read_records(
-    fd: OwnedFd,
-    buf: &mut [u8],
-    out: &mut Vec<SockRecord>,
-) -> Result<(), ProbeError> {
+fn read_records(fd: OwnedFd, buf: &mut [u8], out: &mut Vec<SockRecord>) -> Result<(), ProbeError> {
     let mut f = std::fs::File::from(fd);
     let rec = size_of::<SockRecord>();
     let mut have = 0usize;
@@ -326,74 +322,77 @@ impl Probes {
 
         let mut sk_iter_link = None;
         let sk_res: Result<(), ProbeError> = (|| {
-                if !registering {
-                    // Nothing would register sockets: this walk would see none.
-                    return Err(ProbeError::Io {
-                        what: "the per-tick walk".into(),
-                        source: std::io::Error::other("needs socket registration, refused above"),
-                    });
-                }
-                let socks = match ebpf.map("SOCKS") {
-                    Some(Map::SkStorage(d)) => d.fd().as_fd().as_raw_fd(),
-                    _ => return Err(ProbeError::NoMap("SOCKS")),
-                };
-                let p: &mut Iter = prog(&mut ebpf, "seer_sk_iter")?;
-                p.load("bpf_sk_storage_map", &kbtf)
-                    .map_err(|e| load_err("seer_sk_iter", e))?;
-                let fd = p.fd().map_err(|e| load_err("seer_sk_iter", e))?;
-                // SAFETY: the SOCKS map fd is owned by `ebpf`, alive for this call.
-                let socks = unsafe { BorrowedFd::borrow_raw(socks) };
-                sk_iter_link = Some(rawbpf::iter_link_create(fd.as_fd(), Some(socks)).map_err(
-                    |source| ProbeError::Io {
-                        what: "BPF_LINK_CREATE for iter/bpf_sk_storage_map".into(),
-                        source,
-                    },
-                )?);
-                hooks.push(Hook {
-                    program: "seer_sk_iter",
-                    kind: "iter",
-                    target: "bpf_sk_storage_map SOCKS".into(),
+            if !registering {
+                // Nothing would register sockets: this walk would see none.
+                return Err(ProbeError::Io {
+                    what: "the per-tick walk".into(),
+                    source: std::io::Error::other("needs socket registration, refused above"),
                 });
-                Ok(())
-            })();
+            }
+            let socks = match ebpf.map("SOCKS") {
+                Some(Map::SkStorage(d)) => d.fd().as_fd().as_raw_fd(),
+                _ => return Err(ProbeError::NoMap("SOCKS")),
+            };
+            let p: &mut Iter = prog(&mut ebpf, "seer_sk_iter")?;
+            p.load("bpf_sk_storage_map", &kbtf)
+                .map_err(|e| load_err("seer_sk_iter", e))?;
+            let fd = p.fd().map_err(|e| load_err("seer_sk_iter", e))?;
+            // SAFETY: the SOCKS map fd is owned by `ebpf`, alive for this call.
+            let socks = unsafe { BorrowedFd::borrow_raw(socks) };
+            sk_iter_link = Some(rawbpf::iter_link_create(fd.as_fd(), Some(socks)).map_err(
+                |source| ProbeError::Io {
+                    what: "BPF_LINK_CREATE for iter/bpf_sk_storage_map".into(),
+                    source,
+                },
+            )?);
+            hooks.push(Hook {
+                program: "seer_sk_iter",
+                kind: "iter",
+                target: "bpf_sk_storage_map SOCKS".into(),
+            });
+            Ok(())
+        })();
 
         // Where the socket-storage walk is refused: each watched process's descriptors.
         let mut file_iter = None;
         let mut replaced = Vec::new();
         if let Err(sk_err) = sk_res {
             let file_res: Result<(), ProbeError> = (|| {
-                    if !own_btf.has_field("bpf_iter_link_info.task.pid") {
-                        return Err(ProbeError::Io {
-                            what: "iter/task_file per process".into(),
-                            source: std::io::Error::other(
-                                "this kernel cannot restrict a task iterator to one process \
+                if !own_btf.has_field("bpf_iter_link_info.task.pid") {
+                    return Err(ProbeError::Io {
+                        what: "iter/task_file per process".into(),
+                        source: std::io::Error::other(
+                            "this kernel cannot restrict a task iterator to one process \
                                  (bpf_iter_link_info.task, 6.1+)",
-                            ),
-                        });
-                    }
-                    let p: &mut Iter = prog(&mut ebpf, "seer_file_iter")?;
-                    p.load("task_file", &kbtf)
-                        .map_err(|e| load_err("seer_file_iter", e))?;
-                    let fd = p.fd().map_err(|e| load_err("seer_file_iter", e))?;
-                    let own = fd.as_fd().try_clone_to_owned().map_err(|source| ProbeError::Io {
+                        ),
+                    });
+                }
+                let p: &mut Iter = prog(&mut ebpf, "seer_file_iter")?;
+                p.load("task_file", &kbtf)
+                    .map_err(|e| load_err("seer_file_iter", e))?;
+                let fd = p.fd().map_err(|e| load_err("seer_file_iter", e))?;
+                let own = fd
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|source| ProbeError::Io {
                         what: "duplicating the iter/task_file program fd".into(),
                         source,
                     })?;
-                    // Check that the kernel takes a per-process link, with our own pid.
-                    rawbpf::iter_link_create_task(own.as_fd(), std::process::id()).map_err(
-                        |source| ProbeError::Io {
-                            what: "BPF_LINK_CREATE for iter/task_file".into(),
-                            source,
-                        },
-                    )?;
-                    file_iter = Some(own);
-                    hooks.push(Hook {
-                        program: "seer_file_iter",
-                        kind: "iter",
-                        target: "task_file (one link per watched process)".into(),
-                    });
-                    Ok(())
-                })();
+                // Check that the kernel takes a per-process link, with our own pid.
+                rawbpf::iter_link_create_task(own.as_fd(), std::process::id()).map_err(
+                    |source| ProbeError::Io {
+                        what: "BPF_LINK_CREATE for iter/task_file".into(),
+                        source,
+                    },
+                )?;
+                file_iter = Some(own);
+                hooks.push(Hook {
+                    program: "seer_file_iter",
+                    kind: "iter",
+                    target: "task_file (one link per watched process)".into(),
+                });
+                Ok(())
+            })();
             const SK_WALK: &str = "per-tick socket walk (iter/bpf_sk_storage_map)";
             match file_res {
                 Ok(()) => {
@@ -408,7 +407,10 @@ impl Probes {
                 }
                 Err(e) => {
                     optional(SK_WALK, Err(sk_err));
-                    optional("per-tick socket walk (iter/task_file per watched process)", Err(e));
+                    optional(
+                        "per-tick socket walk (iter/task_file per watched process)",
+                        Err(e),
+                    );
                 }
             }
         }
