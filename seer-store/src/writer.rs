@@ -49,6 +49,10 @@ pub struct WriterStats {
     /// Dropped because the queue was full, or because their write failed.
     pub ticks_dropped: u64,
     pub ticks_dropped_queue_full: u64,
+    /// Refused because they were stamped more than [`MAX_AHEAD_OF_WALL_MS`] ahead of the wall
+    /// clock (a bad clock or a bad peer): written, they would make retention delete as if
+    /// that much time had passed.
+    pub ticks_refused_future: u64,
     pub samples_written: u64,
     /// Write transactions (a batch of one or more ticks each).
     pub transactions: u64,
@@ -70,6 +74,7 @@ struct Counters {
     written: AtomicU64,
     dropped: AtomicU64,
     dropped_full: AtomicU64,
+    refused_future: AtomicU64,
     samples: AtomicU64,
     transactions: AtomicU64,
     write_errors: AtomicU64,
@@ -118,7 +123,10 @@ impl Writer {
             rx,
             recycle: recycle_tx.clone(),
             batch: Vec::with_capacity(config.max_batch.max(1)),
+            progress_ms: 0,
+            last_ts: None,
             next_maintenance_ms: None,
+            retention_now: None,
             paused_until: None,
             backoff: FIRST_BACKOFF,
         };
@@ -192,6 +200,7 @@ impl WriterHandle {
             ticks_written: get(&c.written),
             ticks_dropped: get(&c.dropped),
             ticks_dropped_queue_full: get(&c.dropped_full),
+            ticks_refused_future: get(&c.refused_future),
             samples_written: get(&c.samples),
             transactions: get(&c.transactions),
             write_errors: get(&c.write_errors),
@@ -254,10 +263,29 @@ struct Worker {
     rx: Receiver<Msg>,
     recycle: SyncSender<Tick>,
     batch: Vec<Tick>,
+    /// Data progress: the sum of the steps between consecutive written ticks, each counted as
+    /// at most [`MAX_STEP_MS`] and never negative, so a wall-clock step (forward or back)
+    /// advances it by at most a minute. Maintenance and retention follow it, not tick times.
+    progress_ms: u64,
+    last_ts: Option<u64>,
     next_maintenance_ms: Option<u64>,
+    /// The time retention last ran "as of": it advances by the progress since, never past
+    /// the latest tick written or the wall clock.
+    retention_now: Option<(u64, u64)>,
     /// After a write failed even after freeing space: drop ticks without trying until then.
     paused_until: Option<Instant>,
     backoff: Duration,
+}
+
+/// Ticks stamped further than this ahead of the wall clock are refused (counted, logged).
+pub const MAX_AHEAD_OF_WALL_MS: u64 = 10 * 60 * 1000;
+/// The most one step between consecutive ticks counts toward data progress.
+pub const MAX_STEP_MS: u64 = 60 * 1000;
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -294,6 +322,21 @@ impl Worker {
             return;
         }
         let c = self.counters.clone();
+        let limit = wall_ms().saturating_add(MAX_AHEAD_OF_WALL_MS);
+        let before = self.batch.len();
+        self.batch.retain(|t| t.ts_ms <= limit);
+        let refused = (before - self.batch.len()) as u64;
+        if refused > 0 {
+            let n = c.refused_future.fetch_add(refused, Ordering::Relaxed) + refused;
+            log::error!(
+                "store: refused {refused} tick(s) stamped more than {} min ahead of the wall \
+                 clock ({n} so far): check the clock (timedatectl, chrony) of whatever stamped them",
+                MAX_AHEAD_OF_WALL_MS / 60_000
+            );
+            if self.batch.is_empty() {
+                return;
+            }
+        }
         let ticks = self.batch.len() as u64;
         let start = Instant::now();
         if self.paused_until.is_some_and(|until| start < until) {
@@ -315,6 +358,12 @@ impl Worker {
         }
         match result {
             Ok(()) => {
+                for t in &self.batch {
+                    if let Some(last) = self.last_ts {
+                        self.progress_ms += t.ts_ms.saturating_sub(last).min(MAX_STEP_MS);
+                    }
+                    self.last_ts = Some(t.ts_ms);
+                }
                 c.written.fetch_add(ticks, Ordering::Relaxed);
                 let samples: usize = self.batch.iter().map(|t| t.samples.len()).sum();
                 c.samples.fetch_add(samples as u64, Ordering::Relaxed);
@@ -352,16 +401,25 @@ impl Worker {
     }
 
     fn maybe_maintain(&mut self) {
-        let Some(now) = self.store.last_written_ms() else {
+        let Some(last_ts) = self.last_ts else {
             return;
         };
+        let progress = self.progress_ms;
         let due = *self
             .next_maintenance_ms
-            .get_or_insert(now + self.config.maintenance_every_ms);
-        if now < due {
+            .get_or_insert(progress + self.config.maintenance_every_ms);
+        if progress < due {
             return;
         }
-        self.next_maintenance_ms = Some(now + self.config.maintenance_every_ms);
+        self.next_maintenance_ms = Some(progress + self.config.maintenance_every_ms);
+        // Retention runs as of a time that moves with the data written, not with the newest
+        // stamp ever seen: a clock step can neither expire everything at once nor stop it.
+        let bound = last_ts.min(wall_ms().saturating_add(MAX_AHEAD_OF_WALL_MS));
+        let now = match self.retention_now {
+            None => bound,
+            Some((at, at_progress)) => (at + (progress - at_progress)).min(bound),
+        };
+        self.retention_now = Some((now, progress));
         let c = &self.counters;
         if let Err(e) = self.store.flush_last_seen() {
             log::warn!("store: recording last-seen times failed: {e}");

@@ -251,3 +251,113 @@ fn full_disk_drops_the_oldest_and_keeps_recording() {
         tick.expect("every row decodes after recovery");
     }
 }
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+fn writer(store: &Store) -> seer_store::WriterHandle {
+    Writer::spawn(
+        store.clone(),
+        WriterConfig {
+            queue_ticks: 4096,
+            max_batch: 1,
+            maintenance_every_ms: 1000,
+        },
+    )
+    .expect("spawn")
+}
+
+fn submit(w: &seer_store::WriterHandle, ts_ms: u64) {
+    let samples = (0..3).map(|id| sample(id, 1.0)).collect();
+    assert!(w.submit(Tick {
+        ts_ms,
+        samples,
+        ..Tick::default()
+    }));
+}
+
+/// One tick stamped a month ahead of the wall clock (a bad clock, a bad peer) must not make
+/// retention delete everything as if a month had passed.
+#[test]
+fn a_tick_far_in_the_future_deletes_nothing() {
+    let (_dir, _path, store) = temp_store(config(10, 3600, 1 << 30));
+    let start = wall_ms() - 120_000;
+    let w = writer(&store);
+    for k in 0..600 {
+        submit(&w, start + k * 100);
+    }
+    assert!(w.flush(Duration::from_secs(60)));
+    store
+        .enqueue_alert(start, "not delivered yet")
+        .expect("alert");
+    let aggs_before = store.aggregates(ServiceId(0), 0, u64::MAX).expect("aggs");
+    assert!(!aggs_before.is_empty(), "downsampling ran");
+    submit(&w, wall_ms() + 30 * 86_400_000);
+    for k in 600..700 {
+        submit(&w, start + k * 100);
+    }
+    assert!(w.flush(Duration::from_secs(60)));
+    let stats = w.shutdown();
+    let aggs = store.aggregates(ServiceId(0), 0, u64::MAX).expect("aggs");
+    assert!(
+        aggs.len() >= aggs_before.len(),
+        "aggregates deleted: {} -> {}",
+        aggs_before.len(),
+        aggs.len()
+    );
+    assert_eq!(
+        store.pending_alerts(10).expect("alerts").len(),
+        1,
+        "alert kept"
+    );
+    assert_eq!(stats.ticks_refused_future, 1, "{stats:?}");
+}
+
+/// A wall clock that steps a month ahead and back: retention advances with the data written
+/// (a step counts as at most a minute), so nothing is deleted at once, and it keeps running
+/// after the clock steps back.
+#[test]
+fn a_clock_step_neither_empties_the_store_nor_stops_retention() {
+    let (_dir, _path, store) = temp_store(config(10, 3600, 1 << 30));
+    let w = writer(&store);
+    for k in 0..600 {
+        submit(&w, T0 + k * 100);
+    }
+    assert!(w.flush(Duration::from_secs(60)));
+    let aggs_before = store.aggregates(ServiceId(0), 0, u64::MAX).expect("aggs");
+    assert!(!aggs_before.is_empty(), "downsampling ran");
+    let month = 30 * 86_400_000;
+    for k in 0..100 {
+        submit(&w, T0 + month + k * 100);
+    }
+    assert!(w.flush(Duration::from_secs(60)));
+    let aggs = store.aggregates(ServiceId(0), 0, u64::MAX).expect("aggs");
+    assert!(
+        aggs.len() >= aggs_before.len(),
+        "a clock step expired the aggregates: {} -> {}",
+        aggs_before.len(),
+        aggs.len()
+    );
+    // Back to the right time: retention still runs (samples of the old timeline get folded).
+    let before = store
+        .aggregates(ServiceId(0), 0, T0 + month)
+        .expect("aggs")
+        .len();
+    for k in 600..1200 {
+        submit(&w, T0 + k * 100);
+    }
+    assert!(w.flush(Duration::from_secs(60)));
+    w.shutdown();
+    let after = store
+        .aggregates(ServiceId(0), 0, T0 + month)
+        .expect("aggs")
+        .len();
+    assert!(
+        after > before,
+        "retention stopped after the step back: {before} -> {after}"
+    );
+}
