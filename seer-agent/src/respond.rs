@@ -158,6 +158,12 @@ fn by_cpu(services: &[(String, Vec<u32>)], window: Duration) -> Vec<String> {
     ranked.into_iter().map(|(_, n)| n.clone()).collect()
 }
 
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 impl Responder {
     /// Opens the actuator (enforce mode: undoing what a crashed run left) and the alert
     /// sender. `store` is None with --no-store (then alerts cannot be configured).
@@ -174,6 +180,7 @@ impl Responder {
                 "[alerts] needs the trace store (its outbox keeps alerts until delivered): drop --no-store"
             );
         }
+        let mut replay_failed = false;
         let enforcer = if cfg.mode == Mode::Enforce {
             let rc = match Resctrl::probe(std::path::Path::new(resctrl::DEFAULT_ROOT)) {
                 Ok(r) => Some(r),
@@ -198,12 +205,16 @@ impl Responder {
                     rep.failed.len()
                 );
             }
+            replay_failed = !rep.failed.is_empty();
             Some(Enforcer::new(act))
         } else {
             None
         };
-        if let Some(s) = &store {
-            // Actions a crashed run left in force were undone above (enforce) or never applied.
+        if let Some(s) = &store
+            && !replay_failed
+        {
+            // Actions a crashed run left in force were undone (at start, from the journal) or
+            // never applied. Where an undo failed they stay open in the log, as in the journal.
             match s.actions(true) {
                 Ok(left) => {
                     for a in left {
@@ -635,8 +646,14 @@ impl Responder {
     }
 
     /// Undoes every local change, marks it in the store, and gives the sender a moment.
+    /// Undoes every local action and stops the alert sender. Also what dropping the responder
+    /// does, so an error or a panic in the tick loop undoes too (a guard on every exit path).
     pub fn shutdown(mut self) {
-        if let Some(en) = &mut self.enforcer {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut en) = self.enforcer.take() {
             let rep = en.actuator.undo_all();
             log::info!(
                 "respond: undid local actions: {} restored, {} already gone, {} failed",

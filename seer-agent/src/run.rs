@@ -174,6 +174,9 @@ impl Loop {
 }
 
 pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
+    // First of all, in every mode and before anything that can fail (eBPF load, the store):
+    // undo what a crashed run left in force.
+    undo_left_over(&cfg.respond.journal);
     let opts = sys::bpf::ProbeOptions {
         interfaces: cfg.interfaces.clone(),
         turns: cfg.turns,
@@ -282,6 +285,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let live = !args.json && std::io::stdout().is_terminal();
     let metrics_tx = (args.metrics_addr != "off").then(|| {
         let (tx, rx) = tokio::sync::watch::channel(Arc::new(String::new()));
@@ -299,6 +303,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
             _ = interval.tick() => {}
             _ = term.recv() => { log::info!("SIGTERM: detaching"); break; }
             _ = int.recv() => { log::info!("SIGINT: detaching"); break; }
+            _ = hup.recv() => { log::info!("SIGHUP: detaching (seer does not reload on SIGHUP)"); break; }
         }
         let t0 = Instant::now();
         lp.socks.clear();
@@ -388,4 +393,39 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     drop(lp);
     log::info!("detached all programs");
     Ok(())
+}
+
+/// Undoes the changes a previous run left in the action journal (it crashed, or was killed),
+/// whatever this run's mode. Never fails the start: what cannot be undone stays journaled, and
+/// is said.
+fn undo_left_over(journal: &std::path::Path) {
+    if !journal.exists() {
+        return;
+    }
+    let rc = crate::actuate::resctrl::Resctrl::probe(std::path::Path::new(
+        crate::actuate::resctrl::DEFAULT_ROOT,
+    ))
+    .ok();
+    match crate::actuate::Actuator::open(journal, rc) {
+        Ok((_, rep)) if rep.restored + rep.gone > 0 || !rep.failed.is_empty() => log::warn!(
+            "undid what a previous run left in {}: {} restored, {} already gone, {} failed{}",
+            journal.display(),
+            rep.restored,
+            rep.gone,
+            rep.failed.len(),
+            if rep.failed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({}; kept in the journal, `seer-agent act undo` retries)",
+                    rep.failed.join("; ")
+                )
+            }
+        ),
+        Ok(_) => {}
+        Err(e) => log::error!(
+            "could not read the action journal {} to undo what a previous run left: {e}",
+            journal.display()
+        ),
+    }
 }

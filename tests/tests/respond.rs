@@ -415,6 +415,53 @@ fn a_crashed_enforcing_agent_is_undone_by_the_next_start() {
     );
 }
 
+/// The undo comes first at start, in every mode, and does not depend on the store (or on
+/// the eBPF programs) opening: a recommend-mode start with a store it cannot open still
+/// undoes what a killed enforcing run left.
+#[test]
+fn the_undo_comes_first_in_any_mode_even_when_the_store_cannot_open() {
+    let Some(mut sc) = Scenario::start("respond-undo1st", 8094, 11494, "mode = \"enforce\"", "")
+    else {
+        return;
+    };
+    std::fs::write(sc.cg.0.join("cpu.cfs_quota_us"), "1000").expect("fault");
+    wait_for("the enforced step", Duration::from_secs(30), || {
+        sc.quota() == "125000"
+    });
+    let _ = sc.agent.proc.child.kill(); // SIGKILL: nothing undone
+    let _ = sc.agent.proc.child.wait();
+    sc.end_load();
+    let conf = std::fs::read_to_string(&sc.conf)
+        .expect("config")
+        .replace("mode = \"enforce\"", "mode = \"recommend\"");
+    let recommend = sc.conf.with_extension("recommend.toml");
+    std::fs::write(&recommend, conf).expect("write config");
+    let o = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", sc.ns))
+        .arg(agent_bin())
+        .args([
+            "run",
+            "--json",
+            "--ticks",
+            "3",
+            "--iface",
+            "lo",
+            "--metrics-addr",
+            "off",
+        ])
+        .arg("--config")
+        .arg(&recommend)
+        .args(["--db", "/proc/seer-no-such-dir/seer.redb"])
+        .output()
+        .expect("second agent");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the store cannot open there: {err}");
+    assert!(err.contains("undid what a previous run left"), "{err}");
+    assert_eq!(sc.quota(), "1000", "the dead run's step undone: {err}");
+    let j = std::fs::read_to_string(&sc.journal).unwrap_or_default();
+    assert!(!j.contains("cfs_quota"), "journal still holds: {j}");
+}
+
 #[test]
 fn recommend_changes_nothing_and_the_webhook_gets_the_step() {
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
