@@ -17,7 +17,7 @@ pub enum StoreError {
     },
     /// A folder or file seer would write in that someone else could tamper with (see
     /// [`crate::safefs`]); the message names the path, its owner or mode, and what to do.
-    #[error("{0}")]
+    #[error(transparent)]
     Unsafe(#[from] crate::safefs::SafeFsError),
     #[error(
         "trace store {path} is open in another process (is a seer agent running?); stop it, \

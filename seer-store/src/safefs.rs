@@ -57,12 +57,12 @@ pub enum SafeFsError {
     },
     #[error("{path}: too many symbolic links")]
     Loop { path: PathBuf },
-    #[error("cannot {op} {path}: {source}")]
+    /// (The I/O error is part of the message, not a separate source: printed once.)
+    #[error("cannot {op} {path}: {err}")]
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        err: io::Error,
     },
 }
 
@@ -70,17 +70,17 @@ impl SafeFsError {
     /// Splits an I/O failure (handed to `io`) from a refusal (handed to `refused`).
     pub fn split<T>(self, io: impl FnOnce(io::Error) -> T, refused: impl FnOnce(Self) -> T) -> T {
         match self {
-            SafeFsError::Io { source, .. } => io(source),
+            SafeFsError::Io { err, .. } => io(err),
             other => refused(other),
         }
     }
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SafeFsError + 'a {
-    move |source| SafeFsError::Io {
+    move |err| SafeFsError::Io {
         op,
         path: path.to_owned(),
-        source,
+        err,
     }
 }
 
@@ -150,6 +150,14 @@ fn open_dir_at(dir: BorrowedFd<'_>, name: &CString) -> io::Result<OwnedFd> {
         .or_else(|_| openat(dir, name, flags | libc::O_PATH, 0))
 }
 
+fn uid_name(uid: u32) -> String {
+    if uid == 0 {
+        "root (uid 0)".into()
+    } else {
+        format!("uid {uid}")
+    }
+}
+
 /// A folder crossed on the way: root's or ours, and writable by no one else unless sticky.
 fn check_crossed(st: &libc::stat, path: &Path, ours: u32) -> Result<(), SafeFsError> {
     if st.st_uid != 0 && st.st_uid != ours {
@@ -180,7 +188,7 @@ fn check_private(st: &libc::stat, path: &Path, ours: u32) -> Result<(), SafeFsEr
         return Err(SafeFsError::NotOwned {
             path: path.to_owned(),
             owner: st.st_uid,
-            allowed: format!("uid {ours}"),
+            allowed: uid_name(ours),
             ours,
         });
     }
@@ -379,11 +387,7 @@ impl PrivateDir {
             if e.raw_os_error() == Some(libc::ELOOP) {
                 SafeFsError::Symlink { path }
             } else {
-                SafeFsError::Io {
-                    op,
-                    path,
-                    source: e,
-                }
+                SafeFsError::Io { op, path, err: e }
             }
         }
     }
@@ -458,8 +462,7 @@ impl PrivateDir {
         loop {
             match self.create_new(name) {
                 Ok(f) => return Ok(f),
-                Err(SafeFsError::Io { source, .. })
-                    if source.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(SafeFsError::Io { err, .. }) if err.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
             }
             if let Some(f) = self.open_existing(name, true)? {
@@ -498,7 +501,7 @@ impl PrivateDir {
                 return Err(SafeFsError::NotOwned {
                     path: self.path.join(&tmp),
                     owner: st.st_uid,
-                    allowed: format!("uid {ours}"),
+                    allowed: uid_name(ours),
                     ours,
                 });
             }
