@@ -16,18 +16,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Opens (or creates) the store; the parent directory is created if missing.
+    /// Opens (or creates) the store; the store creates its folder (0700) if missing and
+    /// refuses one that another user could write (see `seer_store::safefs`).
     pub fn open(path: &Path, tick_ms: u64) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot create {}: {e} (choose another --db, or --no-store)",
-                    dir.display()
-                )
-            })?;
-        }
         let cfg = StoreConfig {
             tick_ms,
             ..StoreConfig::default()

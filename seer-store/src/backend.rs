@@ -140,15 +140,10 @@ impl Extent {
     }
 }
 
-/// The ranges of the file at `path` that hold data (not holes), from `SEEK_DATA`/`SEEK_HOLE`.
+/// The ranges of `file` that hold data (not holes), from `SEEK_DATA`/`SEEK_HOLE`.
 /// Where the file system cannot tell, the whole file counts as written.
-pub(crate) fn written_ranges(path: &std::path::Path) -> io::Result<Vec<(u64, u64)>> {
+pub(crate) fn written_ranges(file: &std::fs::File) -> io::Result<Vec<(u64, u64)>> {
     use std::os::fd::AsRawFd;
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
     let len = file.metadata()?.len();
     let fd = file.as_raw_fd();
     let whole = || Ok(if len > 0 { vec![(0, len)] } else { Vec::new() });
@@ -378,7 +373,7 @@ mod tests {
         f.set_len(64 << 20).expect("set_len");
         std::os::unix::fs::FileExt::write_all_at(&f, &[1; 8192], 0).expect("write");
         std::os::unix::fs::FileExt::write_all_at(&f, &[1; 4096], 32 << 20).expect("write");
-        let ranges = written_ranges(&path).expect("ranges");
+        let ranges = written_ranges(&f).expect("ranges");
         let taken: u64 = ranges.iter().map(|(s, e)| e - s).sum();
         assert!(ranges.len() <= 2 && taken < 1 << 20, "{ranges:?}");
         assert!(

@@ -15,6 +15,10 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A folder or file seer would write in that someone else could tamper with (see
+    /// [`crate::safefs`]); the message names the path, its owner or mode, and what to do.
+    #[error(transparent)]
+    Unsafe(#[from] crate::safefs::SafeFsError),
     #[error(
         "trace store {path} is open in another process (is a seer agent running?); stop it, \
          or use another path"

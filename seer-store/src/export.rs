@@ -11,9 +11,12 @@
 //! (standard Arrow IPC compression). `pyarrow.ipc.open_file(path).read_all()` (or
 //! `pandas.read_feather(path)`) reads it as is. The manifest gives services in topological order
 //! (callees before callers) when a call graph was recorded, else by id; the model's N axis.
-//! The file is written under a temporary name and renamed; the manifest is written last.
+//! The file is written under a temporary name and renamed; the manifest is written last. The
+//! folder must belong to the agent's uid and be writable by no one else (created 0700 if
+//! missing), and no name in it is followed (see [`crate::safefs`]).
 
 use crate::read::TickSamples;
+use crate::safefs;
 use crate::{QosEvent, Store, StoreError};
 use arrow_array::types::Int32Type;
 use arrow_array::{
@@ -26,7 +29,7 @@ use arrow_schema::{ArrowError, DataType, Field, Schema};
 use seer_common::sample::{CHANNEL_NAMES, CHANNELS};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
+use std::ffi::OsStr;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -196,7 +199,9 @@ pub fn export_with(
     out_dir: &Path,
     options: ExportOptions,
 ) -> Result<ExportSummary, StoreError> {
-    std::fs::create_dir_all(out_dir).map_err(io_err(out_dir, "create folder"))?;
+    // The folder may be anywhere the operator said (/tmp/x): it must be ours and writable by
+    // no one else, and nothing in it is followed (see `safefs`).
+    let dir = safefs::private_dir(out_dir)?;
     let services = store.services()?;
     let events = store.qos_events(from_ms, to_ms)?;
     let labelled = !events.is_empty();
@@ -214,8 +219,7 @@ pub fn export_with(
     ));
     let schema = Arc::new(arrow_schema(labelled));
     let data_path = out_dir.join(DATA_FILE);
-    let tmp_path = out_dir.join(format!("{DATA_FILE}.tmp"));
-    let file = File::create(&tmp_path).map_err(io_err(out_dir, "create data file"))?;
+    let file = dir.create_tmp(OsStr::new(DATA_FILE))?;
     let ipc_options = IpcWriteOptions::default()
         .try_with_compression(match options.compression {
             Compression::None => None,
@@ -299,8 +303,11 @@ pub fn export_with(
         written.map_err(arrow_err(out_dir, "write data file"))
     });
     produced?;
-    std::fs::rename(&tmp_path, &data_path).map_err(io_err(out_dir, "rename data file"))?;
-    let data_bytes = std::fs::metadata(&data_path)
+    dir.commit_tmp(OsStr::new(DATA_FILE))?;
+    let data_bytes = dir
+        .open_existing(OsStr::new(DATA_FILE), false)?
+        .ok_or_else(|| io_err(out_dir, "stat data file")(std::io::ErrorKind::NotFound.into()))?
+        .metadata()
         .map_err(io_err(out_dir, "stat data file"))?
         .len();
 
@@ -315,7 +322,7 @@ pub fn export_with(
         unknown: &unknown,
         events: &events,
     };
-    let (manifest_path, service_count) = crate::manifest::write(store, out_dir, &manifest)?;
+    let (manifest_path, service_count) = crate::manifest::write(store, &dir, &manifest)?;
     Ok(ExportSummary {
         data_file: data_path,
         manifest_file: manifest_path,

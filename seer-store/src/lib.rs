@@ -50,6 +50,10 @@
 //!   full disk or cap the oldest data is dropped, counted and logged, and recording goes on.
 //! - Every open error names the path and what to do ([`StoreError`]); every row that does not
 //!   decode is an error, not a panic.
+//! - Nothing is written through a name someone else could plant: the store's and the export's
+//!   folders must belong to the agent's uid and be writable by no one else (created 0700), the
+//!   store file is created 0600 with `O_EXCL | O_NOFOLLOW`, temporary files are created afresh
+//!   and renamed ([`safefs`], shared with the agent's action journal).
 
 mod backend;
 mod cap;
@@ -64,6 +68,7 @@ mod open;
 pub mod query;
 mod read;
 pub mod retention;
+pub mod safefs;
 pub mod schema;
 mod store;
 pub mod synth;

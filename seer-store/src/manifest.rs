@@ -2,12 +2,14 @@
 
 use crate::export::{DATA_FILE, MANIFEST_FILE};
 use crate::graph::topo_order;
+use crate::safefs::PrivateDir;
 use crate::schema::SCHEMA_VERSION;
 use crate::{QosEvent, ServiceInfo, Store, StoreError};
 use seer_common::sample::{CHANNEL_NAMES, ServiceId};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::path::PathBuf;
 
 /// What the export wrote, as the manifest describes it.
 pub(crate) struct Written<'a> {
@@ -72,19 +74,14 @@ struct ManifestRemoteEdge {
     to: String,
 }
 
-/// Writes `manifest.json` into `out_dir`; returns its path and the number of services.
+/// Writes `manifest.json` into `dir` (the export folder, opened by [`crate::safefs`]); returns
+/// its path and the number of services.
 pub(crate) fn write(
     store: &Store,
-    out_dir: &Path,
+    dir: &PrivateDir,
     w: &Written<'_>,
 ) -> Result<(PathBuf, usize), StoreError> {
-    let io_err = |op: &'static str| {
-        move |source| StoreError::ExportIo {
-            dir: out_dir.to_owned(),
-            op,
-            source,
-        }
-    };
+    let out_dir = dir.path();
     let edges = store.edges_between(w.from_ms, w.to_ms)?;
     let mut ids: Vec<ServiceId> = w.services.iter().map(|s| s.id).collect();
     ids.extend(w.unknown.iter().map(|&id| ServiceId(id)));
@@ -143,14 +140,11 @@ pub(crate) fn write(
             })
             .collect(),
     };
-    let path = out_dir.join(MANIFEST_FILE);
-    let tmp = out_dir.join(format!("{MANIFEST_FILE}.tmp"));
     let json =
         serde_json::to_vec_pretty(&manifest).map_err(|source| StoreError::ExportManifest {
             dir: out_dir.to_owned(),
             source,
         })?;
-    std::fs::write(&tmp, json).map_err(io_err("write manifest"))?;
-    std::fs::rename(&tmp, &path).map_err(io_err("rename manifest"))?;
-    Ok((path, order.len()))
+    dir.write_atomic(OsStr::new(MANIFEST_FILE), &json)?;
+    Ok((out_dir.join(MANIFEST_FILE), order.len()))
 }

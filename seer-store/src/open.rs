@@ -2,6 +2,7 @@
 //! path and what to do, and the schema version is checked before anything is written.
 
 use crate::backend::{CappedBackend, Limits, written_ranges};
+use crate::safefs;
 use crate::schema::{
     ACTIONS, AGG_1S, ALERTS, DIAGNOSES, EDGES, HOST, META, META_CREATED_MS, META_SCHEMA_VERSION,
     META_TICK_MS, QOS_EVENTS, REMOTE_EDGES, SAMPLES, SCHEMA_VERSION, SERVICES,
@@ -9,8 +10,9 @@ use crate::schema::{
 use crate::{StoreConfig, StoreError};
 use redb::backends::FileBackend;
 use redb::{Database, DatabaseError, StorageError, TableError};
-use std::fs::OpenOptions;
-use std::io::{ErrorKind, Read};
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
@@ -68,12 +70,8 @@ fn damaged(path: &Path, detail: impl Into<String>) -> StoreError {
 }
 
 /// Looks at the file before redb does: redb panics on some truncated files.
-fn precheck(path: &Path) -> Result<(), StoreError> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(unwritable(path, e)),
-    };
+fn precheck(path: &Path, file: &File) -> Result<(), StoreError> {
+    let meta = file.metadata().map_err(|e| unwritable(path, e))?;
     if !meta.is_file() {
         return Err(StoreError::NotRedb {
             path: path.to_owned(),
@@ -83,10 +81,12 @@ fn precheck(path: &Path) -> Result<(), StoreError> {
         return Ok(());
     }
     let mut head = [0u8; 64];
-    let mut file = std::fs::File::open(path).map_err(|e| unwritable(path, e))?;
     let mut n = 0;
     while n < head.len() {
-        match file.read(&mut head[n..]).map_err(|e| unwritable(path, e))? {
+        match file
+            .read_at(&mut head[n..], n as u64)
+            .map_err(|e| unwritable(path, e))?
+        {
             0 => break,
             k => n += k,
         }
@@ -156,27 +156,30 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
+/// Opens (creating if needed, 0600) the store file in a folder only this uid can write
+/// (created 0700 if missing), never through a symbolic link: see [`crate::safefs`].
+fn open_file(path: &Path) -> Result<File, StoreError> {
+    let refused = |e: safefs::SafeFsError| e.split(|io| unwritable(path, io), StoreError::from);
+    let (dir, name) = safefs::split_file_path(path)?;
+    let dir = safefs::private_dir(dir).map_err(refused)?;
+    dir.open_or_create(name).map_err(|e| match e {
+        safefs::SafeFsError::WrongType { .. } => StoreError::NotRedb {
+            path: path.to_owned(),
+        },
+        e => refused(e),
+    })
+}
+
 /// Opens (creating if needed) the redb file at `path` with the cap of `config`.
 pub(crate) fn open_database(
     path: &Path,
     config: &StoreConfig,
     limits: &Arc<Limits>,
 ) -> Result<Database, StoreError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
-        && !parent.exists()
-    {
-        std::fs::create_dir_all(parent).map_err(|e| unwritable(path, e))?;
-    }
-    precheck(path)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| unwritable(path, e))?;
+    let file = open_file(path)?;
+    precheck(path, &file)?;
+    let written = written_ranges(&file).map_err(|e| unwritable(path, e))?;
     let backend = FileBackend::new(file).map_err(|e| classify(path, e))?;
-    let written = written_ranges(path).map_err(|e| unwritable(path, e))?;
     let backend =
         CappedBackend::new(backend, limits.clone(), &written).map_err(|e| unwritable(path, e))?;
     let shown = path.display().to_string();

@@ -91,7 +91,9 @@ fn file_that_is_not_redb_is_refused() {
             .starts_with("these are not")
     );
 
-    let e = open_err(dir.path());
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).expect("mkdir");
+    let e = open_err(&folder);
     assert!(matches!(e, StoreError::NotRedb { .. }), "a folder: {e:?}");
 }
 

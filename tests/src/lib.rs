@@ -229,7 +229,7 @@ impl Drop for Proc {
 }
 
 /// The agent running `--json` inside a namespace; ticks are parsed as they arrive. Each agent
-/// records into its own trace store (`db`), removed on drop.
+/// records into its own trace store (`db`, in a folder of its own), removed on drop.
 pub struct Agent {
     pub proc: Proc,
     pub db: PathBuf,
@@ -241,7 +241,9 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.proc.child.kill();
         let _ = self.proc.child.wait();
-        let _ = std::fs::remove_file(&self.db);
+        if let Some(dir) = self.db.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -267,11 +269,14 @@ impl Agent {
         cmd: impl Fn(&str, &std::path::Path, &[&str]) -> Command,
     ) -> Self {
         let t = ticks.to_string();
-        let db = std::env::temp_dir().join(format!(
-            "seer-test-{}-{}.redb",
-            std::process::id(),
-            AGENT_SEQ.fetch_add(1, Ordering::SeqCst)
-        ));
+        // In a folder of its own: the agent refuses to write in one others can write (/tmp).
+        let db = std::env::temp_dir()
+            .join(format!(
+                "seer-test-{}-{}",
+                std::process::id(),
+                AGENT_SEQ.fetch_add(1, Ordering::SeqCst)
+            ))
+            .join("seer.redb");
         let dbs = db.display().to_string();
         let mut args = vec!["run", "--json", "--ticks", &t, "--db", &dbs];
         args.extend_from_slice(extra);

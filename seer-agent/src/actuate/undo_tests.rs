@@ -153,12 +153,13 @@ fn permission_denied_is_reported_with_what_to_do() {
     let quota = cg.0.join("cpu.cfs_quota_us");
     let before = knob(&quota);
     let d = TempDir::new("undo-perm-j");
-    let jp = d.path().join("j.json");
-    std::fs::set_permissions(
-        d.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .expect("chmod");
+    // The journal's folder belongs to the uid the actuator runs as (it refuses any other).
+    let jd = d.path().join("j");
+    std::fs::create_dir(&jd).expect("mkdir");
+    std::fs::set_permissions(&jd, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod");
+    std::os::unix::fs::chown(&jd, Some(65534), Some(65534)).expect("chown");
+    let jp = jd.join("j.json");
     // One thread drops to uid 65534 (the raw syscall changes only the calling thread's
     // credentials, and clears its capabilities) and tries the action there.
     let outcome = std::thread::spawn(move || {

@@ -3,13 +3,15 @@
 //! culprit's CPUs; buffers are sized from the host's cache sizes and allocated up front so a
 //! burst only contends, never page-faults (except the memory-capacity kernel, whose job it is).
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     hint::black_box,
     net::{SocketAddr, UdpSocket},
-    os::unix::fs::{FileExt as _, OpenOptionsExt as _},
+    os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
+
+use seer_store::safefs;
 
 use super::{DiagnoseError, Resource, probe::Observer, probe::Window};
 
@@ -84,6 +86,10 @@ pub fn parse_size(s: &str) -> Option<usize> {
     num.parse::<usize>().ok().map(|n| n * mul)
 }
 
+/// Seer's own folder for the disk kernel where the culprit's filesystem has no `O_TMPFILE`
+/// (beside the trace store's default, on a disk rather than tmpfs).
+pub const DISK_FALLBACK: &str = "/var/lib/seer/diagnose";
+
 /// Where the kernels contend.
 #[derive(Clone, Debug)]
 pub struct Placement {
@@ -93,8 +99,14 @@ pub struct Placement {
     /// CPUs, so that they contend on the shared resource and not for the culprit's CPU time
     /// (the culprit's own CPUs when it may run everywhere).
     pub uncore_cpus: Vec<usize>,
-    /// Directory on the culprit's filesystem (the disk kernel writes an unlinked file there).
+    /// The culprit's working directory as the magic link `/proc/PID/cwd`: the disk kernel
+    /// writes an unnamed `O_TMPFILE` there, on the culprit's own filesystem in its own mount
+    /// namespace. The culprit controls that folder: no name is ever created in it, so nothing
+    /// planted there (a symlink, a FIFO) is followed.
     pub disk_dir: PathBuf,
+    /// Seer's own folder (root's, created 0700) for the disk kernel where the culprit's
+    /// filesystem has no `O_TMPFILE`; None: the kernel is then unavailable.
+    pub disk_fallback: Option<PathBuf>,
     /// Where the network kernel sends its UDP datagrams.
     pub net_dest: SocketAddr,
     /// The memory-capacity kernel touches at most this many bytes per thread.
@@ -140,24 +152,20 @@ impl Arena {
             ));
         }
         let mut unavailable = Vec::new();
-        let disk_path = p
-            .disk_dir
-            .join(format!(".seer-diagnose-{}", std::process::id()));
         let mut threads = Vec::new();
         let n_core = p.cpus.len();
         for (i, &cpu) in p.cpus.iter().chain(&p.uncore_cpus).enumerate() {
             let core = i < n_core;
-            let disk = match open_disk(&disk_path) {
-                Ok(f) if !core => Some(f),
-                Ok(_) => None,
-                Err(e) => {
-                    if unavailable.is_empty() {
-                        unavailable.push((
-                            Resource::Disk,
-                            format!("cannot write in {}: {e}", p.disk_dir.display()),
-                        ));
+            // Only the uncore threads write; after one failure the others would fail alike.
+            let disk = if core || !unavailable.is_empty() {
+                None
+            } else {
+                match open_disk(p) {
+                    Ok(f) => Some(f),
+                    Err(why) => {
+                        unavailable.push((Resource::Disk, why));
+                        None
                     }
-                    None
                 }
             };
             let udp = UdpSocket::bind(if p.net_dest.is_ipv4() {
@@ -253,19 +261,32 @@ pub fn is_core(r: Resource) -> bool {
     )
 }
 
-fn open_disk(path: &Path) -> std::io::Result<File> {
-    let open = |direct: bool| {
-        OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .custom_flags(if direct { libc::O_DIRECT } else { 0 })
-            .open(path)
+/// The disk kernel's file: unnamed (`O_TMPFILE`, mode 0600), so its space goes back when the
+/// diagnosis ends, even if it is killed, and nothing planted at a name is ever opened. In the
+/// culprit's working directory ([`Placement::disk_dir`]), else in seer's own folder
+/// ([`Placement::disk_fallback`]); `O_DIRECT` where the filesystem allows it, else buffered
+/// writes + fdatasync (tmpfs, some overlays). Err: why neither works.
+fn open_disk(p: &Placement) -> Result<File, String> {
+    fn direct_or_buffered<E>(open: impl Fn(i32) -> Result<File, E>) -> Result<File, E> {
+        open(libc::O_DIRECT).or_else(|_| open(0))
+    }
+    let culprit = match direct_or_buffered(|fl| safefs::unnamed_file_in(&p.disk_dir, fl)) {
+        Ok(f) => return Ok(f),
+        Err(e) => format!(
+            "no unnamed file (O_TMPFILE) in the culprit's working directory ({}): {e}",
+            p.disk_dir.display()
+        ),
     };
-    // tmpfs and some overlays refuse O_DIRECT: fall back to buffered writes + fdatasync.
-    let f = open(true).or_else(|_| open(false))?;
-    // Unlinked at once: the space goes back when the diagnosis ends, even if it is killed.
-    std::fs::remove_file(path)?;
+    let Some(own) = &p.disk_fallback else {
+        return Err(culprit);
+    };
+    let f = safefs::private_dir(own)
+        .and_then(|d| direct_or_buffered(|fl| d.unnamed_file(fl)))
+        .map_err(|e| format!("{culprit}; nor in seer's own folder: {e}"))?;
+    log::info!(
+        "disk microbenchmark writes in {} ({culprit}): not the culprit's filesystem",
+        own.display()
+    );
     Ok(f)
 }
 
@@ -508,6 +529,7 @@ static L1I: [[Blk; 8]; 64] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::{fs::OpenOptions, os::unix::fs::OpenOptionsExt as _};
 
     struct Sleepy;
     impl Observer for Sleepy {
@@ -526,6 +548,129 @@ mod tests {
         assert!(c.l1d < c.l2 && c.l2 <= c.llc, "{c:?}");
     }
 
+    /// A directory another user could have prepared, under a root-owned location.
+    fn planted_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("seer-mb-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        d
+    }
+
+    fn small_placement(disk_dir: PathBuf) -> Placement {
+        Placement {
+            cpus: vec![0],
+            uncore_cpus: vec![0],
+            disk_dir,
+            disk_fallback: None,
+            net_dest: "127.0.0.1:9".parse().expect("addr"),
+            memcap_bytes: 16 << 20,
+        }
+    }
+
+    const SMALL: CacheSizes = CacheSizes {
+        l1d: 32 << 10,
+        l2: 256 << 10,
+        llc: 1 << 20,
+    };
+
+    #[test]
+    fn disk_kernel_follows_no_planted_symlink() {
+        let d = planted_dir("link");
+        let victim = d.join("victim");
+        std::fs::write(&victim, "precious\n").expect("victim");
+        let work = d.join("cwd");
+        std::fs::create_dir(&work).expect("mkdir");
+        // Every name the old code could use, for this process (the diagnosing agent).
+        std::os::unix::fs::symlink(
+            &victim,
+            work.join(format!(".seer-diagnose-{}", std::process::id())),
+        )
+        .expect("plant");
+        let a = Arena::new(&small_placement(work.clone()), SMALL).expect("arena");
+        let got = std::fs::read_to_string(&victim).expect("read victim");
+        let _ = std::fs::remove_dir_all(&d);
+        assert_eq!(
+            got, "precious\n",
+            "the disk kernel wrote through a planted link"
+        );
+        assert!(
+            a.uncore.iter().all(|m| m.disk.is_some()),
+            "disk kernel unavailable: {:?}",
+            a.unavailable
+        );
+    }
+
+    #[test]
+    fn disk_kernel_does_not_hang_on_a_planted_fifo() {
+        let d = planted_dir("fifo");
+        let fifo = d.join(format!(".seer-diagnose-{}", std::process::id()));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666))
+            .expect("mkfifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = small_placement(d.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(Arena::new(&p, SMALL).map(|a| a.unavailable));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(5));
+        if got.is_err() {
+            // Let the stuck opener go before failing.
+            let _ = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo);
+        }
+        let _ = std::fs::remove_dir_all(&d);
+        let unavailable = got
+            .expect("the disk kernel hung on a planted FIFO")
+            .expect("arena");
+        assert!(unavailable.is_empty(), "{unavailable:?}");
+    }
+
+    #[test]
+    fn disk_kernel_writes_in_the_culprits_cwd_through_proc() {
+        // This process stands for the culprit.
+        let cwd = PathBuf::from(format!("/proc/{}/cwd", std::process::id()));
+        let before = std::fs::read_dir(&cwd).expect("list cwd").count();
+        let a = Arena::new(&small_placement(cwd.clone()), SMALL).expect("arena");
+        assert!(a.unavailable.is_empty(), "{:?}", a.unavailable);
+        assert!(a.uncore.iter().all(|m| m.disk.is_some()));
+        assert_eq!(
+            std::fs::read_dir(&cwd).expect("list cwd").count(),
+            before,
+            "the disk kernel left a name in the culprit's folder"
+        );
+    }
+
+    #[test]
+    fn disk_kernel_falls_back_to_seers_own_folder_or_says_why() {
+        let d = planted_dir("fallback");
+        let own = d.join("own");
+        let mut p = small_placement(d.join("no-such-folder"));
+        p.disk_fallback = Some(own.clone());
+        let a = Arena::new(&p, SMALL).expect("arena");
+        let listed = std::fs::read_dir(&own).map(|r| r.count());
+        let own_mode = std::fs::metadata(&own).map(|m| {
+            use std::os::unix::fs::PermissionsExt as _;
+            m.permissions().mode() & 0o7777
+        });
+        // A fallback folder others can write is refused: the kernel is then unavailable.
+        let open = d.join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("chmod");
+        p.disk_fallback = Some(open.clone());
+        let b = Arena::new(&p, SMALL).expect("arena");
+        let _ = std::fs::remove_dir_all(&d);
+        assert!(a.unavailable.is_empty(), "{:?}", a.unavailable);
+        assert!(a.uncore.iter().all(|m| m.disk.is_some()));
+        assert_eq!(listed.expect("own folder"), 0, "a name was left behind");
+        assert_eq!(own_mode.expect("own folder"), 0o700);
+        let why = &b.unavailable.first().expect("disk unavailable").1;
+        assert!(why.contains("no-such-folder"), "{why}");
+        assert!(why.contains("writable") && why.contains("open"), "{why}");
+        assert!(b.uncore.iter().all(|m| m.disk.is_none()));
+    }
+
     #[test]
     fn every_kernel_runs_for_its_burst_and_does_work() {
         let dir = std::env::temp_dir();
@@ -533,6 +678,7 @@ mod tests {
             cpus: vec![0],
             uncore_cpus: vec![0],
             disk_dir: dir,
+            disk_fallback: None,
             net_dest: "127.0.0.1:9".parse().expect("addr"),
             memcap_bytes: 16 << 20,
         };

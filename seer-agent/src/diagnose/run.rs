@@ -7,7 +7,7 @@ use std::{
 
 use super::{
     DiagnoseError, Mode, Resource, bandwidth, llc,
-    microbench::{Arena, CacheSizes, Placement},
+    microbench::{Arena, CacheSizes, DISK_FALLBACK, Placement},
     pmu::{self, KernelPerf, PerfSys},
     probe::{self as probe_mod, Observer, Probe, Protocol, Request, Window},
     record::{Evidence, ProbeInfo, Record},
@@ -417,11 +417,8 @@ fn public(
     let placement = Placement {
         cpus: t.cpus.clone(),
         uncore_cpus: other_cpus(&t.cpus),
-        disk_dir: if t.cwd == Path::new("/") {
-            PathBuf::from("/tmp")
-        } else {
-            t.cwd.clone()
-        },
+        disk_dir: t.cwd.clone(),
+        disk_fallback: Some(PathBuf::from(DISK_FALLBACK)),
         net_dest: req
             .net_dest
             .unwrap_or_else(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9)),

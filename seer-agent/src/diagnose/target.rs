@@ -28,7 +28,9 @@ pub struct Target {
     pub cpus: Vec<usize>,
     /// v1 `cpu` controller directory (or the v2 directory) holding cpu.stat, if readable.
     pub cpu_cgroup_dir: Option<PathBuf>,
-    /// The culprit's working directory: where the disk microbenchmark writes.
+    /// The culprit's working directory as the magic link `/proc/PID/cwd`, where the disk
+    /// microbenchmark writes: opened as is it lands in that directory in the culprit's own
+    /// mount namespace (the path readlink shows means nothing in ours).
     pub cwd: PathBuf,
     /// Every thread of its own cgroup (v1 `tasks` / v2 `cgroup.threads`); None when it shares
     /// a cgroup with others (the root, a slice, a session scope).
@@ -240,7 +242,7 @@ pub fn of_service(s: &crate::discovery::Service) -> Target {
         cpus,
         threads_file: threads_file(cpu_cgroup_dir(first).as_ref(), &s.cgroup),
         cpu_cgroup_dir: cpu_cgroup_dir(first),
-        cwd: fs::read_link(format!("/proc/{first}/cwd")).unwrap_or_else(|_| "/tmp".into()),
+        cwd: PathBuf::from(format!("/proc/{first}/cwd")),
         mem_cgroup_dir: mem_cgroup_dir(first),
     }
 }

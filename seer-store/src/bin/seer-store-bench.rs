@@ -78,7 +78,7 @@ fn run(a: Args) -> Result<(), String> {
     let dir = a.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("seer-store-bench-{}", std::process::id()))
     });
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    seer_store::safefs::private_dir(&dir).map_err(|e| e.to_string())?;
     let db_path = dir.join("bench.redb");
     if a.export_only {
         let store = Store::open(&db_path, StoreConfig::default()).map_err(|e| e.to_string())?;
