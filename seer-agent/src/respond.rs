@@ -50,6 +50,8 @@ pub struct RespondStats {
     pub violations: u64,
     pub diagnoses: u64,
     pub applied: u64,
+    /// Actions that would have changed nothing (raising a quota a service does not have).
+    pub unchanged: u64,
     pub failed: u64,
     pub recommended: u64,
     pub alerts_queued: u64,
@@ -582,10 +584,17 @@ impl Responder {
         let ts = now_ms();
         for o in &outcomes {
             match o {
-                Outcome::Applied { action } => {
+                Outcome::Applied { action, note } => {
                     self.stats.applied += 1;
-                    log::info!("respond: applied {action:?}");
+                    match note {
+                        Some(n) => log::info!("respond: applied {action:?}: {n}"),
+                        None => log::info!("respond: applied {action:?}"),
+                    }
                     self.log_action(ts, action, d);
+                }
+                Outcome::Unchanged { action, reason } => {
+                    self.stats.unchanged += 1;
+                    log::info!("respond: {action:?} changes nothing: {reason}");
                 }
                 Outcome::Failed { action, error } => {
                     self.stats.failed += 1;

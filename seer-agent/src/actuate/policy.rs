@@ -1,7 +1,8 @@
 //! What to do about a predicted violation: (culprit, resource) -> bounded actions.
 //!
-//! - CPU: the culprit's CPU quota grows one step (up to `max`); at its max, the busiest
-//!   antagonist's quota shrinks one step, never below `floor`.
+//! - CPU: levels are percent of what each service had before seer (its quota, or the CPUs it
+//!   used when it had none: the actuator reads it). The culprit's quota grows one step (up to
+//!   `max`); at its max, the busiest antagonist's quota shrinks one step, never below `floor`.
 //! - LLC: the culprit gets one more exclusive L3 way (up to `max`).
 //! - Memory bandwidth, network: the antagonists' MB cap / egress ceiling shrink one step, never
 //!   below `floor` (a culprit cannot be given more than the whole resource).
@@ -32,7 +33,7 @@ pub enum Mode {
 /// Bounds of one resource's knob, in its own unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Knob {
-    /// Level when seer has done nothing (e.g. 100 % MB, no quota = 200 % on 2 CPUs).
+    /// Level when seer has done nothing (e.g. 100 % MB; 100 % of a service's own CPU).
     pub default: u32,
     /// Nobody is taken below this.
     pub floor: u32,
@@ -44,7 +45,7 @@ pub struct Knob {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PolicyConfig {
     pub mode: Mode,
-    /// CPU quota, percent of one CPU.
+    /// CPU quota, percent of the service's CPU before seer (its quota, or what it used).
     pub cpu_pct: Knob,
     /// Exclusive L3 ways.
     pub llc_ways: Knob,
@@ -93,7 +94,8 @@ impl Default for PolicyConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    /// Set `service`'s level of `resource` (unit per resource: % CPU, ways, % MB, Mbit/s).
+    /// Set `service`'s level of `resource` (unit per resource: % of its CPU before seer, ways,
+    /// % MB, Mbit/s).
     Set {
         service: String,
         resource: Resource,
