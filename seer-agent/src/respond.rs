@@ -486,7 +486,7 @@ impl Responder {
                 (None, 0.0, Some(json!({ "error": e })))
             }
         };
-        let decision = match resource.and_then(policy_resource) {
+        let mut decision = match resource.and_then(policy_resource) {
             Some(r) => self.policy.on_alert(&done.culprit, r, &done.antagonists),
             None => Decision {
                 mode: self.cfg.mode,
@@ -501,7 +501,15 @@ impl Responder {
                 }),
             },
         };
-        let outcomes = self.carry_out(&decision, d);
+        let mut outcomes = self.carry_out(&decision, d);
+        // A culprit with no CPU quota has nothing to raise: its antagonists' step, at once.
+        if let Some(r) = enforce::nothing_raised(&outcomes, &done.culprit) {
+            self.policy.cannot_grow(&done.culprit, r);
+            let next = self.policy.on_alert(&done.culprit, r, &done.antagonists);
+            outcomes.extend(self.carry_out(&next, d));
+            decision.actions.extend(next.actions);
+            decision.note = next.note.or(decision.note);
+        }
         let Some(e) = &mut self.episode else {
             return; // Healthy again before the diagnosis finished: no alert.
         };

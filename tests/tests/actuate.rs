@@ -535,7 +535,7 @@ fn respond_enforces_or_only_recommends() {
     let _ = std::fs::remove_dir(&cg);
 }
 
-/// Busy loops (`sh -c 'while :; do :; done'`) in a fresh v1 cpu cgroup
+/// Busy loops (`sh -c 'while :; do :; done'`), or a sleeper, in a fresh v1 cpu cgroup
 /// `seer-NAME-PID` with no quota; on drop (a failed assert included) the processes are killed
 /// and the cgroup removed.
 struct Burners {
@@ -548,6 +548,11 @@ impl Burners {
     /// hierarchy.
     fn new(name: &str, n: usize) -> Option<Self> {
         Self::spawn(name, n, &["sh", "-c", "while :; do :; done"])
+    }
+
+    /// One `sleep 60`.
+    fn sleeping(name: &str) -> Option<Self> {
+        Self::spawn(name, 1, &["sleep", "60"])
     }
 
     fn spawn(name: &str, n: usize, cmd: &[&str]) -> Option<Self> {
@@ -645,6 +650,67 @@ fn respond_does_not_cut_an_unlimited_culprit_below_what_it_uses() {
         "the outcome says why: {out}"
     );
     assert!(!j.exists(), "nothing changed, nothing journaled");
+}
+
+/// The culprit has no quota (nothing to raise), so the step goes to the antagonist at once:
+/// two busy loops with no quota are cut to 75% of what they used, said in the outcome; undo
+/// lifts the cap (`-1` again).
+#[test]
+fn respond_cuts_an_unlimited_antagonist_from_what_it_uses_and_undo_lifts_it() {
+    let Some(api) = Burners::sleeping("api") else {
+        return;
+    };
+    let Some(burn) = Burners::new("cut", 2) else {
+        return;
+    };
+    let jd = JournalDir::new("cut");
+    let j = jd.path();
+    thread::sleep(Duration::from_millis(300));
+    let out = ok(&Command::new(agent_bin())
+        .args(["act", "--journal"])
+        .arg(&j)
+        .args([
+            "respond",
+            "--culprit",
+            "api",
+            "--resource",
+            "cpu",
+            "--antagonist",
+            "burn",
+            "--mode",
+            "enforce",
+            "--target",
+            &format!("api={}", api.pid()),
+            "--target",
+            &format!("burn={}", burn.pid()),
+        ])
+        .output()
+        .expect("act respond"));
+    assert!(
+        out.contains("api has no CPU quota (unlimited): nothing to raise"),
+        "{out}"
+    );
+    assert_eq!(api.knob("cpu.cfs_quota_us"), "-1", "{out}");
+    let num = |s: &str| s.parse::<f64>().unwrap_or(f64::NAN);
+    let quota = num(&burn.knob("cpu.cfs_quota_us")) / num(&burn.knob("cpu.cfs_period_us"));
+    // "cuts burn from 1.9 to 1.43 CPUs (75% of the 1.9 CPUs it used with no quota): ..."
+    let from = out
+        .split_once("cuts burn from ")
+        .and_then(|(_, r)| r.split_once(' '))
+        .map_or(f64::NAN, |(n, _)| num(n));
+    println!("burn used {from} CPUs, capped at {quota:.3}\n{out}");
+    assert!(
+        from >= 0.1 && (quota - 0.75 * from).abs() < 0.02,
+        "75% of what it used ({from}): quota {quota:.3} CPUs\n{out}"
+    );
+    let out = ok(&Command::new(agent_bin())
+        .args(["act", "--journal"])
+        .arg(&j)
+        .arg("undo")
+        .output()
+        .expect("undo"));
+    assert!(out.contains("2 restored"), "{out}");
+    assert_eq!(burn.knob("cpu.cfs_quota_us"), "-1", "the exact old value");
 }
 
 /// The same HTB classifies IPv6: a bulk sender on an IPv6 address of the veth, capped at its

@@ -88,6 +88,23 @@ fn cpus(x: f64) -> String {
     }
 }
 
+/// The resource whose raise of `culprit` found nothing to raise (an [`Outcome::Unchanged`]
+/// set of it): tell the policy ([`Policy::cannot_grow`]) and take its next step, its
+/// antagonists', at once.
+///
+/// [`Policy::cannot_grow`]: super::policy::Policy::cannot_grow
+pub fn nothing_raised(outcomes: &[Outcome], culprit: &str) -> Option<Resource> {
+    outcomes.iter().find_map(|o| match o {
+        Outcome::Unchanged {
+            action: Action::Set {
+                service, resource, ..
+            },
+            ..
+        } if service == culprit => Some(*resource),
+        _ => None,
+    })
+}
+
 pub struct Enforcer {
     pub actuator: Actuator,
     pub targets: BTreeMap<String, Target>,
