@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use crate::actuate::{
     Actuator, UndoReport,
     cgroup::{CpuAction, CpuCgroup},
-    enforce::{Enforcer, Target},
+    enforce::{Enforcer, Target, nothing_raised},
     htb::{HtbClass, HtbPlan},
     journal::DEFAULT_JOURNAL,
     policy::{Mode, Policy, PolicyConfig, Resource, SystemClock},
@@ -347,8 +347,18 @@ pub fn act(a: &ActArgs) -> anyhow::Result<()> {
                     },
                 );
             }
-            for o in e.carry_out(&d) {
-                println!("{}", serde_json::to_string(&o)?);
+            let out = e.carry_out(&d);
+            for o in &out {
+                println!("{}", serde_json::to_string(o)?);
+            }
+            // A culprit with no CPU quota has nothing to raise: its antagonists' step, at once.
+            if let Some(r) = nothing_raised(&out, culprit) {
+                p.cannot_grow(culprit, r);
+                let d = p.on_alert(culprit, r, antagonists);
+                println!("{}", serde_json::to_string(&d)?);
+                for o in e.carry_out(&d) {
+                    println!("{}", serde_json::to_string(&o)?);
+                }
             }
         }
     }

@@ -24,7 +24,7 @@
 //! diagnose = true               # find the culprit's saturated resource (microbenchmarks)
 //! cooldown_s = 10               # at most one diagnosis/step per culprit this often
 //! hold_s = 30                   # healthy this long -> actions for the culprit rolled back
-//! cpu_floor_pct = 20            # nobody's CPU quota goes below this (% of one CPU)
+//! cpu_floor_pct = 20            # nobody's CPU quota goes below this (% of its CPU before seer)
 //! mb_floor_pct = 30             # nobody's memory bandwidth below this (MBA %)
 //! net_floor_mbit = 50           # nobody's egress ceiling below this
 //! journal = "/run/seer/actions.json"

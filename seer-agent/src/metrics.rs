@@ -138,6 +138,7 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
         let _ = writeln!(o, "# TYPE seer_actions_total counter");
         for (what, n) in [
             ("applied", r.applied),
+            ("unchanged", r.unchanged),
             ("failed", r.failed),
             ("recommended", r.recommended),
         ] {

@@ -50,6 +50,8 @@ pub struct RespondStats {
     pub violations: u64,
     pub diagnoses: u64,
     pub applied: u64,
+    /// Actions that would have changed nothing (raising a quota a service does not have).
+    pub unchanged: u64,
     pub failed: u64,
     pub recommended: u64,
     pub alerts_queued: u64,
@@ -495,7 +497,7 @@ impl Responder {
                 (None, 0.0, Some(json!({ "error": e })))
             }
         };
-        let decision = match resource.and_then(policy_resource) {
+        let mut decision = match resource.and_then(policy_resource) {
             Some(r) => self.policy.on_alert(&done.culprit, r, &done.antagonists),
             None => Decision {
                 mode: self.cfg.mode,
@@ -510,7 +512,15 @@ impl Responder {
                 }),
             },
         };
-        let outcomes = self.carry_out(&decision, d);
+        let mut outcomes = self.carry_out(&decision, d);
+        // A culprit with no CPU quota has nothing to raise: its antagonists' step, at once.
+        if let Some(r) = enforce::nothing_raised(&outcomes, &done.culprit) {
+            self.policy.cannot_grow(&done.culprit, r);
+            let next = self.policy.on_alert(&done.culprit, r, &done.antagonists);
+            outcomes.extend(self.carry_out(&next, d));
+            decision.actions.extend(next.actions);
+            decision.note = next.note.or(decision.note);
+        }
         let Some(e) = &mut self.episode else {
             return; // Healthy again before the diagnosis finished: no alert.
         };
@@ -593,10 +603,17 @@ impl Responder {
         let ts = now_ms();
         for o in &outcomes {
             match o {
-                Outcome::Applied { action } => {
+                Outcome::Applied { action, note } => {
                     self.stats.applied += 1;
-                    log::info!("respond: applied {action:?}");
+                    match note {
+                        Some(n) => log::info!("respond: applied {action:?}: {n}"),
+                        None => log::info!("respond: applied {action:?}"),
+                    }
                     self.log_action(ts, action, d);
+                }
+                Outcome::Unchanged { action, reason } => {
+                    self.stats.unchanged += 1;
+                    log::info!("respond: {action:?} changes nothing: {reason}");
                 }
                 Outcome::Failed { action, error } => {
                     self.stats.failed += 1;

@@ -478,6 +478,8 @@ fn respond_enforces_or_only_recommends() {
     let Some((cg, mut child)) = sleeper_in_v1_cpu_cgroup("respond") else {
         return;
     };
+    // The service has a 1-CPU quota: a step is percent of what it has.
+    std::fs::write(cg.join("cpu.cfs_quota_us"), "100000").expect("quota");
     let jd = JournalDir::new("respond");
     let j = jd.path();
     let target = format!("api={}", child.id());
@@ -512,10 +514,14 @@ fn respond_enforces_or_only_recommends() {
             && out.contains(r#""outcome":"recommended""#),
         "{out}"
     );
-    assert_eq!(quota(), "-1", "recommend changes nothing");
+    assert_eq!(quota(), "100000", "recommend changes nothing");
     let out = respond("enforce");
-    assert!(out.contains(r#""outcome":"applied""#), "{out}");
-    assert_eq!(quota(), "125000");
+    assert!(
+        out.contains(r#""outcome":"applied""#)
+            && out.contains("raises api's CPU quota from 1.0 to 1.25 CPUs"),
+        "{out}"
+    );
+    assert_eq!(quota(), "125000", "125% of its 1-CPU quota");
     let out = ok(&Command::new(agent_bin())
         .args(["act", "--journal"])
         .arg(&j)
@@ -523,10 +529,188 @@ fn respond_enforces_or_only_recommends() {
         .output()
         .expect("undo"));
     assert!(out.contains("2 restored"), "{out}");
-    assert_eq!(quota(), "-1");
+    assert_eq!(quota(), "100000");
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir(&cg);
+}
+
+/// Busy loops (`sh -c 'while :; do :; done'`), or a sleeper, in a fresh v1 cpu cgroup
+/// `seer-NAME-PID` with no quota; on drop (a failed assert included) the processes are killed
+/// and the cgroup removed.
+struct Burners {
+    cg: PathBuf,
+    kids: Vec<std::process::Child>,
+}
+
+impl Burners {
+    /// `n` busy loops; None (with a printed SKIP) when not root or the host has no v1 cpu
+    /// hierarchy.
+    fn new(name: &str, n: usize) -> Option<Self> {
+        Self::spawn(name, n, &["sh", "-c", "while :; do :; done"])
+    }
+
+    /// One `sleep 60`.
+    fn sleeping(name: &str) -> Option<Self> {
+        Self::spawn(name, 1, &["sleep", "60"])
+    }
+
+    fn spawn(name: &str, n: usize, cmd: &[&str]) -> Option<Self> {
+        if !is_root() || !Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
+            println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
+            return None;
+        }
+        let cg = PathBuf::from(format!(
+            "/sys/fs/cgroup/cpu/seer-{name}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&cg).expect("mkdir cgroup");
+        let mut b = Burners {
+            cg,
+            kids: Vec::new(),
+        };
+        for _ in 0..n {
+            let c = Command::new(cmd[0]).args(&cmd[1..]).spawn().expect("spawn");
+            let pid = c.id();
+            b.kids.push(c);
+            std::fs::write(b.cg.join("cgroup.procs"), pid.to_string()).expect("move into cgroup");
+        }
+        Some(b)
+    }
+
+    fn pid(&self) -> u32 {
+        self.kids[0].id()
+    }
+
+    fn knob(&self, f: &str) -> String {
+        std::fs::read_to_string(self.cg.join(f))
+            .expect("read knob")
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        for c in &mut self.kids {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Ok(t) = std::fs::read_to_string(self.cg.join("cgroup.procs")) {
+            for pid in t.lines() {
+                let _ = std::fs::write("/sys/fs/cgroup/cpu/cgroup.procs", pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.cg);
+    }
+}
+
+/// Issue 14 finding 4, as reproduced: two processes burning two CPUs in a v1 cpu cgroup with no
+/// quota; the CPU step for them as culprit wrote `cpu.cfs_quota_us = 125000` (1.25 CPUs): the
+/// "raise" cut them from 2 CPUs. There is no quota to raise: nothing is written, and the outcome
+/// says so.
+#[test]
+fn respond_does_not_cut_an_unlimited_culprit_below_what_it_uses() {
+    let Some(burn) = Burners::new("burn", 2) else {
+        return;
+    };
+    assert_eq!(burn.knob("cpu.cfs_quota_us"), "-1", "a fresh cgroup");
+    let jd = JournalDir::new("burn");
+    let j = jd.path();
+    thread::sleep(Duration::from_millis(300));
+    let out = ok(&Command::new(agent_bin())
+        .args(["act", "--journal"])
+        .arg(&j)
+        .args([
+            "respond",
+            "--culprit",
+            "burn",
+            "--resource",
+            "cpu",
+            "--mode",
+            "enforce",
+            "--target",
+            &format!("burn={}", burn.pid()),
+        ])
+        .output()
+        .expect("act respond"));
+    let (q, p) = (
+        burn.knob("cpu.cfs_quota_us"),
+        burn.knob("cpu.cfs_period_us"),
+    );
+    let cpus = q.parse::<f64>().unwrap_or(-1.0) / p.parse::<f64>().unwrap_or(1.0);
+    assert!(
+        q == "-1" || cpus >= 2.0,
+        "two processes burning two CPUs with no quota: the raise cut them to cpu.cfs_quota_us = {q} (period {p}, {cpus:.2} CPUs)\n{out}"
+    );
+    assert_eq!(q, "-1", "no quota to raise: none written\n{out}");
+    assert!(
+        out.contains(r#""outcome":"unchanged""#)
+            && out.contains("burn has no CPU quota (unlimited): nothing to raise"),
+        "the outcome says why: {out}"
+    );
+    assert!(!j.exists(), "nothing changed, nothing journaled");
+}
+
+/// The culprit has no quota (nothing to raise), so the step goes to the antagonist at once:
+/// two busy loops with no quota are cut to 75% of what they used, said in the outcome; undo
+/// lifts the cap (`-1` again).
+#[test]
+fn respond_cuts_an_unlimited_antagonist_from_what_it_uses_and_undo_lifts_it() {
+    let Some(api) = Burners::sleeping("api") else {
+        return;
+    };
+    let Some(burn) = Burners::new("cut", 2) else {
+        return;
+    };
+    let jd = JournalDir::new("cut");
+    let j = jd.path();
+    thread::sleep(Duration::from_millis(300));
+    let out = ok(&Command::new(agent_bin())
+        .args(["act", "--journal"])
+        .arg(&j)
+        .args([
+            "respond",
+            "--culprit",
+            "api",
+            "--resource",
+            "cpu",
+            "--antagonist",
+            "burn",
+            "--mode",
+            "enforce",
+            "--target",
+            &format!("api={}", api.pid()),
+            "--target",
+            &format!("burn={}", burn.pid()),
+        ])
+        .output()
+        .expect("act respond"));
+    assert!(
+        out.contains("api has no CPU quota (unlimited): nothing to raise"),
+        "{out}"
+    );
+    assert_eq!(api.knob("cpu.cfs_quota_us"), "-1", "{out}");
+    let num = |s: &str| s.parse::<f64>().unwrap_or(f64::NAN);
+    let quota = num(&burn.knob("cpu.cfs_quota_us")) / num(&burn.knob("cpu.cfs_period_us"));
+    // "cuts burn from 1.9 to 1.43 CPUs (75% of the 1.9 CPUs it used with no quota): ..."
+    let from = out
+        .split_once("cuts burn from ")
+        .and_then(|(_, r)| r.split_once(' '))
+        .map_or(f64::NAN, |(n, _)| num(n));
+    println!("burn used {from} CPUs, capped at {quota:.3}\n{out}");
+    assert!(
+        from >= 0.1 && (quota - 0.75 * from).abs() < 0.02,
+        "75% of what it used ({from}): quota {quota:.3} CPUs\n{out}"
+    );
+    let out = ok(&Command::new(agent_bin())
+        .args(["act", "--journal"])
+        .arg(&j)
+        .arg("undo")
+        .output()
+        .expect("undo"));
+    assert!(out.contains("2 restored"), "{out}");
+    assert_eq!(burn.knob("cpu.cfs_quota_us"), "-1", "the exact old value");
 }
 
 /// The same HTB classifies IPv6: a bulk sender on an IPv6 address of the veth, capped at its

@@ -2,10 +2,10 @@
 //! a CPU fault on memcached (its v1 cgroup's CFS quota cut to 1% of a CPU), and the agent with a
 //! QoS on nginx. The agent must see the violation, name memcached as initiator, diagnose CPU and
 //! then, by mode:
-//! - enforce: raise memcached's quota one step (journaled), alert a real Alertmanager that only
-//!   comes up after the violation (the outbox keeps the alert meanwhile); on SIGTERM the quota
-//!   goes back to what it was before seer (the fault's), and the store holds the violation, the
-//!   diagnosis and the undone action;
+//! - enforce: raise memcached's quota one step (125% of the quota it has; journaled), alert a
+//!   real Alertmanager that only comes up after the violation (the outbox keeps the alert
+//!   meanwhile); on SIGTERM the quota goes back to what it was before seer (the fault's), and
+//!   the store holds the violation, the diagnosis and the undone action;
 //! - enforce, then kill -9: the next start undoes the step from the journal;
 //! - recommend: change nothing, and the webhook receives the recommended step.
 use std::{
@@ -264,8 +264,8 @@ fn enforce_steps_alerts_a_late_alertmanager_and_undoes_on_sigterm() {
     });
     assert_eq!(
         sc.quota(),
-        "125000",
-        "enforce: memcached's quota raised one step (125%); agent log:\n{}",
+        "1250",
+        "enforce: memcached's quota (the fault's 1% of a CPU) raised one step (125% of it); agent log:\n{}",
         sc.agent.proc.stderr()
     );
 
@@ -371,11 +371,11 @@ fn a_crashed_enforcing_agent_is_undone_by_the_next_start() {
     // Without [alerts] the agent still steps; wait for the step itself.
     std::fs::write(sc.cg.0.join("cpu.cfs_quota_us"), "1000").expect("fault");
     wait_for("the enforced step", Duration::from_secs(30), || {
-        sc.quota() == "125000"
+        sc.quota() == "1250"
     });
     let _ = sc.agent.proc.child.kill(); // SIGKILL: nothing undone
     let _ = sc.agent.proc.child.wait();
-    assert_eq!(sc.quota(), "125000", "a killed agent undoes nothing");
+    assert_eq!(sc.quota(), "1250", "a killed agent undoes nothing");
     assert!(
         std::fs::read_to_string(&sc.journal)
             .unwrap_or_default()

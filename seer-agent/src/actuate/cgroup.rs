@@ -2,9 +2,14 @@
 //! cgroup v2 (`cpu.max`, `cpu.weight`, `cpuset.cpus`) or v1 (`cpu.cfs_quota_us` +
 //! `cpu.cfs_period_us`, `cpu.shares`, `cpuset.cpus`) as on hybrid hosts like this one. Each
 //! file's old value is journaled before the first write, so undo restores it.
+//!
+//! What a service has now ([`CpuBaseline`]): its quota, or, with none, the CPUs it uses (v2
+//! `cpu.stat` usage_usec; v1 `cpuacct.usage` where cpuacct is mounted with cpu, else its
+//! processes' CPU time), at most the CPUs it may run on.
 use std::{
     io,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use super::journal::{Change, Journal, JournalError};
@@ -32,6 +37,43 @@ pub enum CpuAction {
     Cpus(String),
 }
 
+/// The smallest CFS quota the kernel takes, microseconds per period.
+pub const MIN_QUOTA_US: u64 = 1000;
+
+/// A service measured using less than this counts as using this much (CPUs): the base of its
+/// steps, so that a service idle when first seen is not capped to nothing.
+pub const MIN_USED_CPUS: f64 = 0.1;
+
+/// The CFS bandwidth limit in a cgroup's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuLimit {
+    /// Microseconds per period; `None` = no quota (v1 `-1`, v2 `max`).
+    pub quota_us: Option<u64>,
+    pub period_us: u64,
+}
+
+/// A service's CPU as seer found it before its first change: what its levels (percent) are of.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CpuBaseline {
+    /// A CFS quota was set.
+    Quota { quota_us: u64, period_us: u64 },
+    /// No quota: the CPUs it used over a short window (at most the CPUs it may run on).
+    Unlimited { used: f64 },
+}
+
+impl CpuBaseline {
+    /// In CPUs: the quota, or what it used but at least [`MIN_USED_CPUS`].
+    pub fn cpus(&self) -> f64 {
+        match *self {
+            CpuBaseline::Quota {
+                quota_us,
+                period_us,
+            } => quota_us as f64 / period_us.max(1) as f64,
+            CpuBaseline::Unlimited { used } => used.max(MIN_USED_CPUS),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error(
@@ -57,6 +99,12 @@ pub enum CgroupError {
     },
     #[error("no cgroup for pid {pid}: {why}")]
     NoCgroup { pid: u32, why: String },
+    #[error("{path}: cannot parse {value:?}: {why}")]
+    Parse {
+        path: PathBuf,
+        value: String,
+        why: String,
+    },
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
@@ -84,8 +132,10 @@ pub fn read_knob(path: &Path) -> Result<String, CgroupError> {
 }
 
 pub fn write_knob(path: &Path, value: &str) -> Result<(), CgroupError> {
+    // O_TRUNC, as `echo v > file`: kernfs ignores it; a plain file (a test tree) needs it.
     std::fs::OpenOptions::new()
         .write(true)
+        .truncate(true)
         .open(path)
         .and_then(|mut f| io::Write::write_all(&mut f, value.as_bytes()))
         .map_err(|e| classify("write", path, Some(value), e))
@@ -211,6 +261,164 @@ impl CpuCgroup {
         })
     }
 
+    /// The CFS limit, each file read with `read` (the live file, or the value a journal kept).
+    pub fn limit_with(
+        &self,
+        read: impl Fn(&Path) -> Result<String, CgroupError>,
+    ) -> Result<CpuLimit, CgroupError> {
+        let num = |path: &Path, v: &str| -> Result<u64, CgroupError> {
+            v.parse()
+                .map_err(|e: std::num::ParseIntError| CgroupError::Parse {
+                    path: path.into(),
+                    value: v.into(),
+                    why: e.to_string(),
+                })
+        };
+        match self {
+            CpuCgroup::V2 { dir } => {
+                let path = dir.join("cpu.max");
+                let v = read(&path)?;
+                let (q, p) = v.split_once(' ').ok_or_else(|| CgroupError::Parse {
+                    path: path.clone(),
+                    value: v.clone(),
+                    why: "expected \"QUOTA PERIOD\"".into(),
+                })?;
+                Ok(CpuLimit {
+                    quota_us: (q != "max").then(|| num(&path, q)).transpose()?,
+                    period_us: num(&path, p.trim())?,
+                })
+            }
+            CpuCgroup::V1 { cpu, .. } => {
+                let (qp, pp) = (cpu.join("cpu.cfs_quota_us"), cpu.join("cpu.cfs_period_us"));
+                let q = read(&qp)?;
+                Ok(CpuLimit {
+                    quota_us: q
+                        .parse::<i64>()
+                        .map_err(|e| CgroupError::Parse {
+                            path: qp.clone(),
+                            value: q.clone(),
+                            why: e.to_string(),
+                        })?
+                        .try_into()
+                        .ok(),
+                    period_us: num(&pp, &read(&pp)?)?,
+                })
+            }
+        }
+    }
+
+    /// CPU time the cgroup's tasks (its descendants' included) have used, microseconds: v2
+    /// `cpu.stat` usage_usec; v1 `cpuacct.usage` when cpuacct is mounted with cpu, else the
+    /// CPU time of the processes in it now (one that exits between two readings is missed).
+    pub fn usage_us(&self) -> Result<u64, CgroupError> {
+        let parse = |path: &Path, v: &str| -> Result<u64, CgroupError> {
+            v.trim()
+                .parse()
+                .map_err(|e: std::num::ParseIntError| CgroupError::Parse {
+                    path: path.into(),
+                    value: v.into(),
+                    why: e.to_string(),
+                })
+        };
+        match self {
+            CpuCgroup::V2 { dir } => {
+                let path = dir.join("cpu.stat");
+                let stat = read_knob(&path)?;
+                let v = stat
+                    .lines()
+                    .find_map(|l| l.strip_prefix("usage_usec "))
+                    .ok_or_else(|| CgroupError::Parse {
+                        path: path.clone(),
+                        value: stat.clone(),
+                        why: "no usage_usec line".into(),
+                    })?;
+                parse(&path, v)
+            }
+            CpuCgroup::V1 { cpu, .. } => {
+                let acct = cpu.join("cpuacct.usage");
+                if acct.exists() {
+                    return Ok(parse(&acct, &read_knob(&acct)?)? / 1000);
+                }
+                // SAFETY: sysconf has no preconditions.
+                let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+                Ok(procs_below(cpu)?
+                    .into_iter()
+                    .filter_map(process_ticks)
+                    .sum::<u64>()
+                    * 1_000_000
+                    / hz)
+            }
+        }
+    }
+
+    /// How many CPUs the service may run on: its cpuset, else its processes' affinity, else
+    /// the host's online CPUs.
+    pub fn allowed_cpus(&self) -> usize {
+        use crate::diagnose::{run::host_cpus, target::parse_cpu_list};
+        let count = |p: PathBuf| {
+            read_knob(&p)
+                .ok()
+                .map(|v| parse_cpu_list(&v).len())
+                .filter(|&n| n > 0)
+        };
+        let cpuset = match self {
+            CpuCgroup::V2 { dir } => count(dir.join("cpuset.cpus.effective")),
+            CpuCgroup::V1 { cpuset, .. } => cpuset.as_ref().and_then(|d| {
+                count(d.join("cpuset.effective_cpus")).or_else(|| count(d.join("cpuset.cpus")))
+            }),
+        };
+        let dir = match self {
+            CpuCgroup::V2 { dir } => dir,
+            CpuCgroup::V1 { cpu, .. } => cpu,
+        };
+        cpuset
+            .or_else(|| {
+                let mut cpus: Vec<usize> = procs_below(dir)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|pid| {
+                        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                            .map(parse_cpu_list)
+                    })
+                    .flatten()
+                    .collect();
+                cpus.sort_unstable();
+                cpus.dedup();
+                (!cpus.is_empty()).then_some(cpus.len())
+            })
+            .unwrap_or_else(host_cpus)
+    }
+
+    /// The CPUs the cgroup used over `window` (two readings of [`Self::usage_us`]).
+    pub fn used_cpus(&self, window: Duration) -> Result<f64, CgroupError> {
+        let (t0, u0) = (Instant::now(), self.usage_us()?);
+        std::thread::sleep(window);
+        let u1 = self.usage_us()?;
+        let secs = t0.elapsed().as_secs_f64().max(1e-3);
+        Ok(u1.saturating_sub(u0) as f64 / 1e6 / secs)
+    }
+
+    /// What the service has now: its quota (read with `read`, as in [`Self::limit_with`]), or
+    /// with none what it used over `window`, at most the CPUs it may run on.
+    pub fn baseline_with(
+        &self,
+        read: impl Fn(&Path) -> Result<String, CgroupError>,
+        window: Duration,
+    ) -> Result<CpuBaseline, CgroupError> {
+        let lim = self.limit_with(read)?;
+        Ok(match lim.quota_us {
+            Some(quota_us) => CpuBaseline::Quota {
+                quota_us,
+                period_us: lim.period_us,
+            },
+            None => CpuBaseline::Unlimited {
+                used: self.used_cpus(window)?.min(self.allowed_cpus() as f64),
+            },
+        })
+    }
+
     /// Applies `action`: each file's current value is journaled (first change only), then
     /// written. A failure part-way leaves the journal able to restore what was written.
     pub fn apply(
@@ -239,6 +447,30 @@ impl CpuCgroup {
         }
         Ok(())
     }
+}
+
+/// The pids in cgroup `dir` and the cgroups below it (`cgroup.procs`).
+fn procs_below(dir: &Path) -> Result<Vec<u32>, CgroupError> {
+    let path = dir.join("cgroup.procs");
+    let mut pids: Vec<u32> = read_knob(&path)?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                pids.extend(procs_below(&e.path()).unwrap_or_default());
+            }
+        }
+    }
+    Ok(pids)
+}
+
+/// utime + stime of a process (all its threads, the exited ones included), clock ticks.
+fn process_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = s.get(s.rfind(')')? + 2..)?.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 /// Undo of one journaled file: `Ok(false)` when the cgroup is gone (nothing left to restore).

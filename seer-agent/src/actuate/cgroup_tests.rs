@@ -1,4 +1,6 @@
-//! cgroup CPU on this host's real v1 cpu hierarchy, with a real busy process in it.
+//! cgroup CPU on this host's real v1 cpu hierarchy, with a real busy process in it; and the
+//! policy's CPU steps carried out on fake v1 and v2 cgroup trees: relative to what the service
+//! has (its quota, or what it uses when it has none).
 use std::{
     process::{Child, Command},
     time::{Duration, Instant},
@@ -7,7 +9,9 @@ use std::{
 use super::{
     Actuator,
     cgroup::{CpuAction, CpuCgroup},
-    testutil::TempDir,
+    enforce::{Enforcer, Outcome, Target},
+    policy::{Action, Mode, Policy, PolicyConfig, Resource, SystemClock},
+    testutil::{FakeCpuCgroup, TempDir},
     undo_tests::V1Cgroup,
 };
 
@@ -201,4 +205,308 @@ fn cpuset_pins_a_real_process_and_undo_restores_it() {
     assert_eq!(allowed_cpus(pid), all, "undo gives the CPUs back");
     drop(busy);
     let _ = std::fs::remove_dir(&dir);
+}
+
+/// An enforcing policy and an enforcer over a fresh journal, with `services` as its targets.
+fn enforcing(
+    name: &str,
+    services: &[(&str, &FakeCpuCgroup)],
+) -> (TempDir, Enforcer, Policy<SystemClock>) {
+    let d = TempDir::new(name);
+    let (act, _) = Actuator::open(&d.path().join("j.json"), None).expect("actuator");
+    let mut e = Enforcer::new(act);
+    for (s, f) in services {
+        e.targets.insert(
+            s.to_string(),
+            Target {
+                cpu: Some(f.cg.clone()),
+                pids: vec![],
+            },
+        );
+    }
+    let p = Policy::new(
+        PolicyConfig {
+            mode: Mode::Enforce,
+            ..Default::default()
+        },
+        SystemClock::default(),
+    );
+    (d, e, p)
+}
+
+/// The number written right after the first `what` in `text` (NaN when there is none).
+fn number_after(text: &str, what: &str) -> f64 {
+    text.split_once(what)
+        .map(|(_, rest)| {
+            let n: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            n.parse().unwrap_or(f64::NAN)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn json(out: &[Outcome]) -> String {
+    serde_json::to_string(out).expect("json")
+}
+
+/// Issue 14 finding 4: a culprit with no quota that burns 2 CPUs was "raised" to 1.25 CPUs.
+#[test]
+fn raising_an_unlimited_culprit_writes_no_quota_v1_and_v2() {
+    for fake in [
+        FakeCpuCgroup::v1("raise-unl-v1", "-1", "100000", 2.0, "0-3"),
+        FakeCpuCgroup::v2("raise-unl-v2", "max 100000", 2.0, "0-3"),
+    ] {
+        let (_d, mut e, mut p) = enforcing("raise-unl-j", &[("burn", &fake)]);
+        let out = e.carry_out(&p.on_alert("burn", Resource::Cpu, &[]));
+        let j = json(&out);
+        assert_eq!(
+            fake.quota_cpus(),
+            None,
+            "burn has no quota and burns 2 CPUs: a raise must not cap it ({:?}): {j}",
+            fake.cg
+        );
+        let untouched = match fake.cg {
+            CpuCgroup::V1 { .. } => fake.knob("cpu.cfs_quota_us") == "-1",
+            CpuCgroup::V2 { .. } => fake.knob("cpu.max") == "max 100000",
+        };
+        assert!(untouched, "the file is as it was: {j}");
+        assert!(
+            j.contains(r#""outcome":"unchanged""#)
+                && j.contains("no CPU quota (unlimited): nothing to raise"),
+            "the outcome says why nothing was done: {j}"
+        );
+        let used = number_after(&j, "it used ");
+        assert!((1.7..=2.3).contains(&used), "it used ~2 CPUs: {j}");
+        assert!(
+            e.actuator.journal().entries().is_empty(),
+            "nothing written, nothing journaled"
+        );
+    }
+}
+
+#[test]
+fn raising_a_4_cpu_quota_by_25_percent_gives_5_cpus_and_undo_restores_it() {
+    for fake in [
+        FakeCpuCgroup::v1("raise-4-v1", "400000", "100000", 3.0, "0-7"),
+        FakeCpuCgroup::v2("raise-4-v2", "400000 100000", 3.0, "0-7"),
+    ] {
+        let (_d, mut e, mut p) = enforcing("raise-4-j", &[("api", &fake)]);
+        let out = e.carry_out(&p.on_alert("api", Resource::Cpu, &[]));
+        let j = json(&out);
+        match fake.cg {
+            CpuCgroup::V1 { .. } => assert_eq!(
+                (
+                    fake.knob("cpu.cfs_quota_us"),
+                    fake.knob("cpu.cfs_period_us")
+                ),
+                ("500000".into(), "100000".into()),
+                "4 CPUs raised by 25%: {j}"
+            ),
+            CpuCgroup::V2 { .. } => {
+                assert_eq!(fake.knob("cpu.max"), "500000 100000", "4 CPUs + 25%: {j}")
+            }
+        }
+        assert!(
+            j.contains(r#""outcome":"applied""#) && j.contains("from 4.0 to 5.0 CPUs"),
+            "{j}"
+        );
+        let rep = e.actuator.undo_all();
+        assert!(rep.failed.is_empty(), "{rep:?}");
+        assert_eq!(fake.quota_cpus(), Some(4.0), "undo: the exact old quota");
+    }
+}
+
+#[test]
+fn cutting_an_unlimited_antagonist_starts_from_what_it_uses_and_undo_lifts_the_cap() {
+    for burn in [
+        FakeCpuCgroup::v1("cut-v1", "-1", "100000", 2.0, "0-3"),
+        FakeCpuCgroup::v2("cut-v2", "max 100000", 2.0, "0-3"),
+    ] {
+        // The culprit has a 1-CPU quota: raised to its max (2 CPUs), then burn is cut.
+        let api = FakeCpuCgroup::v1("cut-api", "100000", "100000", 1.0, "0-3");
+        let (_d, mut e, mut p) = enforcing("cut-j", &[("api", &api), ("burn", &burn)]);
+        let ants = vec!["burn".to_string()];
+        let mut cuts = Vec::new();
+        for _ in 0..8 {
+            let d = p.on_alert("api", Resource::Cpu, &ants);
+            let out = e.carry_out(&d);
+            let burn_set = d
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Set { service, .. } if service == "burn"));
+            if burn_set {
+                cuts.push((burn.quota_cpus(), json(&out)));
+                if cuts.len() == 2 {
+                    break;
+                }
+            }
+        }
+        assert_eq!(api.quota_cpus(), Some(2.0), "api raised to 200% of 1 CPU");
+        let (first, j) = &cuts[0];
+        assert!(
+            first.is_some_and(|c| (1.3..=1.7).contains(&c)),
+            "burn used 2 CPUs with no quota: one step down (75%) is about 1.5 CPUs, got {first:?}: {j}"
+        );
+        let note = j.split_once("cuts burn from ").map_or("", |x| x.1);
+        let (from, to) = (
+            number_after(j, "cuts burn from "),
+            number_after(note, " to "),
+        );
+        assert!(
+            (1.7..=2.3).contains(&from) && (1.3..=1.7).contains(&to),
+            "the cut below what it uses is said (\"cuts burn from 2.0 to 1.5 CPUs\"): {j}"
+        );
+        let (second, j) = &cuts[1];
+        assert!(
+            second.is_some_and(|c| (0.85..=1.15).contains(&c)),
+            "50% of the same 2-CPU baseline: {second:?}: {j}"
+        );
+        let rep = e.actuator.undo_all();
+        assert!(rep.failed.is_empty(), "{rep:?}");
+        assert_eq!(burn.quota_cpus(), None, "undo: unlimited again");
+        match burn.cg {
+            CpuCgroup::V1 { .. } => assert_eq!(burn.knob("cpu.cfs_quota_us"), "-1"),
+            CpuCgroup::V2 { .. } => assert_eq!(burn.knob("cpu.max"), "max 100000"),
+        }
+        assert_eq!(api.knob("cpu.cfs_quota_us"), "100000");
+    }
+}
+
+/// A service seer capped as an antagonist, then raised as a culprit: back to 100% of a service
+/// with no quota is no quota (seer's cap lifted); more has nothing to raise.
+#[test]
+fn raising_a_capped_unlimited_service_lifts_seers_cap_then_has_nothing_to_raise() {
+    let burn = FakeCpuCgroup::v2("lift", "max 100000", 2.0, "0-3");
+    let (_d, mut e, _) = enforcing("lift-j", &[("burn", &burn)]);
+    let set = |level| super::policy::Decision {
+        mode: Mode::Enforce,
+        actions: vec![Action::Set {
+            service: "burn".into(),
+            resource: Resource::Cpu,
+            level,
+        }],
+        note: None,
+    };
+    let out = e.carry_out(&set(75));
+    assert!(
+        burn.quota_cpus().is_some_and(|c| (1.3..=1.7).contains(&c)),
+        "{}",
+        json(&out)
+    );
+    let j = json(&e.carry_out(&set(100)));
+    assert_eq!(burn.knob("cpu.max"), "max 100000", "{j}");
+    assert!(
+        j.contains(r#""outcome":"applied""#) && j.contains("lifts burn's CPU quota"),
+        "{j}"
+    );
+    assert!(
+        e.actuator.journal().entries().is_empty(),
+        "nothing left to undo"
+    );
+    let j = json(&e.carry_out(&set(125)));
+    assert!(j.contains(r#""outcome":"unchanged""#), "{j}");
+    assert_eq!(burn.knob("cpu.max"), "max 100000");
+}
+
+/// CPU use and the CPUs a real v1 cgroup may run on, as the baseline reads them: here cpuacct
+/// is not mounted with cpu, so the use is its processes' CPU time.
+#[test]
+fn a_real_v1_cgroups_use_is_read_from_its_processes() {
+    let Some(cg) = V1Cgroup::new("use") else {
+        println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
+        return;
+    };
+    let busy = Busy(
+        Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("spawn busy loop"),
+    );
+    std::fs::write(cg.0.join("cgroup.procs"), busy.0.id().to_string()).expect("move");
+    let c = CpuCgroup::V1 {
+        cpu: cg.0.clone(),
+        cpuset: None,
+    };
+    let used = c.used_cpus(Duration::from_millis(500)).expect("used");
+    let host = crate::diagnose::run::host_cpus();
+    println!(
+        "one busy loop: {used:.2} CPUs; may run on {}",
+        c.allowed_cpus()
+    );
+    assert!(
+        (0.3..=1.1).contains(&used),
+        "one busy loop uses ~1 CPU: {used:.2}"
+    );
+    assert!((1..=host).contains(&c.allowed_cpus()));
+    let b = c
+        .baseline_with(super::cgroup::read_knob, Duration::from_millis(200))
+        .expect("baseline");
+    assert!(
+        matches!(b, super::cgroup::CpuBaseline::Unlimited { used } if used > 0.3),
+        "{b:?}"
+    );
+}
+
+#[test]
+fn cpu_limits_parse_v1_and_v2() {
+    let read = |v1q: &'static str, v2: &'static str| {
+        move |p: &std::path::Path| -> Result<String, super::cgroup::CgroupError> {
+            Ok(match p.file_name().and_then(|f| f.to_str()) {
+                Some("cpu.cfs_quota_us") => v1q.into(),
+                Some("cpu.cfs_period_us") => "50000".into(),
+                _ => v2.into(),
+            })
+        }
+    };
+    let v1 = CpuCgroup::V1 {
+        cpu: "/cpu/app".into(),
+        cpuset: None,
+    };
+    let v2 = CpuCgroup::V2 {
+        dir: "/cg/app".into(),
+    };
+    let lim = |c: &CpuCgroup, r| c.limit_with(r).expect("limit");
+    assert_eq!(lim(&v1, read("-1", "")).quota_us, None);
+    assert_eq!(lim(&v1, read("200000", "")).quota_us, Some(200_000));
+    assert_eq!(lim(&v1, read("200000", "")).period_us, 50_000);
+    assert_eq!(lim(&v2, read("", "max 100000")).quota_us, None);
+    let l = lim(&v2, read("", "400000 100000"));
+    assert_eq!((l.quota_us, l.period_us), (Some(400_000), 100_000));
+    let e = v2.limit_with(read("", "lots")).expect_err("bad cpu.max");
+    assert!(e.to_string().contains("cpu.max"), "{e}");
+}
+
+/// A new enforcer over a journal that already holds seer's change (the baseline it took is
+/// gone with the old one) reads the quota from before seer from the journal, not the live file.
+#[test]
+fn the_baseline_of_a_changed_quota_comes_from_the_journal() {
+    let api = FakeCpuCgroup::v1("journal-base", "400000", "100000", 3.0, "0-7");
+    let (d, mut e, _) = enforcing("journal-base-j", &[("api", &api)]);
+    let set = |level| super::policy::Decision {
+        mode: Mode::Enforce,
+        actions: vec![Action::Set {
+            service: "api".into(),
+            resource: Resource::Cpu,
+            level,
+        }],
+        note: None,
+    };
+    e.carry_out(&set(125));
+    assert_eq!(api.knob("cpu.cfs_quota_us"), "500000");
+    let targets = e.targets.clone();
+    drop(e);
+    let act = Actuator::open_keep(&d.path().join("j.json"), None).expect("reopen");
+    let mut e = Enforcer::new(act);
+    e.targets = targets;
+    let j = json(&e.carry_out(&set(150)));
+    assert_eq!(
+        api.knob("cpu.cfs_quota_us"),
+        "600000",
+        "150% of the 4 CPUs it had before seer, not of seer's 5: {j}"
+    );
+    let rep = e.actuator.undo_all();
+    assert!(rep.failed.is_empty(), "{rep:?}");
+    assert_eq!(api.knob("cpu.cfs_quota_us"), "400000");
 }

@@ -2,14 +2,20 @@
 //! undoable), in `recommend` and `dry-run` modes not at all: the actions come back for the
 //! alert (recommend) or the log (dry-run).
 //!
-//! Units: CPU level = percent of one CPU as a CFS quota; LLC level = exclusive L3 ways;
-//! memory-bandwidth level = MBA percent; Net level = the ceiling (Mbit/s) of the service's
-//! class in an installed HTB plan (a service with no class there gets a clear failure).
-use std::collections::BTreeMap;
+//! Units: CPU level = percent of the service's CPU before seer's first change to it (its
+//! [`CpuBaseline`]: its quota, or with none the CPUs it used), carried out as a CFS quota;
+//! LLC level = exclusive L3 ways; memory-bandwidth level = MBA percent; Net level = the ceiling
+//! (Mbit/s) of the service's class in an installed HTB plan (a service with no class there gets
+//! a clear failure).
+//!
+//! CPU steps start from what the service has. A service with no quota has nothing to raise:
+//! its raise changes nothing ([`Outcome::Unchanged`], saying so). A cut below what a service
+//! uses now is said in the outcome's note.
+use std::{collections::BTreeMap, time::Duration};
 
 use super::{
     Actuator,
-    cgroup::{CpuAction, CpuCgroup},
+    cgroup::{self, CpuAction, CpuBaseline, CpuCgroup, MIN_QUOTA_US, MIN_USED_CPUS},
     htb::{self, HtbClass, HtbPlan},
     policy::{Action, Decision, Mode, Resource},
 };
@@ -26,20 +32,19 @@ pub struct Target {
 pub enum Outcome {
     Applied {
         action: Action,
+        /// What it did in the service's terms (e.g. "cuts burn from 2.0 to 1.5 CPUs").
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
+    /// Nothing to do on the host: the action would change nothing (raising the CPU quota of a
+    /// service that has none); the reason says why.
+    Unchanged { action: Action, reason: String },
     /// Not applied: handed to the alert for the cluster manager.
-    Recommended {
-        action: Action,
-    },
+    Recommended { action: Action },
     /// Not applied: logged only.
-    DryRun {
-        action: Action,
-    },
+    DryRun { action: Action },
     /// Could not be applied; the reason says what was wrong and what to do.
-    Failed {
-        action: Action,
-        error: String,
-    },
+    Failed { action: Action, error: String },
 }
 
 /// The outcomes of a decision that nothing applies: `recommend` hands each action to the alert,
@@ -61,13 +66,56 @@ pub fn hand_on(d: &Decision) -> Vec<Outcome> {
         .collect()
 }
 
+/// What carrying out one action did.
+enum Done {
+    Applied(Option<String>),
+    Unchanged(String),
+}
+
+/// A number of CPUs for a note: 2.0, 1.25, 0.01 (two decimals, three below a tenth, trailing
+/// zeros dropped but one).
+fn cpus(x: f64) -> String {
+    let s = if x >= 0.1 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    };
+    let t = s.trim_end_matches('0');
+    if t.ends_with('.') {
+        format!("{t}0")
+    } else {
+        t.to_string()
+    }
+}
+
+/// The resource whose raise of `culprit` found nothing to raise (an [`Outcome::Unchanged`]
+/// set of it): tell the policy ([`Policy::cannot_grow`]) and take its next step, its
+/// antagonists', at once.
+///
+/// [`Policy::cannot_grow`]: super::policy::Policy::cannot_grow
+pub fn nothing_raised(outcomes: &[Outcome], culprit: &str) -> Option<Resource> {
+    outcomes.iter().find_map(|o| match o {
+        Outcome::Unchanged {
+            action: Action::Set {
+                service, resource, ..
+            },
+            ..
+        } if service == culprit => Some(*resource),
+        _ => None,
+    })
+}
+
 pub struct Enforcer {
     pub actuator: Actuator,
     pub targets: BTreeMap<String, Target>,
-    /// CFS period used for CPU quotas.
+    /// CFS period for the quota of a service that had none.
     pub period_us: u64,
+    /// How long a service's CPU use is measured (two readings this far apart).
+    pub usage_window: Duration,
     /// HTB plans installed through the actuator, as installed (Revert goes back to these).
     pub plans: Vec<HtbPlan>,
+    /// Each service's CPU before seer's first change to it, and the cgroup it was read from.
+    baselines: BTreeMap<String, (CpuCgroup, CpuBaseline)>,
 }
 
 impl Enforcer {
@@ -76,7 +124,9 @@ impl Enforcer {
             actuator,
             targets: BTreeMap::new(),
             period_us: 100_000,
+            usage_window: Duration::from_millis(200),
             plans: Vec::new(),
+            baselines: BTreeMap::new(),
         }
     }
 
@@ -87,7 +137,22 @@ impl Enforcer {
         d.actions
             .iter()
             .map(|a| match self.apply(a) {
-                Ok(()) => Outcome::Applied { action: a.clone() },
+                Ok(Done::Applied(note)) => {
+                    if let Some(n) = &note {
+                        log::info!("actuate: {n}");
+                    }
+                    Outcome::Applied {
+                        action: a.clone(),
+                        note,
+                    }
+                }
+                Ok(Done::Unchanged(reason)) => {
+                    log::info!("actuate: {a:?} changes nothing: {reason}");
+                    Outcome::Unchanged {
+                        action: a.clone(),
+                        reason,
+                    }
+                }
                 Err(error) => {
                     log::warn!("actuate: {a:?} not applied: {error}");
                     Outcome::Failed {
@@ -99,27 +164,15 @@ impl Enforcer {
             .collect()
     }
 
-    fn apply(&mut self, a: &Action) -> Result<(), String> {
+    fn apply(&mut self, a: &Action) -> Result<Done, String> {
+        let applied = |r: Result<(), String>| r.map(|()| Done::Applied(None));
         match a {
             Action::Set {
                 service,
                 resource,
                 level,
-            } => match resource {
-                Resource::Cpu => {
-                    let cg = self
-                        .target(service)?
-                        .cpu
-                        .ok_or_else(|| format!("no cpu cgroup known for {service}"))?;
-                    let quota_us = u64::from(*level) * self.period_us / 100;
-                    let q = CpuAction::Quota {
-                        quota_us,
-                        period_us: self.period_us,
-                    };
-                    self.actuator
-                        .cpu(service, &cg, &q)
-                        .map_err(|e| e.to_string())
-                }
+            } => applied(match resource {
+                Resource::Cpu => return self.set_cpu(service, *level),
                 Resource::Llc => {
                     let pids = self.target(service)?.pids;
                     self.actuator
@@ -140,14 +193,20 @@ impl Enforcer {
                     class.rate_bps = class.rate_bps.min(class.ceil_bps);
                     htb::change_class(&iface, &class).map_err(|e| e.to_string())
                 }
-            },
-            Action::Revert { service, resource } => {
+            }),
+            Action::Revert { service, resource } => applied({
                 let rep = match resource {
-                    Resource::Cpu => self.actuator.undo_cpu(service),
+                    Resource::Cpu => {
+                        // Back as it was; the next change starts from a fresh reading.
+                        self.baselines.remove(service);
+                        self.actuator.undo_cpu(service)
+                    }
                     Resource::Llc | Resource::MemBw => self.actuator.release_resctrl(service),
                     Resource::Net => {
                         let (iface, class) = self.class_of(service)?;
-                        return htb::change_class(&iface, &class).map_err(|e| e.to_string());
+                        return applied(
+                            htb::change_class(&iface, &class).map_err(|e| e.to_string()),
+                        );
                     }
                 };
                 if rep.failed.is_empty() {
@@ -155,8 +214,133 @@ impl Enforcer {
                 } else {
                     Err(rep.failed.join("; "))
                 }
-            }
+            }),
         }
+    }
+
+    /// `service`'s CPU at `level` percent of its baseline: a quota of that much of the quota
+    /// it had, or of the CPUs it used when it had none. With no quota, a level of 100 or more
+    /// has nothing to raise (seer's own cap, if any, is lifted instead).
+    fn set_cpu(&mut self, service: &str, level: u32) -> Result<Done, String> {
+        let cg = self
+            .target(service)?
+            .cpu
+            .ok_or_else(|| format!("no cpu cgroup known for {service}"))?;
+        let (base, measured) = self.baseline(service, &cg)?;
+        let pct = f64::from(level) / 100.0;
+        let (quota_us, period_us) = match base {
+            CpuBaseline::Quota {
+                quota_us,
+                period_us,
+            } => (
+                (u128::from(quota_us) * u128::from(level) / 100) as u64,
+                period_us,
+            ),
+            CpuBaseline::Unlimited { used } if level >= 100 => {
+                if self.actuator.holds_cpu(service) {
+                    let rep = self.actuator.undo_cpu(service);
+                    if !rep.failed.is_empty() {
+                        return Err(rep.failed.join("; "));
+                    }
+                    return Ok(Done::Applied(Some(format!(
+                        "lifts {service}'s CPU quota: no quota again, as before seer (it used {} CPUs then)",
+                        cpus(used)
+                    ))));
+                }
+                return Ok(Done::Unchanged(format!(
+                    "{service} has no CPU quota (unlimited): nothing to raise; it used {} CPUs",
+                    cpus(used)
+                )));
+            }
+            CpuBaseline::Unlimited { .. } => {
+                let period_us = self.period_us;
+                ((base.cpus() * pct * period_us as f64) as u64, period_us)
+            }
+        };
+        let quota_us = quota_us.max(MIN_QUOTA_US);
+        let new = quota_us as f64 / period_us.max(1) as f64;
+        let of = match base {
+            CpuBaseline::Quota { .. } => format!("{level}% of its {}-CPU quota", cpus(base.cpus())),
+            CpuBaseline::Unlimited { used } if used < MIN_USED_CPUS => format!(
+                "{level}% of {MIN_USED_CPUS} CPUs, the least a step starts from: it used {} with no quota",
+                cpus(used)
+            ),
+            CpuBaseline::Unlimited { used } => {
+                format!("{level}% of the {} CPUs it used with no quota", cpus(used))
+            }
+        };
+        let note = if level >= 100 {
+            let may = cg.allowed_cpus();
+            let room = if new > may as f64 {
+                format!(" (it may run on {may} CPUs only)")
+            } else {
+                String::new()
+            };
+            // From the quota in effect now (an earlier step's, or the baseline).
+            let now = cg.limit_with(cgroup::read_knob).ok().and_then(|l| {
+                l.quota_us
+                    .map(|q| cpus(q as f64 / l.period_us.max(1) as f64))
+            });
+            let now = now.unwrap_or_else(|| "no quota".into());
+            format!(
+                "raises {service}'s CPU quota from {now} to {} CPUs ({of}){room}",
+                cpus(new)
+            )
+        } else {
+            // What it uses now: the baseline's reading when just taken, else a fresh one.
+            let used = match measured {
+                Some(u) => u,
+                None => cg.used_cpus(self.usage_window).map_err(|e| e.to_string())?,
+            };
+            let (used_s, new_s) = (cpus(used), cpus(new));
+            if new < used {
+                format!(
+                    "cuts {service} from {used_s} to {new_s} CPUs ({of}): below what it uses now"
+                )
+            } else {
+                format!("caps {service} at {new_s} CPUs ({of}); it uses {used_s} now")
+            }
+        };
+        let q = CpuAction::Quota {
+            quota_us,
+            period_us,
+        };
+        self.actuator
+            .cpu(service, &cg, &q)
+            .map_err(|e| e.to_string())?;
+        Ok(Done::Applied(Some(note)))
+    }
+
+    /// `service`'s CPU before seer's first change to it, taken once (read again only if its
+    /// cgroup changed). Quota files seer already changed are read from the journal, which kept
+    /// their values from before. Also the CPUs it used, when that was measured just now.
+    fn baseline(
+        &mut self,
+        service: &str,
+        cg: &CpuCgroup,
+    ) -> Result<(CpuBaseline, Option<f64>), String> {
+        if let Some((c, b)) = self.baselines.get(service)
+            && c == cg
+        {
+            return Ok((*b, None));
+        }
+        let act = &self.actuator;
+        let b = cg
+            .baseline_with(
+                |p| match act.journaled_old(p) {
+                    Some(v) => Ok(v),
+                    None => cgroup::read_knob(p),
+                },
+                self.usage_window,
+            )
+            .map_err(|e| format!("reading {service}'s CPU before changing it: {e}"))?;
+        log::info!("actuate: {service}'s CPU before seer: {b:?}");
+        self.baselines.insert(service.into(), (cg.clone(), b));
+        let measured = match b {
+            CpuBaseline::Unlimited { used } => Some(used),
+            CpuBaseline::Quota { .. } => None,
+        };
+        Ok((b, measured))
     }
 
     fn target(&self, service: &str) -> Result<Target, String> {
@@ -211,7 +395,10 @@ mod tests {
             println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
             return;
         };
+        // A service with a 1-CPU quota (steps are percent of what it has).
         let quota = cg.0.join("cpu.cfs_quota_us");
+        std::fs::write(cg.0.join("cpu.cfs_period_us"), "100000").expect("period");
+        std::fs::write(&quota, "100000").expect("quota");
         let before = knob(&quota);
         let emu = Emulated::new("enforce-rc", 0xfff, 2, 4);
         let root = emu.root();
@@ -247,7 +434,7 @@ mod tests {
         );
         let out = e.carry_out(&p.on_alert("api", Resource::Cpu, &[]));
         assert!(matches!(out[..], [Outcome::Applied { .. }]), "{out:?}");
-        assert_eq!(knob(&quota), "125000", "125% of a CPU per 100 ms");
+        assert_eq!(knob(&quota), "125000", "125% of its 1-CPU quota per 100 ms");
         let out = e.carry_out(&p.on_alert("api", Resource::Llc, &[]));
         assert!(matches!(out[..], [Outcome::Applied { .. }]), "{out:?}");
         assert!(knob(&root.join("seer-api/schemata")).contains("L3:0=c00"));

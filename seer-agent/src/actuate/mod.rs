@@ -105,6 +105,22 @@ impl Actuator {
         Ok(cg.apply(&mut self.journal, service, action)?)
     }
 
+    /// The value a cgroup file had before seer's first change to it, if seer changed it.
+    pub fn journaled_old(&self, path: &Path) -> Option<String> {
+        self.journal.entries().iter().find_map(|e| match &e.change {
+            Change::CgroupFile { path: p, old } if p == path => Some(old.clone()),
+            _ => None,
+        })
+    }
+
+    /// Whether a change seer made to `service`'s cgroup CPU files is in effect.
+    pub fn holds_cpu(&self, service: &str) -> bool {
+        self.journal
+            .entries()
+            .iter()
+            .any(|e| e.service == service && matches!(e.change, Change::CgroupFile { .. }))
+    }
+
     pub fn htb(&mut self, plan: &HtbPlan) -> Result<(), ActuateError> {
         Ok(htb::apply(&mut self.journal, plan)?)
     }

@@ -1,14 +1,19 @@
 //! What to do about a predicted violation: (culprit, resource) -> bounded actions.
 //!
-//! - CPU: the culprit's CPU quota grows one step (up to `max`); at its max, the busiest
-//!   antagonist's quota shrinks one step, never below `floor`.
+//! - CPU: levels are percent of what each service had before seer (its quota, or the CPUs it
+//!   used when it had none: the actuator reads it). The culprit's quota grows one step (up to
+//!   `max`); at its max, or when it has no quota to raise ([`Policy::cannot_grow`]), the
+//!   busiest antagonist's quota shrinks one step, never below `floor`.
 //! - LLC: the culprit gets one more exclusive L3 way (up to `max`).
 //! - Memory bandwidth, network: the antagonists' MB cap / egress ceiling shrink one step, never
 //!   below `floor` (a culprit cannot be given more than the whole resource).
 //! - Rollback: once a culprit has had no alert for `hold`, everything done for it is reverted.
 //! - Modes: `enforce` applies the actions, `recommend` hands them to the alert for the cluster
 //!   manager, `dry-run` only logs them. The policy is pure: the caller applies (or not).
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +37,7 @@ pub enum Mode {
 /// Bounds of one resource's knob, in its own unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Knob {
-    /// Level when seer has done nothing (e.g. 100 % MB, no quota = 200 % on 2 CPUs).
+    /// Level when seer has done nothing (e.g. 100 % MB; 100 % of a service's own CPU).
     pub default: u32,
     /// Nobody is taken below this.
     pub floor: u32,
@@ -44,7 +49,7 @@ pub struct Knob {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PolicyConfig {
     pub mode: Mode,
-    /// CPU quota, percent of one CPU.
+    /// CPU quota, percent of the service's CPU before seer (its quota, or what it used).
     pub cpu_pct: Knob,
     /// Exclusive L3 ways.
     pub llc_ways: Knob,
@@ -93,7 +98,8 @@ impl Default for PolicyConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    /// Set `service`'s level of `resource` (unit per resource: % CPU, ways, % MB, Mbit/s).
+    /// Set `service`'s level of `resource` (unit per resource: % of its CPU before seer, ways,
+    /// % MB, Mbit/s).
     Set {
         service: String,
         resource: Resource,
@@ -137,6 +143,8 @@ pub struct Policy<C: Clock> {
     levels: BTreeMap<(String, Resource), (u32, String)>,
     /// Culprit -> time of its last alert.
     last_alert: BTreeMap<String, Duration>,
+    /// Culprits found to have nothing to raise (no CPU quota), until rolled back.
+    ungrowable: BTreeSet<(String, Resource)>,
 }
 
 impl<C: Clock> Policy<C> {
@@ -146,7 +154,19 @@ impl<C: Clock> Policy<C> {
             clock,
             levels: BTreeMap::new(),
             last_alert: BTreeMap::new(),
+            ungrowable: BTreeSet::new(),
         }
+    }
+
+    /// The actuator found nothing to raise for `service`'s `r` (a CPU raise of a service with
+    /// no quota changed nothing): its level stays as it was before the step, and its next steps
+    /// go to its antagonists, until it is rolled back.
+    pub fn cannot_grow(&mut self, service: &str, r: Resource) {
+        let key = (service.to_string(), r);
+        if self.levels.get(&key).is_some_and(|(_, c)| c == service) {
+            self.levels.remove(&key);
+        }
+        self.ungrowable.insert(key);
     }
 
     fn knob(&self, r: Resource) -> Knob {
@@ -180,11 +200,12 @@ impl<C: Clock> Policy<C> {
         }
     }
 
-    /// Grows `service` one step; `None` at max.
+    /// Grows `service` one step; `None` at max, or with nothing to raise.
     fn grow(&mut self, service: &str, r: Resource, culprit: &str) -> Option<Action> {
         let k = self.knob(r);
         let cur = self.level(service, r);
-        (cur < k.max).then(|| self.set(service, r, (cur + k.step).min(k.max), culprit))
+        let room = cur < k.max && !self.ungrowable.contains(&(service.to_string(), r));
+        room.then(|| self.set(service, r, (cur + k.step).min(k.max), culprit))
     }
 
     /// Shrinks `service` one step; `None` at the floor.
@@ -229,7 +250,14 @@ impl<C: Clock> Policy<C> {
             }
         }
         let note = actions.is_empty().then(|| {
-            format!("{culprit}: no {resource:?} left to give: at its max and every antagonist at its floor")
+            let own = if self.ungrowable.contains(&(culprit.to_string(), resource)) {
+                "nothing to raise (no quota)"
+            } else {
+                "at its max"
+            };
+            format!(
+                "{culprit}: no {resource:?} left to give: {own} and every antagonist at its floor"
+            )
         });
         let d = Decision {
             mode: self.cfg.mode,
@@ -258,6 +286,7 @@ impl<C: Clock> Policy<C> {
         let mut actions = Vec::new();
         for c in healed {
             self.last_alert.remove(&c);
+            self.ungrowable.retain(|(s, _)| *s != c);
             let keys: Vec<(String, Resource)> = self
                 .levels
                 .iter()
@@ -331,6 +360,39 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(p.level("batch", Resource::Cpu), 20);
+    }
+
+    #[test]
+    fn a_culprit_with_nothing_to_raise_goes_straight_to_its_antagonists() {
+        let clk = FakeClock(Cell::new(Duration::ZERO));
+        let mut p = policy(&clk);
+        let ants = vec!["batch".to_string()];
+        let d = p.on_alert("api", Resource::Cpu, &ants);
+        assert_eq!(level(&d), vec![("api".into(), 125)]);
+        // The actuator found no quota to raise.
+        p.cannot_grow("api", Resource::Cpu);
+        assert_eq!(p.level("api", Resource::Cpu), 100, "nothing was changed");
+        assert!(!p.in_effect("api"));
+        let d = p.on_alert("api", Resource::Cpu, &ants);
+        assert_eq!(level(&d), vec![("batch".into(), 75)]);
+        let d = p.on_alert("api", Resource::Cpu, &[]);
+        assert!(
+            d.note
+                .as_deref()
+                .is_some_and(|n| n.contains("nothing to raise")),
+            "{d:?}"
+        );
+        // Rolled back after the hold: batch reverted, api may be raised again later.
+        clk.0.set(Duration::from_secs(31));
+        assert_eq!(
+            p.on_tick().actions,
+            vec![Action::Revert {
+                service: "batch".into(),
+                resource: Resource::Cpu
+            }]
+        );
+        let d = p.on_alert("api", Resource::Cpu, &ants);
+        assert_eq!(level(&d), vec![("api".into(), 125)]);
     }
 
     #[test]
