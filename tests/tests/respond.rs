@@ -426,7 +426,7 @@ fn the_undo_comes_first_in_any_mode_even_when_the_store_cannot_open() {
     };
     std::fs::write(sc.cg.0.join("cpu.cfs_quota_us"), "1000").expect("fault");
     wait_for("the enforced step", Duration::from_secs(30), || {
-        sc.quota() == "125000"
+        sc.quota() == "1250"
     });
     let _ = sc.agent.proc.child.kill(); // SIGKILL: nothing undone
     let _ = sc.agent.proc.child.wait();
