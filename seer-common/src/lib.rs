@@ -295,6 +295,6 @@ mod tests {
         assert_eq!(core::mem::size_of::<Turn>(), 16);
         assert_eq!(core::mem::size_of::<ConnectKey>(), 24);
         assert!(core::mem::size_of::<Counters>() <= 32 * 1024);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 88);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 26 * 4);
     }
 }
