@@ -158,8 +158,8 @@ fn uid_name(uid: u32) -> String {
     }
 }
 
-/// A folder crossed on the way: root's or ours, and writable by no one else unless sticky.
-fn check_crossed(st: &libc::stat, path: &Path, ours: u32) -> Result<(), SafeFsError> {
+/// `st` belongs to root or to `ours`.
+fn owned_by_root_or(st: &libc::stat, path: &Path, ours: u32) -> Result<(), SafeFsError> {
     if st.st_uid != 0 && st.st_uid != ours {
         return Err(SafeFsError::NotOwned {
             path: path.to_owned(),
@@ -172,6 +172,12 @@ fn check_crossed(st: &libc::stat, path: &Path, ours: u32) -> Result<(), SafeFsEr
             ours,
         });
     }
+    Ok(())
+}
+
+/// A folder crossed on the way: root's or ours, and writable by no one else unless sticky.
+fn check_crossed(st: &libc::stat, path: &Path, ours: u32) -> Result<(), SafeFsError> {
+    owned_by_root_or(st, path, ours)?;
     let mode = st.st_mode & 0o7777;
     if mode & 0o022 != 0 && mode & libc::S_ISVTX == 0 {
         return Err(SafeFsError::Writable {
@@ -287,18 +293,7 @@ fn walk(path: &Path, create: bool) -> Result<Option<PrivateDir>, SafeFsError> {
         };
         if is(&st, libc::S_IFLNK) {
             // Its folder was checked on the way in: only its owner could have made it.
-            if st.st_uid != 0 && st.st_uid != ours {
-                return Err(SafeFsError::NotOwned {
-                    path: here,
-                    owner: st.st_uid,
-                    allowed: if ours == 0 {
-                        "root".into()
-                    } else {
-                        format!("root or uid {ours}")
-                    },
-                    ours,
-                });
-            }
+            owned_by_root_or(&st, &here, ours)?;
             links += 1;
             if links > 40 {
                 return Err(SafeFsError::Loop { path: here });

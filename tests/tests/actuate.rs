@@ -400,9 +400,9 @@ fn bad_input_gives_clear_errors_and_changes_nothing() {
     }
 }
 
-/// A `sleep 30` in a fresh v1 cpu cgroup `seer-NAME-PID`; None (with a printed SKIP) when
-/// not root or the host has no v1 cpu hierarchy.
-fn sleeper_in_v1_cpu_cgroup(name: &str) -> Option<(PathBuf, std::process::Child)> {
+/// A fresh v1 cpu cgroup `seer-NAME-PID`; None (with a printed SKIP) when not root or the
+/// host has no v1 cpu hierarchy.
+fn fresh_v1_cpu_cgroup(name: &str) -> Option<PathBuf> {
     if !is_root() || !Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
         println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
         return None;
@@ -412,6 +412,13 @@ fn sleeper_in_v1_cpu_cgroup(name: &str) -> Option<(PathBuf, std::process::Child)
         std::process::id()
     ));
     std::fs::create_dir_all(&cg).expect("mkdir cgroup");
+    Some(cg)
+}
+
+/// A `sleep 30` in a fresh v1 cpu cgroup `seer-NAME-PID`; None (with a printed SKIP) when
+/// not root or the host has no v1 cpu hierarchy.
+fn sleeper_in_v1_cpu_cgroup(name: &str) -> Option<(PathBuf, std::process::Child)> {
+    let cg = fresh_v1_cpu_cgroup(name)?;
     let child = Command::new("sleep")
         .arg("30")
         .spawn()
@@ -556,15 +563,7 @@ impl Burners {
     }
 
     fn spawn(name: &str, n: usize, cmd: &[&str]) -> Option<Self> {
-        if !is_root() || !Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
-            println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
-            return None;
-        }
-        let cg = PathBuf::from(format!(
-            "/sys/fs/cgroup/cpu/seer-{name}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&cg).expect("mkdir cgroup");
+        let cg = fresh_v1_cpu_cgroup(name)?;
         let mut b = Burners {
             cg,
             kids: Vec::new(),

@@ -197,6 +197,21 @@ impl Scenario {
         serde_json::from_slice(&o.stdout).expect("json")
     }
 
+    /// A second agent, 3 ticks, in the scenario's namespace, with `conf` and the store `db`.
+    fn start_again(&self, conf: &Path, db: &Path) -> std::process::Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns))
+            .arg(agent_bin())
+            .args(["run", "--json", "--ticks", "3", "--iface", "lo"])
+            .args(["--metrics-addr", "off"])
+            .arg("--config")
+            .arg(conf)
+            .arg("--db")
+            .arg(db)
+            .output()
+            .expect("second agent")
+    }
+
     fn end_load(&mut self) {
         if let Some(l) = self.load.take() {
             let _ = l.join();
@@ -384,25 +399,7 @@ fn a_crashed_enforcing_agent_is_undone_by_the_next_start() {
     );
     sc.end_load();
     // The next start, same journal and store: undone before the first tick.
-    let o = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", sc.ns))
-        .arg(agent_bin())
-        .args([
-            "run",
-            "--json",
-            "--ticks",
-            "3",
-            "--iface",
-            "lo",
-            "--metrics-addr",
-            "off",
-        ])
-        .arg("--config")
-        .arg(&sc.conf)
-        .arg("--db")
-        .arg(&sc.agent.db)
-        .output()
-        .expect("second agent");
+    let o = sc.start_again(&sc.conf, &sc.agent.db);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("undid what a previous run left"), "{err}");
@@ -436,24 +433,7 @@ fn the_undo_comes_first_in_any_mode_even_when_the_store_cannot_open() {
         .replace("mode = \"enforce\"", "mode = \"recommend\"");
     let recommend = sc.conf.with_extension("recommend.toml");
     std::fs::write(&recommend, conf).expect("write config");
-    let o = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", sc.ns))
-        .arg(agent_bin())
-        .args([
-            "run",
-            "--json",
-            "--ticks",
-            "3",
-            "--iface",
-            "lo",
-            "--metrics-addr",
-            "off",
-        ])
-        .arg("--config")
-        .arg(&recommend)
-        .args(["--db", "/proc/seer-no-such-dir/seer.redb"])
-        .output()
-        .expect("second agent");
+    let o = sc.start_again(&recommend, Path::new("/proc/seer-no-such-dir/seer.redb"));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "the store cannot open there: {err}");
     assert!(err.contains("undid what a previous run left"), "{err}");

@@ -141,6 +141,17 @@ pub fn write_knob(path: &Path, value: &str) -> Result<(), CgroupError> {
         .map_err(|e| classify("write", path, Some(value), e))
 }
 
+/// A cgroup file's number (surrounding whitespace ignored), or what was wrong with it.
+fn parse_u64(path: &Path, v: &str) -> Result<u64, CgroupError> {
+    v.trim()
+        .parse()
+        .map_err(|e: std::num::ParseIntError| CgroupError::Parse {
+            path: path.into(),
+            value: v.into(),
+            why: e.to_string(),
+        })
+}
+
 impl CpuCgroup {
     /// The cgroup(s) of `pid`, from /proc/PID/cgroup and the mounts in /proc/self/mountinfo.
     pub fn of_pid(pid: u32) -> Result<Self, CgroupError> {
@@ -266,14 +277,6 @@ impl CpuCgroup {
         &self,
         read: impl Fn(&Path) -> Result<String, CgroupError>,
     ) -> Result<CpuLimit, CgroupError> {
-        let num = |path: &Path, v: &str| -> Result<u64, CgroupError> {
-            v.parse()
-                .map_err(|e: std::num::ParseIntError| CgroupError::Parse {
-                    path: path.into(),
-                    value: v.into(),
-                    why: e.to_string(),
-                })
-        };
         match self {
             CpuCgroup::V2 { dir } => {
                 let path = dir.join("cpu.max");
@@ -284,8 +287,8 @@ impl CpuCgroup {
                     why: "expected \"QUOTA PERIOD\"".into(),
                 })?;
                 Ok(CpuLimit {
-                    quota_us: (q != "max").then(|| num(&path, q)).transpose()?,
-                    period_us: num(&path, p.trim())?,
+                    quota_us: (q != "max").then(|| parse_u64(&path, q)).transpose()?,
+                    period_us: parse_u64(&path, p)?,
                 })
             }
             CpuCgroup::V1 { cpu, .. } => {
@@ -301,7 +304,7 @@ impl CpuCgroup {
                         })?
                         .try_into()
                         .ok(),
-                    period_us: num(&pp, &read(&pp)?)?,
+                    period_us: parse_u64(&pp, &read(&pp)?)?,
                 })
             }
         }
@@ -311,15 +314,6 @@ impl CpuCgroup {
     /// `cpu.stat` usage_usec; v1 `cpuacct.usage` when cpuacct is mounted with cpu, else the
     /// CPU time of the processes in it now (one that exits between two readings is missed).
     pub fn usage_us(&self) -> Result<u64, CgroupError> {
-        let parse = |path: &Path, v: &str| -> Result<u64, CgroupError> {
-            v.trim()
-                .parse()
-                .map_err(|e: std::num::ParseIntError| CgroupError::Parse {
-                    path: path.into(),
-                    value: v.into(),
-                    why: e.to_string(),
-                })
-        };
         match self {
             CpuCgroup::V2 { dir } => {
                 let path = dir.join("cpu.stat");
@@ -332,12 +326,12 @@ impl CpuCgroup {
                         value: stat.clone(),
                         why: "no usage_usec line".into(),
                     })?;
-                parse(&path, v)
+                parse_u64(&path, v)
             }
             CpuCgroup::V1 { cpu, .. } => {
                 let acct = cpu.join("cpuacct.usage");
                 if acct.exists() {
-                    return Ok(parse(&acct, &read_knob(&acct)?)? / 1000);
+                    return Ok(parse_u64(&acct, &read_knob(&acct)?)? / 1000);
                 }
                 // SAFETY: sysconf has no preconditions.
                 let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;

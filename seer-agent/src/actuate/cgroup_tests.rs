@@ -16,6 +16,22 @@ use super::{
 };
 
 struct Busy(Child);
+
+impl Busy {
+    /// A shell busy loop, moved into `cg`.
+    fn loop_in(cg: &V1Cgroup) -> Self {
+        let busy = Busy(
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .expect("spawn busy loop"),
+        );
+        std::fs::write(cg.0.join("cgroup.procs"), busy.0.id().to_string())
+            .expect("move busy loop into cgroup");
+        busy
+    }
+}
+
 impl Drop for Busy {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -46,14 +62,8 @@ fn quota_caps_a_real_busy_loop_and_undo_lifts_it() {
         println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
         return;
     };
-    let busy = Busy(
-        Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .spawn()
-            .expect("spawn busy loop"),
-    );
+    let busy = Busy::loop_in(&cg);
     let pid = busy.0.id();
-    std::fs::write(cg.0.join("tasks"), pid.to_string()).expect("move busy loop into cgroup");
     // The service's cgroup as the agent finds it, from /proc/PID/cgroup.
     let found = CpuCgroup::of_pid(pid).expect("cgroup of pid");
     assert_eq!(
@@ -418,13 +428,7 @@ fn a_real_v1_cgroups_use_is_read_from_its_processes() {
         println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
         return;
     };
-    let busy = Busy(
-        Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .spawn()
-            .expect("spawn busy loop"),
-    );
-    std::fs::write(cg.0.join("cgroup.procs"), busy.0.id().to_string()).expect("move");
+    let _busy = Busy::loop_in(&cg);
     let c = CpuCgroup::V1 {
         cpu: cg.0.clone(),
         cpuset: None,
