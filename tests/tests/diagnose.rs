@@ -332,7 +332,12 @@ fn cpu_hog_next_to_memcached_is_cpu_without_injecting() {
 /// memory_bandwidth needs 1.15x, the test 1.08x). Five diagnoses under the bandwidth hog, two
 /// must see it and not say CPU: the hog's pressure on this VM's memory wavers (a reading now and
 /// then sees none of it), and on a shared host someone else's CPU burst on memcached's CPU can
-/// make it really wait for a CPU. This binary runs alone under nextest (.config/nextest.toml).
+/// make it really wait for a CPU. Whether the hog's pressure reaches memcached's CPU at all is
+/// a fact of the host, so an independent witness (the testbed's DRAM walk on CPU 0, beside the
+/// hog and alone) decides which claim is checked: where it sees >= 1.10x, the five diagnoses
+/// must tell the hog apart as above; where it sees none, seer must not name memory bandwidth
+/// nor read a slowdown of 1.15x or more. Both branches assert; neither skips.
+/// This binary runs alone under nextest (.config/nextest.toml).
 #[test]
 fn cpu_hog_and_memory_bandwidth_hog_are_told_apart() {
     require_root!();
@@ -360,7 +365,19 @@ fn cpu_hog_and_memory_bandwidth_hog_are_told_apart() {
     }
     thread::sleep(Duration::from_millis(300));
     let mems: Vec<Value> = (0..5).map(|_| record(&diagnose(&net, &args))).collect();
+    // The witness, independent of seer: the testbed's memory walk (a 4 MiB random walk of a
+    // 128 MiB buffer: DRAM-bound) on memcached's CPU, with this hog on the other CPU and then
+    // without it. Whether a one-core bandwidth hog slows the other vCPU's DRAM accesses is a
+    // fact of the host (where the hypervisor put the two vCPUs, what else shares the socket):
+    // 1.18-1.34x on the machine of 2026-11-26, none at all (1.00x) on 6.18.44-fc-v1300.
+    let with_hog = walk_ns_on_cpu0();
     drop(hog);
+    thread::sleep(Duration::from_millis(300));
+    let alone = walk_ns_on_cpu0();
+    let slowdown = with_hog / alone;
+    println!(
+        "witness: DRAM walk on CPU 0 {with_hog:.1} ns/line beside the hog, {alone:.1} alone: {slowdown:.2}x"
+    );
     // Never blamed on what the hog does not touch.
     for mem in &mems {
         for r in ["cpu_fp", "network", "disk", "memory_capacity"] {
@@ -380,27 +397,25 @@ fn cpu_hog_and_memory_bandwidth_hog_are_told_apart() {
         .iter()
         .map(|m| format!("{} {:.2}x", m["resource"], ratio(m).unwrap_or(0.0)))
         .collect();
-    // The scenario's premise: the bandwidth hog runs on the other CPU, not on memcached's. On
-    // some machines of this kind (seen on 6.18.44-fc-v1300, with the code of 2026-11-26 too)
-    // memcached waits on a run queue most of its runnable time beside the hog, i.e. the hog
-    // takes its CPU: then "cpu_int" is the right verdict and this case says nothing about
-    // bandwidth. Said loudly, not passed silently as a bandwidth result.
-    let runq = |m: &Value| {
-        m["evidence"]["signals"]["runq_wait_ratio"]
-            .as_f64()
-            .unwrap_or(0.0)
-    };
-    if told.is_empty()
-        && mems
-            .iter()
-            .all(|m| m["resource"] == "cpu_int" && runq(m) >= 0.4)
-    {
-        eprintln!(
-            "SKIP (machine): the bandwidth hog shares memcached's CPU here (run-queue waits {:?}): \
-             no bandwidth case on this VM",
-            mems.iter().map(runq).collect::<Vec<_>>()
+    if slowdown < 1.10 {
+        // No bandwidth pressure reaches memcached's CPU on this host: seer must say what the
+        // witness says, i.e. never name memory bandwidth nor read a DRAM slowdown that is not
+        // there, in any of the five. (The bandwidth verdict itself is covered where the host
+        // gives the pressure, below, and by the verdict's unit tests.)
+        for m in &mems {
+            assert_ne!(
+                m["resource"], "memory_bandwidth",
+                "named memory bandwidth where the witness sees none ({slowdown:.2}x): {m}"
+            );
+            let r = ratio(m).expect("every diagnosis reads DRAM latency");
+            assert!(
+                r < 1.15,
+                "seer reads a {r:.2}x DRAM slowdown where the witness sees {slowdown:.2}x: {m}"
+            );
+        }
+        println!(
+            "no bandwidth pressure on this host (witness {slowdown:.2}x): seer agreed in 5 of 5: {seen:?}"
         );
-        println!("SKIP (machine): bandwidth hog shares memcached's CPU on this VM");
         return;
     }
     assert!(
@@ -425,6 +440,30 @@ fn cpu_hog_and_memory_bandwidth_hog_are_told_apart() {
         );
     }
     println!("under the memory-bandwidth hog: {seen:?}");
+}
+
+/// The witness of bandwidth pressure on memcached's CPU: ns of CPU time per cache line of the
+/// testbed's DRAM-bound memory walk pinned on CPU 0 (median of 3 one-second readings).
+fn walk_ns_on_cpu0() -> f64 {
+    let o = Command::new(target_bin("seer-testbed-svc"))
+        .args(["walk", "--work-kb", "4096", "--buffer-kb", "131072"])
+        .args(["--seconds", "3", "--cpus", "0"])
+        .output()
+        .expect("run seer-testbed-svc walk");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "walk: {text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut ns: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("cpu_ns_per_line="))
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    assert_eq!(ns.len(), 3, "three readings: {text}");
+    ns.sort_by(f64::total_cmp);
+    ns[1]
 }
 
 /// The probe speaks redis to redis-server and HTTP to a web server (protocols from the process

@@ -212,6 +212,23 @@ impl Scenario {
             .expect("second agent")
     }
 
+    /// The fault (1% of a CPU), then the enforced step to 125% of it; on a timeout, says what
+    /// the agent saw.
+    fn wait_for_the_step(&self) {
+        std::fs::write(self.cg.0.join("cpu.cfs_quota_us"), "1000").expect("fault");
+        let t0 = Instant::now();
+        while self.quota() != "1250" {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no enforced step in 30 s (quota {}): violations {}; agent log:\n{}",
+                self.quota(),
+                metric(&self.ns, "seer_qos_violations_total"),
+                self.agent.proc.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn end_load(&mut self) {
         if let Some(l) = self.load.take() {
             let _ = l.join();
@@ -384,10 +401,7 @@ fn a_crashed_enforcing_agent_is_undone_by_the_next_start() {
         return;
     };
     // Without [alerts] the agent still steps; wait for the step itself.
-    std::fs::write(sc.cg.0.join("cpu.cfs_quota_us"), "1000").expect("fault");
-    wait_for("the enforced step", Duration::from_secs(30), || {
-        sc.quota() == "1250"
-    });
+    sc.wait_for_the_step();
     let _ = sc.agent.proc.child.kill(); // SIGKILL: nothing undone
     let _ = sc.agent.proc.child.wait();
     assert_eq!(sc.quota(), "1250", "a killed agent undoes nothing");
@@ -421,12 +435,14 @@ fn the_undo_comes_first_in_any_mode_even_when_the_store_cannot_open() {
     else {
         return;
     };
-    std::fs::write(sc.cg.0.join("cpu.cfs_quota_us"), "1000").expect("fault");
-    wait_for("the enforced step", Duration::from_secs(30), || {
-        sc.quota() == "1250"
-    });
+    sc.wait_for_the_step();
     let _ = sc.agent.proc.child.kill(); // SIGKILL: nothing undone
     let _ = sc.agent.proc.child.wait();
+    let kept = std::fs::read_to_string(&sc.journal).unwrap_or_default();
+    assert!(
+        kept.contains("cfs_quota"),
+        "the journal keeps the step: {kept:?}"
+    );
     sc.end_load();
     let conf = std::fs::read_to_string(&sc.conf)
         .expect("config")
@@ -434,9 +450,13 @@ fn the_undo_comes_first_in_any_mode_even_when_the_store_cannot_open() {
     let recommend = sc.conf.with_extension("recommend.toml");
     std::fs::write(&recommend, conf).expect("write config");
     let o = sc.start_again(&recommend, Path::new("/proc/seer-no-such-dir/seer.redb"));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let second = String::from_utf8_lossy(&o.stderr);
+    let err = format!(
+        "{second}\n(the killed run's log:\n{})",
+        sc.agent.proc.stderr()
+    );
     assert!(!o.status.success(), "the store cannot open there: {err}");
-    assert!(err.contains("undid what a previous run left"), "{err}");
+    assert!(second.contains("undid what a previous run left"), "{err}");
     assert_eq!(sc.quota(), "1000", "the dead run's step undone: {err}");
     let j = std::fs::read_to_string(&sc.journal).unwrap_or_default();
     assert!(!j.contains("cfs_quota"), "journal still holds: {j}");
