@@ -6,6 +6,7 @@
 //! first one that moves the culprit's measured latency substantially names the resource.
 pub mod bandwidth;
 pub mod canary;
+pub mod framing;
 pub mod llc;
 pub mod microbench;
 pub mod pmu;

@@ -18,6 +18,11 @@
 //! | greeting | a new connection, nothing sent | the server's first byte (SSH, SMTP, MySQL, FTP...) |
 //! | connect | a new connection | the handshake completes |
 //!
+//! Replies come from the service under diagnosis, which may be broken or hostile: their framing
+//! ([`super::framing`]) never panics and tells a reply that can never complete from one still
+//! arriving, and a request fails the probe, with the reason, when its reply is malformed, larger
+//! than [`MAX_REPLY`], or not complete within [`REQUEST_DEADLINE`] (all reads together).
+//!
 //! The last two are the fallbacks for unknown protocols, and they measure less. A greeting is
 //! written by the application after `accept()`, so its delay includes the application's
 //! scheduling (CPU) and event loop, but not its request path (cache, memory). A bare connect is
@@ -33,7 +38,16 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::DiagnoseError;
+use super::{
+    DiagnoseError,
+    framing::{Frame, MAX_REPLY, http_reply_len, memcached_reply_len, resp_len},
+};
+
+/// The most one read may wait for the service.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most one request may take, all its reads together: a service that trickles its reply
+/// fails the probe instead of holding it (and every later diagnosis) for as long as it likes.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Latency over one window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -165,13 +179,19 @@ pub fn sniff(addr: SocketAddr) -> Result<Protocol, DiagnoseError> {
         Ok(_) => return Ok(Protocol::Connect),
         Err(_) => {}
     }
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(err)?;
+    s.set_write_timeout(Some(READ_TIMEOUT)).map_err(err)?;
     if s.write_all(&http_request("/")).is_err() {
         return Ok(Protocol::Connect);
     }
+    // Five bytes, however they are trickled, within one request's deadline.
+    let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut got = Vec::new();
     while got.len() < 5 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        s.set_read_timeout(Some(left)).map_err(err)?;
         match s.read(&mut b) {
             Ok(n) if n > 0 => got.extend_from_slice(&b[..n]),
             _ => break,
@@ -189,125 +209,20 @@ fn http_request(path: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Length of the complete memcached reply at the start of `b`: the text protocol's replies to
-/// `version` are one line; to `get`, values then `END`, or an error line.
-pub fn memcached_reply_len(b: &[u8], get: bool) -> Option<usize> {
-    let line_end = |from: usize| {
-        b[from..]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map(|p| from + p + 2)
-    };
-    let first = line_end(0)?;
-    let l = &b[..first];
-    if !get || l.starts_with(b"END") || l.starts_with(b"ERROR") || l.ends_with(b"ERROR\r\n") {
-        return Some(first);
-    }
-    if l.starts_with(b"SERVER_ERROR") || l.starts_with(b"CLIENT_ERROR") {
-        return Some(first);
-    }
-    // VALUE key flags bytes\r\n<data>\r\n ... END\r\n
-    let mut at = 0;
-    loop {
-        let end = line_end(at)?;
-        let line = &b[at..end];
-        if line == b"END\r\n" {
-            return Some(end);
-        }
-        let bytes: usize = std::str::from_utf8(line)
-            .ok()?
-            .split_whitespace()
-            .nth(3)?
-            .parse()
-            .ok()?;
-        at = end + bytes + 2;
-        if at > b.len() {
-            return None;
-        }
-    }
-}
-
-/// Length of the one complete RESP value at the start of `b` (None: incomplete).
-pub fn resp_len(b: &[u8]) -> Option<usize> {
-    let line = b.windows(2).position(|w| w == b"\r\n")? + 2;
-    let num = || -> Option<i64> { std::str::from_utf8(&b[1..line - 2]).ok()?.parse().ok() };
-    match b.first()? {
-        b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => Some(line),
-        b'$' | b'=' | b'!' => {
-            let n = num()?;
-            if n < 0 {
-                return Some(line);
-            }
-            let end = line + n as usize + 2;
-            (b.len() >= end).then_some(end)
-        }
-        b'*' | b'~' | b'>' | b'%' => {
-            let n = num()?;
-            let items = if b[0] == b'%' { n * 2 } else { n };
-            let mut at = line;
-            for _ in 0..items.max(0) {
-                at += resp_len(&b[at..])?;
-            }
-            Some(at)
-        }
-        // Not RESP (an inline error from something else): the line is the reply.
-        _ => Some(line),
-    }
-}
-
-/// Length of the complete HTTP/1.x response at the start of `b` (None: incomplete), for a
-/// request that was not HEAD: head, then `Content-Length` bytes, or chunks up to the last one;
-/// a response with neither ends at its head (1xx/204/304, or a server that would close).
-pub fn http_reply_len(b: &[u8]) -> Option<usize> {
-    let head = b.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let text = std::str::from_utf8(&b[..head]).ok()?;
-    let mut len = None;
-    let mut chunked = false;
-    for h in text.split("\r\n").skip(1) {
-        if let Some((k, v)) = h.split_once(':') {
-            let (k, v) = (k.trim(), v.trim());
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.parse::<usize>().ok();
-            } else if k.eq_ignore_ascii_case("transfer-encoding")
-                && v.to_ascii_lowercase().contains("chunked")
-            {
-                chunked = true;
-            }
-        }
-    }
-    if chunked {
-        let mut at = head;
-        loop {
-            let e = b[at..].windows(2).position(|w| w == b"\r\n")? + at;
-            let size = std::str::from_utf8(&b[at..e]).ok()?;
-            let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-            if size == 0 {
-                // Optional trailers, then an empty line.
-                let p = e + 2;
-                if b.get(p..p + 2) == Some(b"\r\n".as_slice()) {
-                    return Some(p + 2);
-                }
-                return Some(b[p..].windows(4).position(|w| w == b"\r\n\r\n")? + p + 4);
-            }
-            at = e + 2 + size + 2;
-            if at > b.len() {
-                return None;
-            }
-        }
-    }
-    let end = head + len.unwrap_or(0);
-    (b.len() >= end).then_some(end)
-}
-
-/// Length of the complete reply to one probe request at the start of `acc`.
-fn reply_len(proto: Protocol, get: bool, acc: &[u8]) -> Option<usize> {
+/// Where the reply to one probe request at the start of `acc` ends, if it does.
+fn reply_len(proto: Protocol, get: bool, acc: &[u8]) -> Frame {
     match proto {
         Protocol::Memcached => memcached_reply_len(acc, get),
         Protocol::Redis => resp_len(acc),
         Protocol::Http => http_reply_len(acc),
-        Protocol::Greeting => (!acc.is_empty()).then_some(acc.len()),
-        Protocol::Connect => Some(0),
+        Protocol::Greeting if acc.is_empty() => Frame::Incomplete,
+        Protocol::Greeting => Frame::Complete(acc.len()),
+        Protocol::Connect => Frame::Complete(0),
     }
+}
+
+fn invalid(why: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, why)
 }
 
 /// A closed-loop client on one connection (or a new connection per sample, for the
@@ -317,6 +232,8 @@ pub struct Probe {
     proto: Protocol,
     get: bool,
     stream: Option<TcpStream>,
+    /// The stream's read timeout was cut to what a request had left (restored before the next).
+    timeout_cut: bool,
     req: Vec<u8>,
     acc: Vec<u8>,
     buf: Vec<u8>,
@@ -344,6 +261,7 @@ impl Probe {
             proto,
             get,
             stream: None,
+            timeout_cut: false,
             req,
             acc: Vec::with_capacity(1 << 16),
             buf: vec![0; 1 << 16],
@@ -366,7 +284,9 @@ impl Probe {
         let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))
             .map_err(|e| self.err(e))?;
         s.set_nodelay(true).map_err(|e| self.err(e))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))
+        s.set_read_timeout(Some(READ_TIMEOUT))
+            .map_err(|e| self.err(e))?;
+        s.set_write_timeout(Some(READ_TIMEOUT))
             .map_err(|e| self.err(e))?;
         Ok(s)
     }
@@ -400,10 +320,12 @@ impl Probe {
             let fresh = self.stream.is_none();
             if fresh {
                 self.stream = Some(self.open()?);
+                self.timeout_cut = false;
             }
             match self.exchange() {
                 Ok(l) => return Ok(l),
-                Err(e) if !fresh && attempt == 0 => {
+                // A malformed reply would be malformed again: no second connection for it.
+                Err(e) if !fresh && attempt == 0 && e.kind() != std::io::ErrorKind::InvalidData => {
                     log::debug!("probe connection to {} lost ({e}); reconnecting", self.addr);
                     self.stream = None;
                 }
@@ -416,15 +338,41 @@ impl Probe {
         unreachable!("the second attempt returns")
     }
 
+    /// One request and its whole reply, within [`REQUEST_DEADLINE`] and [`MAX_REPLY`].
     fn exchange(&mut self) -> std::io::Result<f64> {
         let Some(s) = self.stream.as_mut() else {
             return Err(std::io::ErrorKind::NotConnected.into());
         };
+        if self.timeout_cut {
+            s.set_read_timeout(Some(READ_TIMEOUT))?;
+            self.timeout_cut = false;
+        }
         self.acc.clear();
         let t0 = Instant::now();
+        let deadline = t0 + REQUEST_DEADLINE;
+        let too_slow = |got: usize| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no complete reply within {} s ({got} bytes of it so far)",
+                    REQUEST_DEADLINE.as_secs_f64()
+                ),
+            )
+        };
         s.write_all(&self.req)?;
         loop {
-            let n = s.read(&mut self.buf)?;
+            let n = match s.read(&mut self.buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(too_slow(self.acc.len()));
+                }
+                Err(e) => return Err(e),
+            };
             if n == 0 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -432,20 +380,33 @@ impl Probe {
                 ));
             }
             self.acc.extend_from_slice(&self.buf[..n]);
-            if let Some(len) = reply_len(self.proto, self.get, &self.acc) {
-                let l = t0.elapsed().as_secs_f64() * 1e6;
-                if len < self.acc.len() {
-                    // More than one reply: the stream is out of step; start a fresh one.
-                    self.stream = None;
+            match reply_len(self.proto, self.get, &self.acc) {
+                Frame::Complete(len) => {
+                    let l = t0.elapsed().as_secs_f64() * 1e6;
+                    if len < self.acc.len() {
+                        // More than one reply: the stream is out of step; start a fresh one.
+                        self.stream = None;
+                    }
+                    return Ok(l);
                 }
-                return Ok(l);
+                Frame::Malformed(why) => {
+                    return Err(invalid(format!("the service's reply is malformed: {why}")));
+                }
+                Frame::Incomplete => {}
             }
-            if self.acc.len() > 64 << 20 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "reply over 64 MiB: not the protocol the probe speaks",
-                ));
+            if self.acc.len() > MAX_REPLY {
+                return Err(invalid(format!(
+                    "reply larger than {} MiB: not the protocol the probe speaks",
+                    MAX_REPLY >> 20
+                )));
             }
+            // The next read waits no longer than the request has left.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(too_slow(self.acc.len()));
+            }
+            s.set_read_timeout(Some(left))?;
+            self.timeout_cut = true;
         }
     }
 }
@@ -481,52 +442,6 @@ mod tests {
     }
 
     #[test]
-    fn memcached_framing() {
-        assert_eq!(memcached_reply_len(b"VERSION 1.6.18\r\n", false), Some(16));
-        assert_eq!(memcached_reply_len(b"VERSION 1.6", false), None);
-        assert_eq!(memcached_reply_len(b"END\r\n", true), Some(5));
-        let hit = b"VALUE k 0 5\r\nEND\r\n\r\nEND\r\n";
-        // The value itself may contain "END\r\n": its length, not its text, decides.
-        assert_eq!(memcached_reply_len(hit, true), Some(hit.len()));
-        assert_eq!(memcached_reply_len(&hit[..hit.len() - 1], true), None);
-        assert_eq!(memcached_reply_len(b"VALUE k 0 5\r\nab", true), None);
-        assert_eq!(memcached_reply_len(b"SERVER_ERROR oom\r\n", true), Some(18));
-    }
-
-    #[test]
-    fn resp_framing() {
-        assert_eq!(resp_len(b"+PONG\r\n"), Some(7));
-        assert_eq!(resp_len(b"+PON"), None);
-        assert_eq!(resp_len(b"-ERR unknown\r\n"), Some(14));
-        assert_eq!(resp_len(b"$5\r\nhello\r\n"), Some(11));
-        assert_eq!(resp_len(b"$5\r\nhel"), None);
-        assert_eq!(resp_len(b"$-1\r\n"), Some(5));
-        // A bulk string containing CRLF is read by length.
-        assert_eq!(resp_len(b"$4\r\na\r\nb\r\n"), Some(10));
-        let arr = b"*2\r\n$1\r\na\r\n:42\r\n";
-        assert_eq!(resp_len(arr), Some(arr.len()));
-        assert_eq!(resp_len(&arr[..arr.len() - 2]), None);
-    }
-
-    #[test]
-    fn http_framing() {
-        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-        assert_eq!(http_reply_len(r), Some(r.len()));
-        assert_eq!(http_reply_len(&r[..r.len() - 1]), None);
-        let r = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
-        assert_eq!(http_reply_len(r), Some(r.len()));
-        let r = b"HTTP/1.1 204 No Content\r\n\r\n";
-        assert_eq!(http_reply_len(r), Some(r.len()));
-        let r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-        assert_eq!(http_reply_len(r), Some(r.len()));
-        assert_eq!(http_reply_len(&r[..r.len() - 2]), None);
-        let r =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n";
-        assert_eq!(http_reply_len(r), Some(r.len()));
-        assert_eq!(http_reply_len(b"HTTP/1.1 200 OK\r\nContent-Le"), None);
-    }
-
-    #[test]
     fn detection_by_name_then_port() {
         assert_eq!(detect("memcached", 20001), Some(Protocol::Memcached));
         assert_eq!(detect("redis-server", 20002), Some(Protocol::Redis));
@@ -539,12 +454,14 @@ mod tests {
         assert_eq!(Protocol::parse("gopher"), None);
     }
 
-    /// A server thread answering `reply` to every `req`-sized read, `n` times.
+    /// A server thread answering `reply` to every read (or greeting every connection with it).
+    /// It accepts for as long as the test runs: a 5 ms greeting window opens more connections
+    /// than any small cap (with a cap of 64, 3 runs in 8 failed here with ECONNREFUSED).
     fn serve(reply: &'static [u8], greet: bool) -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let a = l.local_addr().expect("addr");
         std::thread::spawn(move || {
-            for s in l.incoming().take(64) {
+            for s in l.incoming() {
                 let Ok(mut s) = s else { return };
                 std::thread::spawn(move || {
                     if greet {
@@ -582,5 +499,112 @@ mod tests {
         let mut p =
             Probe::connect(ssh, Protocol::Greeting, &Request::Version, "/").expect("greeting");
         assert!(p.window(Duration::from_millis(5)).expect("window").n > 0);
+    }
+
+    /// Runs `f` in a thread; panics when it has not returned within `t`.
+    fn within<T: Send + 'static>(t: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(t)
+            .unwrap_or_else(|e| panic!("no answer within {t:?} ({e})"))
+    }
+
+    /// A server that answers every request with `reply`, then holds the connection open.
+    fn serve_and_hold(reply: Vec<u8>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let a = l.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for s in l.incoming().take(8) {
+                let Ok(mut s) = s else { return };
+                let reply = reply.clone();
+                std::thread::spawn(move || {
+                    let mut b = [0u8; 4096];
+                    let _ = s.read(&mut b);
+                    let _ = s.write_all(&reply);
+                    // Until the client gives up.
+                    let _ = s.read(&mut b);
+                });
+            }
+        });
+        a
+    }
+
+    /// A server that answers every request with an endless HTTP reply, one byte per `every`.
+    fn serve_trickle(every: Duration) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let a = l.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for s in l.incoming().take(8) {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    let mut b = [0u8; 4096];
+                    let _ = s.read(&mut b);
+                    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n";
+                    for &c in head.iter().chain(std::iter::repeat(&b'x')) {
+                        if s.write_all(&[c]).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(every);
+                    }
+                });
+            }
+        });
+        a
+    }
+
+    fn probe_error(a: SocketAddr, proto: Protocol) -> (String, Duration) {
+        let t0 = Instant::now();
+        let r = within(Duration::from_secs(20), move || {
+            Probe::connect(a, proto, &Request::Version, "/")
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        let e = r.expect_err("the probe must fail");
+        (e, t0.elapsed())
+    }
+
+    #[test]
+    fn a_huge_chunk_size_fails_the_probe_quickly_and_says_why() {
+        let a = serve_and_hold(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffec\r\n".to_vec(),
+        );
+        let (e, took) = probe_error(a, Protocol::Http);
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        assert!(
+            e.contains("malformed: chunk size ffffffffffffffec exceeds the 16 MiB limit"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn deeply_nested_resp_fails_the_probe_quickly_and_says_why() {
+        let a = serve_and_hold(b"*1\r\n".repeat(1_000_000));
+        let (e, took) = probe_error(a, Protocol::Redis);
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        assert!(e.contains("malformed: RESP nested deeper than 64"), "{e}");
+    }
+
+    #[test]
+    fn a_trickling_server_hits_the_request_deadline() {
+        let a = serve_trickle(Duration::from_millis(300));
+        let (e, took) = probe_error(a, Protocol::Http);
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        assert!(e.contains("no complete reply within 2 s"), "{e}");
+    }
+
+    #[test]
+    fn sniffing_a_trickling_server_is_bounded_too() {
+        // Five bytes at 1.5 s apart: six seconds of reads of under 2 s each.
+        let a = serve_trickle(Duration::from_millis(1500));
+        let t0 = Instant::now();
+        let p = within(Duration::from_secs(20), move || sniff(a).expect("sniff"));
+        assert!(
+            t0.elapsed() < Duration::from_secs(4),
+            "took {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(p, Protocol::Connect);
     }
 }
