@@ -3,13 +3,16 @@
 //! thread to Alertmanager's API v2 (`POST /api/v2/alerts`) and/or a webhook (one JSON POST per
 //! alert). Delivery is at least once: an alert leaves the outbox only after every configured
 //! receiver answered 2xx. Alertmanager de-duplicates by labels; a webhook may see a repeat
-//! after a failure.
+//! after a failure. A receiver that refuses an alert for good (HTTP 4xx other than 408, 425 and
+//! 429: retrying the same bytes cannot help) does not hold the later alerts back: the alert
+//! moves to the store's rejected alerts with the answer, and is counted and logged.
+//! Every request has a total deadline, and stopping the sender is bounded by its grace.
 //!
 //! HTTP is plain HTTP/1.1 (`crate::http`): the receivers are local or on a trusted network;
 //! for TLS put a relay in front.
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
@@ -84,6 +87,8 @@ pub fn alert_json(a: &AlertInfo, host: &str, generator: &str) -> Value {
 pub struct SenderStats {
     pub delivered: AtomicU64,
     pub failures: AtomicU64,
+    /// Alerts a receiver refused for good (moved to the store's rejected alerts).
+    pub rejected: AtomicU64,
     pub pending: AtomicU64,
     /// Unix ms of the last successful delivery (0: none yet).
     pub last_ok_ms: AtomicU64,
@@ -92,7 +97,49 @@ pub struct SenderStats {
 pub struct Sender {
     tx: mpsc::Sender<Msg>,
     thread: Option<JoinHandle<()>>,
+    /// Set by `shutdown`: no request starts, and none lasts, past it.
+    stop_at: StopAt,
+    /// Closed when the sender thread ends (for a bounded wait on it).
+    done: mpsc::Receiver<()>,
     pub stats: Arc<SenderStats>,
+}
+
+/// When the sender must have stopped (None: running).
+type StopAt = Arc<Mutex<Option<Instant>>>;
+
+/// The time left for one request: at most `REQUEST_TIMEOUT`, never past the stop deadline;
+/// None once the deadline has passed.
+fn request_budget(stop_at: &StopAt) -> Option<Duration> {
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+    match *stop_at
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        None => Some(REQUEST_TIMEOUT),
+        Some(t) => t
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .map(|d| d.min(REQUEST_TIMEOUT)),
+    }
+}
+
+/// Why an alert was not delivered.
+#[derive(Debug, PartialEq)]
+enum Refusal {
+    /// Down, timed out, 5xx, 408/425/429: the same alert may go through later.
+    Retry(String),
+    /// Refused for good (other 4xx, or an answer that is not a status at all): retrying the
+    /// same bytes cannot help.
+    Reject(String),
+}
+
+/// A receiver's status: delivered, worth retrying, or refused for good.
+fn judge(status: u16, who: &str) -> Result<(), Refusal> {
+    match status {
+        200..=299 => Ok(()),
+        408 | 425 | 429 | 500..=599 => Err(Refusal::Retry(format!("{who} answered HTTP {status}"))),
+        _ => Err(Refusal::Reject(format!("{who} answered HTTP {status}"))),
+    }
 }
 
 enum Msg {
@@ -112,25 +159,34 @@ struct Receivers {
 }
 
 impl Receivers {
-    /// Every receiver, or the first failure ("what, where, what to do").
-    fn deliver(&self, payload: &str) -> Result<(), String> {
-        let timeout = Duration::from_secs(2);
+    /// Every receiver. The first that may take it later stops the round (`Retry`); one that
+    /// refuses it for good does not keep the others from getting it (`Reject` at the end).
+    fn deliver(&self, payload: &str, stop_at: &StopAt) -> Result<(), Refusal> {
+        let mut rejected = None;
+        let mut one = |u: &HttpUrl, body: &str, who: String| -> Result<(), Refusal> {
+            let Some(timeout) = request_budget(stop_at) else {
+                return Err(Refusal::Retry("stopping: no time left to send".into()));
+            };
+            let r = match post_json(u, body, timeout) {
+                Ok(s) => judge(s, &who),
+                Err(e) => Err(Refusal::Retry(format!("{who} is unreachable: {e}"))),
+            };
+            match r {
+                Err(Refusal::Reject(e)) => {
+                    rejected.get_or_insert(e);
+                    Ok(())
+                }
+                other => other,
+            }
+        };
         if let Some(u) = &self.alertmanager {
             let u = u.join("/api/v2/alerts");
-            match post_json(&u, &format!("[{payload}]"), timeout) {
-                Ok(s) if (200..300).contains(&s) => {}
-                Ok(s) => return Err(format!("Alertmanager at {u} answered HTTP {s}")),
-                Err(e) => return Err(format!("Alertmanager at {u} is unreachable: {e}")),
-            }
+            one(&u, &format!("[{payload}]"), format!("Alertmanager at {u}"))?;
         }
         if let Some(u) = &self.webhook {
-            match post_json(u, payload, timeout) {
-                Ok(s) if (200..300).contains(&s) => {}
-                Ok(s) => return Err(format!("webhook {u} answered HTTP {s}")),
-                Err(e) => return Err(format!("webhook {u} is unreachable: {e}")),
-            }
+            one(u, payload, format!("webhook {u}"))?;
         }
-        Ok(())
+        rejected.map_or(Ok(()), |e| Err(Refusal::Reject(e)))
     }
 }
 
@@ -150,13 +206,21 @@ impl Sender {
         let retry = Duration::from_secs(cfg.retry_s.max(1));
         let stats = Arc::new(SenderStats::default());
         let (tx, rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel::<()>();
         let st = stats.clone();
+        let stop_at = StopAt::default();
+        let stop = stop_at.clone();
         let thread = std::thread::Builder::new()
             .name("seer-alerts".into())
-            .spawn(move || sender_loop(&store, &rx_cfg, &rx, retry, &st))?;
+            .spawn(move || {
+                let _done = done_tx; // dropped when the thread ends, however it ends
+                sender_loop(&store, &rx_cfg, &rx, retry, &st, &stop);
+            })?;
         Ok(Sender {
             tx,
             thread: Some(thread),
+            stop_at,
+            done,
             stats,
         })
     }
@@ -173,17 +237,39 @@ impl Sender {
     }
 
     /// Tries to deliver what is queued for at most `grace`, then stops; what is left stays in
-    /// the outbox for the next start.
+    /// the outbox for the next start. Returns within `grace` and a moment, whatever the
+    /// receivers do (no request outlives the deadline; a sender still busy then is left
+    /// behind, logged, and ends with the process).
     pub fn shutdown(mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        *self
+            .stop_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(deadline);
         let _ = self.tx.send(Msg::Stop(grace));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match self.done.recv_timeout(grace + Duration::from_millis(500)) {
+            Err(mpsc::RecvTimeoutError::Timeout) => log::error!(
+                "alerts: the sender did not stop within {:.1} s; leaving it (what is queued stays in the outbox)",
+                grace.as_secs_f64()
+            ),
+            _ => {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+            }
         }
     }
 }
 
-/// Delivers until an alert fails (kept, in order) or the outbox is empty. True if empty.
-fn drain(store: &Store, r: &Receivers, st: &SenderStats, down: &mut Option<Instant>) -> bool {
+/// Delivers until an alert must wait (kept, in order), the outbox is empty, or the stop
+/// deadline has passed. True if empty.
+fn drain(
+    store: &Store,
+    r: &Receivers,
+    st: &SenderStats,
+    down: &mut Option<Instant>,
+    stop_at: &StopAt,
+) -> bool {
     loop {
         let pending = match store.pending_alerts(64) {
             Ok(p) => p,
@@ -197,7 +283,7 @@ fn drain(store: &Store, r: &Receivers, st: &SenderStats, down: &mut Option<Insta
             return true;
         }
         for a in pending {
-            match r.deliver(&a.payload) {
+            match r.deliver(&a.payload, stop_at) {
                 Ok(()) => {
                     if let Err(e) = store.ack_alert(a.id) {
                         log::warn!("alerts: removing delivered alert {}: {e}", a.id);
@@ -212,7 +298,20 @@ fn drain(store: &Store, r: &Receivers, st: &SenderStats, down: &mut Option<Insta
                         );
                     }
                 }
-                Err(e) => {
+                Err(Refusal::Reject(why)) => {
+                    st.rejected.fetch_add(1, Ordering::Relaxed);
+                    log::error!(
+                        "alerts: {why}: alert {} is refused for good and moved to the store's \
+                         rejected alerts (`seer-agent query alerts` shows it); later alerts go on. \
+                         Look at the receiver's log and at [alerts] in the config",
+                        a.id
+                    );
+                    if let Err(e) = store.reject_alert(a.id, &why) {
+                        log::warn!("alerts: moving refused alert {}: {e}", a.id);
+                        return false;
+                    }
+                }
+                Err(Refusal::Retry(e)) => {
                     st.failures.fetch_add(1, Ordering::Relaxed);
                     if down.is_none() {
                         log::warn!(
@@ -235,18 +334,27 @@ fn sender_loop(
     rx: &mpsc::Receiver<Msg>,
     retry: Duration,
     st: &SenderStats,
+    stop_at: &StopAt,
 ) {
     let mut down: Option<Instant> = None;
     let mut memory: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     // Memory first (those are the ones with no other copy), then the store's outbox.
     let flush = |memory: &mut std::collections::VecDeque<String>, down: &mut Option<Instant>| {
         while let Some(p) = memory.front() {
-            match r.deliver(p) {
+            match r.deliver(p, stop_at) {
                 Ok(()) => {
                     memory.pop_front();
                     st.delivered.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => {
+                Err(Refusal::Reject(why)) => {
+                    st.rejected.fetch_add(1, Ordering::Relaxed);
+                    log::error!(
+                        "alerts: {why}: an alert the store could not keep is refused for good \
+                         and dropped: {p}"
+                    );
+                    memory.pop_front();
+                }
+                Err(Refusal::Retry(e)) => {
                     st.failures.fetch_add(1, Ordering::Relaxed);
                     if down.is_none() {
                         log::warn!("alerts: {e}; {} alert(s) held in memory", memory.len());
@@ -256,7 +364,7 @@ fn sender_loop(
                 }
             }
         }
-        drain(store, r, st, down)
+        drain(store, r, st, down, stop_at)
     };
     loop {
         let empty = flush(&mut memory, &mut down);
@@ -386,16 +494,110 @@ mod tests {
         store.enqueue_alert(1, r#"{"n":1}"#).unwrap();
         let st = SenderStats::default();
         let mut down = None;
-        assert!(!drain(&store, &r, &st, &mut down));
+        assert!(!drain(&store, &r, &st, &mut down, &StopAt::default()));
         assert!(down.is_some());
         assert_eq!(store.pending_alerts(10).unwrap().len(), 1);
         let srv = receive_one(port, r#"{"n":1}"#);
-        assert!(drain(&store, &r, &st, &mut down));
+        assert!(drain(&store, &r, &st, &mut down, &StopAt::default()));
         let req = srv.join().unwrap();
         assert!(req.starts_with("POST /hook HTTP/1.1"), "{req}");
         assert!(store.pending_alerts(10).unwrap().is_empty());
         assert_eq!(st.delivered.load(Ordering::Relaxed), 1);
         assert!(down.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_4xx_is_for_good_but_408_429_and_5xx_are_retried() {
+        assert_eq!(judge(204, "w"), Ok(()));
+        for s in [400, 401, 404, 405, 413, 422, 301] {
+            assert!(matches!(judge(s, "w"), Err(Refusal::Reject(_))), "{s}");
+        }
+        for s in [408, 425, 429, 500, 502, 503] {
+            assert!(matches!(judge(s, "w"), Err(Refusal::Retry(_))), "{s}");
+        }
+    }
+
+    /// A receiver answering `status` to every request, counting them (real loopback HTTP).
+    fn answering(port: u16, status: u16) -> Arc<AtomicU64> {
+        let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let n = Arc::new(AtomicU64::new(0));
+        let seen = n.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { break };
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = c.set_read_timeout(Some(Duration::from_millis(300)));
+                let _ = c.read(&mut buf);
+                seen.fetch_add(1, Ordering::Relaxed);
+                let _ = write!(c, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        n
+    }
+
+    /// Before: a 400 was retried forever and every later alert waited behind it.
+    #[test]
+    fn an_alert_refused_for_good_does_not_block_the_later_ones() {
+        let (dir, store) = temp_store("reject");
+        let (bad, good) = (free_port(), free_port());
+        let _bad = answering(bad, 400);
+        let got = answering(good, 200);
+        let r = Receivers {
+            alertmanager: Some(HttpUrl::parse(&format!("http://127.0.0.1:{bad}")).unwrap()),
+            webhook: Some(HttpUrl::parse(&format!("http://127.0.0.1:{good}/hook")).unwrap()),
+        };
+        let a = store.enqueue_alert(1, r#"{"n":1}"#).unwrap();
+        let b = store.enqueue_alert(2, r#"{"n":2}"#).unwrap();
+        let st = SenderStats::default();
+        let mut down = None;
+        assert!(drain(&store, &r, &st, &mut down, &StopAt::default()));
+        assert!(store.pending_alerts(10).unwrap().is_empty());
+        let rej = store.rejected_alerts(10).unwrap();
+        let ids: Vec<u64> = rej.iter().map(|x| x.alert.id).collect();
+        assert_eq!(ids, [b, a], "both refused by Alertmanager, newest first");
+        assert!(rej[0].why.contains("HTTP 400"), "{}", rej[0].why);
+        assert_eq!(st.rejected.load(Ordering::Relaxed), 2);
+        assert_eq!(st.failures.load(Ordering::Relaxed), 0);
+        assert_eq!(got.load(Ordering::Relaxed), 2, "the webhook still got both");
+        assert!(down.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Before: a receiver that answered one byte at a time held the sender, and so the
+    /// agent's shutdown (and its undo), for as long as it liked.
+    #[test]
+    fn shutdown_is_bounded_even_by_a_receiver_that_drips() {
+        let (dir, store) = temp_store("drip");
+        let port = free_port();
+        let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { break };
+                std::thread::spawn(move || {
+                    for _ in 0..600 {
+                        if c.write_all(b"H").is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                });
+            }
+        });
+        for i in 0..5 {
+            store.enqueue_alert(i, "{}").unwrap();
+        }
+        let cfg = AlertsConfig {
+            alertmanager: None,
+            webhook: Some(format!("http://127.0.0.1:{port}/hook")),
+            retry_s: 1,
+        };
+        let snd = Sender::spawn(store, &cfg).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
+        snd.shutdown(Duration::from_secs(1));
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -191,7 +191,7 @@ pub fn act(a: &ActArgs) -> anyhow::Result<()> {
                 ),
                 Err(e) => println!("resctrl: {e}"),
             }
-            let j = crate::actuate::journal::Journal::open(&a.journal)?;
+            let j = crate::actuate::journal::Journal::peek(&a.journal)?;
             println!(
                 "journal {}: {} change(s) in effect",
                 a.journal.display(),

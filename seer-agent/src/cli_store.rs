@@ -165,19 +165,29 @@ pub fn answer(store: &Store, what: &QueryWhat) -> anyhow::Result<(serde_json::Va
             )?
         }
         QueryWhat::Alerts => {
-            let rows: Vec<serde_json::Value> = store
+            // Waiting in the outbox, then the last 100 a receiver refused for good (and why).
+            let row = |x: seer_store::Alert, state: &str, why: &str| {
+                serde_json::json!({
+                    "id": x.id,
+                    "ts_ms": x.ts_ms,
+                    "state": state,
+                    "why": why,
+                    "alert": serde_json::from_str::<serde_json::Value>(&x.payload)
+                        .unwrap_or(serde_json::Value::String(x.payload)),
+                })
+            };
+            let mut rows: Vec<serde_json::Value> = store
                 .pending_alerts(usize::MAX)?
                 .into_iter()
-                .map(|x| {
-                    serde_json::json!({
-                        "id": x.id,
-                        "ts_ms": x.ts_ms,
-                        "alert": serde_json::from_str::<serde_json::Value>(&x.payload)
-                            .unwrap_or(serde_json::Value::String(x.payload)),
-                    })
-                })
+                .map(|x| row(x, "pending", ""))
                 .collect();
-            render(&rows, &["id", "ts_ms", "alert"])?
+            rows.extend(
+                store
+                    .rejected_alerts(100)?
+                    .into_iter()
+                    .map(|r| row(r.alert, "rejected", &r.why)),
+            );
+            render(&rows, &["id", "ts_ms", "state", "why", "alert"])?
         }
     };
     Ok(out)

@@ -4,7 +4,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{TcpStream, ToSocketAddrs as _},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 /// Largest answer read (a query of a big store stays far below).
@@ -86,10 +86,17 @@ fn request(
         .map_err(|e| format!("resolving {}: {e}", url.host))?
         .next()
         .ok_or_else(|| format!("{} has no address", url.host))?;
+    // `timeout` bounds the whole exchange, not each read: a peer that drips one byte a
+    // second must not hold the caller (the alert sender, a shutdown) for longer.
+    let deadline = Instant::now() + timeout;
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("no complete answer within {:.1} s", timeout.as_secs_f64()))
+    };
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
+    s.set_write_timeout(Some(left()?))
         .map_err(|e| e.to_string())?;
     let path = if url.path.is_empty() { "/" } else { &url.path };
     let mut req = format!(
@@ -109,6 +116,8 @@ fn request(
     let mut resp = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
+        s.set_read_timeout(Some(left()?))
+            .map_err(|e| e.to_string())?;
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(k) => {

@@ -135,6 +135,11 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
             "counter",
             r.alert_failures as f64,
         );
+        scalar(
+            "seer_alerts_rejected_total",
+            "counter",
+            r.alerts_rejected as f64,
+        );
         let _ = writeln!(o, "# TYPE seer_actions_total counter");
         for (what, n) in [
             ("applied", r.applied),

@@ -58,6 +58,8 @@ pub struct RespondStats {
     pub alerts_delivered: u64,
     pub alerts_pending: u64,
     pub alert_failures: u64,
+    /// Alerts a receiver refused for good (kept in the store's rejected alerts).
+    pub alerts_rejected: u64,
 }
 
 /// What the diagnosis thread sends back.
@@ -67,6 +69,10 @@ struct DiagDone {
     record: Result<Record, String>,
     /// Other services, busiest CPU user first (antagonists for the policy).
     antagonists: Vec<String>,
+    /// The violation it was started for (its QoS text and start), for an alert sent after
+    /// the QoS held again.
+    qos: String,
+    start_ms: u64,
 }
 
 /// The initiator is named this long after the violation starts, from the departures seen up
@@ -311,6 +317,7 @@ impl Responder {
             self.stats.alerts_delivered = ss.delivered.load(Relaxed);
             self.stats.alerts_pending = ss.pending.load(Relaxed);
             self.stats.alert_failures = ss.failures.load(Relaxed);
+            self.stats.alerts_rejected = ss.rejected.load(Relaxed);
         }
     }
 
@@ -430,6 +437,10 @@ impl Responder {
         );
         let prior = self.last_diag.get(culprit).cloned();
         let name = culprit.to_string();
+        let (qos, start_ms) = self
+            .episode
+            .as_ref()
+            .map_or((String::new(), now_ms()), |e| (e.qos.clone(), e.start_ms));
         let spawned = std::thread::Builder::new()
             .name("seer-diagnose".into())
             .spawn(move || {
@@ -449,6 +460,8 @@ impl Responder {
                     id,
                     record,
                     antagonists,
+                    qos,
+                    start_ms,
                 });
             });
         match spawned {
@@ -521,12 +534,21 @@ impl Responder {
             decision.actions.extend(next.actions);
             decision.note = next.note.or(decision.note);
         }
-        let Some(e) = &mut self.episode else {
-            return; // Healthy again before the diagnosis finished: no alert.
+        // Healthy again before the diagnosis finished: an alert only if something was done or
+        // recommended all the same (the cluster manager must know of every change), already
+        // resolved.
+        let (qos, start_ms, why) = match &self.episode {
+            Some(e) => (e.qos.clone(), e.start_ms, e.why.clone()),
+            None if decision.actions.is_empty() => return,
+            None => (
+                done.qos.clone(),
+                done.start_ms,
+                "the QoS held again before this step was taken: sent resolved".into(),
+            ),
         };
         let a = AlertInfo {
             culprit: done.culprit.clone(),
-            qos: e.qos.clone(),
+            qos,
             resource: resource.map_or("unknown", |r| r.name()).into(),
             confidence,
             mode: match self.cfg.mode {
@@ -539,13 +561,24 @@ impl Responder {
             actions: json!({
                 "outcomes": outcomes,
                 "note": decision.note,
-                "initiator_evidence": e.why,
+                "initiator_evidence": why,
             }),
-            starts_ms: e.start_ms,
+            starts_ms: start_ms,
             // Firing for a while; refreshed by the next step, resolved when the QoS holds.
             ends_ms: ts + 10 * 60 * 1000,
         };
-        e.alert = Some(a.clone());
+        match &mut self.episode {
+            Some(e) => e.alert = Some(a.clone()),
+            None => {
+                log::warn!(
+                    "respond: {} stepped after the QoS held again; alerting it, resolved",
+                    done.culprit
+                );
+                let a = AlertInfo { ends_ms: ts, ..a };
+                self.enqueue(&a);
+                return;
+            }
+        }
         self.enqueue(&a);
     }
 
@@ -731,5 +764,75 @@ impl Responder {
                 None => String::new(),
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Before: a step decided after the QoS had held again (a short violation, a diagnosis
+    /// that took longer) changed or recommended something and told nobody.
+    #[test]
+    fn a_step_taken_after_the_qos_recovered_still_alerts_resolved() {
+        let dir = std::env::temp_dir().join(format!("seer-respond-late-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(dir.join("s.redb"), seer_store::StoreConfig::default()).unwrap();
+        // A receiver that is down: the alert waits in the outbox, where this test reads it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let alerts = AlertsConfig {
+            alertmanager: None,
+            webhook: Some(format!("http://127.0.0.1:{port}/hook")),
+            retry_s: 60,
+        };
+        let cfg = RespondConfig {
+            mode: Mode::Recommend,
+            journal: dir.join("actions.json"),
+            ..Default::default()
+        };
+        let qos = QosConfig::new("nginx", 20.0);
+        let mut r = Responder::new(qos, cfg, &alerts, 100, Some(store.clone()), "off").unwrap();
+        let (tx, rx) = mpsc::channel();
+        tx.send(DiagDone {
+            culprit: "memcached".into(),
+            id: ServiceId(1),
+            record: Ok(Record {
+                service: "memcached".into(),
+                ts_ms: now_ms(),
+                mode: diagnose::Mode::PublicCloud,
+                resource: Some(diagnose::Resource::CpuInt),
+                confidence: 0.9,
+                reason: "test".into(),
+                evidence: Default::default(),
+            }),
+            antagonists: vec!["batch".into()],
+            qos: "nginx p99 80 ms > 20 ms over 1000 ms".into(),
+            start_ms: now_ms() - 3000,
+        })
+        .unwrap();
+        r.pending = Some(rx);
+        assert!(r.episode.is_none(), "the QoS holds again");
+        r.poll_diagnosis(&Discovery::default());
+        let now = alert::rfc3339(now_ms());
+        let queued = store.pending_alerts(10).unwrap();
+        assert_eq!(queued.len(), 1, "one alert for the late step");
+        let v: serde_json::Value = serde_json::from_str(&queued[0].payload).unwrap();
+        assert_eq!(v["labels"]["service"], "memcached");
+        assert_eq!(
+            v["annotations"]["qos"],
+            "nginx p99 80 ms > 20 ms over 1000 ms"
+        );
+        let ends = v["endsAt"].as_str().unwrap();
+        assert!(ends <= now.as_str(), "resolved: ends {ends}, now {now}");
+        let actions = v["annotations"]["actions"].as_str().unwrap();
+        assert!(actions.contains("held again"), "{actions}");
+        assert!(actions.contains("memcached"), "the step itself: {actions}");
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,6 +1,8 @@
 //! QoS events (the labels of the training data), the alerts outbox and the actions log.
 
-use crate::schema::{ACTIONS, ALERTS, DIAGNOSES, NO_SERVICE, QOS_EVENTS, REMOTE_EDGES};
+use crate::schema::{
+    ACTIONS, ALERTS, DIAGNOSES, NO_SERVICE, QOS_EVENTS, REJECTED_ALERTS, REMOTE_EDGES,
+};
 use crate::{Store, StoreError};
 use redb::ReadableTable;
 use seer_common::sample::ServiceId;
@@ -23,6 +25,14 @@ pub struct Alert {
     pub ts_ms: u64,
     /// What to send, usually JSON.
     pub payload: String,
+}
+
+/// An alert a receiver refused for good, with its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RejectedAlert {
+    pub alert: Alert,
+    /// What the receiver said (status and the start of its answer).
+    pub why: String,
 }
 
 /// A stored diagnosis: which resource a service was short of (the JSON is the agent's record).
@@ -110,10 +120,19 @@ impl Store {
                 let mut t = txn
                     .open_table(ALERTS)
                     .map_err(|e| self.err("open alerts", e))?;
+                // Ids are never reused, rejected alerts included (they keep theirs).
+                let rejected = txn
+                    .open_table(REJECTED_ALERTS)
+                    .map_err(|e| self.err("open rejected alerts", e))?
+                    .last()
+                    .map_err(|e| self.err("read rejected alerts", e))?
+                    .map_or(0, |(k, _)| k.value());
                 let id = t
                     .last()
                     .map_err(|e| self.err("read alerts", e))?
-                    .map_or(1, |(k, _)| k.value() + 1);
+                    .map_or(0, |(k, _)| k.value())
+                    .max(rejected)
+                    + 1;
                 t.insert(id, (ts_ms, payload))
                     .map_err(|e| self.err("write alert", e))?;
                 id
@@ -162,6 +181,66 @@ impl Store {
             };
             txn.commit().map_err(|e| self.err("commit alert ack", e))?;
             Ok(found)
+        })
+    }
+
+    /// Moves a queued alert to the rejected ones (a receiver refused it for good), in one
+    /// transaction; false if it was not queued.
+    pub fn reject_alert(&self, id: u64, why: &str) -> Result<bool, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.err("begin write", e))?;
+            let found = {
+                let mut t = txn
+                    .open_table(ALERTS)
+                    .map_err(|e| self.err("open alerts", e))?;
+                let row = t
+                    .remove(id)
+                    .map_err(|e| self.err("remove alert", e))?
+                    .map(|v| {
+                        let (ts, p) = v.value();
+                        (ts, p.to_owned())
+                    });
+                if let Some((ts, payload)) = &row {
+                    let mut r = txn
+                        .open_table(REJECTED_ALERTS)
+                        .map_err(|e| self.err("open rejected alerts", e))?;
+                    r.insert(id, (*ts, payload.as_str(), why))
+                        .map_err(|e| self.err("write rejected alert", e))?;
+                }
+                row.is_some()
+            };
+            txn.commit()
+                .map_err(|e| self.err("commit alert rejection", e))?;
+            Ok(found)
+        })
+    }
+
+    /// The newest `limit` rejected alerts, newest first.
+    pub fn rejected_alerts(&self, limit: usize) -> Result<Vec<RejectedAlert>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let t = txn
+                .open_table(REJECTED_ALERTS)
+                .map_err(|e| self.err("open rejected alerts", e))?;
+            let mut out = Vec::new();
+            for row in t
+                .iter()
+                .map_err(|e| self.err("read rejected alerts", e))?
+                .rev()
+                .take(limit)
+            {
+                let (k, v) = row.map_err(|e| self.err("read rejected alerts", e))?;
+                let (ts_ms, payload, why) = v.value();
+                out.push(RejectedAlert {
+                    alert: Alert {
+                        id: k.value(),
+                        ts_ms,
+                        payload: payload.to_owned(),
+                    },
+                    why: why.to_owned(),
+                });
+            }
+            Ok(out)
         })
     }
 

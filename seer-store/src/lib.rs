@@ -79,7 +79,7 @@ pub use cap::DiskUsage;
 pub use codec::{AggValues, CodecError};
 pub use config::{Durability, MIN_MAX_BYTES, RetentionPolicy, StoreConfig};
 pub use error::{StoreError, is_disk_full};
-pub use events::{ActionRecord, Alert, DiagnosisRow, QosEvent};
+pub use events::{ActionRecord, Alert, DiagnosisRow, QosEvent, RejectedAlert};
 pub use export::{Compression, ExportOptions, ExportSummary, export, export_with};
 pub use read::{AggSample, ServiceInfo, TickIter, TickSamples};
 pub use retention::RetentionReport;

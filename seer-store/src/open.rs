@@ -5,7 +5,7 @@ use crate::backend::{CappedBackend, Limits, written_ranges};
 use crate::safefs;
 use crate::schema::{
     ACTIONS, AGG_1S, ALERTS, DIAGNOSES, EDGES, HOST, META, META_CREATED_MS, META_SCHEMA_VERSION,
-    META_TICK_MS, QOS_EVENTS, REMOTE_EDGES, SAMPLES, SCHEMA_VERSION, SERVICES,
+    META_TICK_MS, QOS_EVENTS, REJECTED_ALERTS, REMOTE_EDGES, SAMPLES, SCHEMA_VERSION, SERVICES,
 };
 use crate::{StoreConfig, StoreError};
 use redb::backends::FileBackend;
@@ -297,6 +297,8 @@ pub(crate) fn check_schema(
         txn.open_table(HOST).map_err(|e| table_err(path, e))?;
         txn.open_table(DIAGNOSES).map_err(|e| table_err(path, e))?;
         txn.open_table(REMOTE_EDGES)
+            .map_err(|e| table_err(path, e))?;
+        txn.open_table(REJECTED_ALERTS)
             .map_err(|e| table_err(path, e))?;
     }
     txn.commit().map_err(|e| db_err(path, "create tables", e))?;

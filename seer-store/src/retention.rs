@@ -19,7 +19,7 @@
 //! small chunks share a page at least half full, so the estimate never undercounts by much.
 
 use crate::codec::{AggValues, ChunkEncoder, ChunkReader, KIND_AGG};
-use crate::schema::{ACTIONS, AGG_1S, ALERTS, EDGES, QOS_EVENTS, SAMPLES};
+use crate::schema::{ACTIONS, AGG_1S, ALERTS, EDGES, QOS_EVENTS, REJECTED_ALERTS, SAMPLES};
 use crate::{Store, StoreError};
 use redb::{ReadableTable, WriteTransaction};
 use seer_common::sample::CHANNELS;
@@ -301,6 +301,16 @@ impl Store {
             log::warn!("store: {dropped_alerts} alerts were never delivered and expired");
         }
         n += dropped_alerts;
+        let mut rejected = txn
+            .open_table(REJECTED_ALERTS)
+            .map_err(|e| self.err("open rejected alerts", e))?;
+        rejected
+            .retain(|_, (ts, _, _)| {
+                let keep = ts >= agg_cutoff_ms;
+                n += u64::from(!keep);
+                keep
+            })
+            .map_err(|e| self.err("expire rejected alerts", e))?;
         let mut actions = txn
             .open_table(ACTIONS)
             .map_err(|e| self.err("open actions", e))?;

@@ -49,6 +49,13 @@ pub const QOS_EVENTS: TableDefinition<(u64, u32), (u64, &str)> = TableDefinition
 /// alert id -> (ts_ms, payload). Rows are removed once delivered (acknowledged).
 pub const ALERTS: TableDefinition<u64, (u64, &str)> = TableDefinition::new("alerts_outbox");
 
+/// alert id -> (ts_ms, payload, why): alerts a receiver refused for good (an HTTP 4xx other
+/// than 408/429: a malformed alert, a wrong path); moved out of `ALERTS` so that they do not
+/// block the later ones, and kept (with the receiver's answer) for the operator. Added within
+/// version 1 like `HOST`.
+pub const REJECTED_ALERTS: TableDefinition<u64, (u64, &str, &str)> =
+    TableDefinition::new("alerts_rejected");
+
 /// action id -> (ts_ms, service id or NO_SERVICE, kind, detail, undone_ms or 0).
 pub const ACTIONS: TableDefinition<u64, (u64, u32, &str, &str, u64)> =
     TableDefinition::new("actions");
@@ -92,6 +99,7 @@ mod tests {
             HOST.name(),
             DIAGNOSES.name(),
             REMOTE_EDGES.name(),
+            REJECTED_ALERTS.name(),
         ];
         assert_eq!(
             names,
@@ -106,7 +114,8 @@ mod tests {
                 "actions",
                 "host",
                 "diagnoses",
-                "remote_edges"
+                "remote_edges",
+                "alerts_rejected"
             ]
         );
         assert_eq!(CHUNK_MAX, 4076);

@@ -263,6 +263,28 @@ fn qos_events_alerts_and_actions() {
         store.pending_alerts(10).expect("pending")[0].payload,
         "second"
     );
+    // A refused alert leaves the outbox (the later ones are not held behind it), is kept
+    // with the receiver's answer, and its id is never given to a new alert.
+    assert!(
+        store
+            .reject_alert(b, "HTTP 400: bad labels")
+            .expect("reject")
+    );
+    assert!(!store.reject_alert(b, "again").expect("reject twice"));
+    assert!(store.pending_alerts(10).expect("pending").is_empty());
+    let r = store.rejected_alerts(10).expect("rejected");
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (
+            r[0].alert.id,
+            r[0].alert.payload.as_str(),
+            r[0].why.as_str()
+        ),
+        (b, "second", "HTTP 400: bad labels")
+    );
+    let c = store.enqueue_alert(T0 + 2, "third").expect("alert");
+    assert!(c > b, "id {c} reuses a rejected alert's ({b})");
+    assert!(store.ack_alert(c).expect("ack"));
 
     let x = store
         .record_action(T0, Some(ServiceId(2)), "resctrl.mba", "mb=50 was 100")

@@ -10,6 +10,13 @@
 //! something no one else can write or swap: its folder must belong to the agent's uid and be
 //! writable by no one else (created 0700), the file is 0600, and no name in the folder is
 //! followed (see [`seer_store::safefs`]).
+//!
+//! One process at a time: [`Journal::open`] takes an exclusive lock (`flock` on
+//! `<journal>.lock` in the same folder) for as long as the journal is open, so a running agent
+//! and `seer-agent act` cannot both rewrite it and lose each other's entries; a crashed holder's
+//! lock goes with it. And an entry is undone only if it names an object seer changes (a cgroup
+//! control file seer writes, a path under the resctrl root): a damaged journal cannot make the
+//! undo write elsewhere ([`Change::refusal`]).
 use std::{
     io::Read as _,
     path::{Path, PathBuf},
@@ -47,7 +54,21 @@ pub enum JournalError {
     },
     #[error("refusing the action journal {path}: {reason}")]
     Unsafe { path: PathBuf, reason: SafeFsError },
+    #[error(
+        "the action journal {path} is in use by another seer process (a running agent, or `seer-agent act`): stop it first, or give this one its own journal (--journal / [respond] journal)"
+    )]
+    Busy { path: PathBuf },
 }
+
+/// The cgroup control files seer writes (and so the only ones an undo may write).
+pub const CGROUP_KNOBS: [&str; 6] = [
+    "cpu.max",
+    "cpu.weight",
+    "cpuset.cpus",
+    "cpu.cfs_period_us",
+    "cpu.cfs_quota_us",
+    "cpu.shares",
+];
 
 /// One reversible change, described well enough to undo it from a fresh process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +89,52 @@ pub enum Change {
 }
 
 impl Change {
+    /// Why this entry must not be undone (it names something seer never changes), or None.
+    /// `resctrl_root`: where resctrl groups live on this host.
+    pub fn refusal(&self, resctrl_root: &Path) -> Option<String> {
+        let plain = |p: &Path| {
+            p.is_absolute()
+                && p.components().all(|c| {
+                    matches!(
+                        c,
+                        std::path::Component::RootDir | std::path::Component::Normal(_)
+                    )
+                })
+        };
+        let name = |p: &Path| p.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+        match self {
+            Change::CgroupFile { path, .. } => {
+                let knob = name(path).unwrap_or_default();
+                (!plain(path) || !CGROUP_KNOBS.contains(&knob.as_str())).then(|| {
+                    format!(
+                        "{} is not a cgroup control file seer writes ({})",
+                        path.display(),
+                        CGROUP_KNOBS.join(", ")
+                    )
+                })
+            }
+            Change::ResctrlSchemata { path, .. } => (!plain(path)
+                || !path.starts_with(resctrl_root)
+                || name(path).as_deref() != Some("schemata"))
+            .then(|| {
+                format!(
+                    "{} is not a schemata file under {}",
+                    path.display(),
+                    resctrl_root.display()
+                )
+            }),
+            Change::ResctrlGroup { path } => (!plain(path) || path.parent() != Some(resctrl_root))
+                .then(|| {
+                    format!(
+                        "{} is not a resctrl group directly under {}",
+                        path.display(),
+                        resctrl_root.display()
+                    )
+                }),
+            Change::HtbRoot { .. } => None,
+        }
+    }
+
     /// The object this change is about, to record only the first change to each.
     fn key(&self) -> String {
         match self {
@@ -97,12 +164,53 @@ struct OnDisk {
 pub struct Journal {
     path: PathBuf,
     disk: OnDisk,
+    /// Holds the exclusive lock while open (None: opened to look only, see `peek`).
+    _lock: Option<std::fs::File>,
 }
 
 impl Journal {
-    /// Opens the journal, keeping whatever a previous run left (see [`Journal::entries`]).
-    /// A folder others can write, or a link in place of the file, is refused.
+    /// Opens the journal for this process alone (see the module's doc on the lock), keeping
+    /// whatever a previous run left (see [`Journal::entries`]). A folder others can write, or
+    /// a link in place of the file, is refused; so is a journal another process holds.
     pub fn open(path: &Path) -> Result<Self, JournalError> {
+        let (dir, name) = safefs::split_file_path(path).map_err(unsafe_err(path))?;
+        let werr = |e: SafeFsError| {
+            e.split(
+                |source| JournalError::Write {
+                    path: path.into(),
+                    source,
+                },
+                unsafe_err(path),
+            )
+        };
+        let mut lock_name = name.to_owned();
+        lock_name.push(".lock");
+        let lock = safefs::private_dir(dir)
+            .and_then(|d| d.open_or_create(&lock_name))
+            .map_err(werr)?;
+        {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: flock on a descriptor this function owns.
+            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let e = std::io::Error::last_os_error();
+                return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                    JournalError::Busy { path: path.into() }
+                } else {
+                    JournalError::Write {
+                        path: path.into(),
+                        source: e,
+                    }
+                });
+            }
+        }
+        let mut j = Self::peek(path)?;
+        j._lock = Some(lock);
+        Ok(j)
+    }
+
+    /// Reads the journal without taking it (`seer-agent act status` while an agent runs):
+    /// for looking only, never for recording or undoing.
+    pub fn peek(path: &Path) -> Result<Self, JournalError> {
         let rerr = |e: SafeFsError| {
             e.split(
                 |source| JournalError::Read {
@@ -135,6 +243,7 @@ impl Journal {
         Ok(Journal {
             path: path.into(),
             disk,
+            _lock: None,
         })
     }
 
@@ -175,6 +284,12 @@ impl Journal {
     }
 
     fn persist(&self) -> Result<(), JournalError> {
+        if self._lock.is_none() {
+            return Err(JournalError::Write {
+                path: self.path.clone(),
+                source: std::io::Error::other("opened to look only (Journal::peek): not written"),
+            });
+        }
         let (dir, name) = safefs::split_file_path(&self.path).map_err(unsafe_err(&self.path))?;
         let werr = |e: SafeFsError| {
             e.split(
@@ -214,6 +329,74 @@ fn unsafe_err(path: &Path) -> impl FnOnce(SafeFsError) -> JournalError + '_ {
 mod tests {
     use super::*;
     use crate::actuate::testutil::TempDir;
+
+    /// Before: `seer-agent act` and a running agent each kept their own copy and rewrote the
+    /// file, and one's entries were lost. Now the second opener is refused, with what to do,
+    /// until the first closes; looking (`peek`) still works.
+    #[test]
+    fn one_process_at_a_time_holds_the_journal() {
+        let d = TempDir::new("journal-lock");
+        let p = d.path().join("state/actions.json");
+        let mut first = Journal::open(&p).expect("open");
+        first.record("svc", cpu_max()).expect("record");
+        let err = Journal::open(&p).expect_err("a second holder");
+        assert!(matches!(err, JournalError::Busy { .. }), "{err}");
+        assert!(err.to_string().contains("stop it first"), "{err}");
+        let look = Journal::peek(&p).expect("peek while held");
+        assert_eq!(look.entries().len(), 1);
+        let mut look = look;
+        assert!(look.forget(0).is_err(), "a peeked journal is never written");
+        drop(first);
+        let again = Journal::open(&p).expect("free once the first closed");
+        assert_eq!(again.entries().len(), 1);
+    }
+
+    /// A journal entry names an object seer changes, or it is not undone.
+    #[test]
+    fn entries_that_name_what_seer_never_changes_are_refused() {
+        let root = Path::new("/sys/fs/resctrl");
+        let ok = [
+            Change::CgroupFile {
+                path: "/sys/fs/cgroup/cpu/x/cpu.cfs_quota_us".into(),
+                old: "-1".into(),
+            },
+            Change::ResctrlSchemata {
+                path: "/sys/fs/resctrl/seer-x/schemata".into(),
+                old: "L3:0=ff".into(),
+            },
+            Change::ResctrlGroup {
+                path: "/sys/fs/resctrl/seer-x".into(),
+            },
+        ];
+        for c in &ok {
+            assert_eq!(c.refusal(root), None, "{c:?}");
+        }
+        let bad = [
+            Change::CgroupFile {
+                path: "/etc/shadow".into(),
+                old: String::new(),
+            },
+            Change::CgroupFile {
+                path: "/sys/fs/cgroup/cpu/../../../etc/cpu.max".into(),
+                old: String::new(),
+            },
+            Change::CgroupFile {
+                path: "cpu.max".into(),
+                old: String::new(),
+            },
+            Change::ResctrlSchemata {
+                path: "/etc/schemata".into(),
+                old: String::new(),
+            },
+            Change::ResctrlGroup {
+                path: "/sys/fs/resctrl/../../etc".into(),
+            },
+            Change::ResctrlGroup { path: "/".into() },
+        ];
+        for c in &bad {
+            assert!(c.refusal(root).is_some(), "{c:?}");
+        }
+    }
 
     #[test]
     fn records_first_value_persists_and_removes_when_empty() {

@@ -40,6 +40,8 @@ pub enum ActuateError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Htb(#[from] HtbError),
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What an undo did.
@@ -232,6 +234,16 @@ impl Actuator {
     }
 
     fn undo_one(&self, e: &Entry) -> Result<bool, ActuateError> {
+        let root = self
+            .resctrl
+            .as_ref()
+            .map_or(Path::new(resctrl::DEFAULT_ROOT), |r| r.root());
+        if let Some(why) = e.change.refusal(root) {
+            return Err(ActuateError::Refused(format!(
+                "journal entry {} ({}): {why}: not undone, kept in the journal (inspect it)",
+                e.id, e.service
+            )));
+        }
         match &e.change {
             Change::CgroupFile { path, old } => Ok(cgroup::restore(path, old)?),
             Change::ResctrlSchemata { path, old } => {

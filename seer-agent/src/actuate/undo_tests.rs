@@ -196,3 +196,52 @@ fn permission_denied_is_reported_with_what_to_do() {
     assert_eq!(knob(&quota), before, "nothing changed");
     drop(cg);
 }
+
+/// Before: whatever path a journal entry named was written with its "old" value at the next
+/// start (as root). Now an entry that names no object seer changes is refused, kept, reported,
+/// and the file is left alone; the other entries are still undone.
+#[test]
+fn a_journal_entry_naming_another_file_is_not_written() {
+    let d = TempDir::new("undo-refuse");
+    let victim = d.path().join("precious");
+    std::fs::write(&victim, "keep me").expect("victim");
+    let knob = d.path().join("cg/cpu.max");
+    std::fs::create_dir_all(knob.parent().expect("dir")).expect("cg");
+    std::fs::write(&knob, "20000 100000").expect("knob");
+    let j = d.path().join("j/actions.json");
+    std::fs::create_dir_all(j.parent().expect("dir")).expect("j");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            j.parent().expect("dir"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .expect("chmod");
+    }
+    let json = serde_json::json!({
+        "next_id": 2,
+        "entries": [
+            {"id": 0, "service": "evil", "change": {"kind": "cgroup_file", "path": victim, "old": ""}},
+            {"id": 1, "service": "svc", "change": {"kind": "cgroup_file", "path": knob, "old": "max 100000"}},
+        ]
+    });
+    std::fs::write(&j, json.to_string()).expect("journal");
+    let (act, rep) = Actuator::open(&j, None).expect("open");
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep me");
+    assert_eq!(rep.failed.len(), 1, "{rep:?}");
+    assert!(
+        rep.failed[0].contains("not a cgroup control file"),
+        "{rep:?}"
+    );
+    assert_eq!(rep.restored, 1, "the genuine entry is undone: {rep:?}");
+    assert_eq!(knob_text(&knob), "max 100000");
+    assert_eq!(
+        act.journal().entries().len(),
+        1,
+        "the refused entry is kept"
+    );
+}
+
+fn knob_text(p: &Path) -> String {
+    std::fs::read_to_string(p).expect("read").trim().to_string()
+}
