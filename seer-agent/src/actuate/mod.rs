@@ -193,6 +193,14 @@ impl Actuator {
         rep
     }
 
+    /// As a killed process: nothing undone, the journal's lock released, the rest (an
+    /// emulated resctrl tree) left in place.
+    #[cfg(test)]
+    pub fn crash(mut self) {
+        self.journal.release_lock();
+        std::mem::forget(self);
+    }
+
     /// Undoes every recorded change, newest first; what fails stays journaled.
     pub fn undo_all(&mut self) -> UndoReport {
         let ids: Vec<u64> = self.journal.entries().iter().rev().map(|e| e.id).collect();

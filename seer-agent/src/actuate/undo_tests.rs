@@ -90,9 +90,9 @@ fn crash_then_restart_undoes_what_the_dead_run_left() {
             "{:?}",
             a.journal().entries()
         );
-        // Crash: the actuator is dropped without undo; the emulated tree stays (we keep the
-        // directory by leaking nothing: the new Resctrl below reopens the same path).
-        std::mem::forget(a);
+        // Crash: the actuator goes without undo, its journal lock with it (as the kernel drops
+        // a dead process' flock); the emulated tree stays on disk for the Resctrl below.
+        a.crash();
     }
     assert!(jp.exists(), "journal survives the crash");
     // A new run: the emulator's files are still on disk; reopen the tree with a fresh emulator
