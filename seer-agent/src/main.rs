@@ -257,9 +257,18 @@ fn main() -> ExitCode {
             Ok(false) => ExitCode::FAILURE,
             Err(e) => report(Err(e)),
         },
-        Cmd::Export(a) => report(cli_store::export(&a)),
-        Cmd::Query(a) => report(cli_store::query(&a)),
-        Cmd::Act(a) => report(cli_act::act(&a)),
+        Cmd::Export(a) => {
+            least_privilege(sys::caps::FOR_STORE_READERS);
+            report(cli_store::export(&a))
+        }
+        Cmd::Query(a) => {
+            least_privilege(sys::caps::FOR_STORE_READERS);
+            report(cli_store::query(&a))
+        }
+        Cmd::Act(a) => {
+            least_privilege(sys::caps::FOR_ACT);
+            report(cli_act::act(&a))
+        }
         Cmd::Diagnose(a) => cli_diagnose::run(&a),
         Cmd::LlcReadings(a) => cli_diagnose::llc_readings(&a),
     }
@@ -272,5 +281,15 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
             eprintln!("seer-agent: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A command that needs little drops the rest for good before it reads anything (see
+/// `sys::caps::restrict_to`); as a non-root user there is nothing to drop.
+fn least_privilege(keep: &[(caps::Capability, &'static str)]) {
+    if seer_store::safefs::euid() == 0
+        && let Err(e) = sys::caps::restrict_to(keep, log::Level::Debug)
+    {
+        log::warn!("{e}; continuing with the capabilities we have");
     }
 }

@@ -196,21 +196,14 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
             h.target
         );
     }
-    // Open the store before dropping capabilities (it may need to create /var/lib/seer).
-    let recorder = if args.no_store {
-        None
-    } else {
-        let r = Recorder::open(&args.db, cfg.tick_ms).with_context(|| {
-            format!(
-                "opening the trace store {} (or run with --no-store)",
-                args.db.display()
-            )
-        })?;
-        log::info!("recording every tick in {}", r.path.display());
-        Some(r)
-    };
     // What the configured response needs beyond sensing.
     let mut extra = Vec::new();
+    if probes.hooks.iter().any(|h| h.kind == "cls_bpf") {
+        extra.push((
+            caps::Capability::CAP_NET_ADMIN,
+            "detach the tc ingress counter and remove its clsact qdisc at exit",
+        ));
+    }
     if cfg.qos.is_some() {
         if cfg.respond.mode == crate::actuate::policy::Mode::Enforce {
             extra.push((
@@ -228,6 +221,20 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     if let Err(e) = sys::caps::drop_after_attach(&extra) {
         log::warn!("{e}; continuing with the capabilities we have");
     }
+    // The store after the drop: its writer is a thread, and a thread started before the drop
+    // would keep every capability (uid 0 still creates /var/lib/seer in root's /var/lib).
+    let recorder = if args.no_store {
+        None
+    } else {
+        let r = Recorder::open(&args.db, cfg.tick_ms).with_context(|| {
+            format!(
+                "opening the trace store {} (or run with --no-store)",
+                args.db.display()
+            )
+        })?;
+        log::info!("recording every tick in {}", r.path.display());
+        Some(r)
+    };
     let mut disc = Discovery::default();
     let missing = crate::channels::missing(&probes.hooks);
     if !missing.is_empty() {

@@ -5,4 +5,5 @@ pub mod btf;
 pub mod caps;
 pub mod procfs;
 pub mod rawbpf;
+pub mod seccomp;
 pub mod tracefs;
