@@ -63,6 +63,12 @@ pub struct MapChanges {
     pub new_slots: Vec<usize>,
 }
 
+/// Addresses on other hosts one service may have recorded calls to; beyond, they are counted.
+pub const MAX_REMOTE_PER_CALLER: usize = 256;
+/// The smallest socket address (the start of one caller's range in `remote_edges`).
+const MIN_ADDR: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
 #[derive(Default)]
 pub struct Discovery {
     /// Back-end first (reverse topological order of the call graph).
@@ -72,6 +78,9 @@ pub struct Discovery {
     /// caller -> an address:port on another host (a callee this agent cannot see: another
     /// host's agent has it; a cluster view joins the two).
     pub remote_edges: BTreeSet<(ServiceId, std::net::SocketAddr)>,
+    /// Calls to other hosts not recorded because their caller already has
+    /// `MAX_REMOTE_PER_CALLER` (a crawler, a client of ever-new addresses).
+    pub remote_capped: u64,
     ids: HashMap<String, ServiceId>,
     next_id: u32,
     slots_used: Vec<bool>,
@@ -117,6 +126,12 @@ impl Discovery {
             self.next_id = self.next_id.max(id.0);
             self.ids.insert(identity, id);
         }
+    }
+
+    /// New services get ids above `floor` (ids a store gave once, even to services whose rows
+    /// retention deleted since, are never given again).
+    pub fn seed_next_id(&mut self, floor: ServiceId) {
+        self.next_id = self.next_id.max(floor.0);
     }
 
     pub fn service_by_port(&self, port: u16) -> Option<&Service> {
@@ -341,6 +356,7 @@ impl Discovery {
         let live: HashSet<ServiceId> = self.services.iter().map(|s| s.id).collect();
         self.edges
             .retain(|(a, b)| live.contains(a) && live.contains(b));
+        self.remote_edges.retain(|(a, _)| live.contains(a));
         // Connections older than the agent: a client socket held by service A to a port of B.
         let mut found_edges = Vec::new();
         for r in socks
@@ -380,9 +396,27 @@ impl Discovery {
             let caller = caller.id;
             match remote_addr(k, local) {
                 Some(addr) => {
-                    if self.remote_edges.insert((caller, addr)) {
-                        new_remote.push((caller, addr));
+                    if self.remote_edges.contains(&(caller, addr)) {
+                        continue;
                     }
+                    let n = self
+                        .remote_edges
+                        .range((caller, MIN_ADDR)..)
+                        .take_while(|(c, _)| *c == caller)
+                        .count();
+                    if n >= MAX_REMOTE_PER_CALLER {
+                        self.remote_capped += 1;
+                        if self.remote_capped == 1 {
+                            log::warn!(
+                                "service {} calls more than {MAX_REMOTE_PER_CALLER} addresses on other hosts: \
+                                 the others are not recorded (counted in seer_remote_edges_capped_total)",
+                                self.name_of(caller)
+                            );
+                        }
+                        continue;
+                    }
+                    self.remote_edges.insert((caller, addr));
+                    new_remote.push((caller, addr));
                 }
                 None => {
                     if let Some(callee) = self.service_by_port(k.dport)
@@ -573,5 +607,39 @@ mod tests {
             .to_ipv6_mapped()
             .octets();
         assert_eq!(remote_addr(&mapped, &local), None);
+    }
+
+    /// Before: calls to other hosts were kept forever, from services long gone and to every
+    /// address a client ever dialled. Now a caller keeps at most MAX_REMOTE_PER_CALLER (the
+    /// rest are counted) and its calls go when it does.
+    #[test]
+    fn calls_to_other_hosts_are_bounded_and_go_with_their_caller() {
+        let socks = vec![listener(80, 1)];
+        let procs = vec![proc_(5, "crawler", "/", &[1])];
+        let mut d = Discovery::default();
+        d.refresh(&Config::default(), &socks, &procs);
+        let local = std::collections::HashSet::new();
+        let keys: Vec<(ConnectKey, u64)> = (0..MAX_REMOTE_PER_CALLER + 50)
+            .map(|i| {
+                let mut daddr = [0u8; 16];
+                daddr[..4].copy_from_slice(&[198, 51, (i / 256) as u8, (i % 256) as u8]);
+                let k = ConnectKey {
+                    tgid: 5,
+                    dport: 443,
+                    family: seer_common::AF_INET,
+                    _pad: 0,
+                    daddr,
+                };
+                (k, 1)
+            })
+            .collect();
+        let new = d.add_connects(&keys, &local);
+        assert_eq!(new.len(), MAX_REMOTE_PER_CALLER);
+        assert_eq!(d.remote_edges.len(), MAX_REMOTE_PER_CALLER);
+        assert_eq!(d.remote_capped, 50);
+        // The crawler exits: its calls go with it.
+        d.refresh(&Config::default(), &[], &[]);
+        assert!(d.services.is_empty());
+        assert!(d.remote_edges.is_empty());
     }
 }

@@ -81,6 +81,11 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
         st.max_tick_us as f64 / 1e6,
     );
     scalar("seer_agent_services", "gauge", d.services.len() as f64);
+    scalar(
+        "seer_remote_edges_capped_total",
+        "counter",
+        d.remote_capped as f64,
+    );
     scalar("seer_agent_sockets", "gauge", st.sockets_seen as f64);
     if let Some(w) = &st.store {
         scalar(

@@ -42,6 +42,12 @@ impl Recorder {
             .collect())
     }
 
+    /// The largest service id this store ever gave (rows retention deleted included): new
+    /// services get ids above it.
+    pub fn id_floor(&self) -> anyhow::Result<ServiceId> {
+        Ok(ServiceId(self.store.service_id_max()?))
+    }
+
     /// Records which channels this host cannot observe (see `channels::missing`).
     pub fn set_missing_channels(&self, channels: &[&str]) {
         if let Err(e) = self.store.set_missing_channels(channels) {
@@ -50,11 +56,21 @@ impl Recorder {
     }
 
     pub fn services_added(&self, d: &Discovery, ids: &[ServiceId], ts_ms: u64) {
-        for s in d.services.iter().filter(|s| ids.contains(&s.id)) {
-            if let Err(e) = self.store.upsert_service(s.id, &s.name, &s.identity, ts_ms) {
-                log::warn!("store: recording service {}: {e}", s.name);
-            }
+        let rows: Vec<(ServiceId, &str, &str)> = d
+            .services
+            .iter()
+            .filter(|s| ids.contains(&s.id))
+            .map(|s| (s.id, s.name.as_str(), s.identity.as_str()))
+            .collect();
+        if let Err(e) = self.store.upsert_services(&rows, ts_ms) {
+            log::warn!("store: recording {} new service(s): {e}", rows.len());
         }
+    }
+
+    /// Every live service was seen now (retention keeps what was seen recently).
+    pub fn services_seen(&self, d: &Discovery, ts_ms: u64) {
+        let all: Vec<ServiceId> = d.services.iter().map(|s| s.id).collect();
+        self.services_added(d, &all, ts_ms);
     }
 
     /// Records calls to other hosts (new ones, or all of them again to refresh last-seen).
@@ -64,14 +80,17 @@ impl Recorder {
         edges: &[(ServiceId, std::net::SocketAddr)],
         ts_ms: u64,
     ) {
-        for (caller, addr) in edges {
-            if let Err(e) = self
-                .store
-                .record_remote_edge(*caller, &addr.to_string(), ts_ms)
-            {
-                log::warn!("store: recording {} -> {addr}: {e}", d.name_of(*caller));
-                return;
-            }
+        let text: Vec<(ServiceId, String)> = edges
+            .iter()
+            .map(|(caller, addr)| (*caller, addr.to_string()))
+            .collect();
+        let rows: Vec<(ServiceId, &str)> = text.iter().map(|(c, a)| (*c, a.as_str())).collect();
+        if let Err(e) = self.store.record_remote_edges(&rows, ts_ms) {
+            log::warn!(
+                "store: recording {} call(s) to other hosts (from {}): {e}",
+                rows.len(),
+                rows.first().map_or("", |(c, _)| d.name_of(*c))
+            );
         }
     }
 

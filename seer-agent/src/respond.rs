@@ -734,6 +734,11 @@ impl Responder {
     /// service is not among those discovered.
     pub fn on_discovery(&mut self, d: &Discovery) {
         self.labeller.retain(d);
+        // Cooldowns and remembered diagnoses go with their service (over months, services
+        // come and go by the thousand).
+        let live = |n: &String| d.services.iter().any(|s| &s.name == n);
+        self.last_step.retain(|n, _| live(n));
+        self.last_diag.retain(|n, _| live(n));
         let q = &self.watch.cfg.service;
         let found = d.services.iter().any(|s| &s.name == q);
         if !found && !self.warned_missing {

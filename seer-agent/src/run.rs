@@ -92,6 +92,11 @@ fn apply(probes: &Probes, ch: &MapChanges) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Discovery rounds a connect() from an unknown process waits for its service to appear.
+const CONNECT_WAIT_ROUNDS: u64 = 30;
+/// At most this many wait (a host full of short-lived clients that are not services).
+const MAX_WAITING_CONNECTS: usize = 65_536;
+
 struct Loop {
     recorder: Option<Recorder>,
     cfg: Config,
@@ -101,6 +106,8 @@ struct Loop {
     socks: Vec<SockRecord>,
     samples: Vec<seer_common::sample::Sample>,
     connects: Vec<(seer_common::ConnectKey, u64)>,
+    /// Connects not matched to a service yet, and the round each was last seen.
+    waiting_connects: std::collections::HashMap<seer_common::ConnectKey, u64>,
     responder: Option<Responder>,
     /// Discovery rounds so far.
     rounds: u64,
@@ -140,19 +147,40 @@ impl Loop {
         for id in &ch.removed {
             log::info!("service {} is gone", id.0);
         }
+        self.rounds += 1;
+        // The kernel's connect map is drained each round; a connect() whose process is not a
+        // known service yet (it dialled before discovery saw it) waits here a while.
         self.connects.clear();
-        self.probes.read_connects(&mut self.connects)?;
+        self.probes.drain_connects(&mut self.connects)?;
+        for (k, _) in &self.connects {
+            self.waiting_connects.insert(*k, self.rounds);
+        }
         let local = sys::bpf::local_addrs().unwrap_or_else(|e| {
             log::warn!("listing this host's addresses: {e}; every callee counts as local");
             Default::default()
         });
+        self.connects.clear();
+        self.connects
+            .extend(self.waiting_connects.keys().map(|k| (*k, 1)));
         let new_remote = self.disc.add_connects(&self.connects, &local);
+        let (disc, rounds) = (&self.disc, self.rounds);
+        self.waiting_connects.retain(|k, seen| {
+            disc.service_by_pid(k.tgid).is_none() && rounds - *seen < CONNECT_WAIT_ROUNDS
+        });
+        if self.waiting_connects.len() > MAX_WAITING_CONNECTS {
+            log::warn!(
+                "{} connect() calls from processes that are not services: keeping none of them",
+                self.waiting_connects.len()
+            );
+            self.waiting_connects.clear();
+        }
         if let Some(r) = &self.recorder {
-            // New calls to other hosts now; all of them once a minute (last seen).
-            self.rounds += 1;
+            // New calls to other hosts now; once a minute, every live service and every call
+            // to another host again (last seen: what retention keeps).
             if self.rounds.is_multiple_of(60) {
                 let all: Vec<_> = self.disc.remote_edges.iter().copied().collect();
                 r.remote_edges(&self.disc, &all, now_ms());
+                r.services_seen(&self.disc, now_ms());
             } else if !new_remote.is_empty() {
                 r.remote_edges(&self.disc, &new_remote, now_ms());
             }
@@ -245,6 +273,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     }
     if let Some(r) = &recorder {
         disc.seed_ids(r.known_ids()?);
+        disc.seed_next_id(r.id_floor()?);
         r.set_missing_channels(&missing);
     }
     // Without the turn hooks, outstanding comes from the iterator's last-in/last-out clocks.
@@ -283,6 +312,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         socks: Vec::with_capacity(4096),
         samples: Vec::with_capacity(MAX_SLOTS),
         connects: Vec::new(),
+        waiting_connects: Default::default(),
     };
     lp.probes.read_sockets(&mut lp.socks, true)?;
     lp.discover()?;

@@ -368,27 +368,42 @@ impl Store {
         })
     }
 
-    /// Records that `caller` calls `addr` (on another host), first seen or seen again at `ts_ms`.
+    /// Records a call to another host (or refreshes when it was last seen).
     pub fn record_remote_edge(
         &self,
         caller: ServiceId,
         addr: &str,
         ts_ms: u64,
     ) -> Result<(), StoreError> {
+        self.record_remote_edges(&[(caller, addr)], ts_ms)
+    }
+
+    /// Records calls to other hosts, or refreshes when they were last seen, in one
+    /// transaction (one fsync however many there are).
+    pub fn record_remote_edges(
+        &self,
+        edges: &[(ServiceId, &str)],
+        ts_ms: u64,
+    ) -> Result<(), StoreError> {
+        if edges.is_empty() {
+            return Ok(());
+        }
         self.with_db(|db| {
             let txn = db.begin_write().map_err(|e| self.err("begin write", e))?;
             {
                 let mut t = txn
                     .open_table(REMOTE_EDGES)
                     .map_err(|e| self.err("open remote edges", e))?;
-                let first = t
-                    .get((caller.0, addr))
-                    .map_err(|e| self.err("read remote edge", e))?
-                    .map_or(ts_ms, |g| g.value().0);
-                t.insert((caller.0, addr), (first, ts_ms))
-                    .map_err(|e| self.err("write remote edge", e))?;
+                for (caller, addr) in edges {
+                    let first = t
+                        .get((caller.0, *addr))
+                        .map_err(|e| self.err("read remote edge", e))?
+                        .map_or(ts_ms, |g| g.value().0);
+                    t.insert((caller.0, *addr), (first, ts_ms))
+                        .map_err(|e| self.err("write remote edge", e))?;
+                }
             }
-            txn.commit().map_err(|e| self.err("commit remote edge", e))
+            txn.commit().map_err(|e| self.err("commit remote edges", e))
         })
     }
 

@@ -19,7 +19,10 @@
 //! small chunks share a page at least half full, so the estimate never undercounts by much.
 
 use crate::codec::{AggValues, ChunkEncoder, ChunkReader, KIND_AGG};
-use crate::schema::{ACTIONS, AGG_1S, ALERTS, EDGES, QOS_EVENTS, REJECTED_ALERTS, SAMPLES};
+use crate::schema::{
+    ACTIONS, AGG_1S, ALERTS, DIAGNOSES, EDGES, QOS_EVENTS, REJECTED_ALERTS, REMOTE_EDGES, SAMPLES,
+    SERVICES,
+};
 use crate::{Store, StoreError};
 use redb::{ReadableTable, WriteTransaction};
 use seer_common::sample::CHANNELS;
@@ -321,6 +324,37 @@ impl Store {
                 keep
             })
             .map_err(|e| self.err("expire actions", e))?;
+        // Diagnoses, calls to other hosts and services last seen before the oldest data kept:
+        // they describe nothing the store still holds (a service seen again is written back
+        // by the agent, under the same id: ids come from identities, see `services`).
+        let mut diag = txn
+            .open_table(DIAGNOSES)
+            .map_err(|e| self.err("open diagnoses", e))?;
+        diag.retain_in(..(oldest_ms, 0), |_, _| {
+            n += 1;
+            false
+        })
+        .map_err(|e| self.err("expire diagnoses", e))?;
+        let mut remote = txn
+            .open_table(REMOTE_EDGES)
+            .map_err(|e| self.err("open remote edges", e))?;
+        remote
+            .retain(|_, (_, last)| {
+                let keep = last >= oldest_ms;
+                n += u64::from(!keep);
+                keep
+            })
+            .map_err(|e| self.err("expire remote edges", e))?;
+        let mut services = txn
+            .open_table(SERVICES)
+            .map_err(|e| self.err("open services", e))?;
+        services
+            .retain(|_, (_, _, _, last)| {
+                let keep = last >= oldest_ms;
+                n += u64::from(!keep);
+                keep
+            })
+            .map_err(|e| self.err("expire services", e))?;
         Ok(n)
     }
 }

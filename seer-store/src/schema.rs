@@ -21,6 +21,9 @@ pub const SCHEMA_VERSION: u64 = 1;
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_CREATED_MS: &str = "created_ms";
 pub const META_TICK_MS: &str = "tick_ms";
+/// The largest service id ever written: retention may delete a service's row, never its id
+/// (a new service must not take the id of one the call graph or the actions log still name).
+pub const META_SERVICE_ID_MAX: &str = "service_id_max";
 
 /// Service id stored where "no service" is meant (an unknown QoS initiator, a host-wide action).
 pub const NO_SERVICE: u32 = u32::MAX;

@@ -2,7 +2,9 @@
 
 use crate::codec::{ChunkEncoder, KIND_SAMPLES};
 use crate::config::Durability;
-use crate::schema::{EDGES, HOST, HOST_MISSING_CHANNELS, META, META_TICK_MS, SAMPLES, SERVICES};
+use crate::schema::{
+    EDGES, HOST, HOST_MISSING_CHANNELS, META, META_SERVICE_ID_MAX, META_TICK_MS, SAMPLES, SERVICES,
+};
 use crate::{Store, StoreError};
 use redb::ReadableTable;
 use seer_common::sample::{Sample, ServiceId};
@@ -179,7 +181,7 @@ impl Store {
         })
     }
 
-    /// Records a service (or renames it). `first_seen_ms` is kept from the first call.
+    /// Records a service (or refreshes when it was last seen).
     pub fn upsert_service(
         &self,
         id: ServiceId,
@@ -187,23 +189,62 @@ impl Store {
         identity: &str,
         ts_ms: u64,
     ) -> Result<(), StoreError> {
+        self.upsert_services(&[(id, name, identity)], ts_ms)
+    }
+
+    /// Records services, or refreshes when they were last seen, in one transaction (the agent
+    /// refreshes every live service once a minute, so retention keeps them).
+    pub fn upsert_services(
+        &self,
+        rows: &[(ServiceId, &str, &str)],
+        ts_ms: u64,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         self.with_db(|db| {
             let txn = db.begin_write().map_err(|e| self.err("begin write", e))?;
             {
                 let mut t = txn
                     .open_table(SERVICES)
                     .map_err(|e| self.err("open services", e))?;
-                let (first, last) = match t.get(id.0).map_err(|e| self.err("read service", e))? {
-                    Some(g) => {
-                        let (_, _, first, last) = g.value();
-                        (first.min(ts_ms), last.max(ts_ms))
-                    }
-                    None => (ts_ms, ts_ms),
-                };
-                t.insert(id.0, (name, identity, first, last))
-                    .map_err(|e| self.err("write service", e))?;
+                for (id, name, identity) in rows {
+                    let (first, last) =
+                        match t.get(id.0).map_err(|e| self.err("read service", e))? {
+                            Some(g) => {
+                                let (_, _, first, last) = g.value();
+                                (first.min(ts_ms), last.max(ts_ms))
+                            }
+                            None => (ts_ms, ts_ms),
+                        };
+                    t.insert(id.0, (*name, *identity, first, last))
+                        .map_err(|e| self.err("write service", e))?;
+                }
+                let mut meta = txn.open_table(META).map_err(|e| self.err("open meta", e))?;
+                let top = rows.iter().map(|r| u64::from(r.0.0)).max().unwrap_or(0);
+                let was = meta
+                    .get(META_SERVICE_ID_MAX)
+                    .map_err(|e| self.err("read meta", e))?
+                    .map_or(0, |g| g.value());
+                if top > was {
+                    meta.insert(META_SERVICE_ID_MAX, top)
+                        .map_err(|e| self.err("write meta", e))?;
+                }
             }
             txn.commit().map_err(|e| self.err("commit service", e))
+        })
+    }
+
+    /// The largest service id ever written (0: none), rows since deleted included.
+    pub fn service_id_max(&self) -> Result<u32, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let meta = txn.open_table(META).map_err(|e| self.err("open meta", e))?;
+            let v = meta
+                .get(META_SERVICE_ID_MAX)
+                .map_err(|e| self.err("read meta", e))?
+                .map_or(0, |g| g.value());
+            Ok(u32::try_from(v).unwrap_or(u32::MAX))
         })
     }
 

@@ -98,6 +98,28 @@ fn aggregates_and_what_describes_them_expire() {
         })
         .expect("event");
     store.enqueue_alert(T0, "never delivered").expect("alert");
+    // Diagnoses, calls to other hosts and services: before, kept forever.
+    store
+        .record_diagnosis(T0 + 100, Some(ServiceId(0)), "{}")
+        .expect("diagnosis");
+    store
+        .record_diagnosis(T0 + 9000, Some(ServiceId(0)), "{}")
+        .expect("diagnosis");
+    store
+        .record_remote_edges(&[(ServiceId(0), "192.0.2.1:80")], T0 + 100)
+        .expect("remote");
+    store
+        .record_remote_edges(&[(ServiceId(1), "192.0.2.2:80")], T0 + 9000)
+        .expect("remote");
+    store
+        .upsert_services(
+            &[(ServiceId(7), "gone", "g"), (ServiceId(1), "live", "l")],
+            T0,
+        )
+        .expect("services");
+    store
+        .upsert_services(&[(ServiceId(1), "live", "l")], T0 + 9000)
+        .expect("refreshed");
     let done = store
         .record_action(T0, None, "tc.htb", "x")
         .expect("action");
@@ -137,6 +159,26 @@ fn aggregates_and_what_describes_them_expire() {
         actions.iter().map(|a| a.id).collect::<Vec<_>>(),
         [live],
         "actions in force are kept"
+    );
+    let diags = store.diagnoses(0, u64::MAX).expect("diagnoses");
+    assert_eq!(
+        diags.iter().map(|d| d.ts_ms).collect::<Vec<_>>(),
+        [T0 + 9000]
+    );
+    let remote = store.remote_edges().expect("remote");
+    assert_eq!(remote.len(), 1);
+    assert_eq!(remote[0].1, "192.0.2.2:80");
+    let names: Vec<String> = store
+        .services()
+        .expect("services")
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["live"], "a service seen recently stays");
+    assert_eq!(
+        store.service_id_max().expect("max"),
+        7,
+        "a deleted service's id is never given again"
     );
 }
 

@@ -277,6 +277,17 @@ fn remote_callees_are_told_from_local_ones_by_address() {
         vec![serde_json::json!(["python3", SVC])],
         "the loopback call is the local twin's"
     );
+    // The kernel's connect map is drained as discovery reads it (before: it kept every
+    // connect() ever seen, and once full the call graph stopped learning).
+    let t0 = std::time::Instant::now();
+    loop {
+        let n = connects_in_kernel(agent.proc.pid());
+        if n == 0 {
+            break;
+        }
+        assert!(t0.elapsed() < T, "{n} connect(s) still in the kernel's map");
+        thread::sleep(Duration::from_millis(200));
+    }
     // The store keeps the remote edge; the training export lists it for the cluster join.
     let mut agent = agent;
     let _ = std::process::Command::new("kill")
@@ -307,4 +318,35 @@ fn remote_callees_are_told_from_local_ones_by_address() {
         "{m}"
     );
     caller.send("");
+}
+
+/// Entries in the agent's `CONNECTS` map (hash, 24-byte ConnectKey -> u64, 16384 entries),
+/// found through the agent's own descriptors and read with bpftool.
+fn connects_in_kernel(pid: u32) -> usize {
+    let mut id = None;
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
+        let Ok(t) = std::fs::read_to_string(fd.expect("fd").path()) else {
+            continue;
+        };
+        let field = |k: &str| {
+            t.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+        };
+        if field("map_type:").as_deref() == Some("1")
+            && field("key_size:").as_deref() == Some("24")
+            && field("value_size:").as_deref() == Some("8")
+            && field("max_entries:").as_deref() == Some("16384")
+        {
+            id = field("map_id:");
+        }
+    }
+    let id = id.expect("the agent holds its CONNECTS map");
+    let o = std::process::Command::new("bpftool")
+        .args(["map", "dump", "id", &id, "-j"])
+        .output()
+        .expect("bpftool");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bpftool json");
+    v.as_array().map_or(0, Vec::len)
 }

@@ -140,6 +140,35 @@ fn pow2_words(bytes: usize) -> usize {
     (bytes / 8).max(64).next_power_of_two()
 }
 
+/// All the kernels' buffers together stay under this: uncore threads (each about 2.5x the
+/// LLC, at least 64 MiB) are the ones to count; without a cap a 64-CPU host with a 32 MiB LLC
+/// took about 5 GiB for one diagnosis.
+pub const MAX_ARENA_BYTES: usize = 512 << 20;
+
+/// Bytes one core thread's buffers take.
+fn core_bytes(sizes: CacheSizes) -> usize {
+    8 * (pow2_words(sizes.l1d) + pow2_words(sizes.l2)) + (1 << 20) + 4096
+}
+
+/// Bytes one uncore thread's buffers take.
+fn uncore_bytes(sizes: CacheSizes) -> usize {
+    core_bytes(sizes) + 8 * pow2_words(sizes.llc / 2) + (sizes.llc * 2).max(64 << 20)
+}
+
+/// How many of `n_uncore` uncore threads fit beside `n_core` core threads in `budget` (at
+/// least one, so the uncore kernels still run).
+fn uncore_threads_within(
+    n_core: usize,
+    n_uncore: usize,
+    sizes: CacheSizes,
+    budget: usize,
+) -> usize {
+    let left = budget.saturating_sub(n_core * core_bytes(sizes));
+    (left / uncore_bytes(sizes).max(1))
+        .clamp(1, n_uncore.max(1))
+        .min(n_uncore)
+}
+
 fn touched(words: usize) -> Vec<u64> {
     (0..words as u64).collect()
 }
@@ -154,7 +183,20 @@ impl Arena {
         let mut unavailable = Vec::new();
         let mut threads = Vec::new();
         let n_core = p.cpus.len();
-        for (i, &cpu) in p.cpus.iter().chain(&p.uncore_cpus).enumerate() {
+        let n_uncore = uncore_threads_within(n_core, p.uncore_cpus.len(), sizes, MAX_ARENA_BYTES);
+        if n_uncore < p.uncore_cpus.len() {
+            log::info!(
+                "diagnose: uncore kernels on {n_uncore} of {} other CPUs (their buffers stay under {} MiB)",
+                p.uncore_cpus.len(),
+                MAX_ARENA_BYTES >> 20
+            );
+        }
+        for (i, &cpu) in p
+            .cpus
+            .iter()
+            .chain(p.uncore_cpus.iter().take(n_uncore))
+            .enumerate()
+        {
             let core = i < n_core;
             // Only the uncore threads write; after one failure the others would fail alike.
             let disk = if core || !unavailable.is_empty() {
@@ -529,6 +571,34 @@ static L1I: [[Blk; 8]; 64] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Before: one uncore thread per other CPU, each with 2.5x the LLC: about 5 GiB on 64
+    /// CPUs with a 32 MiB LLC. Now the buffers stay under MAX_ARENA_BYTES, with at least one
+    /// uncore thread where there is another CPU.
+    #[test]
+    fn the_kernels_buffers_stay_under_the_cap() {
+        let big = CacheSizes {
+            l1d: 48 << 10,
+            l2: 2 << 20,
+            llc: 32 << 20,
+        };
+        let n = uncore_threads_within(2, 62, big, MAX_ARENA_BYTES);
+        assert!(n >= 1);
+        let total = 2 * core_bytes(big) + n * uncore_bytes(big);
+        assert!(total <= MAX_ARENA_BYTES, "{} MiB", total >> 20);
+        assert!(
+            62 * uncore_bytes(big) > 4 << 30,
+            "the uncapped case was ~5 GiB"
+        );
+        let small = CacheSizes {
+            l1d: 32 << 10,
+            l2: 256 << 10,
+            llc: 4 << 20,
+        };
+        assert_eq!(uncore_threads_within(1, 1, small, MAX_ARENA_BYTES), 1);
+        assert_eq!(uncore_threads_within(1, 0, small, MAX_ARENA_BYTES), 0);
+        assert_eq!(uncore_threads_within(1, 8, big, 1), 1, "always one");
+    }
     use std::{fs::OpenOptions, os::unix::fs::OpenOptionsExt as _};
 
     struct Sleepy;

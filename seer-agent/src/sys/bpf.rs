@@ -767,7 +767,21 @@ impl Probes {
         Ok(d)
     }
 
-    /// All (client process, destination port) -> connect() count pairs seen so far.
+    /// The (client process, destination) -> connect() count pairs seen since the last call,
+    /// taken out of the kernel's map: it never fills up on a host that runs for months (a
+    /// connect() between the read and the delete of its key is lost; the next one brings the
+    /// edge back).
+    pub fn drain_connects(&self, out: &mut Vec<(ConnectKey, u64)>) -> Result<(), ProbeError> {
+        let from = out.len();
+        self.read_connects(out)?;
+        let fd = self.map_fd("CONNECTS")?;
+        for (k, _) in &out[from..] {
+            rawbpf::delete(fd, rawbpf::bytes_of(k)).map_err(Self::io("draining CONNECTS"))?;
+        }
+        Ok(())
+    }
+
+    /// All (client process, destination port) -> connect() count pairs in the kernel's map.
     pub fn read_connects(&self, out: &mut Vec<(ConnectKey, u64)>) -> Result<(), ProbeError> {
         let fd = self.map_fd("CONNECTS")?;
         let mut key: Option<ConnectKey> = None;

@@ -8,6 +8,7 @@ use std::{
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_ITER_CREATE: libc::c_long = 33;
@@ -58,6 +59,16 @@ pub fn lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<b
 pub fn update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
     let mut a = map_attr(map.as_raw_fd(), key.as_ptr(), value.as_ptr(), 0);
     bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(drop)
+}
+
+/// Deletes `key`; Ok(false) when it was not there.
+pub fn delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<bool> {
+    let mut a = map_attr(map.as_raw_fd(), key.as_ptr(), std::ptr::null(), 0);
+    match bpf(BPF_MAP_DELETE_ELEM, &mut a) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The key after `key` (or the first key when `key` is None). Ok(false) at the end.
