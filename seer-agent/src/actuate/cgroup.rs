@@ -428,6 +428,7 @@ impl CpuCgroup {
                 Change::CgroupFile {
                     path: path.clone(),
                     old,
+                    wrote: None,
                 },
             )?;
             if let Err(e) = write_knob(&path, &value) {
@@ -438,6 +439,9 @@ impl CpuCgroup {
                 return Err(e);
             }
             log::info!("cgroup: {service}: {} = {value}", path.display());
+            // As the kernel keeps it (it may normalize what was written).
+            let now = read_knob(&path).unwrap_or_else(|_| value.clone());
+            j.note_written(&path, now.trim())?;
         }
         Ok(())
     }
@@ -467,8 +471,22 @@ fn process_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-/// Undo of one journaled file: `Ok(false)` when the cgroup is gone (nothing left to restore).
-pub fn restore(path: &Path, old: &str) -> Result<bool, CgroupError> {
+/// Undo of one journaled file: `Ok(false)` when the cgroup is gone, or when the file no longer
+/// holds what seer wrote (`wrote`): someone else set it since, and their value stays.
+pub fn restore(path: &Path, old: &str, wrote: Option<&str>) -> Result<bool, CgroupError> {
+    if let Some(w) = wrote {
+        match read_knob(path) {
+            Ok(now) if now != w => {
+                log::warn!(
+                    "cgroup: {} holds {now:?}, not the {w:?} seer wrote: someone changed it since; left as they set it (seer would have restored {old:?})",
+                    path.display()
+                );
+                return Ok(false);
+            }
+            Err(CgroupError::Gone { .. }) => return Ok(false),
+            _ => {}
+        }
+    }
     match write_knob(path, old) {
         Ok(()) => Ok(true),
         Err(CgroupError::Gone { .. }) => Ok(false),

@@ -75,7 +75,15 @@ pub const CGROUP_KNOBS: [&str; 6] = [
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
     /// A cgroup control file (cpu.max, cpu.cfs_quota_us, cpuset.cpus, ...) held `old`.
-    CgroupFile { path: PathBuf, old: String },
+    CgroupFile {
+        path: PathBuf,
+        old: String,
+        /// What the file read right after seer's last write to it. An undo restores `old`
+        /// only while the file still holds this: a value someone else set since is theirs.
+        /// (Absent in journals written before it: then the undo restores `old`.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wrote: Option<String>,
+    },
     /// A resctrl `schemata` file held `old` (only the lines seer rewrote).
     ResctrlSchemata { path: PathBuf, old: String },
     /// A resctrl group seer created; removing it moves its tasks back to the default group.
@@ -283,6 +291,21 @@ impl Journal {
         Ok(Some(id))
     }
 
+    /// Notes what a cgroup file read after seer wrote it (see `Change::CgroupFile::wrote`).
+    pub fn note_written(&mut self, path: &Path, value: &str) -> Result<(), JournalError> {
+        let mut changed = false;
+        for e in &mut self.disk.entries {
+            if let Change::CgroupFile { path: p, wrote, .. } = &mut e.change
+                && p == path
+                && wrote.as_deref() != Some(value)
+            {
+                *wrote = Some(value.to_string());
+                changed = true;
+            }
+        }
+        if changed { self.persist() } else { Ok(()) }
+    }
+
     /// Drops an entry once its change is undone (or turned out not to be needed).
     pub fn forget(&mut self, id: u64) -> Result<(), JournalError> {
         self.disk.entries.retain(|e| e.id != id);
@@ -365,6 +388,7 @@ mod tests {
             Change::CgroupFile {
                 path: "/sys/fs/cgroup/cpu/x/cpu.cfs_quota_us".into(),
                 old: "-1".into(),
+                wrote: None,
             },
             Change::ResctrlSchemata {
                 path: "/sys/fs/resctrl/seer-x/schemata".into(),
@@ -381,14 +405,17 @@ mod tests {
             Change::CgroupFile {
                 path: "/etc/shadow".into(),
                 old: String::new(),
+                wrote: None,
             },
             Change::CgroupFile {
                 path: "/sys/fs/cgroup/cpu/../../../etc/cpu.max".into(),
                 old: String::new(),
+                wrote: None,
             },
             Change::CgroupFile {
                 path: "cpu.max".into(),
                 old: String::new(),
+                wrote: None,
             },
             Change::ResctrlSchemata {
                 path: "/etc/schemata".into(),
@@ -412,12 +439,14 @@ mod tests {
         let c1 = Change::CgroupFile {
             path: "/x/cpu.max".into(),
             old: "max 100000".into(),
+            wrote: None,
         };
         let id = j.record("svc", c1.clone()).expect("record").expect("new");
         // A second change to the same file keeps the original value.
         let c2 = Change::CgroupFile {
             path: "/x/cpu.max".into(),
             old: "20000 100000".into(),
+            wrote: None,
         };
         assert_eq!(j.record("svc", c2).expect("record"), None);
         let again = Journal::peek(&p).expect("read it back");
@@ -431,6 +460,7 @@ mod tests {
         Change::CgroupFile {
             path: "/x/cpu.max".into(),
             old: "max 100000".into(),
+            wrote: None,
         }
     }
 

@@ -110,7 +110,7 @@ impl Actuator {
     /// The value a cgroup file had before seer's first change to it, if seer changed it.
     pub fn journaled_old(&self, path: &Path) -> Option<String> {
         self.journal.entries().iter().find_map(|e| match &e.change {
-            Change::CgroupFile { path: p, old } if p == path => Some(old.clone()),
+            Change::CgroupFile { path: p, old, .. } if p == path => Some(old.clone()),
             _ => None,
         })
     }
@@ -253,7 +253,9 @@ impl Actuator {
             )));
         }
         match &e.change {
-            Change::CgroupFile { path, old } => Ok(cgroup::restore(path, old)?),
+            Change::CgroupFile { path, old, wrote } => {
+                Ok(cgroup::restore(path, old, wrote.as_deref())?)
+            }
             Change::ResctrlSchemata { path, old } => {
                 let r = available(&self.resctrl)?;
                 match r.restore_line(path, old) {

@@ -245,3 +245,47 @@ fn a_journal_entry_naming_another_file_is_not_written() {
 fn knob_text(p: &Path) -> String {
     std::fs::read_to_string(p).expect("read").trim().to_string()
 }
+
+/// Before: the undo wrote the journaled value back whatever the file held by then, so a
+/// quota an operator (or the soak's fault injector) set after seer's step was clobbered. Now
+/// the value stays when the file no longer holds what seer wrote; otherwise it is restored.
+#[test]
+fn an_undo_leaves_a_value_someone_else_set_since() {
+    let d = TempDir::new("undo-changed");
+    let theirs = d.path().join("a/cpu.max");
+    let ours = d.path().join("b/cpu.max");
+    for (p, v) in [(&theirs, "max 100000"), (&ours, "125000 100000")] {
+        std::fs::create_dir_all(p.parent().expect("dir")).expect("cg");
+        std::fs::write(p, v).expect("knob");
+    }
+    let j = d.path().join("j/actions.json");
+    std::fs::create_dir_all(j.parent().expect("dir")).expect("j");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            j.parent().expect("dir"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .expect("chmod");
+    }
+    let entry = |id: u32, p: &Path| {
+        serde_json::json!({"id": id, "service": "svc", "change": {
+            "kind": "cgroup_file", "path": p, "old": "100000 100000", "wrote": "125000 100000"}})
+    };
+    let json = serde_json::json!({"next_id": 2, "entries": [entry(0, &theirs), entry(1, &ours)]});
+    std::fs::write(&j, json.to_string()).expect("journal");
+    let (act, rep) = Actuator::open(&j, None).expect("open");
+    assert_eq!(
+        knob_text(&theirs),
+        "max 100000",
+        "someone else's value stays"
+    );
+    assert_eq!(
+        knob_text(&ours),
+        "100000 100000",
+        "seer's own step is undone"
+    );
+    assert!(rep.failed.is_empty(), "{rep:?}");
+    assert_eq!((rep.restored, rep.gone), (1, 1), "{rep:?}");
+    assert!(act.journal().entries().is_empty());
+}
