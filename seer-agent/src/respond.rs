@@ -589,7 +589,13 @@ impl Responder {
         }
         let payload = alert::alert_json(a, &self.host, &self.generator).to_string();
         match s.enqueue_alert(now_ms(), &payload) {
-            Ok(_) => {
+            Ok(id) => {
+                log::info!(
+                    "alert {id} queued: service={} startsAt={} endsAt={}",
+                    a.culprit,
+                    alert::rfc3339(a.starts_ms),
+                    alert::rfc3339(a.ends_ms)
+                );
                 self.stats.alerts_queued += 1;
                 if let Some(snd) = &self.sender {
                     snd.wake();

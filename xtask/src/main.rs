@@ -54,6 +54,17 @@ enum Cmd {
     },
     /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU and run the agent's selftest inside.
     Kernels,
+    /// The agent in enforce mode for M minutes beside a loaded nginx -> memcached stack, with
+    /// random CPU faults, Alertmanager restarts and kills (-9, TERM); checks RSS and descriptors,
+    /// tick time, lost ticks, alert delivery and that the host is left as found. The test
+    /// command runs 2 minutes of it.
+    Soak {
+        #[arg(long, default_value_t = 60.0)]
+        minutes: f64,
+        /// Seed of the random schedule (faults, kills, restarts).
+        #[arg(long, default_value_t = 24301)]
+        seed: u64,
+    },
     /// Regenerate the bindgen offsets fixture for the running kernel (needs bindgen-cli).
     BindgenOffsets,
 }
@@ -84,6 +95,11 @@ fn main() -> Result<()> {
             kernels::kernels()
         }
         Cmd::BindgenOffsets => setup::bindgen_offsets(),
+        Cmd::Soak { minutes, seed } => {
+            setup::setup()?;
+            util::cargo(&["build", "--bins"])?;
+            soak(minutes, seed)
+        }
     }
 }
 
@@ -127,11 +143,24 @@ fn test(extra: &[String]) -> Result<()> {
         a.extend(extra.iter().map(String::as_str));
         util::cargo(&a)
     };
-    // The same agent on other kernels (skipped when a test filter was given).
-    let matrix = if extra.is_empty() {
-        kernels::kernels()
+    // The same agent on other kernels, and 2 minutes of the soak (skipped when a test filter
+    // was given).
+    let (matrix, soaked) = if extra.is_empty() {
+        (kernels::kernels(), soak(2.0, 24301))
     } else {
-        Ok(())
+        (Ok(()), Ok(()))
     };
-    tests.and(matrix)
+    tests.and(matrix).and(soaked)
+}
+
+fn soak(minutes: f64, seed: u64) -> Result<()> {
+    util::step(&format!("soak ({minutes} min, seed {seed})"));
+    util::run(
+        std::process::Command::new(util::root().join("target/debug/seer-soak")).args([
+            "--minutes",
+            &minutes.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ]),
+    )
 }
