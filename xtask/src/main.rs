@@ -134,9 +134,11 @@ fn test(extra: &[String]) -> Result<()> {
     util::cargo(&["build", "--bins"])?;
     util::step("tests");
     let tests = if util::have("cargo-nextest") {
+        let junit = util::root().join("target/nextest/default/junit.xml");
+        let _ = std::fs::remove_file(&junit);
         let mut a = vec!["nextest", "run", "--no-fail-fast"];
         a.extend(extra.iter().map(String::as_str));
-        util::cargo(&a)
+        util::cargo(&a).and(skips(&junit))
     } else {
         println!("cargo-nextest is not installed: using cargo test");
         let mut a = vec!["test", "--no-fail-fast"];
@@ -151,6 +153,53 @@ fn test(extra: &[String]) -> Result<()> {
         (Ok(()), Ok(()))
     };
     tests.and(matrix).and(soaked)
+}
+
+/// The tests that printed SKIP (from nextest's JUnit report): listed where a green run shows
+/// them, and an error as root (CI on this machine kind must run everything).
+fn skips(junit: &std::path::Path) -> Result<()> {
+    let xml = std::fs::read_to_string(junit).unwrap_or_default();
+    let attr = |tag: &str, name: &str| -> String {
+        tag.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut skipped = Vec::new();
+    for case in xml.split("<testcase ").skip(1) {
+        let body = case.split("</testcase>").next().unwrap_or(case);
+        if let Some(line) = body.lines().find(|l| l.trim_start().starts_with("SKIP")) {
+            let head = body.split('>').next().unwrap_or("");
+            skipped.push(format!(
+                "{} {}: {}",
+                attr(head, "classname"),
+                attr(head, "name"),
+                line.trim()
+            ));
+        }
+    }
+    if skipped.is_empty() {
+        println!("skipped tests: none");
+        return Ok(());
+    }
+    println!("skipped tests ({}):", skipped.len());
+    for s in &skipped {
+        println!("  {s}");
+    }
+    // The effective uid, second on /proc/self/status' Uid line.
+    let euid = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1).map(str::to_string));
+    if euid.as_deref() == Some("0") {
+        anyhow::bail!(
+            "{} test(s) skipped although run as root: CI must run every test",
+            skipped.len()
+        );
+    }
+    Ok(())
 }
 
 fn soak(minutes: f64, seed: u64) -> Result<()> {

@@ -360,22 +360,59 @@ mod tests {
         Some((release, std::fs::read_to_string(path).ok()?))
     }
 
-    /// The offsets this reader resolves equal the ones bindgen computed for the same kernel
-    /// (`cargo xtask bindgen-offsets` regenerates the fixture).
-    #[test]
-    fn offsets_match_bindgen_for_this_kernel() {
-        let Some((release, fixture)) = fixture_for_running_kernel() else {
-            println!("SKIP: no bindgen fixture for this kernel; run `cargo xtask bindgen-offsets`");
-            return;
-        };
-        let got = Btf::from_sys_fs()
-            .expect("kernel BTF")
-            .kernel_offsets()
-            .expect("offsets");
+    /// `name=value` lines: the running kernel's offsets as bpftool's C dump of its BTF and the
+    /// C compiler's offsetof see them (`btf_fixtures/offsets_witness.c`), independent of this
+    /// reader.
+    fn witness_for_running_kernel() -> String {
+        let dir = std::env::temp_dir().join(format!("seer-btf-witness-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("witness dir");
+        let header = std::process::Command::new("bpftool")
+            .args([
+                "btf",
+                "dump",
+                "file",
+                "/sys/kernel/btf/vmlinux",
+                "format",
+                "c",
+            ])
+            .output()
+            .expect("bpftool (Debian package bpftool) must be installed");
+        assert!(
+            header.status.success(),
+            "bpftool: {}",
+            String::from_utf8_lossy(&header.stderr)
+        );
+        std::fs::write(dir.join("vmlinux.h"), &header.stdout).expect("vmlinux.h");
+        let src = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/sys/btf_fixtures/offsets_witness.c"
+        );
+        let cc = std::process::Command::new("cc")
+            .args(["-w", "-O0", "-I"])
+            .arg(&dir)
+            .arg(src)
+            .arg("-o")
+            .arg(dir.join("witness"))
+            .output()
+            .expect("cc (Debian package gcc) must be installed");
+        assert!(
+            cc.status.success(),
+            "cc: {}",
+            String::from_utf8_lossy(&cc.stderr)
+        );
+        let out = std::process::Command::new(dir.join("witness"))
+            .output()
+            .expect("run the witness");
+        let _ = std::fs::remove_dir_all(&dir);
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    /// Checks every `name=value` line of `reference` against what this reader resolved.
+    fn check_offsets(reference: &str, got: &KernelOffsets, what: &str) -> usize {
         let mut checked = 0;
-        for line in fixture.lines() {
+        for line in reference.lines() {
             let (name, want) = line.split_once('=').expect("name=value");
-            let want: u32 = want.parse().expect("number");
+            let want: u32 = want.trim().parse().expect("number");
             let have = match name {
                 "skc_family" => got.skc_family,
                 "skc_state" => got.skc_state,
@@ -402,13 +439,41 @@ mod tests {
                 "file_private_data" => got.file_private_data,
                 "inode_i_mode" => got.inode_i_mode,
                 "socket_sk" => got.socket_sk,
-                other => panic!("fixture field {other} unknown to the test"),
+                other => panic!("{what}: field {other} unknown to the test"),
             };
-            assert_eq!(have, want, "{name} on {release}");
+            assert_eq!(have, want, "{name}, against {what}");
             checked += 1;
         }
-        // Fixtures made before an offset was added lack it; every line present is checked.
-        assert!(checked >= 21, "{checked} offsets checked");
+        checked
+    }
+
+    /// The offsets this reader resolves equal those of an independent reading of the running
+    /// kernel (bpftool's C dump + the C compiler's offsetof: on every kernel, no fixture
+    /// needed), and those bindgen computed where a fixture exists for this kernel build
+    /// (`cargo xtask bindgen-offsets` makes one).
+    #[test]
+    fn offsets_match_an_independent_reading_of_this_kernel() {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let got = Btf::from_sys_fs()
+            .expect("kernel BTF")
+            .kernel_offsets()
+            .expect("offsets");
+        let n = check_offsets(&witness_for_running_kernel(), &got, "bpftool + cc offsetof");
+        assert_eq!(n, 25, "every offset checked against the witness");
+        match fixture_for_running_kernel() {
+            Some((_, fixture)) => {
+                let n = check_offsets(&fixture, &got, "the bindgen fixture");
+                // Fixtures made before an offset was added lack it.
+                assert!(n >= 21, "{n} offsets checked against bindgen");
+                println!("{release}: offsets match the witness and the bindgen fixture");
+            }
+            None => {
+                println!("{release}: offsets match the witness (no bindgen fixture for this build)")
+            }
+        }
     }
 
     #[test]
