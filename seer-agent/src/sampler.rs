@@ -26,6 +26,11 @@ pub struct Sampler {
     /// Whether event hooks for turns are attached (else outstanding comes from the snapshot).
     turns: bool,
     first: bool,
+    /// Requests already read but not answered when the agent started, which the turn hooks
+    /// never saw begin: server socket inode -> the bytes it had sent then. Counted as
+    /// outstanding until the socket sends (or closes). Seeded at the first tick.
+    in_flight_at_start: std::collections::HashMap<u64, u64>,
+    still_in_flight: std::collections::HashMap<u64, u64>,
     /// The service whose per-tick latency histogram is kept in `watched` (the QoS front end).
     pub watch: Option<seer_common::sample::ServiceId>,
     /// Its request latencies of the last tick (zeros when none finished or nothing watched).
@@ -49,6 +54,14 @@ pub fn quantile_us(hist: &[u64; LAT_BUCKETS], q: f64) -> u64 {
     lat_bucket_upper_us(LAT_BUCKETS - 1)
 }
 
+/// A server socket holds a request it has not answered: bytes came in and none went out yet
+/// (the clocks cannot tell: the handshake and the first request often share a jiffy), or data
+/// came in after the last data went out. (A request that came in within the jiffy of the
+/// previous answer is not seen by the clocks: a limit of their resolution, 1-4 ms.)
+fn request_open(r: &SockRecord) -> bool {
+    r.bytes_received > 0 && (r.bytes_sent == 0 || after(r.lrcvtime, r.lsndtime))
+}
+
 /// `a` is later than `b` on the 32-bit jiffies clock.
 fn after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
@@ -65,6 +78,8 @@ impl Sampler {
             port_index: Box::new([0; 65536]),
             turns,
             first: true,
+            in_flight_at_start: Default::default(),
+            still_in_flight: Default::default(),
             watch: None,
             watched: Box::new([0; LAT_BUCKETS]),
         }
@@ -154,6 +169,7 @@ impl Sampler {
             });
         }
         std::mem::swap(&mut self.prev, &mut self.cur);
+        let seed = self.first && self.turns;
         self.first = false;
         // Gauges from the socket snapshot.
         for r in socks {
@@ -169,9 +185,22 @@ impl Sampler {
             v[Channel::RxQueueBytes as usize] += r.rx_queue as f32;
             v[Channel::TxQueueBytes as usize] += r.tx_queue as f32;
             v[Channel::Connections as usize] += 1.0;
-            if !self.turns && after(r.lrcvtime, r.lsndtime) {
+            let open = request_open(r);
+            if !self.turns && open {
                 v[Channel::Outstanding as usize] += 1.0;
             }
+            if seed && open && r.inode != 0 {
+                self.in_flight_at_start.insert(r.inode, r.bytes_sent);
+            }
+            // A request from before the start is open until its socket sends.
+            if self.turns && open && self.in_flight_at_start.get(&r.inode) == Some(&r.bytes_sent) {
+                v[Channel::Outstanding as usize] += 1.0;
+                self.still_in_flight.insert(r.inode, r.bytes_sent);
+            }
+        }
+        if !self.in_flight_at_start.is_empty() {
+            std::mem::swap(&mut self.in_flight_at_start, &mut self.still_in_flight);
+            self.still_in_flight.clear();
         }
         Ok(())
     }
@@ -279,6 +308,65 @@ mod tests {
             out[0].get(Channel::LatencyP99Us),
             lat_bucket_upper_us(lat_bucket(50_000)) as f32
         );
+    }
+
+    /// Before: a request read before the agent started (the turn hooks never saw it begin)
+    /// showed outstanding 0 for as long as the server held it. Now the first tick's socket
+    /// clocks seed it (received after last sent), until the socket sends or closes.
+    #[test]
+    fn requests_in_flight_at_start_are_outstanding_until_answered() {
+        let held = |inode: u64, rport: u16| SockRecord {
+            state: 1,
+            lport: 80,
+            rport,
+            inode,
+            bytes_received: 4,
+            lrcvtime: 1000,
+            lsndtime: 1000,
+            ..Default::default()
+        };
+        let mut socks = vec![
+            SockRecord {
+                state: TCP_LISTEN,
+                lport: 80,
+                inode: 1,
+                ..Default::default()
+            },
+            held(11, 5000),
+            held(12, 5001),
+            held(13, 5002),
+            held(14, 5003),
+        ];
+        let procs = vec![ProcInfo {
+            pid: 7,
+            comm: "web".into(),
+            cgroup: "/".into(),
+            socket_inodes: vec![1],
+        }];
+        let mut d = Discovery::default();
+        let ch = d.refresh(&Config::default(), &socks, &procs);
+        let mut k = FakeKernel {
+            counters: [SlotCounters::default(); MAX_SLOTS],
+            lat: vec![[0; LAT_BUCKETS]; MAX_SLOTS],
+        };
+        let mut s = Sampler::new(true);
+        s.on_discovery(&mut k, &d, &ch.new_slots).unwrap();
+        let mut out = Vec::new();
+        for ts in 1..=3 {
+            s.tick(&mut k, &d, &socks, ts, &mut out).unwrap();
+            assert_eq!(out[0].get(Channel::Outstanding), 4.0, "tick {ts}");
+        }
+        // One answers (it sends), one closes.
+        socks[1].bytes_sent = 6;
+        socks[1].lsndtime = 1100;
+        socks.remove(2);
+        s.tick(&mut k, &d, &socks, 4, &mut out).unwrap();
+        assert_eq!(out[0].get(Channel::Outstanding), 2.0);
+        // The answered one's next request is the hooks' (a turn they see begin), not seeded.
+        socks[1].lrcvtime = 1200;
+        socks[1].bytes_received = 8;
+        s.tick(&mut k, &d, &socks, 5, &mut out).unwrap();
+        assert_eq!(out[0].get(Channel::Outstanding), 2.0);
     }
 
     #[test]

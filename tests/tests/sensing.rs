@@ -161,6 +161,46 @@ fn outstanding_requests_hold_and_release() {
     client.send("");
 }
 
+/// Requests read before the agent started (the turn hooks never saw them begin) are
+/// outstanding from the first ticks, seeded from the socket clocks, until answered. Before:
+/// outstanding 0 for as long as the server held them.
+#[test]
+fn requests_in_flight_before_the_start_are_outstanding() {
+    require_root!();
+    let net = NetPair::new();
+    let mut srv = server(&net, &["hold", "7006"]);
+    let k = 4;
+    let mut client = py_client(
+        &net,
+        &format!(
+            "keep=[socket.create_connection(('{SERVER_ADDR}',7006)) for _ in range({k})]\n[s.sendall(b'get\\n') for s in keep]\nprint('sent',flush=True)\n[s.recv(16) for s in keep]\nprint('answered',flush=True)"
+        ),
+    );
+    client.wait_line("requests sent", T, |l| l == "sent");
+    // The server has read them (nothing left in its receive queues) before the agent starts.
+    let t0 = std::time::Instant::now();
+    while ss_recvq(&net.server, "-tn", "state established sport = :7006") > 0 {
+        assert!(t0.elapsed() < T, "the server did not read the requests");
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(100));
+    let agent = Agent::start(&net.server, 100, &["--iface", "sv0"]);
+    let s = agent.wait_service(SVC, T, |_| true);
+    assert_eq!(
+        num(&s, "outstanding") as u32,
+        k,
+        "held since before the start: {s}"
+    );
+    thread::sleep(Duration::from_millis(300));
+    let s = agent.wait_service(SVC, T, |_| true);
+    assert_eq!(num(&s, "outstanding") as u32, k, "still held");
+    srv.send("release");
+    client.wait_line("answers", T, |l| l == "answered");
+    let s = agent.wait_service(SVC, T, |s| num(s, "outstanding") == 0.0);
+    assert_eq!(num(&s, "outstanding"), 0.0);
+    client.send("");
+}
+
 /// Latency: a server that sleeps 20 ms per request has a p50 between 20 and 25 ms.
 #[test]
 fn latency_p50_of_a_20ms_server() {
