@@ -35,6 +35,14 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
         Some(p) => time_walks(p)?,
         None => Vec::new(),
     };
+    // What each hook costs on this host, at the traffic it has now.
+    let prices = match &probes {
+        Some(p) => match p.hook_prices(PRICE_WINDOW) {
+            Ok(v) => json!(v),
+            Err(e) => json!({ "error": e.to_string() }),
+        },
+        None => json!([]),
+    };
     let channels: Vec<Value> = NEEDS
         .iter()
         .map(|(names, progs, via)| {
@@ -56,6 +64,7 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
         "missing": missing,
         "replaced": replaced,
         "socket_walks": walks,
+        "hook_prices": prices,
         "channels": channels,
         "ok": ok,
     });
@@ -106,6 +115,24 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
             w["walk"].as_str().unwrap_or("")
         );
     }
+    println!(
+        "\nwhat each program costs here (kernel run-time statistics over {:.0} s of this host's traffic):",
+        PRICE_WINDOW.as_secs_f64()
+    );
+    match prices.as_array() {
+        Some(list) => {
+            for h in list {
+                println!(
+                    "  {:<22} {:>10.0} runs/s {:>8.0} ns/run {:>7.3}% of a CPU",
+                    h["program"].as_str().unwrap_or(""),
+                    h["runs_per_s"].as_f64().unwrap_or(0.0),
+                    h["ns_per_run"].as_f64().unwrap_or(0.0),
+                    h["cpu_pct"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+        None => println!("  not measured: {}", prices["error"].as_str().unwrap_or("")),
+    }
     println!("\nchannels:");
     for c in &channels {
         println!(
@@ -119,6 +146,8 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
 }
 
 const WALK_RUNS: usize = 21;
+/// How long doctor watches the programs run to price them.
+const PRICE_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Times every socket walk this kernel offers, with the processes that own listening sockets
 /// on this host as the watched ones (what `run` would watch).

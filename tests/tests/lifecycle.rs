@@ -450,6 +450,18 @@ fn ticks_are_recorded_queried_and_exported() {
 fn doctor_reports_every_channel_on_this_kernel() {
     require_root!();
     let net = NetPair::new();
+    // Traffic while doctor prices the hooks: loopback connections, a request and an answer
+    // on each, for a few seconds.
+    let mut traffic = Proc::spawn(NetPair::cmd(
+        &net.server,
+        std::path::Path::new("python3"),
+        &[
+            "-c",
+            "import socket,time\nl=socket.socket(); l.bind(('127.0.0.1',7021)); l.listen(64)\n\
+             t=time.time()\nwhile time.time()-t<8:\n c=socket.create_connection(('127.0.0.1',7021)); \
+             s,_=l.accept(); c.sendall(b'x'); s.recv(1); s.sendall(b'y'); c.recv(1); c.close(); s.close(); time.sleep(0.002)",
+        ],
+    ));
     let out = NetPair::cmd(
         &net.server,
         &agent_bin(),
@@ -457,6 +469,7 @@ fn doctor_reports_every_channel_on_this_kernel() {
     )
     .output()
     .expect("doctor");
+    let _ = traffic.child.kill();
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("doctor --json prints JSON");
     assert!(out.status.success(), "{v}");
@@ -482,6 +495,25 @@ fn doctor_reports_every_channel_on_this_kernel() {
     assert!(
         tick["us_median"].as_f64().is_some_and(|us| us > 0.0),
         "{tick}"
+    );
+    // Every attached program is priced, and those the traffic ran have a cost per run.
+    let prices = v["hook_prices"].as_array().expect("hook_prices");
+    for h in v["hooks"].as_array().expect("hooks") {
+        assert!(
+            prices.iter().any(|p| p["program"] == h["program"]),
+            "{} not priced: {prices:?}",
+            h["program"]
+        );
+    }
+    let connect = prices
+        .iter()
+        .find(|p| p["program"] == "seer_connect")
+        .expect("seer_connect priced");
+    println!("hook prices: {prices:?}");
+    assert!(
+        connect["runs_per_s"].as_f64().unwrap_or(0.0) > 10.0
+            && connect["ns_per_run"].as_f64().unwrap_or(0.0) > 0.0,
+        "the connect hook ran under the traffic: {connect}"
     );
     // A host without the privileges gets the same report, saying what is missing.
     let out = Command::new("setpriv")

@@ -824,6 +824,53 @@ impl Probes {
         .map_err(Self::io("writing TGID_SLOT"))
     }
 
+    /// What each attached program costs on this host now: the kernel's run-time statistics
+    /// (BPF_ENABLE_STATS, on only for `window`, off again when this returns) before and after
+    /// `window`: runs per second and ns per run. Per-event hooks run per packet or call;
+    /// iterators once per walk.
+    pub fn hook_prices(&self, window: std::time::Duration) -> Result<Vec<HookPrice>, ProbeError> {
+        let _on = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| ProbeError::Io {
+            what: "turning on the kernel's BPF run-time statistics (BPF_ENABLE_STATS, 5.8+)".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let read = || -> Vec<(String, u64, u64)> {
+            self.ebpf
+                .programs()
+                .filter_map(|(n, p)| {
+                    let i = p.info().ok()?;
+                    Some((n.to_string(), i.run_count(), i.run_time().as_nanos() as u64))
+                })
+                .collect()
+        };
+        let a = read();
+        std::thread::sleep(window);
+        let b = read();
+        let secs = window.as_secs_f64().max(1e-3);
+        let mut out: Vec<HookPrice> = b
+            .into_iter()
+            .filter(|(n, _, _)| self.hooks.iter().any(|h| h.program == n.as_str()))
+            .map(|(program, cnt, ns)| {
+                let (c0, n0) = a
+                    .iter()
+                    .find(|(p, _, _)| *p == program)
+                    .map_or((0, 0), |(_, c, n)| (*c, *n));
+                let runs = cnt.saturating_sub(c0);
+                HookPrice {
+                    program,
+                    runs_per_s: runs as f64 / secs,
+                    ns_per_run: if runs == 0 {
+                        0.0
+                    } else {
+                        ns.saturating_sub(n0) as f64 / runs as f64
+                    },
+                    cpu_pct: ns.saturating_sub(n0) as f64 / (secs * 1e9) * 100.0,
+                }
+            })
+            .collect();
+        out.sort_by(|x, y| y.cpu_pct.total_cmp(&x.cpu_pct));
+        Ok(out)
+    }
+
     /// Program ids, for bpf stats (`bpftool prog show id N`) in the overhead benchmark.
     pub fn program_ids(&self) -> Vec<(String, u32)> {
         self.ebpf
@@ -831,6 +878,17 @@ impl Probes {
             .filter_map(|(name, p)| Some((name.to_string(), p.info().ok()?.id())))
             .collect()
     }
+}
+
+/// One attached program's cost, measured by [`Probes::hook_prices`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HookPrice {
+    pub program: String,
+    pub runs_per_s: f64,
+    /// Mean program time per run (0 when it did not run in the window).
+    pub ns_per_run: f64,
+    /// Share of one CPU it took in the window.
+    pub cpu_pct: f64,
 }
 
 impl Drop for Probes {
