@@ -45,18 +45,21 @@ pub fn parse_time(s: &str, now: u64) -> anyhow::Result<u64> {
         return Ok(now);
     }
     if let Some(rel) = s.strip_prefix('-') {
-        let (num, unit) = rel.split_at(rel.len().saturating_sub(1));
+        // The unit is the last character, which need not be one byte.
+        let unit_at = rel.char_indices().last().map_or(0, |(i, _)| i);
+        let (num, unit) = rel.split_at(unit_at);
         let n: u64 = num
             .parse()
             .with_context(|| format!("bad relative time {s:?} (e.g. -30m)"))?;
-        let ms = match unit {
-            "s" => n * 1000,
-            "m" => n * 60_000,
-            "h" => n * 3_600_000,
-            "d" => n * 86_400_000,
+        let unit_ms: u64 = match unit {
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
             _ => bail!("bad unit in {s:?}: use s, m, h or d (e.g. -30m)"),
         };
-        return Ok(now.saturating_sub(ms));
+        // Further back than the epoch is the epoch.
+        return Ok(now.saturating_sub(n.saturating_mul(unit_ms)));
     }
     s.parse()
         .with_context(|| format!("bad time {s:?}: use ms since the Unix epoch, \"now\" or -30m"))
@@ -193,5 +196,37 @@ mod tests {
                 .contains("use s, m, h or d")
         );
         assert!(parse_time("yesterday", now).is_err());
+    }
+
+    /// Found by the fuzz target api_query: a relative time whose last character is not ASCII
+    /// panicked (a byte slice inside the character), also when asked over HTTP.
+    #[test]
+    fn relative_time_ending_in_multibyte_char_is_an_error() {
+        let now = 10_000_000;
+        assert!(parse_time("-h\0h\u{657}", now).is_err());
+        assert!(
+            parse_time("-1é", now)
+                .unwrap_err()
+                .to_string()
+                .contains("bad unit")
+        );
+        assert!(parse_time("-é", now).is_err());
+        let w = parse_api("/api/query/violations?from=-1%C3%A9").unwrap();
+        let QueryWhat::Violations { from } = w else {
+            panic!("{w:?}");
+        };
+        assert!(parse_time(&from, now).is_err());
+    }
+
+    /// Found by the fuzz target api_query: a relative time of more than u64::MAX ms overflowed
+    /// (a panic in debug builds; in release it wrapped to a recent time).
+    #[test]
+    fn relative_time_before_the_epoch_is_the_epoch() {
+        let now = 10_000_000;
+        assert_eq!(parse_time("-184467440737095523s", now).unwrap(), 0);
+        assert_eq!(parse_time("-18446744073709551615d", now).unwrap(), 0);
+        assert_eq!(parse_time("-10001s", now).unwrap(), 0);
+        assert_eq!(parse_time("-10000s", now).unwrap(), 0);
+        assert_eq!(parse_time("-9999s", now).unwrap(), 1000);
     }
 }
