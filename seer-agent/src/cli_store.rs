@@ -4,35 +4,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use seer_store::{Store, StoreConfig, query};
 
-use crate::{ExportArgs, QueryArgs, QueryWhat};
+use crate::{
+    ExportArgs, QueryArgs, QueryWhat,
+    query_api::{api_path, parse_time},
+};
 
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// "now", "-1h" / "-30m" / "-90s" / "-2d" (relative to now), or ms since the Unix epoch.
-pub fn parse_time(s: &str, now: u64) -> anyhow::Result<u64> {
-    if s == "now" {
-        return Ok(now);
-    }
-    if let Some(rel) = s.strip_prefix('-') {
-        let (num, unit) = rel.split_at(rel.len().saturating_sub(1));
-        let n: u64 = num
-            .parse()
-            .with_context(|| format!("bad relative time {s:?} (e.g. -30m)"))?;
-        let ms = match unit {
-            "s" => n * 1000,
-            "m" => n * 60_000,
-            "h" => n * 3_600_000,
-            "d" => n * 86_400_000,
-            _ => bail!("bad unit in {s:?}: use s, m, h or d (e.g. -30m)"),
-        };
-        return Ok(now.saturating_sub(ms));
-    }
-    s.parse()
-        .with_context(|| format!("bad time {s:?}: use ms since the Unix epoch, \"now\" or -30m"))
 }
 
 fn open(path: &std::path::Path) -> anyhow::Result<Store> {
@@ -233,89 +213,6 @@ fn absolute(what: &QueryWhat, now: u64) -> anyhow::Result<QueryWhat> {
     })
 }
 
-/// The agent's HTTP path for a query (`/api/query/...`); [`parse_api`] reads it back.
-pub fn api_path(what: &QueryWhat) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
-    match what {
-        QueryWhat::Services => "/api/query/services".into(),
-        QueryWhat::Service { name, n } => format!("/api/query/service?name={}&n={n}", enc(name)),
-        QueryWhat::Top { channel, n } => {
-            format!("/api/query/top?channel={}&n={n}", enc(channel))
-        }
-        QueryWhat::Violations { from } => format!("/api/query/violations?from={}", enc(from)),
-        QueryWhat::Diagnoses { from } => format!("/api/query/diagnoses?from={}", enc(from)),
-        QueryWhat::Actions => "/api/query/actions".into(),
-        QueryWhat::Alerts => "/api/query/alerts".into(),
-    }
-}
-
-/// The query an `/api/query/...` path asks for.
-pub fn parse_api(path: &str) -> Result<QueryWhat, String> {
-    let dec = |s: &str| -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%'
-                && i + 2 < b.len()
-                && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-            } else {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    };
-    let rest = path
-        .strip_prefix("/api/query/")
-        .ok_or_else(|| format!("{path}: not under /api/query/"))?;
-    let (kind, q) = rest.split_once('?').unwrap_or((rest, ""));
-    let param = |k: &str| {
-        q.split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(key, _)| *key == k)
-            .map(|(_, v)| dec(v))
-    };
-    let n = |default: usize| -> Result<usize, String> {
-        param("n").map_or(Ok(default), |v| v.parse().map_err(|_| format!("bad n={v}")))
-    };
-    Ok(match kind {
-        "services" => QueryWhat::Services,
-        "service" => QueryWhat::Service {
-            name: param("name").ok_or("service needs name=")?,
-            n: n(20)?,
-        },
-        "top" => QueryWhat::Top {
-            channel: param("channel").unwrap_or_else(|| "outstanding".into()),
-            n: n(10)?,
-        },
-        "violations" => QueryWhat::Violations {
-            from: param("from").unwrap_or_else(|| "0".into()),
-        },
-        "diagnoses" => QueryWhat::Diagnoses {
-            from: param("from").unwrap_or_else(|| "0".into()),
-        },
-        "actions" => QueryWhat::Actions,
-        "alerts" => QueryWhat::Alerts,
-        other => return Err(format!("unknown query {other:?}")),
-    })
-}
-
 /// Asks the agent at `addr` (host:port) for `what`; its answer is `{"json":..,"text":..}` or
 /// `{"error":..}`.
 fn ask_agent(addr: &str, what: &QueryWhat) -> anyhow::Result<(serde_json::Value, String)> {
@@ -373,56 +270,4 @@ fn render(
         out.push_str(&cells.join("\t"));
     }
     Ok((json, out))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{api_path, parse_api, parse_time};
-    use crate::QueryWhat;
-
-    #[test]
-    fn api_paths_round_trip() {
-        for w in [
-            QueryWhat::Services,
-            QueryWhat::Service {
-                name: "post store/#1 & co".into(),
-                n: 7,
-            },
-            QueryWhat::Top {
-                channel: "rx_queue_bytes".into(),
-                n: 3,
-            },
-            QueryWhat::Violations {
-                from: "1795716765777".into(),
-            },
-            QueryWhat::Diagnoses { from: "0".into() },
-            QueryWhat::Actions,
-            QueryWhat::Alerts,
-        ] {
-            let p = api_path(&w);
-            assert_eq!(
-                format!("{:?}", parse_api(&p).unwrap()),
-                format!("{w:?}"),
-                "{p}"
-            );
-        }
-        assert!(parse_api("/api/query/nope").unwrap_err().contains("nope"));
-        assert!(parse_api("/metrics").is_err());
-    }
-
-    #[test]
-    fn times() {
-        let now = 10_000_000;
-        assert_eq!(parse_time("now", now).unwrap(), now);
-        assert_eq!(parse_time("-30m", now).unwrap(), now - 1_800_000);
-        assert_eq!(parse_time("-2s", now).unwrap(), now - 2000);
-        assert_eq!(parse_time("1234", now).unwrap(), 1234);
-        assert!(
-            parse_time("-3w", now)
-                .unwrap_err()
-                .to_string()
-                .contains("use s, m, h or d")
-        );
-        assert!(parse_time("yesterday", now).is_err());
-    }
 }

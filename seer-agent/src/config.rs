@@ -343,7 +343,7 @@ impl Config {
             ("webhook", &self.alerts.webhook),
         ] {
             if let Some(u) = url {
-                crate::alert::HttpUrl::parse(u).map_err(|e| format!("[alerts] {key}: {e}"))?;
+                crate::http::HttpUrl::parse(u).map_err(|e| format!("[alerts] {key}: {e}"))?;
             }
         }
         if self.alerts.retry_s == 0 {

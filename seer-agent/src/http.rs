@@ -134,7 +134,13 @@ fn request(
             Err(_) => break,
         }
     }
-    let text = String::from_utf8_lossy(&resp);
+    parse_answer(&resp)
+}
+
+/// The status code and the body (after the blank line; empty without one) of an HTTP answer
+/// read to its end. The peer controls every byte: anything else is `Err`, never a panic.
+pub fn parse_answer(resp: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(resp);
     let status = text
         .split_whitespace()
         .nth(1)
@@ -177,6 +183,31 @@ mod tests {
             HttpUrl::parse("http://h:99999")
                 .unwrap_err()
                 .contains("port")
+        );
+    }
+
+    #[test]
+    fn answers() {
+        assert_eq!(
+            parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"),
+            Ok((200, "{}".into()))
+        );
+        // A POST's caller stops reading after the status line: no body.
+        assert_eq!(
+            parse_answer(b"HTTP/1.0 404 Not Found\r\n"),
+            Ok((404, String::new()))
+        );
+        assert!(
+            parse_answer(b"")
+                .unwrap_err()
+                .contains("not an HTTP answer")
+        );
+        assert!(parse_answer(b"SSH-2.0-x 200\r\n").is_err());
+        assert!(parse_answer(b"HTTP/1.1 99999 Big\r\n\r\n").is_err());
+        // Not UTF-8: replaced, not refused.
+        assert_eq!(
+            parse_answer(b"HTTP/1.1 500 \xff\r\n\r\n\xfe"),
+            Ok((500, "\u{fffd}".into()))
         );
     }
 }

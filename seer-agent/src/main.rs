@@ -16,6 +16,7 @@ mod http;
 mod metrics;
 mod output;
 mod qos;
+mod query_api;
 mod recorder;
 mod respond;
 mod run;
@@ -26,6 +27,7 @@ mod sys;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+pub use query_api::QueryWhat;
 
 /// Exit codes (sysexits.h), so scripts can tell a bad config from a missing privilege.
 const EX_USAGE: u8 = 64;
@@ -170,41 +172,6 @@ pub struct QueryArgs {
     pub json: bool,
     #[command(subcommand)]
     pub what: QueryWhat,
-}
-
-#[derive(Subcommand, Clone, Debug)]
-pub enum QueryWhat {
-    /// Every service the store knows, with first and last seen.
-    Services,
-    /// One service's newest ticks (by name or id).
-    Service {
-        name: String,
-        #[arg(long, short, default_value_t = 20)]
-        n: usize,
-    },
-    /// Services with the deepest queues at the newest tick (channel: outstanding,
-    /// rx_queue_bytes, accept_backlog, latency_p99_us, ...).
-    Top {
-        #[arg(default_value = "outstanding")]
-        channel: String,
-        #[arg(long, short, default_value_t = 10)]
-        n: usize,
-    },
-    /// QoS violations the agent saw, with the service it named as initiator.
-    Violations {
-        /// Since: ms since the Unix epoch, "now", or relative like -1h.
-        #[arg(long, default_value = "-1d", allow_hyphen_values = true)]
-        from: String,
-    },
-    /// Diagnoses: which resource each culprit was short of, how sure, and the evidence.
-    Diagnoses {
-        #[arg(long, default_value = "-1d", allow_hyphen_values = true)]
-        from: String,
-    },
-    /// Changes the agent made to the host (enforce mode), and when each was undone.
-    Actions,
-    /// Alerts not yet delivered to the cluster manager.
-    Alerts,
 }
 
 fn main() -> ExitCode {

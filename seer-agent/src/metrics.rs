@@ -235,7 +235,7 @@ async fn api_answer(
             serde_json::json!({"error": "this agent runs without a store (--no-store)"}),
         );
     };
-    let what = match crate::cli_store::parse_api(&path) {
+    let what = match crate::query_api::parse_api(&path) {
         Ok(w) => w,
         Err(e) => return ("400 Bad Request", serde_json::json!({ "error": e })),
     };

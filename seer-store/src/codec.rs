@@ -261,9 +261,11 @@ impl ChunkEncoder {
     }
 }
 
-/// Reads the entries of one chunk in order.
+/// Reads the entries of one chunk in order. Public for the fuzz package (`fuzz/`), which feeds
+/// it arbitrary bytes; the store's readers are its only other users.
+#[doc(hidden)]
 #[derive(Debug)]
-pub(crate) struct ChunkReader<'a> {
+pub struct ChunkReader<'a> {
     data: &'a [u8],
     pos: usize,
     kind: u8,
@@ -289,6 +291,8 @@ impl<'a> ChunkReader<'a> {
         })
     }
 
+    /// Entries the header announces that are not read yet (a capacity hint, not a check).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u16 {
         self.left
     }

@@ -1,6 +1,7 @@
 //! `cargo xtask ...`: set up a fresh machine, build, run, test and benchmark seer.
 mod bench;
 mod eval;
+mod fuzz;
 mod kernels;
 mod setup;
 mod testbed;
@@ -52,6 +53,9 @@ enum Cmd {
         #[command(subcommand)]
         which: eval::Eval,
     },
+    /// Run the cargo-fuzz targets in fuzz/ (nightly, cargo-fuzz) one after another: runs
+    /// executed and any crash or timeout found per target; fails if one was found.
+    Fuzz(fuzz::Fuzz),
     /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU and run the agent's selftest inside.
     Kernels,
     /// The agent in enforce mode for M minutes beside a loaded nginx -> memcached stack, with
@@ -90,6 +94,7 @@ fn main() -> Result<()> {
             testbed::run(&args)
         }
         Cmd::Eval { which } => eval::run(which),
+        Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Kernels => {
             setup::setup()?;
             kernels::kernels()

@@ -26,29 +26,41 @@ pub fn request(msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetl
     let mut out = Vec::new();
     loop {
         let (data, _) = sock.recv_from_full()?;
-        let mut off = 0;
-        while off < data.len() {
-            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let len = m.header.length as usize;
-            match m.payload {
-                NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::Error(e) => {
-                    return match e.code {
-                        Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-                        None => Ok(out),
-                    };
+        match read_datagram(&data, &mut out)? {
+            None => return Ok(out),
+            Some(off) => {
+                if !dump && off >= data.len() && !out.is_empty() {
+                    return Ok(out);
                 }
-                NetlinkPayload::InnerMessage(i) => out.push(i),
-                _ => {}
             }
-            if len == 0 {
-                break;
-            }
-            off += (len + 3) & !3;
-        }
-        if !dump && off >= data.len() && !out.is_empty() {
-            return Ok(out);
         }
     }
+}
+
+/// Appends the messages of one datagram of the kernel's answer to `out`. `None` when the
+/// answer ends in it (DONE, or the ACK), else `Some(where reading stopped)`; a NACK is the
+/// kernel's errno, a message that does not parse is `InvalidData`.
+pub fn read_datagram(data: &[u8], out: &mut Vec<RouteNetlinkMessage>) -> io::Result<Option<usize>> {
+    let mut off = 0;
+    while off < data.len() {
+        let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let len = m.header.length as usize;
+        match m.payload {
+            NetlinkPayload::Done(_) => return Ok(None),
+            NetlinkPayload::Error(e) => {
+                return match e.code {
+                    Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                    None => Ok(None),
+                };
+            }
+            NetlinkPayload::InnerMessage(i) => out.push(i),
+            _ => {}
+        }
+        if len == 0 {
+            break;
+        }
+        off += (len + 3) & !3;
+    }
+    Ok(Some(off))
 }
