@@ -12,6 +12,10 @@ mod http;
 #[path = "../../seer-agent/src/actuate"]
 mod actuate {
     pub mod journal;
+}
+#[allow(dead_code)]
+#[path = "../../seer-agent/src/respond"]
+mod respond {
     pub mod policy;
 }
 

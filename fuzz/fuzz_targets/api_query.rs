@@ -1,9 +1,9 @@
 #![no_main]
 //! The agent's `/api/query/...` endpoint (any local process can connect to it) and the times
 //! `query`/`export` take: `parse_api`, then `parse_time` on the times it names.
-// seer-agent is a binary crate: query_api.rs (anyhow, clap) is included by path.
+// seer-agent is a binary crate: serve/query.rs (anyhow, clap) is included by path.
 #[allow(dead_code)]
-#[path = "../../seer-agent/src/query_api.rs"]
+#[path = "../../seer-agent/src/serve/query.rs"]
 mod query_api;
 
 use libfuzzer_sys::fuzz_target;

@@ -103,7 +103,7 @@ fn default_min_requests() -> u64 {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RespondConfig {
-    pub mode: crate::actuate::policy::Mode,
+    pub mode: crate::respond::policy::Mode,
     pub diagnose: bool,
     pub cooldown_s: u64,
     pub hold_s: u64,
@@ -115,7 +115,7 @@ pub struct RespondConfig {
 
 impl Default for RespondConfig {
     fn default() -> Self {
-        let p = crate::actuate::policy::PolicyConfig::default();
+        let p = crate::respond::policy::PolicyConfig::default();
         RespondConfig {
             mode: p.mode,
             diagnose: true,
@@ -131,8 +131,8 @@ impl Default for RespondConfig {
 
 impl RespondConfig {
     /// The policy this config describes.
-    pub fn policy(&self) -> crate::actuate::policy::PolicyConfig {
-        let mut p = crate::actuate::policy::PolicyConfig {
+    pub fn policy(&self) -> crate::respond::policy::PolicyConfig {
+        let mut p = crate::respond::policy::PolicyConfig {
             mode: self.mode,
             hold: std::time::Duration::from_secs(self.hold_s),
             ..Default::default()
@@ -361,7 +361,7 @@ mod tests {
     fn the_shipped_example_config_parses() {
         let c = Config::parse(include_str!("../../deploy/seer.toml"), "deploy/seer.toml").unwrap();
         assert_eq!(c.qos.map(|q| q.service), Some("frontend".into()));
-        assert_eq!(c.respond.mode, crate::actuate::policy::Mode::Recommend);
+        assert_eq!(c.respond.mode, crate::respond::policy::Mode::Recommend);
     }
 
     #[test]
@@ -401,7 +401,7 @@ mod tests {
             (q.service.as_str(), q.p99_ms, q.window_ms),
             ("fe", 50.0, 1000)
         );
-        assert_eq!(c.respond.mode, crate::actuate::policy::Mode::Enforce);
+        assert_eq!(c.respond.mode, crate::respond::policy::Mode::Enforce);
         assert_eq!(c.respond.policy().cpu_pct.floor, 40);
         assert!(c.alerts.any());
         for (bad, want) in [

@@ -2,32 +2,29 @@
 //!
 //! main is only: arguments -> config -> load probes -> spawn the tick loop -> select! on
 //! SIGINT/SIGTERM -> detach.
-mod actuate;
-mod alert;
+// The pipeline, in the order data flows (each stage uses those above it in this list):
+mod actuate; // carrying decisions out on the host (cgroups, resctrl, tc), journaled
+mod alert; // alerts to Alertmanager / webhooks
+mod cli;
+mod diagnose; // which resource the culprit is short of
+mod discovery; // services, their processes, ports and call graph
+mod respond; // episodes and the policy's decision
+mod sampler; // one Sample per service per tick
+mod serve; // HTTP: /metrics and the query API
+mod store; // the agent's side of the trace store (seer-store)
+mod sys; // every privileged call: bpf, BTF, /proc, capabilities, seccomp
+mod tick_loop; // load -> tick -> drain
+mod watch; // the QoS watch and the initiator labeller // one file per command
+// Shared plain data and helpers.
 mod channels;
-mod cli_act;
-mod cli_diagnose;
-mod cli_store;
 mod config;
-mod diagnose;
-mod discovery;
-mod doctor;
 mod http;
-mod metrics;
 mod output;
-mod qos;
-mod query_api;
-mod recorder;
-mod respond;
-mod run;
-mod sampler;
-mod selftest;
-mod sys;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-pub use query_api::QueryWhat;
+pub use serve::query::QueryWhat;
 
 /// Exit codes (sysexits.h), so scripts can tell a bad config from a missing privilege.
 const EX_USAGE: u8 = 64;
@@ -83,14 +80,14 @@ enum Cmd {
     Query(QueryArgs),
     /// Actions by hand (journaled, undoable): tc HTB, cgroup CPU, resctrl CAT/MBA, undo, and
     /// the policy's response to an alert (enforce, recommend or dry-run).
-    Act(cli_act::ActArgs),
+    Act(cli::act::ActArgs),
     /// Which shared resource a service is short of (hardware counters, or without them
     /// ~10 ms microbenchmark bursts next to it, 100 ms in all by default).
-    Diagnose(cli_diagnose::DiagnoseArgs),
+    Diagnose(cli::diagnose::DiagnoseArgs),
     /// The LLC reading of `diagnose --llc-reading` without a service (a CPU walked with its
     /// LLC siblings running, then held), and how long this host's caches keep a working set:
     /// for calibrating that reading on a host before turning it on.
-    LlcReadings(cli_diagnose::LlcReadingsArgs),
+    LlcReadings(cli::diagnose::LlcReadingsArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -123,7 +120,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
     /// Trace store (redb) that every tick is written to.
-    #[arg(long, default_value = recorder::DEFAULT_DB)]
+    #[arg(long, default_value = store::DEFAULT_DB)]
     pub db: PathBuf,
     /// Do not record ticks in the trace store.
     #[arg(long)]
@@ -136,7 +133,7 @@ pub struct RunArgs {
     /// What to do about a violation: enforce (apply local actions, journaled and undone on
     /// exit), recommend (put them in the alert for the cluster manager), dry-run (log only).
     #[arg(long, value_enum)]
-    pub mode: Option<actuate::policy::Mode>,
+    pub mode: Option<respond::policy::Mode>,
     /// Send alerts to this Alertmanager (http://host:port; API v2). Kept in the store until
     /// delivered.
     #[arg(long, value_name = "URL")]
@@ -146,7 +143,7 @@ pub struct RunArgs {
 #[derive(clap::Args, Clone, Debug)]
 pub struct ExportArgs {
     /// Trace store to read (the agent must not be running on it: redb allows one process).
-    #[arg(long, default_value = recorder::DEFAULT_DB)]
+    #[arg(long, default_value = store::DEFAULT_DB)]
     pub db: PathBuf,
     /// Start: ms since the Unix epoch, "now", or relative like -1h, -30m, -90s, -2d.
     #[arg(long, allow_hyphen_values = true)]
@@ -161,7 +158,7 @@ pub struct ExportArgs {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct QueryArgs {
-    #[arg(long, default_value = recorder::DEFAULT_DB)]
+    #[arg(long, default_value = store::DEFAULT_DB)]
     pub db: PathBuf,
     /// While an agent runs on --db (redb allows one process), ask it instead, at this address
     /// (its --metrics-addr).
@@ -182,7 +179,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run(args) => {
-            let cfg = match run::config_for(&args) {
+            let cfg = match tick_loop::config_for(&args) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("seer-agent: {e}");
@@ -203,7 +200,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run::run(args, cfg)) {
+            match rt.block_on(tick_loop::run(args, cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("seer-agent: {e:#}");
@@ -213,31 +210,31 @@ fn main() -> ExitCode {
         }
         Cmd::Doctor { json, interfaces } => {
             let ifs = (!interfaces.is_empty()).then_some(interfaces);
-            match doctor::doctor(ifs, json) {
+            match cli::doctor::doctor(ifs, json) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => report(Err(e)),
             }
         }
-        Cmd::Selftest { json } => match selftest::selftest(json) {
+        Cmd::Selftest { json } => match cli::selftest::selftest(json) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => report(Err(e)),
         },
         Cmd::Export(a) => {
             least_privilege(sys::caps::FOR_STORE_READERS);
-            report(cli_store::export(&a))
+            report(cli::query::export(&a))
         }
         Cmd::Query(a) => {
             least_privilege(sys::caps::FOR_STORE_READERS);
-            report(cli_store::query(&a))
+            report(cli::query::query(&a))
         }
         Cmd::Act(a) => {
             least_privilege(sys::caps::FOR_ACT);
-            report(cli_act::act(&a))
+            report(cli::act::act(&a))
         }
-        Cmd::Diagnose(a) => cli_diagnose::run(&a),
-        Cmd::LlcReadings(a) => cli_diagnose::llc_readings(&a),
+        Cmd::Diagnose(a) => cli::diagnose::run(&a),
+        Cmd::LlcReadings(a) => cli::diagnose::llc_readings(&a),
     }
 }
 

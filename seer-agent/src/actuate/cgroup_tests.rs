@@ -10,10 +10,10 @@ use super::{
     Actuator,
     cgroup::{CpuAction, CpuCgroup},
     enforce::{Enforcer, Outcome, Target},
-    policy::{Action, Mode, Policy, PolicyConfig, Resource, SystemClock},
     testutil::{FakeCpuCgroup, TempDir},
     undo_tests::V1Cgroup,
 };
+use crate::respond::policy::{Action, Mode, Policy, PolicyConfig, Resource, SystemClock};
 
 struct Busy(Child);
 
@@ -390,7 +390,7 @@ fn cutting_an_unlimited_antagonist_starts_from_what_it_uses_and_undo_lifts_the_c
 fn raising_a_capped_unlimited_service_lifts_seers_cap_then_has_nothing_to_raise() {
     let burn = FakeCpuCgroup::v2("lift", "max 100000", 2.0, "0-3");
     let (_d, mut e, _) = enforcing("lift-j", &[("burn", &burn)]);
-    let set = |level| super::policy::Decision {
+    let set = |level| crate::respond::policy::Decision {
         mode: Mode::Enforce,
         actions: vec![Action::Set {
             service: "burn".into(),
@@ -488,7 +488,7 @@ fn cpu_limits_parse_v1_and_v2() {
 fn the_baseline_of_a_changed_quota_comes_from_the_journal() {
     let api = FakeCpuCgroup::v1("journal-base", "400000", "100000", 3.0, "0-7");
     let (d, mut e, _) = enforcing("journal-base-j", &[("api", &api)]);
-    let set = |level| super::policy::Decision {
+    let set = |level| crate::respond::policy::Decision {
         mode: Mode::Enforce,
         actions: vec![Action::Set {
             service: "api".into(),

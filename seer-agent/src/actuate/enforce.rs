@@ -17,8 +17,8 @@ use super::{
     Actuator,
     cgroup::{self, CpuAction, CpuBaseline, CpuCgroup, MIN_QUOTA_US, MIN_USED_CPUS},
     htb::{self, HtbClass, HtbPlan},
-    policy::{Action, Decision, Mode, Resource},
 };
+use crate::respond::policy::{Action, Decision, Mode, Resource};
 
 /// Where one service's knobs are (from discovery: its cgroup and its pids).
 #[derive(Debug, Clone, Default)]
@@ -371,12 +371,9 @@ mod tests {
 
     use super::*;
     use crate::actuate::{
-        policy::{Clock, Policy, PolicyConfig},
-        resctrl::Resctrl,
-        resctrl_emu::Emulated,
-        testutil::TempDir,
-        undo_tests::V1Cgroup,
+        resctrl::Resctrl, resctrl_emu::Emulated, testutil::TempDir, undo_tests::V1Cgroup,
     };
+    use crate::respond::policy::{Clock, Policy, PolicyConfig};
 
     struct FakeClock(Cell<Duration>);
     impl Clock for &FakeClock {

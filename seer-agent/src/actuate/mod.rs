@@ -3,7 +3,7 @@
 //!
 //! Every change goes through the [`Actuator`], which journals it before applying it
 //! ([`journal`]), undoes everything on [`Actuator::undo_all`], and at start undoes what a
-//! crashed earlier run left. [`policy`] decides what to do; in `recommend` and `dry-run` modes
+//! crashed earlier run left. `crate::respond::policy` decides what to do; in `recommend` and `dry-run` modes
 //! nothing here is called.
 pub mod cgroup;
 #[cfg(test)]
@@ -12,7 +12,7 @@ pub mod enforce;
 pub mod htb;
 pub mod journal;
 mod netlink;
-pub mod policy;
+
 pub mod resctrl;
 #[cfg(test)]
 mod resctrl_emu;

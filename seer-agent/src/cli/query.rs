@@ -6,7 +6,7 @@ use seer_store::{Store, StoreConfig, query};
 
 use crate::{
     ExportArgs, QueryArgs, QueryWhat,
-    query_api::{api_path, parse_time},
+    serve::query::{api_path, parse_time},
 };
 
 fn now_ms() -> u64 {

@@ -11,9 +11,9 @@ use crate::actuate::{
     enforce::{Enforcer, Target, nothing_raised},
     htb::{HtbClass, HtbPlan},
     journal::DEFAULT_JOURNAL,
-    policy::{Mode, Policy, PolicyConfig, Resource, SystemClock},
     resctrl::{self, Resctrl},
 };
+use crate::respond::policy::{Mode, Policy, PolicyConfig, Resource, SystemClock};
 
 #[derive(Args, Clone, Debug)]
 pub struct ActArgs {

@@ -235,12 +235,12 @@ async fn api_answer(
             serde_json::json!({"error": "this agent runs without a store (--no-store)"}),
         );
     };
-    let what = match crate::query_api::parse_api(&path) {
+    let what = match crate::serve::query::parse_api(&path) {
         Ok(w) => w,
         Err(e) => return ("400 Bad Request", serde_json::json!({ "error": e })),
     };
     // Store reads block (redb): off the tick thread's runtime worker.
-    match tokio::task::spawn_blocking(move || crate::cli_store::answer(&store, &what)).await {
+    match tokio::task::spawn_blocking(move || crate::cli::query::answer(&store, &what)).await {
         Ok(Ok((json, text))) => ("200 OK", serde_json::json!({"json": json, "text": text})),
         Ok(Err(e)) => (
             "400 Bad Request",

@@ -13,11 +13,11 @@ use crate::{
     RunArgs,
     config::{Config, ConfigError},
     discovery::{Discovery, MapChanges},
-    metrics::{self, AgentStats},
     output,
-    recorder::Recorder,
     respond::Responder,
     sampler::{KernelSource, Sampler},
+    serve::metrics::{self, AgentStats},
+    store::Recorder,
     sys::{self, bpf::Probes},
 };
 
@@ -233,7 +233,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         ));
     }
     if cfg.qos.is_some() {
-        if cfg.respond.mode == crate::actuate::policy::Mode::Enforce {
+        if cfg.respond.mode == crate::respond::policy::Mode::Enforce {
             extra.push((
                 caps::Capability::CAP_NET_ADMIN,
                 "change tc HTB classes (respond: enforce)",

@@ -15,6 +15,8 @@
 //!
 //! Until the model lands, "predicted" means the labeller's initiator at the first window over
 //! the target; the model will call [`Responder::on_prediction`] earlier.
+pub mod policy;
+
 use std::{
     collections::HashMap,
     sync::mpsc,
@@ -32,15 +34,15 @@ use crate::{
     actuate::{
         Actuator,
         enforce::{self, Enforcer, Outcome, Target},
-        policy::{self, Action, Decision, Mode, Policy, SystemClock},
         resctrl::{self, Resctrl},
     },
     alert::{self, AlertInfo, Sender},
     config::{AlertsConfig, QosConfig, RespondConfig},
     diagnose::{self, DiagnoseRequest, diagnose_target, record::Record, search::ActionGate},
     discovery::Discovery,
-    qos::{Labeller, QosStatus, QosWatch},
+    watch::{Labeller, QosStatus, QosWatch},
 };
+use policy::{Action, Decision, Mode, Policy, SystemClock};
 
 /// Figures for /metrics.
 #[derive(Clone, Debug, Default)]

@@ -1,0 +1,3 @@
+//! HTTP: the Prometheus /metrics endpoint and the query API (`/api/query/...`).
+pub mod metrics;
+pub mod query;
