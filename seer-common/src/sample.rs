@@ -51,6 +51,23 @@ pub const CHANNEL_NAMES: [&str; CHANNELS] = [
     "tx_queue_bytes",
 ];
 
+/// What each channel measures, one line (Prometheus HELP text, `--help`, model cards).
+pub const CHANNEL_HELP: [&str; CHANNELS] = [
+    "Packets that arrived for the service's ports during the tick (tc ingress).",
+    "Bytes that arrived for the service's ports during the tick (tc ingress).",
+    "Bytes received on the service's sockets but not read by it yet.",
+    "Connections waiting in accept() on the service's listening sockets.",
+    "epoll_wait calls the service made during the tick.",
+    "Events epoll_wait returned to the service during the tick.",
+    "Time the service spent blocked in epoll_wait during the tick.",
+    "Requests the service has read but not answered.",
+    "Requests the service answered during the tick.",
+    "Median latency of the requests the service answered during the tick.",
+    "99th percentile latency of the requests the service answered during the tick.",
+    "Established connections on the service's ports.",
+    "Bytes the service sent that the peer has not acknowledged yet.",
+];
+
 /// Stable identity of a discovered service within one agent's store (assigned by the agent).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceId(pub u32);

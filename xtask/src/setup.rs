@@ -8,7 +8,9 @@ use crate::util::{self, have, output, run, step};
 
 /// Debian packages: bpftool (witness for tests, bpf stats), real servers and load for the tests
 /// and benchmarks, iproute2 (netns/veth/tc), procps (ps), a real Alertmanager for the alert
-/// tests (started by the tests on loopback; the package's own service is not needed).
+/// tests (started by the tests on loopback; the package's own service is not needed),
+/// promtool (package prometheus) to lint /metrics, gcc for the BTF offsets witness, and
+/// systemd's systemd-analyze to check the unit.
 const DEBIAN: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -19,6 +21,9 @@ const DEBIAN: &[&str] = &[
     "procps",
     "python3",
     "prometheus-alertmanager",
+    "prometheus",
+    "gcc",
+    "systemd",
 ];
 
 const BPF_LINKER: &str = "bpf-linker@0.10.4";

@@ -5,7 +5,7 @@ use std::{fmt::Write as _, sync::Arc};
 
 use seer_common::{
     Drops,
-    sample::{CHANNEL_NAMES, Sample},
+    sample::{CHANNEL_HELP, CHANNEL_NAMES, Sample},
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -35,9 +35,21 @@ fn esc(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A channel's metric name in Prometheus' base units, and the factor from the channel's unit.
+fn prom_name(channel: &str) -> (&str, f64) {
+    match channel {
+        "epoll_wait_ms" => ("epoll_wait_seconds", 1e-3),
+        "latency_p50_us" => ("latency_p50_seconds", 1e-6),
+        "latency_p99_us" => ("latency_p99_seconds", 1e-6),
+        other => (other, 1.0),
+    }
+}
+
 pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
     let mut o = String::with_capacity(4096);
-    for (i, name) in CHANNEL_NAMES.iter().enumerate() {
+    for (i, channel) in CHANNEL_NAMES.iter().enumerate() {
+        let (name, scale) = prom_name(channel);
+        let _ = writeln!(o, "# HELP seer_{name} {}", CHANNEL_HELP[i]);
         let _ = writeln!(o, "# TYPE seer_{name} gauge");
         for (s, smp) in d.services.iter().zip(samples) {
             let _ = writeln!(
@@ -45,10 +57,14 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
                 "seer_{name}{{service=\"{}\",id=\"{}\"}} {}",
                 esc(&s.name),
                 s.id.0,
-                smp.values[i]
+                f64::from(smp.values[i]) * scale
             );
         }
     }
+    let _ = writeln!(
+        o,
+        "# HELP seer_call_edge A call from one local service to another (1 while known)."
+    );
     let _ = writeln!(o, "# TYPE seer_call_edge gauge");
     for &(a, b) in &d.edges {
         let _ = writeln!(
@@ -58,6 +74,10 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
             esc(d.name_of(b))
         );
     }
+    let _ = writeln!(
+        o,
+        "# HELP seer_remote_call_edge A call from a local service to an address on another host (1 while known)."
+    );
     let _ = writeln!(o, "# TYPE seer_remote_call_edge gauge");
     for &(a, addr) in &d.remote_edges {
         let _ = writeln!(
@@ -67,7 +87,11 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
         );
     }
     let mut scalar = |name: &str, kind: &str, v: f64| {
-        let _ = writeln!(o, "# TYPE {name} {kind}\n{name} {v}");
+        let help = HELP
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, h)| *h);
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
     };
     scalar("seer_agent_ticks_total", "counter", st.ticks as f64);
     scalar(
@@ -145,6 +169,7 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
             "counter",
             r.alerts_rejected as f64,
         );
+        let _ = writeln!(o, "# HELP seer_actions_total Local actions, by outcome.");
         let _ = writeln!(o, "# TYPE seer_actions_total counter");
         for (what, n) in [
             ("applied", r.applied),
@@ -155,6 +180,10 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
             let _ = writeln!(o, "seer_actions_total{{outcome=\"{what}\"}} {n}");
         }
     }
+    let _ = writeln!(
+        o,
+        "# HELP seer_kernel_drops_total Events the kernel side could not record (a full map), by map."
+    );
     let _ = writeln!(o, "# TYPE seer_kernel_drops_total counter");
     for (what, n) in [
         ("turns_full", st.drops.turns_full),
@@ -166,6 +195,76 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
     }
     o
 }
+
+/// HELP text of the agent's own metrics (one place, so none goes without).
+const HELP: &[(&str, &str)] = &[
+    (
+        "seer_agent_ticks_total",
+        "Ticks sampled since the agent started.",
+    ),
+    (
+        "seer_agent_tick_seconds",
+        "Time the last tick took (sampling, store hand-off, response).",
+    ),
+    (
+        "seer_agent_tick_max_seconds",
+        "Longest tick since the agent started.",
+    ),
+    ("seer_agent_services", "Services discovered on this host."),
+    (
+        "seer_remote_edges_capped_total",
+        "Calls to other hosts not recorded: their caller already has the most kept.",
+    ),
+    (
+        "seer_agent_sockets",
+        "Sockets the last tick's walk visited.",
+    ),
+    (
+        "seer_store_ticks_written_total",
+        "Ticks written to the trace store.",
+    ),
+    (
+        "seer_store_ticks_dropped_total",
+        "Ticks the store's writer could not take (queue full).",
+    ),
+    (
+        "seer_store_write_errors_total",
+        "Failed writes to the trace store.",
+    ),
+    (
+        "seer_store_disk_full_total",
+        "Times the store's disk was full.",
+    ),
+    ("seer_store_bytes", "Size of the trace store file."),
+    (
+        "seer_store_last_write_seconds",
+        "Time the store's last write took.",
+    ),
+    (
+        "seer_qos_p99_seconds",
+        "The QoS service's p99 latency over the window.",
+    ),
+    ("seer_qos_violated", "1 while the QoS target is violated."),
+    ("seer_qos_violations_total", "QoS violations seen."),
+    ("seer_diagnoses_total", "Diagnoses finished."),
+    (
+        "seer_alerts_queued_total",
+        "Alerts queued in the store's outbox.",
+    ),
+    (
+        "seer_alerts_delivered_total",
+        "Alerts every configured receiver accepted.",
+    ),
+    ("seer_alerts_pending", "Alerts waiting in the outbox."),
+    (
+        "seer_alert_failures_total",
+        "Deliveries that failed and will be retried.",
+    ),
+    (
+        "seer_alerts_rejected_total",
+        "Alerts a receiver refused for good (kept aside in the store).",
+    ),
+];
 
 /// Serves the latest rendering at `/metrics`, and answers `seer-agent query` at `/api/query/...`
 /// from `store` (the CLI cannot open a store the agent holds), until the process exits. A bind
