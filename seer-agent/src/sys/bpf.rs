@@ -694,7 +694,9 @@ impl Probes {
         let fd = self.map_fd("COUNTERS")?.as_raw_fd();
         // SAFETY: fd belongs to self.ebpf, alive for this call.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        rawbpf::lookup(fd, &0u32.to_ne_bytes(), &mut self.counters_buf)
+        // SAFETY: COUNTERS is a per-CPU array keyed by u32 of `Counters` (seer-common); the
+        // buffer holds round8(size_of::<Counters>()) bytes for each possible CPU.
+        unsafe { rawbpf::lookup(fd, &0u32.to_ne_bytes(), &mut self.counters_buf) }
             .map_err(Self::io("reading COUNTERS"))?;
         *out = [SlotCounters::default(); MAX_SLOTS];
         let stride = round8(size_of::<Counters>());
@@ -727,7 +729,9 @@ impl Probes {
         let fd = self.map_fd("LATENCY")?.as_raw_fd();
         // SAFETY: fd belongs to self.ebpf, alive for this call.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        rawbpf::lookup(fd, &(slot as u32).to_ne_bytes(), &mut self.latency_buf)
+        // SAFETY: LATENCY is a per-CPU array keyed by u32 of `LatencyHist`; the buffer holds
+        // round8(size_of::<LatencyHist>()) bytes for each possible CPU.
+        unsafe { rawbpf::lookup(fd, &(slot as u32).to_ne_bytes(), &mut self.latency_buf) }
             .map_err(Self::io("reading LATENCY"))?;
         out.fill(0);
         let stride = round8(size_of::<LatencyHist>());
@@ -750,7 +754,9 @@ impl Probes {
         let fd = self.map_fd("DROPS")?.as_raw_fd();
         // SAFETY: fd belongs to self.ebpf, alive for this call.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        rawbpf::lookup(fd, &0u32.to_ne_bytes(), &mut self.drops_buf)
+        // SAFETY: DROPS is a per-CPU array keyed by u32 of `Drops`; the buffer holds
+        // round8(size_of::<Drops>()) bytes for each possible CPU.
+        unsafe { rawbpf::lookup(fd, &0u32.to_ne_bytes(), &mut self.drops_buf) }
             .map_err(Self::io("reading DROPS"))?;
         let mut d = Drops::default();
         let stride = round8(size_of::<Drops>());
@@ -776,7 +782,9 @@ impl Probes {
         self.read_connects(out)?;
         let fd = self.map_fd("CONNECTS")?;
         for (k, _) in &out[from..] {
-            rawbpf::delete(fd, rawbpf::bytes_of(k)).map_err(Self::io("draining CONNECTS"))?;
+            // SAFETY: CONNECTS is keyed by `ConnectKey`; `k` is one.
+            unsafe { rawbpf::delete(fd, rawbpf::bytes_of(k)) }
+                .map_err(Self::io("draining CONNECTS"))?;
         }
         Ok(())
     }
@@ -788,13 +796,17 @@ impl Probes {
         loop {
             let mut next = [0u8; size_of::<ConnectKey>()];
             let prev = key.as_ref().map(rawbpf::bytes_of);
-            if !rawbpf::next_key(fd, prev, &mut next).map_err(Self::io("iterating CONNECTS"))? {
+            // SAFETY: CONNECTS is keyed by `ConnectKey`: `prev` is one, `next` holds one.
+            if !unsafe { rawbpf::next_key(fd, prev, &mut next) }
+                .map_err(Self::io("iterating CONNECTS"))?
+            {
                 break;
             }
             // SAFETY: `next` holds exactly one ConnectKey as the kernel wrote it (Pod).
             let next: ConnectKey = unsafe { std::ptr::read_unaligned(next.as_ptr().cast()) };
             let mut v = [0u8; 8];
-            if rawbpf::lookup(fd, rawbpf::bytes_of(&next), &mut v)
+            // SAFETY: CONNECTS maps a `ConnectKey` to a u64 (8 bytes in `v`).
+            if unsafe { rawbpf::lookup(fd, rawbpf::bytes_of(&next), &mut v) }
                 .map_err(Self::io("reading CONNECTS"))?
             {
                 out.push((next, u64::from_ne_bytes(v)));
@@ -806,22 +818,18 @@ impl Probes {
 
     pub fn set_port_slot(&self, port: u16, slot: Option<usize>) -> Result<(), ProbeError> {
         let v: u16 = slot.map_or(0, |s| s as u16 + 1);
-        rawbpf::update(
-            self.map_fd("PORT_SLOT")?,
-            &(port as u32).to_ne_bytes(),
-            &v.to_ne_bytes(),
-        )
-        .map_err(Self::io("writing PORT_SLOT"))
+        let fd = self.map_fd("PORT_SLOT")?;
+        // SAFETY: PORT_SLOT maps a u32 port to a u16 slot + 1.
+        unsafe { rawbpf::update(fd, &(port as u32).to_ne_bytes(), &v.to_ne_bytes()) }
+            .map_err(Self::io("writing PORT_SLOT"))
     }
 
     pub fn set_tgid_slot(&self, tgid: u32, slot: Option<usize>) -> Result<(), ProbeError> {
         let v: u16 = slot.map_or(0, |s| s as u16 + 1);
-        rawbpf::update(
-            self.map_fd("TGID_SLOT")?,
-            &tgid.to_ne_bytes(),
-            &v.to_ne_bytes(),
-        )
-        .map_err(Self::io("writing TGID_SLOT"))
+        let fd = self.map_fd("TGID_SLOT")?;
+        // SAFETY: TGID_SLOT maps a u32 tgid to a u16 slot + 1.
+        unsafe { rawbpf::update(fd, &tgid.to_ne_bytes(), &v.to_ne_bytes()) }
+            .map_err(Self::io("writing TGID_SLOT"))
     }
 
     /// What each attached program costs on this host now: the kernel's run-time statistics

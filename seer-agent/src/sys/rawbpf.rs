@@ -45,9 +45,14 @@ fn map_attr(fd: RawFd, key: *const u8, value: *const u8, flags: u64) -> Attr {
     a
 }
 
-/// Looks `key` up into `value` (which must be the map's value size, times the number of
-/// possible CPUs rounded to 8 bytes each for per-CPU maps). Ok(false) when the key is absent.
-pub fn lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+/// Looks `key` up into `value`. Ok(false) when the key is absent.
+///
+/// # Safety
+/// The kernel reads `key` for the map's key size and writes the map's value size into
+/// `value` (times the number of possible CPUs, each rounded up to 8 bytes, for per-CPU maps)
+/// without knowing the slices' lengths: `key` and `value` must be at least that long, or it
+/// reads or writes past them.
+pub unsafe fn lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
     let mut a = map_attr(map.as_raw_fd(), key.as_ptr(), value.as_mut_ptr(), 0);
     match bpf(BPF_MAP_LOOKUP_ELEM, &mut a) {
         Ok(_) => Ok(true),
@@ -56,13 +61,21 @@ pub fn lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<b
     }
 }
 
-pub fn update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+/// Sets `key` to `value`.
+///
+/// # Safety
+/// The kernel reads the map's key and value sizes from `key` and `value`: they must be at
+/// least that long.
+pub unsafe fn update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
     let mut a = map_attr(map.as_raw_fd(), key.as_ptr(), value.as_ptr(), 0);
     bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(drop)
 }
 
 /// Deletes `key`; Ok(false) when it was not there.
-pub fn delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<bool> {
+///
+/// # Safety
+/// The kernel reads the map's key size from `key`: it must be at least that long.
+pub unsafe fn delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<bool> {
     let mut a = map_attr(map.as_raw_fd(), key.as_ptr(), std::ptr::null(), 0);
     match bpf(BPF_MAP_DELETE_ELEM, &mut a) {
         Ok(_) => Ok(true),
@@ -72,7 +85,15 @@ pub fn delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<bool> {
 }
 
 /// The key after `key` (or the first key when `key` is None). Ok(false) at the end.
-pub fn next_key(map: BorrowedFd<'_>, key: Option<&[u8]>, next: &mut [u8]) -> io::Result<bool> {
+///
+/// # Safety
+/// The kernel reads the map's key size from `key` and writes as much into `next`: both must
+/// be at least that long.
+pub unsafe fn next_key(
+    map: BorrowedFd<'_>,
+    key: Option<&[u8]>,
+    next: &mut [u8],
+) -> io::Result<bool> {
     let k = key.map_or(std::ptr::null(), |k| k.as_ptr());
     let mut a = map_attr(map.as_raw_fd(), k, next.as_mut_ptr(), 0);
     match bpf(BPF_MAP_GET_NEXT_KEY, &mut a) {
