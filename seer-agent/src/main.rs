@@ -20,6 +20,7 @@ mod channels;
 mod config;
 mod http;
 mod output;
+mod util;
 
 use std::{path::PathBuf, process::ExitCode};
 

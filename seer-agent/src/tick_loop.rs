@@ -2,7 +2,7 @@
 use std::{
     io::IsTerminal as _,
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -76,12 +76,6 @@ pub fn config_for(args: &RunArgs) -> Result<Config, ConfigError> {
     Ok(cfg)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn apply(probes: &Probes, ch: &MapChanges) -> anyhow::Result<()> {
     for &(port, slot) in &ch.ports {
         probes.set_port_slot(port, slot)?;
@@ -142,7 +136,7 @@ impl Loop {
             }
         }
         if let Some(r) = &self.recorder {
-            r.services_added(&self.disc, &ch.added, now_ms());
+            r.services_added(&self.disc, &ch.added, crate::util::now_ms());
         }
         for id in &ch.removed {
             log::info!("service {} is gone", id.0);
@@ -179,10 +173,10 @@ impl Loop {
             // to another host again (last seen: what retention keeps).
             if self.rounds.is_multiple_of(60) {
                 let all: Vec<_> = self.disc.remote_edges.iter().copied().collect();
-                r.remote_edges(&self.disc, &all, now_ms());
-                r.services_seen(&self.disc, now_ms());
+                r.remote_edges(&self.disc, &all, crate::util::now_ms());
+                r.services_seen(&self.disc, crate::util::now_ms());
             } else if !new_remote.is_empty() {
-                r.remote_edges(&self.disc, &new_remote, now_ms());
+                r.remote_edges(&self.disc, &new_remote, crate::util::now_ms());
             }
         }
         self.sampler
@@ -351,7 +345,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         if full {
             lp.discover()?;
         }
-        let ts = now_ms();
+        let ts = crate::util::now_ms();
         lp.sampler
             .tick(&mut lp.probes, &lp.disc, &lp.socks, ts, &mut lp.samples)?;
         if let Some(r) = &lp.recorder {

@@ -1,5 +1,4 @@
 //! `seer-agent export` and `seer-agent query`: the trace store for people and scripts.
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use seer_store::{Store, StoreConfig, query};
@@ -8,12 +7,6 @@ use crate::{
     ExportArgs, QueryArgs, QueryWhat,
     serve::query::{api_path, parse_time},
 };
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 fn open(path: &std::path::Path) -> anyhow::Result<Store> {
     if !path.exists() {
@@ -26,7 +19,7 @@ fn open(path: &std::path::Path) -> anyhow::Result<Store> {
 }
 
 pub fn export(a: &ExportArgs) -> anyhow::Result<()> {
-    let now = now_ms();
+    let now = crate::util::now_ms();
     let (from, to) = (parse_time(&a.from, now)?, parse_time(&a.to, now)?);
     if from >= to {
         bail!("--from must be before --to");
@@ -75,7 +68,7 @@ pub fn answer(store: &Store, what: &QueryWhat) -> anyhow::Result<(serde_json::Va
         }
         QueryWhat::Violations { from } => {
             let names = names(store)?;
-            let from = parse_time(from, now_ms())?;
+            let from = parse_time(from, crate::util::now_ms())?;
             let rows: Vec<serde_json::Value> = store
                 .qos_events(from, u64::MAX)?
                 .into_iter()
@@ -93,7 +86,7 @@ pub fn answer(store: &Store, what: &QueryWhat) -> anyhow::Result<(serde_json::Va
         }
         QueryWhat::Diagnoses { from } => {
             let names = names(store)?;
-            let from = parse_time(from, now_ms())?;
+            let from = parse_time(from, crate::util::now_ms())?;
             let rows: Vec<serde_json::Value> = store
                 .diagnoses(from, u64::MAX)?
                 .into_iter()
@@ -176,7 +169,7 @@ pub fn answer(store: &Store, what: &QueryWhat) -> anyhow::Result<(serde_json::Va
 /// Prints the answer from the store, or, when a running agent holds the store (redb allows
 /// one process), from that agent over its HTTP endpoint.
 pub fn query(a: &QueryArgs) -> anyhow::Result<()> {
-    let what = absolute(&a.what, now_ms())?;
+    let what = absolute(&a.what, crate::util::now_ms())?;
     let (json, text) = match open(&a.db) {
         Ok(store) => answer(&store, &what)?,
         Err(e)

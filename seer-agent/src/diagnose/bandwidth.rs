@@ -32,7 +32,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::canary::{HugeBuf, chain, chase, median, thread_cpu_ns};
+use super::canary::{HugeBuf, chain, chase, thread_cpu_ns};
+use crate::util::median;
 
 /// Short of bandwidth: a DRAM access from the culprit's CPU takes at least this many times
 /// one from a CPU where the neighbour is displaced (see the figures above).

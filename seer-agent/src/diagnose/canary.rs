@@ -174,14 +174,6 @@ fn stream(v: &[usize]) -> f64 {
     (std::mem::size_of_val(v) as f64) / t as f64
 }
 
-pub(super) fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 impl Canary {
     /// Buffers: a quarter of the L2, a quarter of the LLC, twice the LLC (at least 64 MiB).
     pub fn new(sizes: CacheSizes) -> Canary {
@@ -218,7 +210,11 @@ impl Canary {
                     d.push(stream(&dram[off..(off + n).min(dram.len())]));
                     std::thread::sleep(Duration::from_micros(200));
                 }
-                let (l2, llc, dram) = (median(&mut a), median(&mut b), median(&mut c));
+                let (l2, llc, dram) = (
+                    crate::util::median(&mut a),
+                    crate::util::median(&mut b),
+                    crate::util::median(&mut c),
+                );
                 CanaryReading {
                     l2_ns: l2,
                     llc_ns: llc,
@@ -228,7 +224,7 @@ impl Canary {
                     } else {
                         0.0
                     },
-                    stream_gb_s: median(&mut d),
+                    stream_gb_s: crate::util::median(&mut d),
                     rounds: rounds.max(1),
                 }
             })

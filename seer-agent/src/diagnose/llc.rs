@@ -54,7 +54,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::canary::{HugeBuf, chain, median, thread_cpu_ns};
+use super::canary::{HugeBuf, chain, thread_cpu_ns};
+use crate::util::median;
 
 /// Short of LLC: a pass with the neighbours running takes at least this many times one with
 /// them held (quiet readings reached 1.05, and the C version's 1.12; module doc).

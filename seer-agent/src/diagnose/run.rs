@@ -2,7 +2,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use super::{
@@ -55,14 +55,6 @@ struct RealLab<'a> {
     cpu_wait: f64,
 }
 
-fn median_of(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// The quiet windows' signals, with the run-queue figures the medians over the windows
 /// (where it ran) rather than their sum: one stall of the whole VM in one 10 ms window (a
 /// hypervisor that deschedules an idle vCPU, someone else's burst) must not read as a
@@ -70,8 +62,8 @@ fn median_of(mut v: Vec<f64>) -> f64 {
 fn quiet_summary(total: &Snapshot, dur: Duration, waits: &[(f64, f64)]) -> SignalSummary {
     let mut s = signals::summarize(&Snapshot::default(), total, dur);
     if waits.len() >= 3 {
-        s.runq_wait_ratio = median_of(waits.iter().map(|w| w.0).collect());
-        s.runq_wait_per_slice_us = median_of(waits.iter().map(|w| w.1).collect());
+        s.runq_wait_ratio = crate::util::median_vec(waits.iter().map(|w| w.0).collect());
+        s.runq_wait_per_slice_us = crate::util::median_vec(waits.iter().map(|w| w.1).collect());
     }
     s
 }
@@ -266,12 +258,6 @@ impl Lab for RealLab<'_> {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The host's online CPUs (not this thread's affinity: the probe pins itself).
 pub fn host_cpus() -> usize {
     // SAFETY: sysconf has no preconditions.
@@ -355,7 +341,7 @@ fn private(t: &Target, sys: &dyn PerfSys, window: Duration) -> Result<Record, Di
     let found = score >= 0.5;
     Ok(Record {
         service: t.name.clone(),
-        ts_ms: now_ms(),
+        ts_ms: crate::util::now_ms(),
         mode: Mode::Private,
         resource: found.then_some(resource),
         confidence: if found { score.min(1.0) } else { 0.0 },
@@ -472,7 +458,7 @@ fn public(
         quiet_summary(&lab.quiet_signals.0, lab.quiet_signals.1, &lab.quiet_waits);
     Ok(Record {
         service: t.name.clone(),
-        ts_ms: now_ms(),
+        ts_ms: crate::util::now_ms(),
         mode: Mode::PublicCloud,
         resource: o.resource,
         confidence: o.confidence,

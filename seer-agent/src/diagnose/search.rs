@@ -150,20 +150,12 @@ pub struct Outcome {
     pub injected: Duration,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Baseline (median of quiet medians) and noise (median absolute deviation, at least 2%).
 fn baseline(quiet: &[f64]) -> (f64, f64) {
     let mut q = quiet.to_vec();
-    let b = median(&mut q);
+    let b = crate::util::median(&mut q);
     let mut dev: Vec<f64> = quiet.iter().map(|x| (x - b).abs()).collect();
-    (b, median(&mut dev).max(b * 0.02))
+    (b, crate::util::median(&mut dev).max(b * 0.02))
 }
 
 /// The decision rule, for one resource's bursts.

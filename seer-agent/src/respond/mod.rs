@@ -127,12 +127,6 @@ pub struct Responder {
     pub stats: RespondStats,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The policy's resource for a diagnosed one; None where no local mechanism exists.
 pub fn policy_resource(r: diagnose::Resource) -> Option<policy::Resource> {
     use diagnose::Resource as D;
@@ -228,7 +222,7 @@ impl Responder {
             match s.actions(true) {
                 Ok(left) => {
                     for a in left {
-                        let _ = s.mark_action_undone(a.id, now_ms());
+                        let _ = s.mark_action_undone(a.id, crate::util::now_ms());
                     }
                 }
                 Err(e) => log::warn!("respond: reading the actions log: {e}"),
@@ -442,7 +436,9 @@ impl Responder {
         let (qos, start_ms) = self
             .episode
             .as_ref()
-            .map_or((String::new(), now_ms()), |e| (e.qos.clone(), e.start_ms));
+            .map_or((String::new(), crate::util::now_ms()), |e| {
+                (e.qos.clone(), e.start_ms)
+            });
         let spawned = std::thread::Builder::new()
             .name("seer-diagnose".into())
             .spawn(move || {
@@ -484,7 +480,7 @@ impl Responder {
             }
         };
         self.pending = None;
-        let ts = now_ms();
+        let ts = crate::util::now_ms();
         let (resource, confidence, diag_json) = match &done.record {
             Ok(r) => {
                 let fresh = self.last_diag.get(&done.culprit) != Some(r);
@@ -590,7 +586,7 @@ impl Responder {
             return;
         }
         let payload = alert::alert_json(a, &self.host, &self.generator).to_string();
-        match s.enqueue_alert(now_ms(), &payload) {
+        match s.enqueue_alert(crate::util::now_ms(), &payload) {
             Ok(id) => {
                 log::info!(
                     "alert {id} queued: service={} startsAt={} endsAt={}",
@@ -641,7 +637,7 @@ impl Responder {
             }
             _ => enforce::hand_on(dec),
         };
-        let ts = now_ms();
+        let ts = crate::util::now_ms();
         for o in &outcomes {
             match o {
                 Outcome::Applied { action, note } => {
@@ -726,7 +722,7 @@ impl Responder {
             }
         }
         if let Some(s) = &self.store {
-            let ts = now_ms();
+            let ts = crate::util::now_ms();
             for (_, ids) in self.action_ids.drain() {
                 for n in ids {
                     let _ = s.mark_action_undone(n, ts);
@@ -816,7 +812,7 @@ mod tests {
             id: ServiceId(1),
             record: Ok(Record {
                 service: "memcached".into(),
-                ts_ms: now_ms(),
+                ts_ms: crate::util::now_ms(),
                 mode: diagnose::Mode::PublicCloud,
                 resource: Some(diagnose::Resource::CpuInt),
                 confidence: 0.9,
@@ -825,13 +821,13 @@ mod tests {
             }),
             antagonists: vec!["batch".into()],
             qos: "nginx p99 80 ms > 20 ms over 1000 ms".into(),
-            start_ms: now_ms() - 3000,
+            start_ms: crate::util::now_ms() - 3000,
         })
         .unwrap();
         r.pending = Some(rx);
         assert!(r.episode.is_none(), "the QoS holds again");
         r.poll_diagnosis(&Discovery::default());
-        let now = alert::rfc3339(now_ms());
+        let now = alert::rfc3339(crate::util::now_ms());
         let queued = store.pending_alerts(10).unwrap();
         assert_eq!(queued.len(), 1, "one alert for the late step");
         let v: serde_json::Value = serde_json::from_str(&queued[0].payload).unwrap();
