@@ -199,6 +199,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     // First of all, in every mode and before anything that can fail (eBPF load, the store):
     // undo what a crashed run left in force.
     undo_left_over(&cfg.respond.journal);
+    raise_open_files();
     let opts = sys::bpf::ProbeOptions {
         interfaces: cfg.interfaces.clone(),
         turns: cfg.turns,
@@ -320,7 +321,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     let live = !args.json && std::io::stdout().is_terminal();
     let metrics_tx = (args.metrics_addr != "off").then(|| {
         let (tx, rx) = tokio::sync::watch::channel(Arc::new(String::new()));
-        tokio::spawn(metrics::serve(
+        tokio::spawn(crate::serve::server::serve(
             args.metrics_addr.clone(),
             rx,
             lp.recorder.as_ref().map(Recorder::store),
@@ -458,5 +459,30 @@ fn undo_left_over(journal: &std::path::Path) {
             "could not read the action journal {} to undo what a previous run left: {e}",
             journal.display()
         ),
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard one (at most 65536): per-process
+/// iterator links, the store, netlink and the HTTP listener's connections must not run out
+/// at the default 1024.
+fn raise_open_files() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            let want = lim.rlim_max.min(65_536);
+            if want > lim.rlim_cur {
+                lim.rlim_cur = want;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    log::warn!(
+                        "cannot raise the open-files limit to {want}: {}",
+                        std::io::Error::last_os_error()
+                    );
+                }
+            }
+        }
     }
 }

@@ -371,6 +371,96 @@ fn prometheus_endpoint_serves_channels_and_health() {
     assert!(body.contains("seer_epoll_wait_seconds{"), "{body}");
 }
 
+/// The HTTP listener cannot stop the agent or leak its private data (issue 14, finding 3).
+/// Before: 1100 idle connections exhausted the descriptors and the next tick's iterator link
+/// failed (the agent exited); a client that sent nothing held its connection forever; any
+/// local user could read the query API (cgroup paths, diagnoses, actions).
+#[test]
+fn the_http_listener_has_limits_and_answers_the_api_to_root_only() {
+    require_root!();
+    let net = NetPair::new();
+    let mut agent = Agent::start(
+        &net.server,
+        100_000,
+        &["--iface", "lo", "--metrics-addr", "127.0.0.1:9467"],
+    );
+    agent
+        .proc
+        .wait_line("first tick", T, |l| l.starts_with('{'));
+    // 1100 idle connections from inside the namespace, then the agent must still tick and
+    // serve /metrics; the idle ones are closed by the header timeout.
+    let idle = in_ns(&net.server, || {
+        let mut v = Vec::new();
+        for _ in 0..1100 {
+            if let Ok(s) = std::net::TcpStream::connect("127.0.0.1:9467") {
+                v.push(s);
+            }
+        }
+        let opened = v.len();
+        std::thread::sleep(Duration::from_secs(7));
+        // After the header timeout, the server has closed every one it accepted.
+        let closed = v
+            .iter()
+            .filter(|s| {
+                use std::io::Read as _;
+                let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+                let mut r: &std::net::TcpStream = s;
+                matches!(r.read(&mut [0u8; 64]), Ok(0) | Err(_))
+            })
+            .count();
+        (opened, closed)
+    });
+    let (opened, closed) = idle.join().expect("idle clients");
+    assert_eq!(opened, 1100, "connections opened");
+    assert_eq!(closed, 1100, "every idle connection closed by the server");
+    let ticks_before = agent.ticks().len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        agent.ticks().len() > ticks_before,
+        "the agent still ticks: {}",
+        agent.proc.stderr()
+    );
+    assert!(
+        agent.proc.child.try_wait().expect("wait").is_none(),
+        "the agent is alive"
+    );
+    let get = |user: Option<&str>, path: &str| -> String {
+        let py = format!(
+            "import urllib.request,urllib.error\ntry:\n r=urllib.request.urlopen('http://127.0.0.1:9467{path}',timeout=5); print(r.status, r.read().decode())\nexcept urllib.error.HTTPError as e:\n print(e.code, e.read().decode())"
+        );
+        let mut cmd = vec!["ip", "netns", "exec", &net.server];
+        let setpriv = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ];
+        if user.is_some() {
+            cmd.extend(setpriv);
+        }
+        cmd.extend(["/usr/bin/python3", "-c", &py]);
+        let o = Command::new(cmd[0])
+            .args(&cmd[1..])
+            .output()
+            .expect("client");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let metrics = get(Some("nobody"), "/metrics");
+    assert!(metrics.starts_with("200 "), "metrics are public: {metrics}");
+    assert!(metrics.contains("seer_http_refused_total"), "{metrics}");
+    let denied = get(Some("nobody"), "/api/query/services");
+    assert!(denied.starts_with("403 "), "a non-root user: {denied}");
+    let root = get(None, "/api/query/services");
+    assert!(root.starts_with("200 "), "root: {root}");
+    let huge = get(None, "/api/query/service?name=x&n=100000000");
+    assert!(
+        huge.starts_with("400 ") && huge.contains("at most"),
+        "{huge}"
+    );
+    sh(&format!("kill -TERM {}", agent.proc.pid()));
+    assert!(agent.wait_exit(T).success(), "{}", agent.proc.stderr());
+}
+
 /// Every tick lands in the trace store; `query` and `export` read it back once the agent stops.
 #[test]
 fn ticks_are_recorded_queried_and_exported() {

@@ -1,16 +1,11 @@
 //! Prometheus text exposition at `/metrics`: every service's channels and the agent's own
-//! health (ticks, tick duration, kernel-side drops). Rendered once per tick; served by a tiny
-//! HTTP responder so no HTTP stack is pulled in.
-use std::{fmt::Write as _, sync::Arc};
+//! health (ticks, tick duration, kernel-side drops). Rendered once per tick; served by
+//! [`super::server`].
+use std::fmt::Write as _;
 
 use seer_common::{
     Drops,
     sample::{CHANNEL_HELP, CHANNEL_NAMES, Sample},
-};
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
-    sync::watch,
 };
 
 use crate::discovery::Discovery;
@@ -265,89 +260,3 @@ const HELP: &[(&str, &str)] = &[
         "Alerts a receiver refused for good (kept aside in the store).",
     ),
 ];
-
-/// Serves the latest rendering at `/metrics`, and answers `seer-agent query` at `/api/query/...`
-/// from `store` (the CLI cannot open a store the agent holds), until the process exits. A bind
-/// failure is logged, not fatal: the agent's main job does not depend on it.
-pub async fn serve(
-    addr: String,
-    latest: watch::Receiver<Arc<String>>,
-    store: Option<seer_store::Store>,
-) {
-    let listener = match TcpListener::bind(&addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            log::warn!(
-                "metrics endpoint not started: cannot bind {addr}: {e} (use --metrics-addr)"
-            );
-            return;
-        }
-    };
-    log::info!("Prometheus metrics on http://{addr}/metrics");
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let body = latest.borrow().clone();
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut req = [0u8; 2048];
-            let n = sock.read(&mut req).await.unwrap_or(0);
-            let line = String::from_utf8_lossy(&req[..n]);
-            let path = line
-                .strip_prefix("GET ")
-                .and_then(|r| r.split_whitespace().next())
-                .unwrap_or("");
-            let (status, ctype, text) = if path == "/metrics" {
-                (
-                    "200 OK",
-                    "text/plain; version=0.0.4",
-                    body.as_str().to_string(),
-                )
-            } else if path.starts_with("/api/query/") {
-                let (code, v) = api_answer(path.to_string(), store).await;
-                (code, "application/json", v.to_string())
-            } else {
-                (
-                    "404 Not Found",
-                    "text/plain",
-                    "try GET /metrics or /api/query/services here\n".to_string(),
-                )
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-        });
-    }
-}
-
-/// `{"json":..,"text":..}` for a query, or `{"error":..}` with a 4xx/5xx status.
-async fn api_answer(
-    path: String,
-    store: Option<seer_store::Store>,
-) -> (&'static str, serde_json::Value) {
-    let Some(store) = store else {
-        return (
-            "404 Not Found",
-            serde_json::json!({"error": "this agent runs without a store (--no-store)"}),
-        );
-    };
-    let what = match crate::serve::query::parse_api(&path) {
-        Ok(w) => w,
-        Err(e) => return ("400 Bad Request", serde_json::json!({ "error": e })),
-    };
-    // Store reads block (redb): off the tick thread's runtime worker.
-    match tokio::task::spawn_blocking(move || crate::cli::query::answer(&store, &what)).await {
-        Ok(Ok((json, text))) => ("200 OK", serde_json::json!({"json": json, "text": text})),
-        Ok(Err(e)) => (
-            "400 Bad Request",
-            serde_json::json!({"error": format!("{e:#}")}),
-        ),
-        Err(e) => (
-            "500 Internal Server Error",
-            serde_json::json!({"error": e.to_string()}),
-        ),
-    }
-}

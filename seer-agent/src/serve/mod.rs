@@ -1,3 +1,4 @@
 //! HTTP: the Prometheus /metrics endpoint and the query API (`/api/query/...`).
 pub mod metrics;
 pub mod query;
+pub mod server;

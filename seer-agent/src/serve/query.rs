@@ -39,6 +39,10 @@ pub enum QueryWhat {
     Alerts,
 }
 
+/// The most rows one API query may ask for (`n=`): a query walks the store on a blocking
+/// thread; a huge `n` would walk a day of ticks into memory.
+pub const MAX_ROWS: usize = 10_000;
+
 /// "now", "-1h" / "-30m" / "-90s" / "-2d" (relative to now), or ms since the Unix epoch.
 pub fn parse_time(s: &str, now: u64) -> anyhow::Result<u64> {
     if s == "now" {
@@ -124,7 +128,11 @@ pub fn parse_api(path: &str) -> Result<QueryWhat, String> {
             .map(|(_, v)| dec(v))
     };
     let n = |default: usize| -> Result<usize, String> {
-        param("n").map_or(Ok(default), |v| v.parse().map_err(|_| format!("bad n={v}")))
+        let n = param("n").map_or(Ok(default), |v| v.parse().map_err(|_| format!("bad n={v}")))?;
+        if n > MAX_ROWS {
+            return Err(format!("n={n}: at most {MAX_ROWS} rows per query"));
+        }
+        Ok(n)
     };
     Ok(match kind {
         "services" => QueryWhat::Services,
