@@ -337,7 +337,7 @@ impl CpuCgroup {
                 let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
                 Ok(procs_below(cpu)?
                     .into_iter()
-                    .filter_map(process_ticks)
+                    .filter_map(crate::sys::procfs::process_cpu_ticks)
                     .sum::<u64>()
                     * 1_000_000
                     / hz)
@@ -462,13 +462,6 @@ fn procs_below(dir: &Path) -> Result<Vec<u32>, CgroupError> {
         }
     }
     Ok(pids)
-}
-
-/// utime + stime of a process (all its threads, the exited ones included), clock ticks.
-fn process_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let f: Vec<&str> = s.get(s.rfind(')')? + 2..)?.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 /// Undo of one journaled file: `Ok(false)` when the cgroup is gone, or when the file no longer

@@ -261,12 +261,9 @@ impl Target {
 
     /// Whether any of the culprit's processes still exists (zombies count as gone).
     pub fn alive(&self) -> bool {
-        self.pids.iter().any(|p| {
-            fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with(['Z', 'X'])))
-                .unwrap_or(false)
-        })
+        self.pids
+            .iter()
+            .any(|&p| crate::sys::procfs::process_alive(p))
     }
 
     /// The cgroup directory perf counts (v1 `perf_event` hierarchy, else the v2 tree).

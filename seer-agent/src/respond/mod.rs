@@ -143,12 +143,7 @@ pub fn policy_resource(r: diagnose::Resource) -> Option<policy::Resource> {
 fn by_cpu(services: &[(String, Vec<u32>)], window: Duration) -> Vec<String> {
     let cpu = |pids: &[u32]| -> u64 {
         pids.iter()
-            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-            .filter_map(|s| {
-                let rest = &s[s.rfind(')')? + 2..];
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-            })
+            .filter_map(|&p| crate::sys::procfs::process_cpu_ticks(p))
             .sum()
     };
     let a: Vec<u64> = services.iter().map(|(_, p)| cpu(p)).collect();

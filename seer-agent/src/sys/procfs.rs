@@ -54,6 +54,32 @@ pub fn scan_sockets(proc_root: &Path) -> (Vec<ProcInfo>, usize) {
 }
 
 /// `socket:[12345]` -> 12345
+/// utime + stime of process `pid` (all its threads, the exited ones included), in clock ticks;
+/// None if it is gone or its stat line is malformed.
+pub fn process_cpu_ticks(pid: u32) -> Option<u64> {
+    stat_fields(pid)
+        .and_then(|f| Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?))
+}
+
+/// Whether process `pid` exists and is not a zombie (or dead).
+pub fn process_alive(pid: u32) -> bool {
+    stat_fields(pid)
+        .and_then(|f| f.first().map(|state| !matches!(state.as_str(), "Z" | "X")))
+        .unwrap_or(false)
+}
+
+/// `/proc/PID/stat`'s fields after the command name (state first), which may hold spaces and
+/// parentheses: split after its last ')'.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        s.get(s.rfind(')')? + 2..)?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
 pub fn parse_socket_link(s: &str) -> Option<u64> {
     s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
@@ -87,6 +113,15 @@ pub fn parse_cgroup(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_has_cpu_time() {
+        let me = std::process::id();
+        assert!(process_alive(me));
+        assert!(process_cpu_ticks(me).is_some());
+        assert!(!process_alive(u32::MAX - 1));
+        assert_eq!(process_cpu_ticks(u32::MAX - 1), None);
+    }
 
     #[test]
     fn socket_links() {
