@@ -775,6 +775,114 @@ impl Responder {
 mod tests {
     use super::*;
 
+    /// The whole episode, as the tick loop drives it: calm ticks, then the front end's p99
+    /// over the target (violation), the initiator named, a decision (diagnosis off here: no
+    /// resource, no step), a firing alert; the QoS holds again for a window, the episode is
+    /// recorded with its initiator and a resolved alert follows.
+    #[test]
+    fn a_violation_is_named_alerted_and_resolved() {
+        use seer_common::{LAT_BUCKETS, SockRecord, TCP_LISTEN, lat_bucket};
+        let dir = std::env::temp_dir().join(format!("seer-respond-episode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(dir.join("s.redb"), seer_store::StoreConfig::default()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let alerts = AlertsConfig {
+            alertmanager: None,
+            webhook: Some(format!("http://127.0.0.1:{port}/hook")),
+            retry_s: 60,
+        };
+        let cfg = RespondConfig {
+            mode: Mode::Recommend,
+            diagnose: false,
+            journal: dir.join("actions.json"),
+            ..Default::default()
+        };
+        let qos = QosConfig::new("nginx", 20.0);
+        let mut r = Responder::new(qos, cfg, &alerts, 100, Some(store.clone()), "off").unwrap();
+        // nginx (port 80) and memcached (11211).
+        let listener = |port: u16, inode: u64| SockRecord {
+            state: TCP_LISTEN,
+            lport: port,
+            inode,
+            ..Default::default()
+        };
+        let proc_ = |pid: u32, comm: &str, inode: u64| crate::sys::procfs::ProcInfo {
+            pid,
+            comm: comm.into(),
+            cgroup: format!("/{comm}"),
+            socket_inodes: vec![inode],
+        };
+        let mut d = Discovery::default();
+        d.refresh(
+            &crate::config::Config::default(),
+            &[listener(80, 1), listener(11211, 2)],
+            &[proc_(10, "nginx", 1), proc_(11, "memcached", 2)],
+        );
+        r.on_discovery(&d);
+        let samples: Vec<Sample> = d
+            .services
+            .iter()
+            .map(|s| Sample {
+                service: s.id,
+                ts_ms: 0,
+                values: [0.0; seer_common::sample::CHANNELS],
+            })
+            .collect();
+        let hist = |ms: u64| {
+            let mut h = [0u64; LAT_BUCKETS];
+            h[lat_bucket(ms * 1000)] = 30;
+            h
+        };
+        let mut ts = 1_000_000u64;
+        let mut tick = |r: &mut Responder, ms: u64| {
+            ts += 100;
+            r.on_tick(ts, &d, &samples, &hist(ms));
+        };
+        for _ in 0..30 {
+            tick(&mut r, 1);
+        }
+        assert_eq!(r.stats.violations, 0, "calm");
+        // The front end's p99 at 50 ms: a violation; the decision comes from a thread.
+        let t0 = Instant::now();
+        while r.stats.alerts_queued == 0 {
+            tick(&mut r, 50);
+            assert!(t0.elapsed() < Duration::from_secs(10), "no alert");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(r.stats.violations, 1);
+        // Healthy until the violating ticks leave the 1 s window (10 ticks), then for a
+        // window more: resolved.
+        for _ in 0..25 {
+            tick(&mut r, 1);
+        }
+        assert_eq!(r.stats.alerts_queued, 2, "firing, then resolved");
+        let queued = store.pending_alerts(10).unwrap();
+        let v: Vec<serde_json::Value> = queued
+            .iter()
+            .map(|a| serde_json::from_str(&a.payload).unwrap())
+            .collect();
+        assert_eq!(v[0]["startsAt"], v[1]["startsAt"], "one episode");
+        assert!(
+            v[0]["endsAt"].as_str() > v[1]["endsAt"].as_str(),
+            "firing, then ended"
+        );
+        assert_eq!(
+            v[0]["labels"]["resource"], "unknown",
+            "diagnosis off: {}",
+            v[0]
+        );
+        let events = store.qos_events(0, u64::MAX).unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(events[0].end_ms > events[0].start_ms);
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Before: a step decided after the QoS had held again (a short violation, a diagnosis
     /// that took longer) changed or recommended something and told nobody.
     #[test]
