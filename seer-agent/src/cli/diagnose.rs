@@ -276,6 +276,13 @@ fn diagnose(a: &DiagnoseArgs) -> Result<(), DiagnoseError> {
     if let Some(ns) = &a.netns {
         enter_netns(ns)?;
     }
+    // Entered: what is left to do needs only these, for good.
+    if seer_store::safefs::euid() == 0
+        && let Err(e) =
+            crate::sys::caps::restrict_to(crate::sys::caps::FOR_DIAGNOSE, log::Level::Debug)
+    {
+        log::warn!("{e}; continuing with the capabilities we have");
+    }
     let r = diagnose::diagnose(&req, &NoActions)?;
     print(&r, a.json);
     Ok(())

@@ -108,6 +108,30 @@ pub const FOR_ACT: &[(Capability, &str)] = &[(
     "change tc HTB classes and qdiscs",
 )];
 
+/// What `seer-agent diagnose` keeps once it has entered the service's network namespace.
+pub const FOR_DIAGNOSE: &[(Capability, &str)] = &[
+    (
+        Capability::CAP_PERFMON,
+        "count the culprit's cgroup with hardware counters (private mode)",
+    ),
+    (
+        Capability::CAP_SYS_NICE,
+        "hold the LLC reading at SCHED_FIFO / nice -20",
+    ),
+    (
+        Capability::CAP_SYS_PTRACE,
+        "read /proc/<pid> of another user's service",
+    ),
+    (
+        Capability::CAP_DAC_READ_SEARCH,
+        "read /proc/<pid>/fd of another user's service",
+    ),
+    (
+        Capability::CAP_DAC_OVERRIDE,
+        "write the disk microbenchmark's unnamed file in the culprit's own directory",
+    ),
+];
+
 /// Keeps only `all` (those the process has), for good, as described at [`drop_after_attach`].
 /// For a non-root user without CAP_SETPCAP it fails at the bounding set and changes nothing.
 pub fn restrict_to(all: &[(Capability, &'static str)], level: log::Level) -> Result<(), CapsError> {
