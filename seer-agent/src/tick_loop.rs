@@ -10,7 +10,7 @@ use seer_common::{LAT_BUCKETS, MAX_SLOTS, SlotCounters, SockRecord};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    RunArgs,
+    cli::RunArgs,
     config::{Config, ConfigError},
     discovery::{Discovery, MapChanges},
     output,

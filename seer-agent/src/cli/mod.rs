@@ -1,6 +1,155 @@
-//! The commands, one file each (`seer-agent run` is the tick loop itself, see `tick_loop`).
+//! The command line: its clap types, and the commands, one file each (`seer-agent run` is the
+//! tick loop itself, see `tick_loop`).
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use crate::serve::query::QueryWhat;
+use crate::{respond, store};
+
 pub mod act;
 pub mod diagnose;
 pub mod doctor;
 pub mod query;
 pub mod selftest;
+
+#[derive(Parser)]
+#[command(
+    name = "seer-agent",
+    version,
+    about = "Predicts which service is about to break your tail latency, from the kernel, with no app changes",
+    long_about = "seer-agent attaches eBPF programs (tc ingress, TCP socket iterator, socket and \
+                  epoll tracepoints), discovers the services on this host (processes that own \
+                  listening TCP sockets) and their call graph, and samples each service's queues \
+                  every tick: NIC arrivals, socket receive queue, accept backlog, epoll activity, \
+                  outstanding requests and request latency.\n\n\
+                  Examples:\n  \
+                  seer-agent run                      live table of every service\n  \
+                  seer-agent run --ticks 50 --json    50 ticks as JSON lines, then exit\n  \
+                  seer-agent run --iface lo --tick-ms 250 --config /etc/seer/seer.toml\n  \
+                  seer-agent run --qos nginx:50 --mode recommend --alertmanager http://127.0.0.1:9093\n  \
+                  seer-agent query violations         QoS violations and their initiators\n  \
+                  seer-agent query top outstanding    deepest queues in the trace store\n  \
+                  seer-agent export --from -1h --out /tmp/ds   a training dataset"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Attach, discover services and sample them every tick (live table, or JSON lines).
+    Run(RunArgs),
+    /// What this kernel offers: BTF, capabilities, each hook and each channel, and what is
+    /// missing and why (attaches everything once, then detaches).
+    Doctor {
+        /// JSON for scripts instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Interfaces to try the tc ingress counter on (default: every interface that is up).
+        #[arg(long = "iface")]
+        interfaces: Vec<String>,
+    },
+    /// Check every channel against the kernel's own view, on sockets the test makes itself
+    /// (used by `cargo xtask kernels` inside other kernels under QEMU).
+    Selftest {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a training dataset from the trace store (Arrow IPC + manifest.json).
+    Export(ExportArgs),
+    /// Read the trace store: services, recent channels, top queues, QoS violations, diagnoses, actions, pending alerts.
+    Query(QueryArgs),
+    /// Actions by hand (journaled, undoable): tc HTB, cgroup CPU, resctrl CAT/MBA, undo, and
+    /// the policy's response to an alert (enforce, recommend or dry-run).
+    Act(act::ActArgs),
+    /// Which shared resource a service is short of (hardware counters, or without them
+    /// ~10 ms microbenchmark bursts next to it, 100 ms in all by default).
+    Diagnose(diagnose::DiagnoseArgs),
+    /// The LLC reading of `diagnose --llc-reading` without a service (a CPU walked with its
+    /// LLC siblings running, then held), and how long this host's caches keep a working set:
+    /// for calibrating that reading on a host before turning it on.
+    LlcReadings(diagnose::LlcReadingsArgs),
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// Stop after N ticks (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    pub ticks: Option<u64>,
+    /// Print one JSON object per tick on stdout instead of the live table.
+    #[arg(long)]
+    pub json: bool,
+    /// Tick in milliseconds (10 ..= 10000; default 100, or the config's tick_ms).
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+    /// Count NIC arrivals on this interface (repeatable; default: every interface that is up).
+    #[arg(long = "iface")]
+    pub interfaces: Vec<String>,
+    /// TOML config: tick, interfaces, rules to name, merge or ignore services.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Do not attach the request-turn hooks (sock_recv_length/sock_send_length): cheaper, but
+    /// outstanding requests come from the per-tick snapshot and latency is not measured.
+    #[arg(long)]
+    pub no_turns: bool,
+    /// Attach the epoll tracepoints (epoll_calls, epoll_events, epoll_wait_ms). Off by default:
+    /// enabling any syscall tracepoint puts every syscall of every process on the kernel's
+    /// tracing slow path (measured: ~9% of nginx -> memcached throughput on this VM).
+    #[arg(long)]
+    pub epoll: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics ("off" to disable).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
+    /// Trace store (redb) that every tick is written to.
+    #[arg(long, default_value = store::DEFAULT_DB)]
+    pub db: PathBuf,
+    /// Do not record ticks in the trace store.
+    #[arg(long)]
+    pub no_store: bool,
+    /// Protect this QoS: SERVICE:P99_MS, e.g. "nginx:50" (the config's [qos] in full). When the
+    /// service's p99 over the window exceeds it, seer names the initiating service, diagnoses
+    /// its saturated resource and responds as --mode says.
+    #[arg(long, value_name = "SERVICE:P99_MS")]
+    pub qos: Option<String>,
+    /// What to do about a violation: enforce (apply local actions, journaled and undone on
+    /// exit), recommend (put them in the alert for the cluster manager), dry-run (log only).
+    #[arg(long, value_enum)]
+    pub mode: Option<respond::policy::Mode>,
+    /// Send alerts to this Alertmanager (http://host:port; API v2). Kept in the store until
+    /// delivered.
+    #[arg(long, value_name = "URL")]
+    pub alertmanager: Option<String>,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ExportArgs {
+    /// Trace store to read (the agent must not be running on it: redb allows one process).
+    #[arg(long, default_value = store::DEFAULT_DB)]
+    pub db: PathBuf,
+    /// Start: ms since the Unix epoch, "now", or relative like -1h, -30m, -90s, -2d.
+    #[arg(long, allow_hyphen_values = true)]
+    pub from: String,
+    /// End (exclusive), same forms as --from (default: now).
+    #[arg(long, default_value = "now", allow_hyphen_values = true)]
+    pub to: String,
+    /// Output directory: samples.arrow (Arrow IPC, one row per tick x service) + manifest.json.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct QueryArgs {
+    #[arg(long, default_value = store::DEFAULT_DB)]
+    pub db: PathBuf,
+    /// While an agent runs on --db (redb allows one process), ask it instead, at this address
+    /// (its --metrics-addr).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub agent: String,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub what: QueryWhat,
+}

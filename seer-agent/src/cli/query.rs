@@ -4,7 +4,7 @@ use anyhow::{Context as _, bail};
 use seer_store::{Store, StoreConfig, query};
 
 use crate::{
-    ExportArgs, QueryArgs, QueryWhat,
+    cli::{ExportArgs, QueryArgs, QueryWhat},
     serve::query::{api_path, parse_time},
 };
 
