@@ -12,54 +12,31 @@ use std::{
 
 use seer_tests::{Agent, NetPair, loadgen, sh, stack::Stack};
 
-struct Args {
-    /// Extra arguments for `seer-agent run` (e.g. `--no-turns`), to price one hook at a time.
-    agent_args: Vec<String>,
-    pairs: usize,
-    secs: u32,
-    value_kib: usize,
+/// `seer-bench overhead` (run by `cargo xtask bench overhead`).
+#[derive(clap::Parser)]
+#[command(name = "seer-bench")]
+enum Cli {
+    /// Interleaved runs with and without the agent; see the module's doc.
+    Overhead(Args),
+    /// One open-loop run inside the namespace (the benchmark re-executes itself for it).
+    #[command(hide = true, name = "__openloop")]
+    OpenLoop { addr: String, rate: f64, secs: u64 },
 }
 
-fn parse() -> Args {
-    let mut a = Args {
-        agent_args: Vec::new(),
-        pairs: 10,
-        secs: 5,
-        value_kib: 64,
-    };
-    let v: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < v.len() {
-        let next = || v.get(i + 1).cloned().unwrap_or_default();
-        match v[i].as_str() {
-            "overhead" => {}
-            "--pairs" => {
-                a.pairs = next().parse().expect("--pairs N");
-                i += 1;
-            }
-            "--secs" => {
-                a.secs = next().parse().expect("--secs S");
-                i += 1;
-            }
-            "--agent-args" => {
-                a.agent_args = next().split_whitespace().map(str::to_string).collect();
-                i += 1;
-            }
-            "--value-kib" => {
-                a.value_kib = next().parse().expect("--value-kib K");
-                i += 1;
-            }
-            "-h" | "--help" => {
-                println!(
-                    "seer-bench overhead [--pairs 10] [--secs 5] [--value-kib 64] [--agent-args \"--no-turns ...\"]"
-                );
-                std::process::exit(0);
-            }
-            other => panic!("unknown argument {other} (try --help)"),
-        }
-        i += 1;
-    }
-    a
+#[derive(clap::Args)]
+struct Args {
+    /// Extra arguments for `seer-agent run` (e.g. "--no-turns"), to price one hook at a time.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    agent_args: String,
+    /// Interleaved pairs (with, without) per measurement.
+    #[arg(long, default_value_t = 10)]
+    pairs: usize,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 5)]
+    secs: u32,
+    /// memcached value size served through nginx, KiB.
+    #[arg(long, default_value_t = 64)]
+    value_kib: usize,
 }
 
 /// utime+stime of a process, in clock ticks, and its RSS in KiB.
@@ -184,16 +161,17 @@ fn prog_stats(ids: &[(String, u32)]) -> BTreeMap<String, (u64, u64)> {
 }
 
 fn main() {
-    let v: Vec<String> = std::env::args().collect();
-    if v.get(1).map(String::as_str) == Some("__openloop") {
-        // Child mode: one open-loop run inside the namespace, result on one line.
-        let r = loadgen::run(
-            &v[2],
-            "/",
-            v[3].parse().expect("rate"),
-            Duration::from_secs(v[4].parse().expect("secs")),
-            16,
-        );
+    let a = match <Cli as clap::Parser>::parse() {
+        Cli::Overhead(a) => a,
+        Cli::OpenLoop { addr, rate, secs } => return open_loop(&addr, rate, secs),
+    };
+    overhead(&a);
+}
+
+/// Child mode: one open-loop run inside the namespace, result on one line.
+fn open_loop(addr: &str, rate: f64, secs: u64) {
+    {
+        let r = loadgen::run(addr, "/", rate, Duration::from_secs(secs), 16);
         println!(
             "sent={} errors={} rps={:.0} p50_us={} p99_us={}",
             r.sent,
@@ -202,9 +180,15 @@ fn main() {
             r.quantile_us(0.5),
             r.quantile_us(0.99)
         );
-        return;
     }
-    let a = parse();
+}
+
+fn overhead(a: &Args) {
+    let agent_args: Vec<String> = a
+        .agent_args
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
     assert!(
         seer_tests::is_root(),
         "the overhead benchmark needs root (namespaces, eBPF)"
@@ -230,7 +214,7 @@ fn main() {
     let (mut agent_cpu, mut agent_rss) = (Vec::new(), 0u64);
     for i in 0..a.pairs * 2 {
         let with = matches!(i % 4, 1 | 2);
-        let agent = with.then(|| start_agent(&net.server, &a.agent_args));
+        let agent = with.then(|| start_agent(&net.server, &agent_args));
         let (c0, _) = agent.as_ref().map_or((0, 0), |g| cpu_rss(g.proc.pid()));
         let t0 = Instant::now();
         let rps = if two {
@@ -260,7 +244,7 @@ fn main() {
     let (mut p_off, mut p_on) = (Vec::new(), Vec::new());
     for i in 0..a.pairs * 2 {
         let with = matches!(i % 4, 1 | 2);
-        let agent = with.then(|| start_agent(&net.server, &a.agent_args));
+        let agent = with.then(|| start_agent(&net.server, &agent_args));
         // The generator runs inside the namespace: re-exec ourselves there for one run.
         let out = Command::new("ip")
             .args(["netns", "exec", &net.server])
@@ -303,7 +287,7 @@ fn main() {
     // 3. Program cost per event, from the kernel's bpf stats (one extra run, stats on).
     let prev = sh("sysctl -n kernel.bpf_stats_enabled").trim().to_string();
     sh("sysctl -qw kernel.bpf_stats_enabled=1");
-    let agent = start_agent(&net.server, &a.agent_args);
+    let agent = start_agent(&net.server, &agent_args);
     let ids: Vec<(String, u32)> = agent
         .proc
         .errs

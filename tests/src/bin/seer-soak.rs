@@ -53,20 +53,21 @@ impl Rng {
     }
 }
 
+/// The agent in enforce mode beside a loaded stack, with random faults, Alertmanager restarts
+/// and kills, checked throughout (see the module's doc); run by `cargo xtask soak`.
+#[derive(clap::Parser)]
+#[command(name = "seer-soak")]
+struct Args {
+    /// How long, in minutes.
+    #[arg(long, default_value_t = 2.0)]
+    minutes: f64,
+    /// Seed of the random schedule (faults, kills, restarts): the same seed, the same schedule.
+    #[arg(long, default_value_t = 0x5eed)]
+    seed: u64,
+}
+
 fn main() {
-    let mut minutes = 2.0f64;
-    let mut seed = 0x5eed_u64;
-    let v: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < v.len() {
-        let next = v.get(i + 1).cloned().unwrap_or_default();
-        match v[i].as_str() {
-            "--minutes" => minutes = next.parse().expect("--minutes M"),
-            "--seed" => seed = next.parse().expect("--seed N"),
-            other => panic!("unknown argument {other}: --minutes M [--seed N]"),
-        }
-        i += 2;
-    }
+    let Args { minutes, seed } = <Args as clap::Parser>::parse();
     if !is_root() {
         eprintln!("soak: needs root (namespaces, cgroups, eBPF)");
         std::process::exit(2);
