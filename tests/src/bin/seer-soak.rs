@@ -369,7 +369,11 @@ impl Soak {
             // raising the floor).
             let third = r.rss_kib.len() / 3;
             if third >= 3 {
-                let first = r.rss_kib[third..2 * third].iter().min().copied().unwrap_or(0);
+                let first = r.rss_kib[third..2 * third]
+                    .iter()
+                    .min()
+                    .copied()
+                    .unwrap_or(0);
                 let end = r.rss_kib[r.rss_kib.len() - third..]
                     .iter()
                     .min()
