@@ -50,7 +50,8 @@ pub fn read_datagram(data: &[u8], out: &mut Vec<RouteNetlinkMessage>) -> io::Res
             NetlinkPayload::Done(_) => return Ok(None),
             NetlinkPayload::Error(e) => {
                 return match e.code {
-                    Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                    // -errno; i32::MIN has no negation (the bytes are not checked).
+                    Some(code) => Err(io::Error::from_raw_os_error(code.get().saturating_neg())),
                     None => Ok(None),
                 };
             }
@@ -63,4 +64,42 @@ pub fn read_datagram(data: &[u8], out: &mut Vec<RouteNetlinkMessage>) -> io::Res
         off += (len + 3) & !3;
     }
     Ok(Some(off))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An NLMSG_ERROR datagram (header and error code only) with `code`.
+    fn error_datagram(code: i32) -> Vec<u8> {
+        let mut d = Vec::new();
+        d.extend_from_slice(&20u32.to_ne_bytes()); // length
+        d.extend_from_slice(&2u16.to_ne_bytes()); // NLMSG_ERROR
+        d.extend_from_slice(&0u16.to_ne_bytes()); // flags
+        d.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+        d.extend_from_slice(&0u32.to_ne_bytes()); // port
+        d.extend_from_slice(&code.to_ne_bytes());
+        d
+    }
+
+    #[test]
+    fn ack_and_nack() {
+        let mut out = Vec::new();
+        assert_eq!(read_datagram(&error_datagram(0), &mut out).unwrap(), None);
+        let e = read_datagram(&error_datagram(-libc::EPERM), &mut out).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+        assert!(out.is_empty());
+    }
+
+    /// Found by the fuzz target netlink_reply: an error code of i32::MIN overflowed its negation
+    /// (a panic in debug builds).
+    #[test]
+    fn nack_with_i32_min_is_an_error_not_a_panic() {
+        let crash =
+            b"\x14\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\xef\x00\x00\x00\x00\x00\x00\x00\x80";
+        let mut out = Vec::new();
+        let e = read_datagram(crash, &mut out).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(i32::MAX));
+        assert!(read_datagram(&error_datagram(i32::MIN), &mut out).is_err());
+    }
 }
