@@ -794,14 +794,10 @@ impl Responder {
 mod tests {
     use super::*;
 
-    /// The whole episode, as the tick loop drives it: calm ticks, then the front end's p99
-    /// over the target (violation), the initiator named, a decision (diagnosis off here: no
-    /// resource, no step), a firing alert; the QoS holds again for a window, the episode is
-    /// recorded with its initiator and a resolved alert follows.
-    #[test]
-    fn a_violation_is_named_alerted_and_resolved() {
-        use seer_common::{LAT_BUCKETS, SockRecord, TCP_LISTEN, lat_bucket};
-        let dir = std::env::temp_dir().join(format!("seer-respond-episode-{}", std::process::id()));
+    /// A recommend-mode responder for the QoS "nginx p99 <= 20 ms" with its own store and an
+    /// unreachable webhook (alerts wait in the outbox, where a test reads them).
+    fn recommending(name: &str, diagnose: bool) -> (std::path::PathBuf, Store, Responder) {
+        let dir = std::env::temp_dir().join(format!("seer-respond-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::open(dir.join("s.redb"), seer_store::StoreConfig::default()).unwrap();
@@ -817,12 +813,23 @@ mod tests {
         };
         let cfg = RespondConfig {
             mode: Mode::Recommend,
-            diagnose: false,
+            diagnose,
             journal: dir.join("actions.json"),
             ..Default::default()
         };
         let qos = QosConfig::new("nginx", 20.0);
-        let mut r = Responder::new(qos, cfg, &alerts, 100, Some(store.clone()), "off").unwrap();
+        let r = Responder::new(qos, cfg, &alerts, 100, Some(store.clone()), "off").unwrap();
+        (dir, store, r)
+    }
+
+    /// The whole episode, as the tick loop drives it: calm ticks, then the front end's p99
+    /// over the target (violation), the initiator named, a decision (diagnosis off here: no
+    /// resource, no step), a firing alert; the QoS holds again for a window, the episode is
+    /// recorded with its initiator and a resolved alert follows.
+    #[test]
+    fn a_violation_is_named_alerted_and_resolved() {
+        use seer_common::{LAT_BUCKETS, SockRecord, TCP_LISTEN, lat_bucket};
+        let (dir, store, mut r) = recommending("episode", false);
         // nginx (port 80) and memcached (11211).
         let listener = |port: u16, inode: u64| SockRecord {
             state: TCP_LISTEN,
@@ -952,28 +959,7 @@ mod tests {
     /// that took longer) changed or recommended something and told nobody.
     #[test]
     fn a_step_taken_after_the_qos_recovered_still_alerts_resolved() {
-        let dir = std::env::temp_dir().join(format!("seer-respond-late-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(dir.join("s.redb"), seer_store::StoreConfig::default()).unwrap();
-        // A receiver that is down: the alert waits in the outbox, where this test reads it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let alerts = AlertsConfig {
-            alertmanager: None,
-            webhook: Some(format!("http://127.0.0.1:{port}/hook")),
-            retry_s: 60,
-        };
-        let cfg = RespondConfig {
-            mode: Mode::Recommend,
-            journal: dir.join("actions.json"),
-            ..Default::default()
-        };
-        let qos = QosConfig::new("nginx", 20.0);
-        let mut r = Responder::new(qos, cfg, &alerts, 100, Some(store.clone()), "off").unwrap();
+        let (dir, store, mut r) = recommending("late", true);
         let (tx, rx) = mpsc::channel();
         tx.send(DiagDone {
             culprit: "memcached".into(),
