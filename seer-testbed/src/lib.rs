@@ -5,6 +5,7 @@
 pub mod callgraph;
 pub mod cgroup;
 pub mod cmd;
+pub mod corpus;
 pub mod dataset;
 pub mod error;
 pub mod faults;

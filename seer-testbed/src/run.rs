@@ -374,8 +374,14 @@ pub fn analyze(
     let recs = records::read_csv(&out.join("requests.csv"), &names)?;
     let judged: Vec<_> = recs.iter().filter(|r| r.t_us >= 0).cloned().collect();
     let ws = truth::windows(&judged, &sc.qos, (duration_s * 1000.0) as i64);
-    let mut vs = truth::violations(&ws, &sc.qos, t0_unix_ms as i64);
-    truth::attribute(&mut vs, faults, &sc.qos);
+    let first_fault_ms = faults
+        .iter()
+        .filter(|f| f.applied_unix_ms > 0)
+        .map(|f| f.applied_unix_ms as i64 - t0_unix_ms as i64)
+        .min();
+    let qos = truth::calibrate(&sc.qos, &ws, first_fault_ms);
+    let mut vs = truth::violations(&ws, &qos, t0_unix_ms as i64);
+    truth::attribute(&mut vs, faults, &qos);
     write_json(&out.join("faults.json"), &faults)?;
     write_json(&out.join("violations.json"), &vs)?;
     write_violations_csv(&out.join("violations.csv"), &vs)?;
@@ -409,7 +415,7 @@ pub fn analyze(
         hosts: 0,
         duration_s,
         t0_unix_ms,
-        target_p99_ms: sc.qos.target_p99_ms,
+        target_p99_ms: qos.target_p99_ms,
         requests: judged.len(),
         failed: judged.iter().filter(|r| r.status != Status::Ok).count(),
         achieved_rps: judged.len() as f64 / duration_s.max(1e-9),

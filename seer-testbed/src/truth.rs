@@ -80,6 +80,31 @@ pub fn windows(recs: &[Record], qos: &Qos, duration_ms: i64) -> Vec<Window> {
     out
 }
 
+/// The QoS the run is judged by: `qos` itself, or with `auto_x` its calibrated target (see
+/// `Qos::auto_x`) from the judged windows ending before `first_fault_ms` (scenario time; at
+/// least 10 of them, else the whole run's).
+pub fn calibrate(qos: &Qos, ws: &[Window], first_fault_ms: Option<i64>) -> Qos {
+    let Some(x) = qos.auto_x else {
+        return qos.clone();
+    };
+    let judged = |w: &&Window| w.n >= qos.min_samples;
+    let mut healthy: Vec<u64> = ws
+        .iter()
+        .filter(judged)
+        .filter(|w| first_fault_ms.is_none_or(|f| w.t_ms <= f))
+        .map(|w| w.p99_us)
+        .collect();
+    if healthy.len() < 10 {
+        healthy = ws.iter().filter(judged).map(|w| w.p99_us).collect();
+    }
+    healthy.sort_unstable();
+    let mut q = qos.clone();
+    if let Some(&median) = healthy.get(healthy.len() / 2) {
+        q.target_p99_ms = (x * median as f64 / 1000.0).max(qos.target_p99_ms);
+    }
+    q
+}
+
 /// Maximal runs of judged windows above the target; runs closer than one window merge.
 pub fn violations(ws: &[Window], qos: &Qos, t0_unix_ms: i64) -> Vec<Violation> {
     let target = (qos.target_p99_ms * 1000.0) as u64;

@@ -157,3 +157,34 @@ fn plan_layout() {
     assert_ne!(t.addr.port(), u.addr.port());
     assert_eq!(t.cgroup, "seer-tb-abc/timeline");
 }
+
+#[test]
+fn an_auto_target_is_a_multiple_of_the_healthy_p99_before_the_first_fault() {
+    let sc = Scenario::parse("t", SMALL).expect("small");
+    // 2 ms until 5 s, then 8 ms (a fault at 5 s), 200 rps for 10 s.
+    let recs: Vec<Record> = (0..2000)
+        .map(|i| {
+            let t = i * 5;
+            rec(t, if t < 5000 { 2 } else { 8 })
+        })
+        .collect();
+    let ws = truth::windows(&recs, &sc.qos, 10_000);
+    let mut qos = sc.qos.clone();
+    qos.target_p99_ms = 1.0;
+    qos.auto_x = Some(3.0);
+    // Healthy median p99 2 ms -> 6 ms: the 8 ms part is a violation.
+    let q = truth::calibrate(&qos, &ws, Some(5000));
+    assert!((q.target_p99_ms - 6.0).abs() < 0.01, "{}", q.target_p99_ms);
+    assert_eq!(truth::violations(&ws, &q, 0).len(), 1);
+    // target_p99_ms is a floor.
+    qos.target_p99_ms = 30.0;
+    assert_eq!(truth::calibrate(&qos, &ws, Some(5000)).target_p99_ms, 30.0);
+    // Without auto_x the QoS is as written; without a fault the whole run is healthy.
+    assert_eq!(
+        truth::calibrate(&sc.qos, &ws, Some(5000)).target_p99_ms,
+        sc.qos.target_p99_ms
+    );
+    qos.target_p99_ms = 1.0;
+    let whole = truth::calibrate(&qos, &ws, None).target_p99_ms;
+    assert!(whole > 6.0, "{whole}");
+}

@@ -1,5 +1,6 @@
 //! `cargo xtask ...`: set up a fresh machine, build, run, test and benchmark seer.
 mod bench;
+mod corpus;
 mod eval;
 mod fuzz;
 mod kernels;
@@ -48,6 +49,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+    /// The model's training corpus: testbed scenarios over shipped and generated topologies,
+    /// run with the agent on every host, into target/corpus (resumable; runs in the
+    /// background while other work goes on). Arguments go to `seer-testbed corpus`
+    /// (--seed, --runs, --max-runs, --plan-only, --out).
+    Corpus {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Evaluations that write reports (`eval diagnosis`: reports/diagnosis.{md,json}).
     Eval {
         #[command(subcommand)]
@@ -92,6 +101,10 @@ fn main() -> Result<()> {
         Cmd::Testbed { args } => {
             setup::setup()?;
             testbed::run(&args)
+        }
+        Cmd::Corpus { args } => {
+            setup::setup()?;
+            corpus::run(&args)
         }
         Cmd::Eval { which } => eval::run(which),
         Cmd::Fuzz(a) => fuzz::run(a),

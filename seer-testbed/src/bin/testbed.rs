@@ -57,6 +57,35 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_values_t = [100u64, 500])]
         horizon_ms: Vec<u64>,
     },
+    /// The model's training corpus: plan (seeded) and run scenarios over shipped and generated
+    /// topologies with the agent on every host; resumable (finished runs are skipped).
+    Corpus {
+        /// Where the plan, the scenario files and the runs go.
+        #[arg(long)]
+        out: PathBuf,
+        /// The plan's seed: the same seed plans the same scenarios.
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// Scenarios planned (60 s of judged load each).
+        #[arg(long, default_value_t = 150)]
+        runs: usize,
+        /// Generated topologies (besides the shipped `small` and `social`); one in six is held
+        /// out for the unseen-topology test.
+        #[arg(long, default_value_t = 24)]
+        topologies: usize,
+        /// The seer-agent run on every host.
+        #[arg(long)]
+        agent_bin: PathBuf,
+        /// Label horizons, ms.
+        #[arg(long, value_delimiter = ',', default_values_t = [100u64, 500, 1000])]
+        horizon_ms: Vec<u64>,
+        /// Stop after this many new runs.
+        #[arg(long)]
+        max_runs: Option<usize>,
+        /// Write the plan and the scenario files only.
+        #[arg(long)]
+        plan_only: bool,
+    },
     /// Rebuild OUT/dataset/ from a finished `run --agent-bin` (e.g. with other horizons).
     Dataset {
         /// The scenario the run used.
@@ -152,6 +181,41 @@ fn real_main() -> Result<()> {
                 d.edges,
                 d.dir.display()
             ));
+            Ok(())
+        }
+        Cmd::Corpus {
+            out,
+            seed,
+            runs,
+            topologies,
+            agent_bin,
+            horizon_ms,
+            max_runs,
+            plan_only,
+        } => {
+            if horizon_ms.is_empty() || horizon_ms.contains(&0) {
+                return Err(anyhow::anyhow!(
+                    "--horizon-ms: give positive horizons, e.g. 100,500,1000"
+                ));
+            }
+            let opts = seer_testbed::corpus::CorpusOptions {
+                out,
+                seed,
+                runs,
+                topologies,
+                testbed_bin: std::env::current_exe().context("cannot find this executable")?,
+                agent_bin,
+                horizons_ms: horizon_ms,
+                max_new_runs: max_runs,
+                plan_only,
+            };
+            let shipped = [
+                ("small", include_str!("../../scenarios/small.toml")),
+                ("social", include_str!("../../scenarios/social.toml")),
+            ];
+            let t = seer_testbed::corpus::run_corpus(&opts, &shipped, &signals::stopping)
+                .map_err(|e| anyhow::anyhow!("corpus: {e}"))?;
+            println!("{}", seer_testbed::corpus::progress_line(&t));
             Ok(())
         }
         Cmd::Down { run } => {

@@ -43,6 +43,12 @@ pub struct Qos {
     /// Windows with fewer requests than this are not judged.
     #[serde(default = "default_min_samples")]
     pub min_samples: usize,
+    /// Calibrated target: `auto_x` times the median window p99 of the healthy part of the run
+    /// (the judged windows that end before the first fault is applied; the whole run when none
+    /// is), never below `target_p99_ms`. For generated scenarios, whose healthy latency is not
+    /// known in advance.
+    #[serde(default)]
+    pub auto_x: Option<f64>,
 }
 
 fn default_window_ms() -> u64 {

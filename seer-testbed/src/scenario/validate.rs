@@ -31,6 +31,13 @@ pub(super) fn check(sc: &Scenario) -> Check {
             "[qos]: target_p99_ms, window_ms and step_ms must be > 0".into(),
         ));
     }
+    if sc.qos.auto_x.is_some_and(|x| !(x > 1.0 && x.is_finite())) {
+        return Err((
+            0,
+            "[qos]: auto_x must be a number > 1 (the target as a multiple of the healthy p99)"
+                .into(),
+        ));
+    }
     Ok(())
 }
 

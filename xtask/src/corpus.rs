@@ -1,0 +1,47 @@
+//! `cargo xtask corpus [ARGS]`: builds the testbed and the agent, then runs
+//! `seer-testbed corpus --out target/corpus --agent-bin target/corpus/bin/seer-agent ARGS`
+//! (copies of the debug binaries, so later builds do not change a recording corpus): the
+//! model's training corpus, planned from a seed and resumable (`seer-testbed corpus --help`).
+use anyhow::Result;
+
+use crate::util;
+
+/// Where the corpus goes unless `--out` says otherwise (kept with the build, never committed).
+pub fn default_dir() -> std::path::PathBuf {
+    util::root().join("target/corpus")
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    util::step("build seer-testbed and seer-agent");
+    util::cargo(&["build", "-p", "seer-testbed", "-p", "seer-agent"])?;
+    // The runs use copies, so a build while the corpus records cannot swap a binary under it.
+    let bin = default_dir().join("bin");
+    std::fs::create_dir_all(&bin)?;
+    for b in [
+        "seer-testbed",
+        "seer-testbed-svc",
+        "seer-testbed-load",
+        "seer-agent",
+    ] {
+        let tmp = bin.join(format!(".{b}.tmp"));
+        std::fs::copy(util::root().join("target/debug").join(b), &tmp)?;
+        std::fs::rename(&tmp, bin.join(b))?;
+    }
+    let mut full = vec!["corpus".to_string()];
+    let has = |flag: &str| {
+        args.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    if !has("--out") {
+        full.extend(["--out".into(), default_dir().display().to_string()]);
+    }
+    if !has("--agent-bin") {
+        full.extend([
+            "--agent-bin".into(),
+            bin.join("seer-agent").display().to_string(),
+        ]);
+    }
+    full.extend(args.iter().cloned());
+    util::step(&format!("seer-testbed {}", full.join(" ")));
+    util::exec(bin.join("seer-testbed"), &full)
+}
