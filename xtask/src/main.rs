@@ -57,6 +57,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Train a model on the corpus in the training venv (created by setup, outside the repo):
+    /// `python -m seer_models.train --corpus target/corpus ARGS` (--net graph|hybrid|cnn|lstm,
+    /// --horizon-ms, --t-len, --epochs, --device cuda, --out models/NAME; see --help).
+    Train {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Evaluations that write reports (`eval diagnosis`: reports/diagnosis.{md,json}).
     Eval {
         #[command(subcommand)]
@@ -105,6 +112,22 @@ fn main() -> Result<()> {
         Cmd::Corpus { args } => {
             setup::setup()?;
             corpus::run(&args)
+        }
+        Cmd::Train { args } => {
+            setup::setup()?;
+            let py = setup::train_venv()?;
+            let mut full: Vec<String> = vec!["-m".into(), "seer_models.train".into()];
+            if !args
+                .iter()
+                .any(|a| a == "--corpus" || a.starts_with("--corpus="))
+            {
+                full.extend([
+                    "--corpus".into(),
+                    corpus::default_dir().display().to_string(),
+                ]);
+            }
+            full.extend(args);
+            util::run(models_python(&py).args(&full))
         }
         Cmd::Eval { which } => eval::run(which),
         Cmd::Fuzz(a) => fuzz::run(a),
@@ -170,7 +193,34 @@ fn test(extra: &[String]) -> Result<()> {
     } else {
         (Ok(()), Ok(()))
     };
-    tests.and(matrix).and(soaked)
+    let models = if extra.is_empty() {
+        model_tests()
+    } else {
+        Ok(())
+    };
+    tests.and(models).and(matrix).and(soaked)
+}
+
+/// The training venv's python, run in models/ (so `seer_models` imports).
+pub fn models_python(py: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(py);
+    c.current_dir(util::root())
+        .env("PYTHONPATH", util::root().join("models"));
+    c
+}
+
+/// The model side's tests: training smoke test, export parity, cards (models/tests).
+fn model_tests() -> Result<()> {
+    util::step("model tests (pytest in the training venv)");
+    let py = setup::train_venv()?;
+    util::run(models_python(&py).args([
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "models/tests",
+    ]))
 }
 
 /// The tests that printed SKIP (from nextest's JUnit report): listed where a green run shows

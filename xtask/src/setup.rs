@@ -20,6 +20,8 @@ const DEBIAN: &[&str] = &[
     "wrk",
     "procps",
     "python3",
+    "python3-venv",
+    "unzip",
     "prometheus-alertmanager",
     "prometheus",
     "gcc",
@@ -38,7 +40,117 @@ pub fn setup() -> Result<()> {
     bpf_linker()?;
     debian()?;
     python()?;
+    onnxruntime_lib()?;
     Ok(())
+}
+
+/// The ONNX Runtime version: the agent's `ort` binds its C API (api-31), the training venv's
+/// `onnxruntime` checks the exports with it (models/requirements.txt pins the same).
+pub const ORT_VERSION: &str = "1.31.1";
+
+/// Where the agent finds the library without being told (seer-agent's `infer::runtime`
+/// searches here after `--ort-lib` / `ORT_DYLIB_PATH` and the binary's own directory).
+pub const ORT_DIR: &str = "/usr/local/lib/seer";
+
+/// The ONNX Runtime shared library, from PyPI's `onnxruntime` wheel (pip download + unzip: no
+/// Python at run time), into ORT_DIR.
+fn onnxruntime_lib() -> Result<()> {
+    let lib = std::path::Path::new(ORT_DIR).join(format!("libonnxruntime.so.{ORT_VERSION}"));
+    if lib.is_file() {
+        ok(&format!("ONNX Runtime {ORT_VERSION} ({})", lib.display()));
+        return Ok(());
+    }
+    println!(
+        "[setup] ONNX Runtime {ORT_VERSION}: downloading the onnxruntime wheel from PyPI (about 17 MB) ..."
+    );
+    let tmp = std::env::temp_dir().join(format!("seer-ort-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let res = (|| -> Result<()> {
+        run(Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+            ])
+            .args(["--only-binary=:all:", "--dest"])
+            .arg(&tmp)
+            .arg(format!("onnxruntime=={ORT_VERSION}")))
+        .context("pip download onnxruntime failed (PyPI reachable?)")?;
+        let wheel = std::fs::read_dir(&tmp)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "whl"))
+            .context("pip download left no wheel")?;
+        let member = format!("onnxruntime/capi/libonnxruntime.so.{ORT_VERSION}");
+        run(Command::new("unzip")
+            .args(["-q", "-o"])
+            .arg(&wheel)
+            .arg(&member)
+            .arg("-d")
+            .arg(&tmp))
+        .with_context(|| format!("{} has no {member}", wheel.display()))?;
+        std::fs::create_dir_all(ORT_DIR)?;
+        let part = lib.with_extension("part");
+        std::fs::copy(tmp.join(&member), &part)?;
+        std::fs::rename(&part, &lib)?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    res?;
+    ok(&format!("ONNX Runtime {ORT_VERSION} ({})", lib.display()));
+    Ok(())
+}
+
+/// The training and evaluation venv (models/requirements.txt), outside the repo:
+/// `$SEER_TRAIN_VENV`, else `~/.cache/seer/train-venv`. Recreated when the requirements change.
+pub fn train_venv_dir() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("SEER_TRAIN_VENV") {
+        return p.into();
+    }
+    std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+        .join(".cache/seer/train-venv")
+}
+
+/// Creates or reuses the training venv; returns its python.
+pub fn train_venv() -> Result<std::path::PathBuf> {
+    let dir = train_venv_dir();
+    let req_path = util::root().join("models/requirements.txt");
+    let req = std::fs::read_to_string(&req_path)
+        .with_context(|| format!("cannot read {}", req_path.display()))?;
+    let stamp = dir.join(".seer-requirements");
+    let py = dir.join("bin/python");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == req) && py.exists() {
+        ok(&format!("training venv ({})", dir.display()));
+        return Ok(py);
+    }
+    println!(
+        "[setup] training venv {}: installing models/requirements.txt (PyTorch with its CUDA \
+         libraries: about 3 GB to download, 5.5 GB on disk, 1-3 minutes) ...",
+        dir.display()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    run(Command::new("python3").arg("-m").arg("venv").arg(&dir))
+        .context("python3 -m venv failed (Debian package python3-venv)")?;
+    run(Command::new(&py)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&req_path))
+    .context("pip install -r models/requirements.txt failed (PyPI reachable? disk space?)")?;
+    std::fs::write(&stamp, req)?;
+    ok(&format!("training venv ({})", dir.display()));
+    Ok(py)
 }
 
 /// pyarrow: reads the training export (`seer-agent export`) in the store's tests and in models/.

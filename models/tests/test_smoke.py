@@ -1,0 +1,88 @@
+"""The training smoke test of the test command: a small corpus recorded from real testbed runs
+(models/fixtures/corpus, copied from `cargo xtask corpus` output), a few steps of training,
+export, load in ONNX Runtime, parity with PyTorch, the card written and read back. Also: the
+Python labels equal the testbed's, and the shipped model's card fits the agent's channel list.
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from seer_models import data as D
+from seer_models import metrics as M
+from seer_models import train as T
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = os.path.dirname(HERE)
+FIXTURE = os.path.join(MODELS, "fixtures", "corpus")
+REPO = os.path.dirname(MODELS)
+
+
+def channel_names_in_rust():
+    """CHANNEL_NAMES from seer-common, the one definition of the model's C axis."""
+    src = open(os.path.join(REPO, "seer-common", "src", "sample.rs")).read()
+    block = re.search(r"pub const CHANNEL_NAMES: \[&str; CHANNELS\] = \[(.*?)\];", src, re.S)
+    assert block, "CHANNEL_NAMES not found in seer-common/src/sample.rs"
+    return re.findall(r'"([a-z0-9_]+)"', block.group(1))
+
+
+def test_the_fixture_is_real_testbed_output_with_violations():
+    runs = D.read_corpus(FIXTURE)
+    assert {r.split for r in runs} >= {"train", "val"}
+    for r in runs:
+        assert r.x.shape[2] == len(r.channels)
+        assert r.x.shape[0] > 100
+    assert sum(len([v for v in r.violations if v.initiator]) for r in runs) >= 1
+
+
+def test_python_labels_equal_the_testbeds():
+    for r in D.read_corpus(FIXTURE):
+        for h, y in r.y.items():
+            mine = M.labels(r, h)
+            assert np.array_equal(mine, y), f"{r.name} horizon {h}: {np.argwhere(mine != y)[:5]}"
+
+
+@pytest.mark.parametrize("net", ["graph", "hybrid"])
+def test_train_export_parity_and_card(tmp_path, net):
+    out = str(tmp_path / f"smoke-{net}")
+    rc = T.main(["--corpus", FIXTURE, "--net", net, "--epochs", "1", "--t-len", "5", "--n-max", "12", "--out", out])
+    assert rc == 0
+    card = T.read_card(out + ".json")
+    assert card["channels"] == channel_names_in_rust()
+    assert card["t"] == 5 and card["horizon_ms"] == 100
+    assert abs(card["parity_max_abs_diff"]) <= 1e-5
+    assert 0.0 < card["threshold"] < 1.0
+    sess = ort.InferenceSession(out + ".onnx", providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    n = 6 if net == "graph" else 12
+    feeds = {"x": np.zeros((1, 5, n, card["c"]), np.float32)}
+    if net == "graph":
+        assert names == ["x", "adj"]
+        feeds["adj"] = np.zeros((n, n), np.float32)
+    else:
+        assert names == ["x"]
+    (p,) = sess.run(["p"], feeds)
+    assert p.shape == (1, n) and np.all((p >= 0) & (p <= 1))
+
+
+def test_a_card_of_another_format_is_refused(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="not a seer model card"):
+        T.read_card(str(bad))
+
+
+def test_the_shipped_models_fit_the_agents_channels():
+    cards = [f for f in os.listdir(MODELS) if f.endswith(".json") and os.path.exists(os.path.join(MODELS, f[:-5] + ".onnx"))]
+    assert cards, "no shipped model (models/NAME.onnx + models/NAME.json)"
+    rust = channel_names_in_rust()
+    for c in cards:
+        card = T.read_card(os.path.join(MODELS, c))
+        assert card["channels"] == rust, (
+            f"models/{c} was trained on channels {card['channels']}, the agent now has {rust}: "
+            "retrain (cargo xtask corpus, then cargo xtask train) and commit the new model"
+        )
