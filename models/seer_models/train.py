@@ -206,10 +206,23 @@ def export_onnx(model: torch.nn.Module, net: str, t_len: int, channels: int, n_m
     return {"max_abs_diff": worst, "checks": checks, "onnxruntime": ort.__version__, "opset": OPSET}
 
 
+def finite(v):
+    """JSON has no NaN: an undefined figure (no fault-free hour, no alarm) is null."""
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [finite(x) for x in v]
+    if isinstance(v, (np.floating, np.integer)):
+        return finite(v.item())
+    return v
+
+
 def write_card(path: str, card: dict) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(card, f, indent=2, sort_keys=False)
+        json.dump(finite(card), f, indent=2, sort_keys=False, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
 
@@ -272,6 +285,16 @@ def main(argv=None) -> int:
     return 0
 
 
+def zeroed_channels(runs) -> list[str]:
+    """Channels that were zero in every training run (not observed by the agents that recorded
+    them): the agent feeds zeros there, whatever its own kernel can see."""
+    chans = runs[0].channels
+    seen = np.zeros(len(chans), bool)
+    for r in runs:
+        seen |= (r.x != 0).reshape(-1, len(chans)).any(axis=0)
+    return [c for c, s in zip(chans, seen) if not s]
+
+
 def make_card(a, channels, norm, thr, exp, fitinfo, plan, train_runs, val_runs, val_scores) -> dict:
     graph = nets.takes_graph(a.net)
     return {
@@ -295,6 +318,7 @@ def make_card(a, channels, norm, thr, exp, fitinfo, plan, train_runs, val_runs, 
         "horizon_ms": a.horizon_ms,
         "threshold": thr,
         "normalisation": norm,
+        "zeroed_channels": zeroed_channels(train_runs),
         "opset": exp["opset"],
         "onnxruntime_tested": exp["onnxruntime"],
         "parity_max_abs_diff": exp["max_abs_diff"],

@@ -13,7 +13,7 @@ use seer_common::{
 
 use crate::{config::Config, sys::procfs::ProcInfo};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Service {
     pub id: ServiceId,
     pub name: String,

@@ -8,6 +8,7 @@ mod alert; // alerts to Alertmanager / webhooks
 mod cli;
 mod diagnose; // which resource the culprit is short of
 mod discovery; // services, their processes, ports and call graph
+mod infer; // the model: who is about to break the QoS (ONNX Runtime)
 mod respond; // episodes and the policy's decision
 mod sampler; // one Sample per service per tick
 mod serve; // HTTP: /metrics and the query API
@@ -68,9 +69,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Doctor { json, interfaces } => {
+        Cmd::Doctor {
+            json,
+            interfaces,
+            model,
+            ort_lib,
+        } => {
             let ifs = (!interfaces.is_empty()).then_some(interfaces);
-            match cli::doctor::doctor(ifs, json) {
+            match cli::doctor::doctor(ifs, json, model.as_deref(), ort_lib.as_deref()) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => report(Err(e)),

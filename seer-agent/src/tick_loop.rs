@@ -103,6 +103,8 @@ struct Loop {
     /// Connects not matched to a service yet, and the round each was last seen.
     waiting_connects: std::collections::HashMap<seer_common::ConnectKey, u64>,
     responder: Option<Responder>,
+    /// The model stage (None: reactive only).
+    predictor: Option<crate::infer::Predictor>,
     /// Discovery rounds so far.
     rounds: u64,
 }
@@ -296,7 +298,9 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
             None
         }
     };
+    let (predictor, predict_off) = start_predictor(&args, cfg.tick_ms);
     let mut lp = Loop {
+        predictor,
         rounds: 0,
         responder,
         recorder,
@@ -319,6 +323,10 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let live = !args.json && std::io::stdout().is_terminal();
+    let threshold = lp
+        .predictor
+        .as_ref()
+        .and_then(|p| p.status().model.map(|m| m.threshold));
     let metrics_tx = (args.metrics_addr != "off").then(|| {
         let (tx, rx) = tokio::sync::watch::channel(Arc::new(String::new()));
         tokio::spawn(crate::serve::server::serve(
@@ -352,6 +360,10 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         if let Some(r) = &lp.recorder {
             r.record(ts, &lp.samples, &lp.disc);
         }
+        if let Some(p) = &mut lp.predictor {
+            p.on_tick(ts, &lp.disc.services, &lp.samples, &lp.disc.edges);
+        }
+        let prediction = lp.predictor.as_ref().and_then(|p| p.latest());
         if let Some(r) = &mut lp.responder {
             r.on_tick(ts, &lp.disc, &lp.samples, &lp.sampler.watched);
         }
@@ -363,11 +375,16 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         stats.max_tick_us = stats.max_tick_us.max(stats.last_tick_us);
         stats.store = lp.recorder.as_ref().map(Recorder::stats);
         stats.respond = lp.responder.as_ref().map(|r| r.stats.clone());
+        stats.predict = lp
+            .predictor
+            .as_ref()
+            .map(|p| (p.status(), prediction.clone()));
+        stats.predict_off.clone_from(&predict_off);
         if let Some(tx) = &metrics_tx {
             let _ = tx.send(Arc::new(metrics::render(&lp.disc, &lp.samples, &stats)));
         }
         if args.json {
-            let mut v = output::tick_json(ts, &lp.disc, &lp.samples);
+            let mut v = output::tick_json(ts, &lp.disc, &lp.samples, prediction.as_ref());
             v["kernel_drops"] = serde_json::json!({
                 "turns_full": stats.drops.turns_full,
                 "connects_full": stats.drops.connects_full,
@@ -390,7 +407,13 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
             }
             print!(
                 "{}",
-                output::live_table(lp.cfg.tick_ms, &lp.disc, &lp.samples, &footer)
+                output::live_table(
+                    lp.cfg.tick_ms,
+                    &lp.disc,
+                    &lp.samples,
+                    prediction.as_ref().zip(threshold),
+                    &footer
+                )
             );
         } else if n.is_multiple_of((1000 / lp.cfg.tick_ms).max(1)) {
             log::info!(
@@ -405,6 +428,9 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     }
     if let Some(r) = lp.responder.take() {
         r.shutdown();
+    }
+    if let Some(p) = lp.predictor.take() {
+        p.shutdown();
     }
     let d = lp.probes.read_drops()?;
     if d.turns_full + d.connects_full + d.epoll_full + d.iter_write > 0 {
@@ -425,6 +451,32 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     drop(lp);
     log::info!("detached all programs");
     Ok(())
+}
+
+/// The model stage, or why there is none (the agent then reacts only, and says so in the log,
+/// /metrics and `doctor`).
+fn start_predictor(
+    args: &RunArgs,
+    tick_ms: u64,
+) -> (Option<crate::infer::Predictor>, Option<String>) {
+    if args.no_predict {
+        return (None, Some("--no-predict".into()));
+    }
+    let Some(model) = args.model.clone().or_else(crate::infer::default_model) else {
+        let why = format!(
+            "no model: the shipped {} is not next to the binary nor in models/ (give --model PATH)",
+            crate::infer::SHIPPED_MODEL
+        );
+        log::warn!("predict: {why}; reacting to violations only");
+        return (None, Some(why));
+    };
+    match crate::infer::Predictor::start(&model, args.ort_lib.as_deref(), tick_ms) {
+        Ok(p) => (Some(p), None),
+        Err(e) => {
+            log::warn!("predict: {e}; reacting to violations only");
+            (None, Some(e))
+        }
+    }
 }
 
 /// Undoes the changes a previous run left in the action journal (it crashed, or was killed),

@@ -57,6 +57,10 @@ pub const ORT_DIR: &str = "/usr/local/lib/seer";
 fn onnxruntime_lib() -> Result<()> {
     let lib = std::path::Path::new(ORT_DIR).join(format!("libonnxruntime.so.{ORT_VERSION}"));
     if lib.is_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        if std::fs::metadata(&lib)?.permissions().mode() & 0o022 != 0 {
+            std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o755))?;
+        }
         ok(&format!("ONNX Runtime {ORT_VERSION} ({})", lib.display()));
         return Ok(());
     }
@@ -95,6 +99,8 @@ fn onnxruntime_lib() -> Result<()> {
         std::fs::create_dir_all(ORT_DIR)?;
         let part = lib.with_extension("part");
         std::fs::copy(tmp.join(&member), &part)?;
+        // The agent refuses a library others can write (the wheel's is 0775).
+        std::fs::set_permissions(&part, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         std::fs::rename(&part, &lib)?;
         Ok(())
     })();

@@ -10,7 +10,12 @@ use crate::sys::{
     caps,
 };
 
-pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<bool> {
+pub fn doctor(
+    interfaces: Option<Vec<String>>,
+    as_json: bool,
+    model: Option<&std::path::Path>,
+    ort_lib: Option<&std::path::Path>,
+) -> anyhow::Result<bool> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
         .trim()
@@ -55,6 +60,8 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
         })
         .collect();
     let ok = load_error.is_none() && btf.is_ok() && caps_ok.is_ok();
+    // Prediction is reported apart: without it the agent still senses and reacts.
+    let prediction = crate::infer::probe(model, ort_lib, crate::config::Config::default().tick_ms);
     let report = json!({
         "kernel": release,
         "btf": match &btf { Ok(o) => json!({"ok": true, "offsets": format!("{o:?}")}), Err(e) => json!({"ok": false, "error": e.to_string()}) },
@@ -66,6 +73,7 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
         "socket_walks": walks,
         "hook_prices": prices,
         "channels": channels,
+        "prediction": prediction,
         "ok": ok,
     });
     if as_json {
@@ -141,6 +149,44 @@ pub fn doctor(interfaces: Option<Vec<String>>, as_json: bool) -> anyhow::Result<
             c["channels"].as_str().unwrap_or(""),
             c["via"].as_str().unwrap_or("")
         );
+    }
+    println!("\nprediction:");
+    let lib = &prediction["library"];
+    match lib["path"].as_str() {
+        Some(p) => println!("  ONNX Runtime library             {p}"),
+        None => println!(
+            "  ONNX Runtime library             MISSING: {}",
+            lib["error"].as_str().unwrap_or("")
+        ),
+    }
+    let m = &prediction["model"];
+    if m["ok"].as_bool() == Some(true) {
+        println!(
+            "  model                            {} ({} network, T = {}, horizon {} ms, services {}) {}",
+            m["name"].as_str().unwrap_or(""),
+            m["network"].as_str().unwrap_or(""),
+            m["t"],
+            m["horizon_ms"],
+            m["n"].as_str().unwrap_or(""),
+            m["path"].as_str().unwrap_or("")
+        );
+    } else {
+        println!(
+            "  model                            REFUSED: {}",
+            m["error"].as_str().unwrap_or("")
+        );
+    }
+    let ti = &prediction["test_inference"];
+    if ti["ok"].as_bool() == Some(true) {
+        println!("  test inference (N = 3)           ok, {} us", ti["us"]);
+    } else if !ti.is_null() {
+        println!(
+            "  test inference (N = 3)           FAILED: {}",
+            ti["error"].as_str().unwrap_or("")
+        );
+    }
+    if prediction["ok"].as_bool() != Some(true) {
+        println!("  => `seer-agent run` reacts to violations only (no prediction)");
     }
     Ok(ok)
 }

@@ -50,6 +50,12 @@ pub enum Cmd {
         /// Interfaces to try the tc ingress counter on (default: every interface that is up).
         #[arg(long = "iface")]
         interfaces: Vec<String>,
+        /// The model to check (default: the shipped one `run` would use).
+        #[arg(long, value_name = "PATH")]
+        model: Option<PathBuf>,
+        /// The ONNX Runtime library to check (default: what `run` would find).
+        #[arg(long, value_name = "PATH")]
+        ort_lib: Option<PathBuf>,
     },
     /// Check every channel against the kernel's own view, on sockets the test makes itself
     /// (used by `cargo xtask kernels` inside other kernels under QEMU).
@@ -121,6 +127,18 @@ pub struct RunArgs {
     /// delivered.
     #[arg(long, value_name = "URL")]
     pub alertmanager: Option<String>,
+    /// The model (NAME.onnx, its card NAME.json beside it). Default: the shipped model, next
+    /// to the binary or in the source tree's models/. Replacing the file (atomic rename)
+    /// switches models at the next tick.
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Run without the model: react to violations only.
+    #[arg(long)]
+    pub no_predict: bool,
+    /// The ONNX Runtime library (default: ORT_DYLIB_PATH, the binary's directory, then
+    /// /usr/local/lib/seer, where `cargo xtask setup` puts it).
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Clone, Debug)]

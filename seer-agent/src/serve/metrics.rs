@@ -22,6 +22,9 @@ pub struct AgentStats {
     pub store: Option<seer_store::WriterStats>,
     /// QoS watch, diagnoses, actions and alerts (None without a QoS).
     pub respond: Option<crate::respond::RespondStats>,
+    /// The model stage (None: no model, reactive only; `predict_off` says why).
+    pub predict: Option<(crate::infer::Status, Option<crate::infer::Prediction>)>,
+    pub predict_off: Option<String>,
 }
 
 fn esc(s: &str) -> String {
@@ -175,6 +178,7 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
             let _ = writeln!(o, "seer_actions_total{{outcome=\"{what}\"}} {n}");
         }
     }
+    render_predict(&mut o, d, st);
     let _ = writeln!(
         o,
         "# HELP seer_kernel_drops_total Events the kernel side could not record (a full map), by map."
@@ -189,6 +193,94 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
         let _ = writeln!(o, "seer_kernel_drops_total{{what=\"{what}\"}} {n}");
     }
     o
+}
+
+/// The model stage: whether it runs, which model, each service's probability, inference time.
+fn render_predict(o: &mut String, d: &Discovery, st: &AgentStats) {
+    let _ = writeln!(
+        o,
+        "# HELP seer_predict_enabled 1 while a model predicts; 0: reactive only (the log and `seer-agent doctor` say why).\n# TYPE seer_predict_enabled gauge\nseer_predict_enabled {}",
+        u8::from(st.predict.as_ref().is_some_and(|(s, _)| s.model.is_some()))
+    );
+    let Some((status, latest)) = &st.predict else {
+        return;
+    };
+    if let Some(m) = &status.model {
+        let _ = writeln!(
+            o,
+            "# HELP seer_model_info The model in use (1).\n# TYPE seer_model_info gauge\nseer_model_info{{name=\"{}\",network=\"{}\",horizon_ms=\"{}\",threshold=\"{}\"}} 1",
+            esc(&m.name),
+            esc(&m.network),
+            m.horizon_ms,
+            m.threshold
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP seer_predicted_initiator_probability Probability that the service initiates a QoS violation within the model's horizon.\n# TYPE seer_predicted_initiator_probability gauge"
+    );
+    if let Some(p) = latest {
+        for s in &d.services {
+            if let Some(v) = p.of(s.id) {
+                let _ = writeln!(
+                    o,
+                    "seer_predicted_initiator_probability{{service=\"{}\",id=\"{}\"}} {v}",
+                    esc(&s.name),
+                    s.id.0
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP seer_infer_seconds Time one inference took (ONNX Runtime, one thread).\n# TYPE seer_infer_seconds histogram"
+    );
+    let mut cum = 0;
+    for (i, ub) in crate::infer::INFER_BUCKETS_US.iter().enumerate() {
+        cum += status.infer_hist.get(i).copied().unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "seer_infer_seconds_bucket{{le=\"{}\"}} {cum}",
+            *ub as f64 / 1e6
+        );
+    }
+    cum += status.infer_hist.last().copied().unwrap_or(0);
+    let _ = writeln!(o, "seer_infer_seconds_bucket{{le=\"+Inf\"}} {cum}");
+    let _ = writeln!(
+        o,
+        "seer_infer_seconds_sum {}",
+        status.infer_sum_us as f64 / 1e6
+    );
+    let _ = writeln!(o, "seer_infer_seconds_count {cum}");
+    for (name, help, v) in [
+        (
+            "seer_infer_late_total",
+            "Ticks not predicted because the previous inference was still running.",
+            status.late,
+        ),
+        (
+            "seer_infer_failures_total",
+            "Inferences that failed.",
+            status.failures,
+        ),
+        (
+            "seer_model_reloads_total",
+            "Times a replaced model file was loaded.",
+            status.reloads,
+        ),
+        (
+            "seer_model_reload_failures_total",
+            "Replaced model files refused (the previous model stayed).",
+            status.reload_failures,
+        ),
+        (
+            "seer_predict_unfit_ticks_total",
+            "Ticks whose service set the model cannot take (needs retraining).",
+            status.unfit_ticks,
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
 }
 
 /// HELP text of the agent's own metrics (one place, so none goes without).

@@ -1,0 +1,495 @@
+//! The model stage: every tick, the shipped model gives each service the probability that it
+//! initiates a QoS violation within the model's horizon.
+//!
+//! The tick loop keeps the last ticks of every service in memory (`Window`, never read back
+//! from the store) and hands a copy to the inference thread through a one-slot channel: a slow
+//! inference never delays a tick; a tick that finds the slot still full is dropped and counted
+//! (`late`). The thread normalises as the card says, runs ONNX Runtime, and publishes the
+//! result, which the tick loop picks up (one tick later at most) for the table, JSON, metrics,
+//! store and alarm policy.
+//!
+//! Hot reload: the thread looks at the model file (inode, size, mtime) before each run; a new
+//! file (an atomic rename over the old one) is loaded with its card, and used from that run on
+//! if it loads and fits; otherwise the previous model stays and the reason is kept in
+//! `Status::last_error` (log, /metrics, doctor).
+pub mod card;
+pub mod input;
+pub mod runtime;
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        mpsc::{self, SyncSender, TrySendError},
+    },
+    time::Instant,
+};
+
+use seer_common::sample::{CHANNELS, Sample, ServiceId};
+
+pub use card::Card;
+pub use input::Window;
+
+/// The model file used when `--model` is not given: the shipped model, installed next to the
+/// binary by the set-up, else found in the source tree's `models/` relative to the binary.
+pub const SHIPPED_MODEL: &str = "seer-graph-h100.onnx";
+
+/// Where the shipped model is looked for, in order.
+pub fn default_model() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(d) = exe.parent() {
+        dirs.push(d.to_path_buf());
+        dirs.push(d.join("models"));
+        // target/{debug,release}/seer-agent -> the repository's models/.
+        for up in d.ancestors().skip(1).take(3) {
+            dirs.push(up.join("models"));
+        }
+    }
+    dirs.push(PathBuf::from(runtime::DEFAULT_DIR));
+    dirs.into_iter()
+        .map(|d| d.join(SHIPPED_MODEL))
+        .find(|p| p.is_file())
+}
+
+/// One inference request: the last `t` ticks of the services, raw, and their call graph.
+pub struct Request {
+    pub ts_ms: u64,
+    pub ids: Vec<ServiceId>,
+    pub t: usize,
+    /// [t, n, C], raw channel values.
+    pub raw: Vec<f32>,
+    /// [n, n], adj[i * n + j] = 1 when service i calls j.
+    pub adj: Vec<f32>,
+    /// The card version the request was shaped for (a reload in between voids it).
+    pub version: u64,
+}
+
+/// One result.
+#[derive(Clone, Debug)]
+pub struct Prediction {
+    pub ts_ms: u64,
+    pub model: String,
+    pub ids: Vec<ServiceId>,
+    pub p: Vec<f32>,
+    pub infer_us: u64,
+}
+
+impl Prediction {
+    pub fn of(&self, id: ServiceId) -> Option<f32> {
+        self.ids.iter().position(|&i| i == id).map(|k| self.p[k])
+    }
+
+    /// The most likely initiator and its probability.
+    pub fn top(&self) -> Option<(ServiceId, f32)> {
+        self.ids
+            .iter()
+            .copied()
+            .zip(self.p.iter().copied())
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
+/// What the stage is doing, for logs, /metrics and doctor.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// The model in use (None: reactive only).
+    pub model: Option<ModelInfo>,
+    pub runs: u64,
+    /// Ticks dropped because the previous inference had not finished.
+    pub late: u64,
+    pub failures: u64,
+    pub reloads: u64,
+    pub reload_failures: u64,
+    /// Ticks the current service set could not be predicted (e.g. more services than a fixed-N
+    /// model takes): "needs retraining".
+    pub unfit_ticks: u64,
+    pub unfit_reason: Option<String>,
+    pub last_error: Option<String>,
+    /// Inference time histogram: counts per bucket of INFER_BUCKETS_US (+Inf last), sum in us.
+    pub infer_hist: Vec<u64>,
+    pub infer_sum_us: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub name: String,
+    pub network: String,
+    pub horizon_ms: u64,
+    pub threshold: f32,
+    pub t: usize,
+    pub library: PathBuf,
+}
+
+/// Upper bounds of the inference time histogram, microseconds.
+pub const INFER_BUCKETS_US: [u64; 10] = [
+    100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000,
+];
+
+struct Loaded {
+    card: Card,
+    session: ort::session::Session,
+    stamp: (u64, u64, i64, i64),
+    /// Channel index -> zeroed.
+    zeroed: [bool; CHANNELS],
+}
+
+fn stamp(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+fn load(env: &ort::environment::Environment, path: &Path, tick_ms: u64) -> Result<Loaded, String> {
+    let st = stamp(path).ok_or_else(|| format!("model {}: no such file", path.display()))?;
+    runtime::check_trusted(path, "model")?;
+    let card_path = Card::path_for(path);
+    runtime::check_trusted(&card_path, "model card")?;
+    let card = Card::load(&card_path).map_err(|e| e.to_string())?;
+    card.check(tick_ms).map_err(|e| e.to_string())?;
+    let session = runtime::session(env, path)?;
+    let ins: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+    let want: &[&str] = if card.takes_graph() {
+        &["x", "adj"]
+    } else {
+        &["x"]
+    };
+    if ins != want {
+        return Err(format!(
+            "model {}: inputs {ins:?}, its card ({} network) says {want:?}",
+            path.display(),
+            card.network
+        ));
+    }
+    if !session.outputs().iter().any(|o| o.name() == "p") {
+        return Err(format!("model {}: no output named \"p\"", path.display()));
+    }
+    if !card.onnxruntime_tested.is_empty() && card.onnxruntime_tested != runtime::VERSION {
+        log::warn!(
+            "predict: {} was checked with ONNX Runtime {}, this agent uses {}",
+            path.display(),
+            card.onnxruntime_tested,
+            runtime::VERSION
+        );
+    }
+    let mut zeroed = [false; CHANNELS];
+    for (i, name) in seer_common::sample::CHANNEL_NAMES.iter().enumerate() {
+        zeroed[i] = card.zeroed_channels.iter().any(|z| z == name);
+    }
+    Ok(Loaded {
+        card,
+        session,
+        stamp: st,
+        zeroed,
+    })
+}
+
+/// What `doctor` says of prediction: the library and model found, whether the model fits this
+/// agent, and one inference on a small made-up input (N = 3) with its time.
+pub fn probe(model: Option<&Path>, ort_lib: Option<&Path>, tick_ms: u64) -> serde_json::Value {
+    use serde_json::json;
+    let lib = runtime::find_library(ort_lib);
+    let lib_v = match &lib {
+        Ok(p) => json!({"path": p, "ok": true, "version_expected": runtime::VERSION}),
+        Err(e) => json!({"ok": false, "error": e}),
+    };
+    let model = model.map(Path::to_path_buf).or_else(default_model);
+    let Some(model) = model else {
+        return json!({"ok": false, "library": lib_v, "model": {"ok": false,
+            "error": format!("no model: the shipped {SHIPPED_MODEL} is not next to the binary nor in models/ (give --model PATH)")}});
+    };
+    let env = match runtime::environment(ort_lib) {
+        Ok((env, _)) => env,
+        Err(e) => {
+            return json!({"ok": false, "library": {"ok": false, "error": e}, "model": {"path": model}});
+        }
+    };
+    match load(env, &model, tick_ms) {
+        Ok(mut l) => {
+            let n = 3;
+            let t = l.card.t;
+            let req = Request {
+                ts_ms: 0,
+                ids: (0..n as u32).map(ServiceId).collect(),
+                t,
+                raw: vec![1.0; t * n * CHANNELS],
+                adj: vec![0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+                version: 0,
+            };
+            let t0 = Instant::now();
+            let res = run(&mut l, &req, &mut Vec::new());
+            let us = t0.elapsed().as_micros() as u64;
+            let tested = &l.card.onnxruntime_tested;
+            json!({
+                "ok": res.is_ok(),
+                "library": lib_v,
+                "model": {
+                    "path": model, "ok": true, "name": l.card.name, "network": l.card.network,
+                    "t": t, "horizon_ms": l.card.horizon_ms, "threshold": l.card.threshold,
+                    "onnxruntime_tested": tested,
+                    "n": if l.card.takes_graph() { "any".to_string() } else { format!("<= {}", l.card.services.n_max.unwrap_or(0)) },
+                },
+                "test_inference": match res { Ok(p) => json!({"ok": true, "us": us, "p": p}), Err(e) => json!({"ok": false, "error": e}) },
+            })
+        }
+        Err(e) => {
+            json!({"ok": false, "library": lib_v, "model": {"path": model, "ok": false, "error": e}})
+        }
+    }
+}
+
+fn info(path: &Path, l: &Loaded, lib: &Path) -> ModelInfo {
+    ModelInfo {
+        path: path.to_path_buf(),
+        name: l.card.name.clone(),
+        network: l.card.network.clone(),
+        horizon_ms: l.card.horizon_ms,
+        threshold: l.card.threshold,
+        t: l.card.t,
+        library: lib.to_path_buf(),
+    }
+}
+
+/// Shared between the tick loop and the inference thread.
+struct Shared {
+    status: Status,
+    latest: Option<Prediction>,
+    /// What requests must look like now: (t, n_max, version).
+    shape: (usize, Option<usize>, u64),
+}
+
+/// The tick loop's handle on the stage.
+pub struct Predictor {
+    tx: Option<SyncSender<Request>>,
+    shared: Arc<Mutex<Shared>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub window: Window,
+}
+
+impl Predictor {
+    /// Loads the library and the model and starts the inference thread. Errors say what is
+    /// missing or wrong; the caller goes on without prediction (reactive path).
+    pub fn start(model: &Path, ort_lib: Option<&Path>, tick_ms: u64) -> Result<Predictor, String> {
+        let (env, lib) = runtime::environment(ort_lib)?;
+        let loaded = load(env, model, tick_ms)?;
+        let mi = info(model, &loaded, lib);
+        log::info!(
+            "predict: model {} ({} network, T = {}, horizon {} ms, threshold {}) from {}, ONNX Runtime {}",
+            mi.name,
+            mi.network,
+            mi.t,
+            mi.horizon_ms,
+            mi.threshold,
+            mi.path.display(),
+            mi.library.display()
+        );
+        let shared = Arc::new(Mutex::new(Shared {
+            status: Status {
+                model: Some(mi),
+                infer_hist: vec![0; INFER_BUCKETS_US.len() + 1],
+                ..Status::default()
+            },
+            latest: None,
+            shape: (loaded.card.t, loaded.card.services.n_max, 1),
+        }));
+        let (tx, rx) = mpsc::sync_channel::<Request>(1);
+        let sh = shared.clone();
+        let path = model.to_path_buf();
+        let lib = lib.clone();
+        let thread = std::thread::Builder::new()
+            .name("seer-infer".into())
+            .spawn(move || worker(env, &lib, path, tick_ms, loaded, rx, sh))
+            .map_err(|e| format!("cannot start the inference thread: {e}"))?;
+        Ok(Predictor {
+            tx: Some(tx),
+            shared,
+            thread: Some(thread),
+            window: Window::default(),
+        })
+    }
+
+    /// Called every tick after sampling: remembers the tick and asks for an inference.
+    pub fn on_tick(
+        &mut self,
+        ts_ms: u64,
+        services: &[crate::discovery::Service],
+        samples: &[Sample],
+        edges: &std::collections::BTreeSet<(ServiceId, ServiceId)>,
+    ) {
+        self.window.push(services, samples);
+        let (t, n_max, version) = self.lock().shape;
+        if let Some(n) = n_max
+            && services.len() > n
+        {
+            let mut g = self.lock();
+            g.status.unfit_ticks += 1;
+            if g.status.unfit_reason.is_none() {
+                let why = format!(
+                    "{} services, the model takes at most {n}: needs retraining for this deployment (no prediction until then)",
+                    services.len()
+                );
+                log::warn!("predict: {why}");
+                g.status.unfit_reason = Some(why);
+            }
+            return;
+        }
+        if services.is_empty() {
+            return;
+        }
+        let req = self.window.request(ts_ms, services, edges, t, version);
+        if let Some(tx) = &self.tx {
+            match tx.try_send(req) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => self.lock().status.late += 1,
+                Err(TrySendError::Disconnected(_)) => {
+                    let mut g = self.lock();
+                    if g.status.last_error.is_none() {
+                        g.status.last_error = Some("the inference thread stopped".into());
+                    }
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // A panic on the inference thread must not take the tick loop down with it.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The latest result (from this tick's or an earlier request).
+    pub fn latest(&self) -> Option<Prediction> {
+        self.lock().latest.clone()
+    }
+
+    pub fn status(&self) -> Status {
+        self.lock().status.clone()
+    }
+
+    /// Stops the inference thread (after its current run).
+    pub fn shutdown(mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn worker(
+    env: &'static ort::environment::Environment,
+    lib: &Path,
+    path: PathBuf,
+    tick_ms: u64,
+    mut cur: Loaded,
+    rx: mpsc::Receiver<Request>,
+    shared: Arc<Mutex<Shared>>,
+) {
+    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
+    let mut x: Vec<f32> = Vec::new();
+    let mut failed_stamp = None;
+    while let Ok(req) = rx.recv() {
+        // Hot reload: a different file under the model's path.
+        let now = stamp(&path);
+        if now.is_some() && now != Some(cur.stamp) && now != failed_stamp {
+            match load(env, &path, tick_ms) {
+                Ok(l) => {
+                    let mi = info(&path, &l, lib);
+                    log::info!(
+                        "predict: reloaded {} ({} network, T = {}, horizon {} ms)",
+                        path.display(),
+                        mi.network,
+                        mi.t,
+                        mi.horizon_ms
+                    );
+                    let mut g = lock();
+                    g.status.reloads += 1;
+                    g.status.model = Some(mi);
+                    g.status.last_error = None;
+                    g.shape = (l.card.t, l.card.services.n_max, g.shape.2 + 1);
+                    cur = l;
+                    failed_stamp = None;
+                    // This request was shaped for the previous model.
+                    continue;
+                }
+                Err(e) => {
+                    log::error!(
+                        "predict: the new model file is refused, keeping the previous one: {e}"
+                    );
+                    let mut g = lock();
+                    g.status.reload_failures += 1;
+                    g.status.last_error = Some(e);
+                    failed_stamp = now;
+                }
+            }
+        }
+        if req.version != lock().shape.2 || req.t != cur.card.t {
+            continue;
+        }
+        let t0 = Instant::now();
+        let res = run(&mut cur, &req, &mut x);
+        let us = t0.elapsed().as_micros() as u64;
+        let mut g = lock();
+        match res {
+            Ok(p) => {
+                g.status.runs += 1;
+                let b = INFER_BUCKETS_US
+                    .iter()
+                    .position(|&ub| us <= ub)
+                    .unwrap_or(INFER_BUCKETS_US.len());
+                g.status.infer_hist[b] += 1;
+                g.status.infer_sum_us += us;
+                g.latest = Some(Prediction {
+                    ts_ms: req.ts_ms,
+                    model: cur.card.name.clone(),
+                    ids: req.ids,
+                    p,
+                    infer_us: us,
+                });
+            }
+            Err(e) => {
+                g.status.failures += 1;
+                if g.status.last_error.as_deref() != Some(e.as_str()) {
+                    log::error!("predict: inference failed: {e}");
+                }
+                g.status.last_error = Some(e);
+            }
+        }
+    }
+}
+
+fn run(cur: &mut Loaded, req: &Request, x: &mut Vec<f32>) -> Result<Vec<f32>, String> {
+    let n = req.ids.len();
+    let (n_in, pad) = match cur.card.services.n_max {
+        Some(m) => (m, true),
+        None => (n, false),
+    };
+    input::normalise(&cur.card, &cur.zeroed, req, n_in, x);
+    let shape = [1usize, req.t, n_in, CHANNELS];
+    let xv = ort::value::TensorRef::from_array_view((shape, &x[..])).map_err(|e| e.to_string())?;
+    let out = if pad {
+        cur.session.run(ort::inputs!["x" => xv])
+    } else {
+        let a = ort::value::TensorRef::from_array_view(([n, n], &req.adj[..]))
+            .map_err(|e| e.to_string())?;
+        cur.session.run(ort::inputs!["x" => xv, "adj" => a])
+    }
+    .map_err(|e| e.to_string())?;
+    let (shape, p) = out["p"]
+        .try_extract_tensor::<f32>()
+        .map_err(|e| e.to_string())?;
+    if p.len() != n_in {
+        return Err(format!(
+            "output p has shape {shape:?}, expected [1, {n_in}]"
+        ));
+    }
+    Ok(p[..n]
+        .iter()
+        .map(|v| {
+            if v.is_finite() {
+                v.clamp(0.0, 1.0)
+            } else {
+                0.0
+            }
+        })
+        .collect())
+}
