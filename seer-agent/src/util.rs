@@ -30,3 +30,35 @@ mod tests {
         assert_eq!(super::median(&mut [4.0, 1.0, 3.0, 2.0]), 3.0);
     }
 }
+
+/// Tests: a temp directory removed on drop.
+#[cfg(test)]
+pub struct TempDir(std::path::PathBuf);
+
+#[cfg(test)]
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("seer-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        TempDir(p)
+    }
+
+    /// Takes ownership of an existing directory (removed on drop).
+    pub fn adopt(p: &std::path::Path) -> Self {
+        TempDir(p.to_path_buf())
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -493,3 +493,202 @@ fn run(cur: &mut Loaded, req: &Request, x: &mut Vec<f32>) -> Result<Vec<f32>, St
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::TempDir;
+
+    /// models/fixtures/parity: a small graph model and a real window with Python's output.
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/parity")
+    }
+
+    fn env() -> &'static ort::environment::Environment {
+        match runtime::environment(None) {
+            Ok((e, _)) => e,
+            Err(e) => panic!("{e} (the test command's set-up installs it)"),
+        }
+    }
+
+    /// A copy of the fixture model in a directory of its own (mode 0755, ours).
+    fn copy_model(dir: &TempDir) -> PathBuf {
+        let m = dir.path().join("m.onnx");
+        std::fs::copy(fixture().join("model.onnx"), &m).unwrap();
+        std::fs::copy(fixture().join("model.json"), dir.path().join("m.json")).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        m
+    }
+
+    fn window() -> (Request, Vec<f32>) {
+        let text = std::fs::read_to_string(fixture().join("window.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let f = |k: &str| -> Vec<f32> {
+            v[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        };
+        let n = v["n"].as_u64().unwrap() as usize;
+        let req = Request {
+            ts_ms: 0,
+            ids: (0..n as u32).map(ServiceId).collect(),
+            t: v["t"].as_u64().unwrap() as usize,
+            raw: f("raw"),
+            adj: f("adj"),
+            version: 1,
+        };
+        (req, f("p"))
+    }
+
+    #[test]
+    fn rust_and_python_give_the_same_probabilities() {
+        let mut l = load(env(), &fixture().join("model.onnx"), 100).unwrap();
+        let (req, want) = window();
+        let got = run(&mut l, &req, &mut Vec::new()).unwrap();
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-5,
+            "Rust {got:?}\nPython {want:?}\nmax diff {worst}"
+        );
+    }
+
+    #[test]
+    fn a_model_that_does_not_fit_is_refused_with_what_is_wrong() {
+        let d = TempDir::new("infer-unfit");
+        let m = copy_model(&d);
+        let card = d.path().join("m.json");
+        let text = std::fs::read_to_string(&card).unwrap();
+        std::fs::write(&card, text.replace("\"rx_queue_bytes\"", "\"rx_queue\"")).unwrap();
+        let Err(e) = load(env(), &m, 100) else {
+            panic!("a card with other channels was accepted")
+        };
+        assert!(e.contains("channels") && e.contains("rx_queue"), "{e}");
+        // The tick the model was trained on.
+        std::fs::write(&card, text).unwrap();
+        let Err(e) = load(env(), &m, 250) else {
+            panic!("a 100 ms model was accepted at 250 ms ticks")
+        };
+        assert!(e.contains("100 ms ticks"), "{e}");
+        // Not a model at all.
+        std::fs::write(&m, b"not an onnx file").unwrap();
+        let Err(e) = load(env(), &m, 100) else {
+            panic!("garbage was loaded as a model")
+        };
+        assert!(e.contains("m.onnx"), "{e}");
+        // No card beside it.
+        std::fs::remove_file(&card).unwrap();
+        let Err(e) = load(env(), &m, 100) else {
+            panic!("a model without its card was accepted")
+        };
+        assert!(e.contains("m.json"), "{e}");
+    }
+
+    #[test]
+    fn a_model_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = TempDir::new("infer-perm");
+        let m = copy_model(&d);
+        std::fs::set_permissions(&m, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let Err(e) = load(env(), &m, 100) else {
+            panic!("a world-writable model was loaded")
+        };
+        assert!(e.contains("writable by group or others"), "{e}");
+        std::fs::set_permissions(&m, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let Err(e) = load(env(), &m, 100) else {
+            panic!("a model in a world-writable directory was loaded")
+        };
+        assert!(e.contains("directory"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_library_is_named() {
+        let e =
+            runtime::find_library(Some(Path::new("/nonexistent/libonnxruntime.so"))).unwrap_err();
+        assert!(e.contains("/nonexistent/libonnxruntime.so"), "{e}");
+    }
+
+    fn services(n: u32) -> Vec<crate::discovery::Service> {
+        (0..n)
+            .map(|i| crate::discovery::Service {
+                id: ServiceId(i),
+                name: format!("s{i}"),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    /// Feeds ticks until the stage has run `runs` inferences in all (or 10 s pass).
+    fn feed_until(p: &mut Predictor, runs: u64) -> Status {
+        let svcs = services(3);
+        let samples: Vec<Sample> = svcs
+            .iter()
+            .map(|s| Sample {
+                service: s.id,
+                ts_ms: 0,
+                values: [5.0; CHANNELS],
+            })
+            .collect();
+        let edges = [(ServiceId(2), ServiceId(1))].into_iter().collect();
+        let t0 = Instant::now();
+        let mut ts = 0;
+        loop {
+            ts += 100;
+            p.on_tick(ts, &svcs, &samples, &edges);
+            let st = p.status();
+            if st.runs >= runs || t0.elapsed().as_secs() > 10 {
+                return st;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_replaced_model_is_used_and_a_broken_one_keeps_the_previous() {
+        let d = TempDir::new("infer-reload");
+        let m = copy_model(&d);
+        let mut p = Predictor::start(&m, None, 100).unwrap();
+        let st = feed_until(&mut p, 3);
+        assert!(st.runs >= 3, "{st:?}");
+        let first = p.latest().unwrap();
+        assert_eq!(first.p.len(), 3);
+        // A broken file renamed over the model: refused, the previous model goes on.
+        let tmp = d.path().join("m.onnx.new");
+        std::fs::write(&tmp, b"truncated").unwrap();
+        std::fs::rename(&tmp, &m).unwrap();
+        let st = feed_until(&mut p, st.runs + 3);
+        assert_eq!(st.reload_failures, 1, "{st:?}");
+        assert!(
+            st.last_error.as_deref().unwrap_or("").contains("m.onnx"),
+            "{st:?}"
+        );
+        assert_eq!(st.model.as_ref().unwrap().threshold, first_threshold(&d));
+        // A good model with another threshold: loaded at the next tick.
+        let card = d.path().join("m.json");
+        let text = std::fs::read_to_string(&card).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut v2 = v.clone();
+        v2["threshold"] = serde_json::json!(0.77);
+        std::fs::write(&card, v2.to_string()).unwrap();
+        std::fs::copy(fixture().join("model.onnx"), &tmp).unwrap();
+        std::fs::rename(&tmp, &m).unwrap();
+        let st = feed_until(&mut p, st.runs + 3);
+        assert_eq!(st.reloads, 1, "{st:?}");
+        assert_eq!(st.model.as_ref().unwrap().threshold, 0.77);
+        assert!(st.last_error.is_none(), "{st:?}");
+        p.shutdown();
+    }
+
+    fn first_threshold(_d: &TempDir) -> f32 {
+        let text = std::fs::read_to_string(fixture().join("model.json")).unwrap();
+        Card::parse("model.json", &text).unwrap().threshold
+    }
+}
