@@ -21,16 +21,6 @@ pub fn median_vec(mut v: Vec<f64>) -> f64 {
     median(&mut v)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn median_of_none_odd_and_even() {
-        assert_eq!(super::median(&mut []), 0.0);
-        assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(super::median(&mut [4.0, 1.0, 3.0, 2.0]), 3.0);
-    }
-}
-
 /// Tests: a temp directory removed on drop.
 #[cfg(test)]
 pub struct TempDir(std::path::PathBuf);
@@ -60,5 +50,15 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_none_odd_and_even() {
+        assert_eq!(super::median(&mut []), 0.0);
+        assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&mut [4.0, 1.0, 3.0, 2.0]), 3.0);
     }
 }
