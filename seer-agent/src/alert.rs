@@ -53,10 +53,76 @@ pub struct AlertInfo {
     pub starts_ms: u64,
     /// Firing until then; resolved when it is in the past.
     pub ends_ms: u64,
+    /// Whether the model saw it coming.
+    pub origin: Origin,
+}
+
+/// Where an alert comes from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Origin {
+    /// The QoS broke and the labeller named the initiator (reactive path).
+    #[default]
+    Observed,
+    /// The model alarmed on the culprit before the violation: its probability, horizon, and,
+    /// once the violation began, how long before it the alarm fired.
+    Predicted {
+        probability: f32,
+        horizon_ms: u64,
+        lead_ms: Option<u64>,
+        /// The culprit's channels that had departed from normal when the alarm fired.
+        channels: String,
+        model: String,
+    },
 }
 
 /// One Alertmanager API v2 alert object (a webhook receives the same object).
 pub fn alert_json(a: &AlertInfo, host: &str, generator: &str) -> Value {
+    let (origin, summary) = match &a.origin {
+        Origin::Observed => (
+            "observed",
+            format!(
+                "{} is driving a QoS violation ({}); short of {}",
+                a.culprit, a.qos, a.resource
+            ),
+        ),
+        Origin::Predicted {
+            probability,
+            horizon_ms,
+            lead_ms,
+            ..
+        } => (
+            "predicted",
+            format!(
+                "{} is predicted to initiate a QoS violation within {horizon_ms} ms (p = {probability:.2}{}; {}); short of {}",
+                a.culprit,
+                lead_ms.map_or(String::new(), |l| format!(", {l} ms before it began")),
+                a.qos,
+                a.resource
+            ),
+        ),
+    };
+    let mut annotations = json!({
+        "summary": summary,
+        "qos": a.qos,
+        "mode": a.mode,
+        "confidence": format!("{:.2}", a.confidence),
+        "actions": a.actions.to_string(),
+        "diagnosis": a.diagnosis.as_ref().map(Value::to_string).unwrap_or_default(),
+    });
+    if let Origin::Predicted {
+        probability,
+        horizon_ms,
+        lead_ms,
+        channels,
+        model,
+    } = &a.origin
+    {
+        annotations["probability"] = json!(format!("{probability:.3}"));
+        annotations["horizon_ms"] = json!(horizon_ms.to_string());
+        annotations["lead_ms"] = json!(lead_ms.map_or(String::new(), |l| l.to_string()));
+        annotations["channels_moved"] = json!(channels);
+        annotations["model"] = json!(model);
+    }
     json!({
         "labels": {
             "alertname": "SeerQosViolation",
@@ -64,18 +130,9 @@ pub fn alert_json(a: &AlertInfo, host: &str, generator: &str) -> Value {
             "host": host,
             "service": a.culprit,
             "resource": a.resource,
+            "origin": origin,
         },
-        "annotations": {
-            "summary": format!(
-                "{} is driving a QoS violation ({}); short of {}",
-                a.culprit, a.qos, a.resource
-            ),
-            "qos": a.qos,
-            "mode": a.mode,
-            "confidence": format!("{:.2}", a.confidence),
-            "actions": a.actions.to_string(),
-            "diagnosis": a.diagnosis.as_ref().map(Value::to_string).unwrap_or_default(),
-        },
+        "annotations": annotations,
         "startsAt": rfc3339(a.starts_ms),
         "endsAt": rfc3339(a.ends_ms),
         "generatorURL": generator,
@@ -433,6 +490,7 @@ mod tests {
             actions: json!([{"action": "set", "service": "memcached"}]),
             starts_ms: 0,
             ends_ms: 1000,
+            origin: Origin::Observed,
         };
         let v = alert_json(&a, "h1", "http://h1:9464/metrics");
         assert_eq!(v["labels"]["service"], "memcached");

@@ -66,6 +66,36 @@ pub struct Config {
     pub respond: RespondConfig,
     #[serde(default)]
     pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub predict: PredictConfig,
+}
+
+/// `[predict]`: when the model's probabilities raise an alarm (which starts the response
+/// before the violation).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictConfig {
+    /// Probability at or over which a service counts as about to initiate a violation
+    /// (default: the threshold in the model's card, chosen on its validation runs).
+    pub threshold: Option<f32>,
+    /// Ticks in a row over the threshold before the alarm fires (and under the hysteresis
+    /// before it clears).
+    pub consecutive: u32,
+    /// The alarm clears under hysteresis x threshold.
+    pub hysteresis: f32,
+    /// After an alarm, the same service does not alarm again for this long.
+    pub cooldown_s: u64,
+}
+
+impl Default for PredictConfig {
+    fn default() -> Self {
+        PredictConfig {
+            threshold: None,
+            consecutive: 2,
+            hysteresis: 0.8,
+            cooldown_s: 30,
+        }
+    }
 }
 
 /// The end-to-end QoS target: a front end's tail latency over a sliding window.
@@ -224,6 +254,7 @@ impl Default for Config {
             qos: None,
             respond: RespondConfig::default(),
             alerts: AlertsConfig::default(),
+            predict: PredictConfig::default(),
         }
     }
 }
@@ -296,6 +327,31 @@ impl Config {
         }
         if self.discovery_every == 0 {
             return Err("discovery_every must be at least 1 (ticks)".into());
+        }
+        let p = &self.predict;
+        if p.threshold.is_some_and(|t| !(t > 0.0 && t < 1.0)) {
+            return Err(format!(
+                "[predict] threshold = {:?}: expected a probability in (0, 1)",
+                p.threshold.unwrap_or_default()
+            ));
+        }
+        if !(1..=100).contains(&p.consecutive) {
+            return Err(format!(
+                "[predict] consecutive = {}: expected 1 ..= 100 ticks",
+                p.consecutive
+            ));
+        }
+        if !(p.hysteresis > 0.0 && p.hysteresis <= 1.0) {
+            return Err(format!(
+                "[predict] hysteresis = {}: expected (0, 1] (the alarm clears under hysteresis x threshold)",
+                p.hysteresis
+            ));
+        }
+        if p.cooldown_s > 86_400 {
+            return Err(format!(
+                "[predict] cooldown_s = {}: at most a day",
+                p.cooldown_s
+            ));
         }
         for (i, r) in self.services.iter().enumerate() {
             if r.comm.is_none() && r.port.is_none() && r.cgroup.is_none() {

@@ -338,6 +338,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     });
     let mut stats = AgentStats::default();
     let mut n: u64 = 0;
+    let mut fed_ms = 0;
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -366,6 +367,24 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         let prediction = lp.predictor.as_ref().and_then(|p| p.latest());
         if let Some(r) = &mut lp.responder {
             r.on_tick(ts, &lp.disc, &lp.samples, &lp.sampler.watched);
+            // Each result once (a late inference leaves the previous one in place).
+            if let (Some(p), Some(pred)) = (&lp.predictor, &prediction)
+                && pred.ts_ms > fed_ms
+            {
+                fed_ms = pred.ts_ms;
+                let ctx = p.status().model.map(|m| crate::respond::ModelCtx {
+                    alarm: crate::respond::alarm::AlarmConfig {
+                        threshold: lp.cfg.predict.threshold.unwrap_or(m.threshold),
+                        consecutive: lp.cfg.predict.consecutive,
+                        hysteresis: lp.cfg.predict.hysteresis,
+                        cooldown_ms: lp.cfg.predict.cooldown_s * 1000,
+                    },
+                    name: m.name,
+                    horizon_ms: m.horizon_ms,
+                });
+                r.set_model(ctx);
+                r.on_model(ts, pred, &lp.disc);
+            }
         }
         n += 1;
         stats.drops = lp.probes.read_drops()?;

@@ -222,6 +222,11 @@ impl Labeller {
             .map(|(id, dep)| (*id, dep.clone()))
     }
 
+    /// Whether a service's queues have departed from normal, and which channel showed it.
+    pub fn departure_of(&self, id: ServiceId) -> Option<&Departure> {
+        self.departed.get(&id)
+    }
+
     /// Every departed service: "name since +N ms (why)", earliest first (for the log).
     pub fn departures(&self, d: &Discovery) -> String {
         let mut v: Vec<(&ServiceId, &Departure)> = self.departed.iter().collect();

@@ -13,8 +13,14 @@
 //! 6. a culprit healthy for the hold time gets its actions rolled back; everything left is
 //!    undone on exit (and, after a crash, by the next start from the journal).
 //!
-//! Until the model lands, "predicted" means the labeller's initiator at the first window over
-//! the target; the model will call [`Responder::on_prediction`] earlier.
+//! With a model (`infer`), the same path starts *before* the violation: the alarm policy
+//! (`alarm`) turns the model's probabilities into alarms, and an alarm on a service runs its
+//! diagnosis, step and alert (`origin: predicted`, with probability and horizon). When the QoS
+//! then breaks, the episode records whether and how early it was predicted (the alert gets the
+//! lead time), and the labeller still names the initiator: the fallback, and a check on the
+//! model (agreement counted). Without a model, or for a violation no alarm announced, the
+//! labeller's initiator at NAME_AFTER_MS into the violation starts the response (`observed`).
+pub mod alarm;
 pub mod policy;
 
 use std::{
@@ -36,7 +42,7 @@ use crate::{
         enforce::{self, Enforcer, Outcome, Target},
         resctrl::{self, Resctrl},
     },
-    alert::{self, AlertInfo, Sender},
+    alert::{self, AlertInfo, Origin, Sender},
     config::{AlertsConfig, QosConfig, RespondConfig},
     diagnose::{self, DiagnoseRequest, diagnose_target, record::Record, search::ActionGate},
     discovery::Discovery,
@@ -62,6 +68,32 @@ pub struct RespondStats {
     pub alert_failures: u64,
     /// Alerts a receiver refused for good (kept in the store's rejected alerts).
     pub alerts_rejected: u64,
+    /// Model alarms fired.
+    pub alarms: u64,
+    /// Violations an alarm announced (within the horizon plus one QoS window before), and not.
+    pub violations_predicted: u64,
+    pub violations_unpredicted: u64,
+    /// Whether the labeller's initiator was the service the model had alarmed on.
+    pub labeller_agreed: u64,
+    pub labeller_disagreed: u64,
+}
+
+/// An alarm the model raised.
+#[derive(Clone, Debug)]
+struct Fired {
+    id: ServiceId,
+    name: String,
+    at_ms: u64,
+    p: f32,
+    channels: String,
+}
+
+/// The model in use, as the alarms need it.
+#[derive(Clone, Debug)]
+pub struct ModelCtx {
+    pub name: String,
+    pub horizon_ms: u64,
+    pub alarm: alarm::AlarmConfig,
 }
 
 /// What the diagnosis thread sends back.
@@ -75,6 +107,7 @@ struct DiagDone {
     /// the QoS held again.
     qos: String,
     start_ms: u64,
+    origin: Origin,
 }
 
 /// The initiator is named this long after the violation starts, from the departures seen up
@@ -96,6 +129,8 @@ struct Episode {
     why: String,
     alert: Option<AlertInfo>,
     healthy_ticks: u32,
+    /// The alarm that announced it (None: not predicted).
+    predicted: Option<Fired>,
 }
 
 /// Services with a local action in effect when a diagnosis started.
@@ -128,6 +163,13 @@ pub struct Responder {
     /// The QoS service was missing at the last discovery (warned once per absence).
     warned_missing: bool,
     pub stats: RespondStats,
+    alarms: alarm::Alarms,
+    /// Alarms of the last minute (what a starting violation is checked against).
+    fired: std::collections::VecDeque<Fired>,
+    /// Alerts of alarms with no violation (yet), by culprit: resolved when the alarm clears,
+    /// taken over by the episode when the violation comes.
+    predicted_alerts: HashMap<String, AlertInfo>,
+    model: Option<ModelCtx>,
 }
 
 /// The policy's resource for a diagnosed one; None where no local mechanism exists.
@@ -267,6 +309,10 @@ impl Responder {
             action_ids: HashMap::new(),
             warned_missing: false,
             stats: RespondStats::default(),
+            alarms: alarm::Alarms::default(),
+            fired: Default::default(),
+            predicted_alerts: HashMap::new(),
+            model: None,
         })
     }
 
@@ -294,7 +340,7 @@ impl Responder {
             && e.named
         {
             let (culprit, id) = (e.culprit.clone(), e.culprit_id);
-            self.on_prediction(&culprit, id, d);
+            self.on_prediction(&culprit, id, d, Origin::Observed);
         }
         self.poll_diagnosis(ts_ms, d);
         let revert = self.policy.on_tick();
@@ -320,9 +366,52 @@ impl Responder {
         match (st.violated, &mut self.episode) {
             (Some(true), None) => {
                 let qos = self.watch.describe(st);
-                log::warn!("QoS violated: {qos}");
+                // The latest alarm within the horizon plus one window before: it announced this.
+                let predicted = self
+                    .fired
+                    .iter()
+                    .rev()
+                    .find(|f| f.at_ms + self.announce_ms() >= ts_ms)
+                    .cloned();
+                match &predicted {
+                    Some(f) => {
+                        self.stats.violations_predicted += 1;
+                        log::warn!(
+                            "QoS violated: {qos} (predicted: {} alarmed {} ms before, p = {:.2})",
+                            f.name,
+                            ts_ms.saturating_sub(f.at_ms),
+                            f.p
+                        );
+                    }
+                    None => {
+                        if self.model.is_some() {
+                            self.stats.violations_unpredicted += 1;
+                        }
+                        log::warn!(
+                            "QoS violated: {qos}{}",
+                            if self.model.is_some() {
+                                " (not predicted)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                }
                 self.stats.violations += 1;
+                // The predicted alert becomes the episode's, now with its lead time.
+                let alert = predicted.as_ref().and_then(|f| {
+                    let mut a = self.predicted_alerts.remove(&f.name)?;
+                    if let Origin::Predicted { lead_ms, .. } = &mut a.origin {
+                        *lead_ms = Some(ts_ms.saturating_sub(f.at_ms));
+                    }
+                    a.qos = qos.clone();
+                    Some(a)
+                });
+                if let Some(a) = &alert {
+                    self.enqueue(a);
+                }
                 self.episode = Some(Episode {
+                    predicted,
                     start_ms: ts_ms,
                     culprit: String::new(),
                     culprit_id: ServiceId(u32::MAX),
@@ -330,7 +419,7 @@ impl Responder {
                     name_at_ms: ts_ms + NAME_AFTER_MS,
                     qos,
                     why: String::new(),
-                    alert: None,
+                    alert,
                     healthy_ticks: 0,
                 });
             }
@@ -379,9 +468,99 @@ impl Responder {
         e.why = why;
         e.named = true;
         log::warn!("initiator of the violation: {} ({})", e.culprit, e.why);
+        if let Some(f) = &e.predicted {
+            // Counted once per episode (a renaming after an inconclusive diagnosis is not).
+            if e.name_at_ms == e.start_ms + NAME_AFTER_MS {
+                if f.id == id {
+                    self.stats.labeller_agreed += 1;
+                } else {
+                    self.stats.labeller_disagreed += 1;
+                    log::info!(
+                        "the labeller names {} where the model alarmed on {}",
+                        e.culprit,
+                        f.name
+                    );
+                }
+            }
+        }
         log::info!("departed from normal: {}", self.labeller.departures(d));
         log::debug!("queues (fast/normal±dev): {}", self.labeller.levels(d));
         self.record_event(ts_ms + self.tick_ms);
+    }
+
+    /// How long before a violation an alarm still counts as announcing it: the model's horizon
+    /// plus one QoS window (the report's definition).
+    fn announce_ms(&self) -> u64 {
+        self.model.as_ref().map_or(0, |m| m.horizon_ms) + self.watch.cfg.window_ms
+    }
+
+    /// One tick of the model's probabilities: alarms fire (and start the response for their
+    /// service) or clear (resolving a predicted alert no violation followed).
+    pub fn on_model(&mut self, ts_ms: u64, pred: &crate::infer::Prediction, d: &Discovery) {
+        let Some(m) = self.model.clone() else { return };
+        let ps: Vec<(ServiceId, f32)> = pred
+            .ids
+            .iter()
+            .copied()
+            .zip(pred.p.iter().copied())
+            .collect();
+        for ev in self.alarms.update(&m.alarm, ts_ms, &ps) {
+            match ev {
+                alarm::AlarmEvent::Fired { id, at_ms, p } => {
+                    let name = d.name_of(id).to_string();
+                    let channels = self.labeller.departure_of(id).map_or_else(
+                        || "no channel departed from normal yet".to_string(),
+                        |dep| dep.why.clone(),
+                    );
+                    log::warn!(
+                        "predicted: {name} will initiate a QoS violation within {} ms (p = {p:.2}; {channels})",
+                        m.horizon_ms
+                    );
+                    self.stats.alarms += 1;
+                    let f = Fired {
+                        id,
+                        name: name.clone(),
+                        at_ms,
+                        p,
+                        channels: channels.clone(),
+                    };
+                    self.fired.push_back(f);
+                    while self.fired.len() > 256
+                        || self.fired.front().is_some_and(|f| f.at_ms + 60_000 < ts_ms)
+                    {
+                        self.fired.pop_front();
+                    }
+                    // During a violation the episode owns the response.
+                    if self.episode.is_none() {
+                        let origin = Origin::Predicted {
+                            probability: p,
+                            horizon_ms: m.horizon_ms,
+                            lead_ms: None,
+                            channels,
+                            model: m.name.clone(),
+                        };
+                        self.on_prediction(&name, id, d, origin);
+                    }
+                }
+                alarm::AlarmEvent::Cleared { id, at_ms, .. } => {
+                    let name = d.name_of(id).to_string();
+                    if self.episode.is_none()
+                        && let Some(mut a) = self.predicted_alerts.remove(&name)
+                    {
+                        log::info!(
+                            "predicted: the alarm on {name} cleared with no violation: alert resolved"
+                        );
+                        a.ends_ms = at_ms;
+                        self.enqueue(&a);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns the alarms on (a model runs) with its name, horizon and alarm policy.
+    pub fn set_model(&mut self, m: Option<ModelCtx>) {
+        self.model = m;
     }
 
     fn record_event(&self, end_ms: u64) {
@@ -401,7 +580,7 @@ impl Responder {
 
     /// `culprit` is (about to be) the initiator of a violation: diagnose it (or reuse the
     /// diagnosis while an action for it is in effect), then step. At most once per cooldown.
-    pub fn on_prediction(&mut self, culprit: &str, id: ServiceId, d: &Discovery) {
+    pub fn on_prediction(&mut self, culprit: &str, id: ServiceId, d: &Discovery, origin: Origin) {
         if self.pending.is_some() {
             return;
         }
@@ -432,12 +611,18 @@ impl Responder {
         );
         let prior = self.last_diag.get(culprit).cloned();
         let name = culprit.to_string();
-        let (qos, start_ms) = self
-            .episode
-            .as_ref()
-            .map_or((String::new(), crate::util::now_ms()), |e| {
-                (e.qos.clone(), e.start_ms)
-            });
+        let (qos, start_ms) = self.episode.as_ref().map_or_else(
+            || {
+                (
+                    format!(
+                        "{} p99 <= {} ms over {} ms (holding when the alarm fired)",
+                        self.watch.cfg.service, self.watch.cfg.p99_ms, self.watch.cfg.window_ms
+                    ),
+                    crate::util::now_ms(),
+                )
+            },
+            |e| (e.qos.clone(), e.start_ms),
+        );
         let spawned = std::thread::Builder::new()
             .name("seer-diagnose".into())
             .spawn(move || {
@@ -459,6 +644,7 @@ impl Responder {
                     antagonists,
                     qos,
                     start_ms,
+                    origin,
                 });
             });
         match spawned {
@@ -549,14 +735,39 @@ impl Responder {
         // Healthy again before the diagnosis finished: an alert only if something was done or
         // recommended all the same (the cluster manager must know of every change), already
         // resolved.
+        let predicted_now =
+            matches!(done.origin, Origin::Predicted { .. }) && self.episode.is_none();
         let (qos, start_ms, why) = match &self.episode {
             Some(e) => (e.qos.clone(), e.start_ms, e.why.clone()),
+            None if predicted_now => (
+                done.qos.clone(),
+                done.start_ms,
+                "the model alarmed before the QoS broke".into(),
+            ),
             None if decision.actions.is_empty() => return,
             None => (
                 done.qos.clone(),
                 done.start_ms,
                 "the QoS held again before this step was taken: sent resolved".into(),
             ),
+        };
+        // An episode announced by an alarm on this culprit alerts as predicted, with the lead.
+        let origin = match self.episode.as_ref().and_then(|e| e.predicted.as_ref()) {
+            Some(f) if f.name == done.culprit => {
+                let start = self.episode.as_ref().map_or(f.at_ms, |e| e.start_ms);
+                Origin::Predicted {
+                    probability: f.p,
+                    horizon_ms: self.model.as_ref().map_or(0, |m| m.horizon_ms),
+                    lead_ms: Some(start.saturating_sub(f.at_ms)),
+                    channels: f.channels.clone(),
+                    model: self
+                        .model
+                        .as_ref()
+                        .map_or(String::new(), |m| m.name.clone()),
+                }
+            }
+            _ if self.episode.is_some() => Origin::Observed,
+            _ => done.origin.clone(),
         };
         let a = AlertInfo {
             culprit: done.culprit.clone(),
@@ -576,11 +787,17 @@ impl Responder {
                 "initiator_evidence": why,
             }),
             starts_ms: start_ms,
-            // Firing for a while; refreshed by the next step, resolved when the QoS holds.
+            // Firing for a while; refreshed by the next step, resolved when the QoS holds
+            // (or, predicted, when the alarm clears without a violation).
             ends_ms: ts + 10 * 60 * 1000,
+            origin,
         };
         match &mut self.episode {
             Some(e) => e.alert = Some(a.clone()),
+            None if predicted_now => {
+                self.predicted_alerts
+                    .insert(done.culprit.clone(), a.clone());
+            }
             None => {
                 log::warn!(
                     "respond: {} stepped after the QoS held again; alerting it, resolved",
@@ -909,6 +1126,187 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// With a model: two ticks of memcached over the threshold fire an alarm, which starts the
+    /// response before any violation (an alert with origin predicted, its probability and
+    /// horizon); the violation then comes, is counted as predicted, and the alert is sent
+    /// again with the lead time; an alarm no violation follows is resolved when it clears.
+    #[test]
+    fn an_alarm_responds_before_the_violation_and_the_violation_is_marked_predicted() {
+        use seer_common::{LAT_BUCKETS, SockRecord, TCP_LISTEN, lat_bucket};
+        let (dir, store, mut r) = recommending("predicted", false);
+        let listener = |port: u16, inode: u64| SockRecord {
+            state: TCP_LISTEN,
+            lport: port,
+            inode,
+            ..Default::default()
+        };
+        let proc_ = |pid: u32, comm: &str, inode: u64| crate::sys::procfs::ProcInfo {
+            pid,
+            comm: comm.into(),
+            cgroup: format!("/{comm}"),
+            socket_inodes: vec![inode],
+        };
+        let mut d = Discovery::default();
+        d.refresh(
+            &crate::config::Config::default(),
+            &[listener(80, 1), listener(11211, 2)],
+            &[proc_(10, "nginx", 1), proc_(11, "memcached", 2)],
+        );
+        r.on_discovery(&d);
+        r.set_model(Some(ModelCtx {
+            name: "m".into(),
+            horizon_ms: 100,
+            alarm: alarm::AlarmConfig {
+                threshold: 0.5,
+                consecutive: 2,
+                hysteresis: 0.8,
+                cooldown_ms: 60_000,
+            },
+        }));
+        let mc = d
+            .services
+            .iter()
+            .find(|s| s.name == "memcached")
+            .unwrap()
+            .id;
+        let ng = d.services.iter().find(|s| s.name == "nginx").unwrap().id;
+        let samples: Vec<Sample> = d
+            .services
+            .iter()
+            .map(|s| Sample {
+                service: s.id,
+                ts_ms: 0,
+                values: [0.0; seer_common::sample::CHANNELS],
+            })
+            .collect();
+        let hist = |ms: u64| {
+            let mut h = [0u64; LAT_BUCKETS];
+            h[lat_bucket(ms * 1000)] = 30;
+            h
+        };
+        let pred = |ts: u64, p_mc: f32| crate::infer::Prediction {
+            ts_ms: ts,
+            model: "m".into(),
+            ids: vec![mc, ng],
+            p: vec![p_mc, 0.1],
+            infer_us: 100,
+        };
+        let mut ts = 1_000_000u64;
+        let mut tick = |r: &mut Responder, ms: u64, p: f32| {
+            ts += 100;
+            r.on_tick(ts, &d, &samples, &hist(ms));
+            r.on_model(ts, &pred(ts, p), &d);
+        };
+        for _ in 0..30 {
+            tick(&mut r, 1, 0.1);
+        }
+        assert_eq!(r.stats.alarms, 0, "calm");
+        // memcached over the threshold, the QoS still holding: alarm, diagnosis, alert.
+        let t0 = Instant::now();
+        while r.stats.alerts_queued == 0 {
+            tick(&mut r, 1, 0.9);
+            assert!(t0.elapsed() < Duration::from_secs(10), "no predicted alert");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!((r.stats.alarms, r.stats.violations), (1, 0));
+        // The violation follows.
+        for _ in 0..3 {
+            tick(&mut r, 50, 0.9);
+        }
+        assert_eq!(r.stats.violations, 1);
+        assert_eq!(r.stats.violations_predicted, 1);
+        let v: Vec<serde_json::Value> = store
+            .pending_alerts(10)
+            .unwrap()
+            .iter()
+            .map(|a| serde_json::from_str(&a.payload).unwrap())
+            .collect();
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert_eq!(v[0]["labels"]["origin"], "predicted", "{}", v[0]);
+        assert_eq!(v[0]["labels"]["service"], "memcached");
+        assert_eq!(v[0]["annotations"]["probability"], "0.900");
+        assert_eq!(v[0]["annotations"]["horizon_ms"], "100");
+        assert_eq!(v[0]["annotations"]["lead_ms"], "", "no violation yet");
+        let lead: u64 = v[1]["annotations"]["lead_ms"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(lead >= 100, "the alarm came {lead} ms before the violation");
+        assert!(
+            v[1]["annotations"]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("before it began"),
+            "{}",
+            v[1]
+        );
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_predicted_alert_no_violation_follows_is_resolved_when_the_alarm_clears() {
+        let (dir, store, mut r) = recommending("predicted-clear", false);
+        let mut d = Discovery::default();
+        d.refresh(
+            &crate::config::Config::default(),
+            &[seer_common::SockRecord {
+                state: seer_common::TCP_LISTEN,
+                lport: 11211,
+                inode: 2,
+                ..Default::default()
+            }],
+            &[crate::sys::procfs::ProcInfo {
+                pid: 11,
+                comm: "memcached".into(),
+                cgroup: "/memcached".into(),
+                socket_inodes: vec![2],
+            }],
+        );
+        r.set_model(Some(ModelCtx {
+            name: "m".into(),
+            horizon_ms: 100,
+            alarm: alarm::AlarmConfig {
+                threshold: 0.5,
+                consecutive: 1,
+                hysteresis: 0.8,
+                cooldown_ms: 60_000,
+            },
+        }));
+        let id = d.services[0].id;
+        let pred = |ts: u64, p: f32| crate::infer::Prediction {
+            ts_ms: ts,
+            model: "m".into(),
+            ids: vec![id],
+            p: vec![p],
+            infer_us: 1,
+        };
+        r.on_model(1000, &pred(1000, 0.9), &d);
+        let t0 = Instant::now();
+        while r.stats.alerts_queued == 0 {
+            r.poll_diagnosis(1100, &d);
+            assert!(t0.elapsed() < Duration::from_secs(10), "no predicted alert");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        r.on_model(1200, &pred(1200, 0.1), &d);
+        let v: Vec<serde_json::Value> = store
+            .pending_alerts(10)
+            .unwrap()
+            .iter()
+            .map(|a| serde_json::from_str(&a.payload).unwrap())
+            .collect();
+        assert_eq!(v.len(), 2, "firing, then resolved: {v:?}");
+        assert_eq!(v[1]["labels"]["origin"], "predicted");
+        assert_eq!(
+            v[1]["endsAt"],
+            alert::rfc3339(1200),
+            "resolved at the clear"
+        );
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Before: an initiator named too early (the front end, whose latency departs before its
     /// starved back end's queue does) led to an inconclusive diagnosis, and the episode never
     /// named anyone else: no step for as long as the violation lasted. Now, while it goes on,
@@ -935,6 +1333,7 @@ mod tests {
             why: "latency".into(),
             alert: None,
             healthy_ticks: 0,
+            predicted: None,
         });
         let (tx, rx) = mpsc::channel();
         tx.send(DiagDone {
@@ -944,6 +1343,7 @@ mod tests {
             antagonists: vec![],
             qos: String::new(),
             start_ms: 1000,
+            origin: Origin::Observed,
         })
         .unwrap();
         r.pending = Some(rx);
@@ -976,6 +1376,7 @@ mod tests {
             antagonists: vec!["batch".into()],
             qos: "nginx p99 80 ms > 20 ms over 1000 ms".into(),
             start_ms: crate::util::now_ms() - 3000,
+            origin: Origin::Observed,
         })
         .unwrap();
         r.pending = Some(rx);

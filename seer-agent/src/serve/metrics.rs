@@ -167,6 +167,27 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
             "counter",
             r.alerts_rejected as f64,
         );
+        scalar("seer_prediction_alarms_total", "counter", r.alarms as f64);
+        let _ = writeln!(
+            o,
+            "# HELP seer_violations_by_prediction_total QoS violations, by whether a model alarm announced them (within the horizon plus one window).\n# TYPE seer_violations_by_prediction_total counter"
+        );
+        for (what, n) in [
+            ("yes", r.violations_predicted),
+            ("no", r.violations_unpredicted),
+        ] {
+            let _ = writeln!(
+                o,
+                "seer_violations_by_prediction_total{{predicted=\"{what}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP seer_prediction_agreement_total Predicted violations, by whether the labeller named the service the model alarmed on.\n# TYPE seer_prediction_agreement_total counter"
+        );
+        for (what, n) in [("yes", r.labeller_agreed), ("no", r.labeller_disagreed)] {
+            let _ = writeln!(o, "seer_prediction_agreement_total{{agree=\"{what}\"}} {n}");
+        }
         let _ = writeln!(o, "# HELP seer_actions_total Local actions, by outcome.");
         let _ = writeln!(o, "# TYPE seer_actions_total counter");
         for (what, n) in [
@@ -334,6 +355,10 @@ const HELP: &[(&str, &str)] = &[
     ("seer_qos_violated", "1 while the QoS target is violated."),
     ("seer_qos_violations_total", "QoS violations seen."),
     ("seer_diagnoses_total", "Diagnoses finished."),
+    (
+        "seer_prediction_alarms_total",
+        "Alarms the model raised (a service about to initiate a violation).",
+    ),
     (
         "seer_alerts_queued_total",
         "Alerts queued in the store's outbox.",
