@@ -95,13 +95,25 @@ impl Recorder {
     }
 
     /// Queues one tick; a full queue drops it and counts it (see `stats`).
-    pub fn record(&self, ts_ms: u64, samples: &[Sample], d: &Discovery) {
+    /// Hands the tick to the writer, with a model result that arrived since the last tick.
+    pub fn record(
+        &self,
+        ts_ms: u64,
+        samples: &[Sample],
+        d: &Discovery,
+        prediction: Option<&crate::infer::Prediction>,
+    ) {
         let mut t = self.writer.take_tick();
         t.ts_ms = ts_ms;
         t.samples.clear();
         t.samples.extend_from_slice(samples);
         t.edges.clear();
         t.edges.extend(d.edges.iter().copied());
+        t.prediction = prediction.map(|p| seer_store::Prediction {
+            ts_ms: p.ts_ms,
+            model: p.model.clone(),
+            p: p.ids.iter().copied().zip(p.p.iter().copied()).collect(),
+        });
         self.writer.submit(t);
     }
 

@@ -358,20 +358,19 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         let ts = crate::util::now_ms();
         lp.sampler
             .tick(&mut lp.probes, &lp.disc, &lp.socks, ts, &mut lp.samples)?;
-        if let Some(r) = &lp.recorder {
-            r.record(ts, &lp.samples, &lp.disc);
-        }
         if let Some(p) = &mut lp.predictor {
             p.on_tick(ts, &lp.disc.services, &lp.samples, &lp.disc.edges);
         }
         let prediction = lp.predictor.as_ref().and_then(|p| p.latest());
+        // A result is new once: stored with the tick it arrived in, fed to the alarms once.
+        let fresh = prediction.as_ref().filter(|p| p.ts_ms > fed_ms);
+        if let Some(r) = &lp.recorder {
+            r.record(ts, &lp.samples, &lp.disc, fresh);
+        }
         if let Some(r) = &mut lp.responder {
             r.on_tick(ts, &lp.disc, &lp.samples, &lp.sampler.watched);
             // Each result once (a late inference leaves the previous one in place).
-            if let (Some(p), Some(pred)) = (&lp.predictor, &prediction)
-                && pred.ts_ms > fed_ms
-            {
-                fed_ms = pred.ts_ms;
+            if let (Some(p), Some(pred)) = (&lp.predictor, fresh) {
                 let ctx = p.status().model.map(|m| crate::respond::ModelCtx {
                     alarm: crate::respond::alarm::AlarmConfig {
                         threshold: lp.cfg.predict.threshold.unwrap_or(m.threshold),
@@ -385,6 +384,9 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
                 r.set_model(ctx);
                 r.on_model(ts, pred, &lp.disc);
             }
+        }
+        if let Some(p) = fresh {
+            fed_ms = p.ts_ms;
         }
         n += 1;
         stats.drops = lp.probes.read_drops()?;

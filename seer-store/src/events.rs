@@ -344,6 +344,33 @@ impl Store {
         })
     }
 
+    /// The model's results for ticks in `from_ms <= t < to_ms`, oldest first.
+    pub fn predictions(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<crate::write::Prediction>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.err("begin read", e))?;
+            let t = match txn.open_table(crate::schema::PREDICTIONS) {
+                Ok(t) => t,
+                // A store written before the table existed, or by an agent without a model.
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(self.err("open predictions", e)),
+            };
+            let mut out = Vec::new();
+            for row in t
+                .range(from_ms..to_ms)
+                .map_err(|e| self.err("read predictions", e))?
+            {
+                let (k, v) = row.map_err(|e| self.err("read predictions", e))?;
+                let (model, bytes) = v.value();
+                out.push(crate::write::Prediction::decode(k.value(), model, bytes));
+            }
+            Ok(out)
+        })
+    }
+
     /// Diagnoses finished in `from_ms <= t < to_ms`, oldest first.
     pub fn diagnoses(&self, from_ms: u64, to_ms: u64) -> Result<Vec<DiagnosisRow>, StoreError> {
         self.with_db(|db| {

@@ -84,5 +84,5 @@ pub use export::{Compression, ExportOptions, ExportSummary, export, export_with}
 pub use read::{AggSample, ServiceInfo, TickIter, TickSamples};
 pub use retention::RetentionReport;
 pub use store::Store;
-pub use write::Tick;
+pub use write::{Prediction, Tick};
 pub use writer::{Writer, WriterConfig, WriterHandle, WriterStats};

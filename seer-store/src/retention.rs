@@ -165,6 +165,9 @@ impl Store {
         let mut agg = txn
             .open_table(AGG_1S)
             .map_err(|e| self.err("open aggregates", e))?;
+        let mut preds = txn
+            .open_table(crate::schema::PREDICTIONS)
+            .map_err(|e| self.err("open predictions", e))?;
         let mut accs: BTreeMap<u32, Acc> = BTreeMap::new();
         let mut enc = ChunkEncoder::new(KIND_AGG);
         let mut values = [0.0; CHANNELS];
@@ -211,6 +214,10 @@ impl Store {
             }
             raw.retain_in((sec, 0)..(sec + 1000, 0), |_, _| false)
                 .map_err(|e| self.err("delete downsampled samples", e))?;
+            // The model's results go with the full-resolution samples they were made from.
+            preds
+                .retain_in(..sec + 1000, |_, _| false)
+                .map_err(|e| self.err("delete predictions", e))?;
             report.seconds_downsampled += 1;
             report.sample_rows_downsampled += rows;
         }

@@ -49,6 +49,12 @@ pub const EDGES: TableDefinition<u64, Vec<(u32, u32)>> = TableDefinition::new("e
 /// (start_ms, initiating service id or NO_SERVICE) -> (end_ms, kind).
 pub const QOS_EVENTS: TableDefinition<(u64, u32), (u64, &str)> = TableDefinition::new("qos_events");
 
+/// prediction ts_ms (the tick whose window it read) -> (model name, packed (service id u32 LE,
+/// probability f32 LE) pairs): what the model said, so a run can be scored afterwards. Written
+/// with the tick, dropped with the raw samples when they are downsampled. Added within
+/// version 1 (an additive table, like `HOST`).
+pub const PREDICTIONS: TableDefinition<u64, (&str, &[u8])> = TableDefinition::new("predictions");
+
 /// alert id -> (ts_ms, payload). Rows are removed once delivered (acknowledged).
 pub const ALERTS: TableDefinition<u64, (u64, &str)> = TableDefinition::new("alerts_outbox");
 
@@ -103,6 +109,7 @@ mod tests {
             DIAGNOSES.name(),
             REMOTE_EDGES.name(),
             REJECTED_ALERTS.name(),
+            PREDICTIONS.name(),
         ];
         assert_eq!(
             names,
@@ -118,7 +125,8 @@ mod tests {
                 "host",
                 "diagnoses",
                 "remote_edges",
-                "alerts_rejected"
+                "alerts_rejected",
+                "predictions"
             ]
         );
         assert_eq!(CHUNK_MAX, 4076);

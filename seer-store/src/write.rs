@@ -3,7 +3,8 @@
 use crate::codec::{ChunkEncoder, KIND_SAMPLES};
 use crate::config::Durability;
 use crate::schema::{
-    EDGES, HOST, HOST_MISSING_CHANNELS, META, META_SERVICE_ID_MAX, META_TICK_MS, SAMPLES, SERVICES,
+    EDGES, HOST, HOST_MISSING_CHANNELS, META, META_SERVICE_ID_MAX, META_TICK_MS, PREDICTIONS,
+    SAMPLES, SERVICES,
 };
 use crate::{Store, StoreError};
 use redb::ReadableTable;
@@ -18,6 +19,45 @@ pub struct Tick {
     pub samples: Vec<Sample>,
     /// The complete call graph as of this tick, (caller, callee). Stored only when it changes.
     pub edges: Vec<(ServiceId, ServiceId)>,
+    /// A new model result to keep (each is written once, with the tick it arrived in).
+    pub prediction: Option<Prediction>,
+}
+
+/// What the model said at one tick: per service, the probability that it initiates a QoS
+/// violation within the model's horizon.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Prediction {
+    /// The tick whose window the model read.
+    pub ts_ms: u64,
+    pub model: String,
+    pub p: Vec<(ServiceId, f32)>,
+}
+
+impl Prediction {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.p.len() * 8);
+        for (id, p) in &self.p {
+            b.extend_from_slice(&id.0.to_le_bytes());
+            b.extend_from_slice(&p.to_le_bytes());
+        }
+        b
+    }
+
+    pub(crate) fn decode(ts_ms: u64, model: &str, b: &[u8]) -> Prediction {
+        let p = b
+            .chunks_exact(8)
+            .map(|c| {
+                let id = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                let v = f32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+                (ServiceId(id), v)
+            })
+            .collect();
+        Prediction {
+            ts_ms,
+            model: model.to_string(),
+            p,
+        }
+    }
 }
 
 impl Tick {
@@ -26,6 +66,7 @@ impl Tick {
         self.ts_ms = 0;
         self.samples.clear();
         self.edges.clear();
+        self.prediction = None;
     }
 }
 
@@ -271,21 +312,31 @@ impl Store {
         samples: &[Sample],
         edges: &[(ServiceId, ServiceId)],
     ) -> Result<(), StoreError> {
-        self.write_many(std::iter::once((ts_ms, samples, edges)))
+        self.write_many(std::iter::once((ts_ms, samples, edges, None)))
     }
 
     /// Writes several ticks in one write transaction (what the writer does when behind).
     pub fn write_batch(&self, ticks: &[Tick]) -> Result<(), StoreError> {
-        self.write_many(
-            ticks
-                .iter()
-                .map(|t| (t.ts_ms, t.samples.as_slice(), t.edges.as_slice())),
-        )
+        self.write_many(ticks.iter().map(|t| {
+            (
+                t.ts_ms,
+                t.samples.as_slice(),
+                t.edges.as_slice(),
+                t.prediction.as_ref(),
+            )
+        }))
     }
 
     fn write_many<'a>(
         &self,
-        ticks: impl Iterator<Item = (u64, &'a [Sample], &'a [(ServiceId, ServiceId)])>,
+        ticks: impl Iterator<
+            Item = (
+                u64,
+                &'a [Sample],
+                &'a [(ServiceId, ServiceId)],
+                Option<&'a Prediction>,
+            ),
+        >,
     ) -> Result<(), StoreError> {
         let mut guard = self.state();
         let st = &mut *guard;
@@ -310,7 +361,15 @@ impl Store {
                 let mut edges_t = txn
                     .open_table(EDGES)
                     .map_err(|e| self.err("open edges", e))?;
-                for (ts, samples, edges) in ticks {
+                let mut preds_t = txn
+                    .open_table(PREDICTIONS)
+                    .map_err(|e| self.err("open predictions", e))?;
+                for (ts, samples, edges, pred) in ticks {
+                    if let Some(p) = pred {
+                        preds_t
+                            .insert(p.ts_ms, (p.model.as_str(), p.encode().as_slice()))
+                            .map_err(|e| self.err("write prediction", e))?;
+                    }
                     if newest.is_some_and(|n| ts <= n) {
                         samples_t
                             .retain_in((ts, 0)..=(ts, u32::MAX), |_, _| false)

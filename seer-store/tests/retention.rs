@@ -403,3 +403,35 @@ fn a_clock_step_neither_empties_the_store_nor_stops_retention() {
         "retention stopped after the step back: {before} -> {after}"
     );
 }
+
+/// The model's results are kept with the tick they arrived in, read back as written, and go
+/// with the full-resolution samples when those are downsampled.
+#[test]
+fn predictions_are_kept_with_their_ticks_and_leave_with_the_raw_samples() {
+    let (_dir, _path, store) = temp_store(config(2, 3600, 1 << 30));
+    let ticks: Vec<Tick> = (0..60u64)
+        .map(|k| Tick {
+            ts_ms: T0 + k * 100,
+            samples: (0..3).map(|id| sample(id, k as f32)).collect(),
+            edges: vec![],
+            prediction: Some(seer_store::Prediction {
+                ts_ms: T0 + k * 100,
+                model: "m".into(),
+                p: vec![(ServiceId(0), k as f32 / 100.0), (ServiceId(2), 0.5)],
+            }),
+        })
+        .collect();
+    store.write_batch(&ticks).expect("write");
+    let all = store.predictions(0, u64::MAX).expect("read");
+    assert_eq!(all.len(), 60);
+    assert_eq!(all[7], ticks[7].prediction.clone().unwrap());
+    let report = store.run_retention(T0 + 5900).expect("retention");
+    assert_eq!(report.seconds_downsampled, 3);
+    let left = store.predictions(0, u64::MAX).expect("read");
+    assert_eq!(
+        left.len(),
+        30,
+        "seconds 0..3 downsampled: their predictions gone"
+    );
+    assert_eq!(left[0].ts_ms, T0 + 3000);
+}

@@ -116,6 +116,32 @@ pub fn answer(store: &Store, what: &QueryWhat) -> anyhow::Result<(serde_json::Va
                 ],
             )?
         }
+        QueryWhat::Predictions { from, n } => {
+            let names = names(store)?;
+            let from = parse_time(from, crate::util::now_ms())?;
+            let all = store.predictions(from, u64::MAX)?;
+            let skip = all
+                .len()
+                .saturating_sub((*n).min(crate::serve::query::MAX_ROWS));
+            let rows: Vec<serde_json::Value> = all[skip..]
+                .iter()
+                .map(|p| {
+                    let top = p.p.iter().max_by(|a, b| a.1.total_cmp(&b.1));
+                    let each: serde_json::Map<String, serde_json::Value> =
+                        p.p.iter()
+                            .map(|(id, v)| (name_of(&names, id.0), serde_json::json!(v)))
+                            .collect();
+                    serde_json::json!({
+                        "ts_ms": p.ts_ms,
+                        "model": p.model,
+                        "top": top.map(|(id, _)| name_of(&names, id.0)),
+                        "p_top": top.map(|(_, v)| format!("{v:.3}")),
+                        "p": each,
+                    })
+                })
+                .collect();
+            render(&rows, &["ts_ms", "model", "top", "p_top"])?
+        }
         QueryWhat::Actions => {
             let names = names(store)?;
             let rows: Vec<serde_json::Value> = store
@@ -201,6 +227,10 @@ fn absolute(what: &QueryWhat, now: u64) -> anyhow::Result<QueryWhat> {
         },
         QueryWhat::Diagnoses { from } => QueryWhat::Diagnoses {
             from: parse_time(from, now)?.to_string(),
+        },
+        QueryWhat::Predictions { from, n } => QueryWhat::Predictions {
+            from: parse_time(from, now)?.to_string(),
+            n: *n,
         },
         w => w.clone(),
     })

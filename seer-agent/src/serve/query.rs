@@ -33,6 +33,14 @@ pub enum QueryWhat {
         #[arg(long, default_value = "-1d", allow_hyphen_values = true)]
         from: String,
     },
+    /// What the model said: per tick, the most likely initiator and its probability (JSON:
+    /// every service's), newest last.
+    Predictions {
+        #[arg(long, default_value = "-1m", allow_hyphen_values = true)]
+        from: String,
+        #[arg(long, short, default_value_t = 50)]
+        n: usize,
+    },
     /// Changes the agent made to the host (enforce mode), and when each was undone.
     Actions,
     /// Alerts not yet delivered to the cluster manager.
@@ -90,6 +98,9 @@ pub fn api_path(what: &QueryWhat) -> String {
         }
         QueryWhat::Violations { from } => format!("/api/query/violations?from={}", enc(from)),
         QueryWhat::Diagnoses { from } => format!("/api/query/diagnoses?from={}", enc(from)),
+        QueryWhat::Predictions { from, n } => {
+            format!("/api/query/predictions?from={}&n={n}", enc(from))
+        }
         QueryWhat::Actions => "/api/query/actions".into(),
         QueryWhat::Alerts => "/api/query/alerts".into(),
     }
@@ -150,6 +161,10 @@ pub fn parse_api(path: &str) -> Result<QueryWhat, String> {
         "diagnoses" => QueryWhat::Diagnoses {
             from: param("from").unwrap_or_else(|| "0".into()),
         },
+        "predictions" => QueryWhat::Predictions {
+            from: param("from").unwrap_or_else(|| "0".into()),
+            n: n(50)?,
+        },
         "actions" => QueryWhat::Actions,
         "alerts" => QueryWhat::Alerts,
         other => return Err(format!("unknown query {other:?}")),
@@ -176,6 +191,10 @@ mod tests {
                 from: "1795716765777".into(),
             },
             QueryWhat::Diagnoses { from: "0".into() },
+            QueryWhat::Predictions {
+                from: "-5m".into(),
+                n: 12,
+            },
             QueryWhat::Actions,
             QueryWhat::Alerts,
         ] {
