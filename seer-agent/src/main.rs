@@ -101,6 +101,7 @@ fn main() -> ExitCode {
         }
         Cmd::Diagnose(a) => cli::diagnose::run(&a),
         Cmd::LlcReadings(a) => cli::diagnose::llc_readings(&a),
+        Cmd::BenchInfer(a) => report(cli::bench_infer::run(&a)),
     }
 }
 

@@ -16,6 +16,13 @@ pub enum Bench {
         #[arg(long, default_value_t = 5)]
         secs: u32,
     },
+    /// The model: inference p50/p99 of the shipped model for N = 36, 100, 400, 1000 services
+    /// (one thread, batch 1) and a whole tick for 100 services (window, store, inference,
+    /// alarms). Last line: `infer: n36_p99_us=.. n1000_p99_us=.. tick100_p99_us=..`.
+    Infer {
+        #[arg(long, default_value_t = 300)]
+        iters: usize,
+    },
     /// The trace store: 1000 services at 100 ms ticks for a simulated hour.
     Store {
         /// Ticks to simulate (36000 = one hour at 100 ms).
@@ -41,6 +48,18 @@ pub fn run(b: Bench) -> Result<()> {
                     &pairs.to_string(),
                     "--secs",
                     &secs.to_string(),
+                ]),
+            )
+        }
+        Bench::Infer { iters } => {
+            util::step("build (release)");
+            util::cargo(&["build", "--release", "-p", "seer-agent"])?;
+            util::step("inference benchmark");
+            util::run(
+                std::process::Command::new(util::root().join("target/release/seer-agent")).args([
+                    "bench-infer",
+                    "--iters",
+                    &iters.to_string(),
                 ]),
             )
         }

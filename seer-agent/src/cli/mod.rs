@@ -8,6 +8,7 @@ pub use crate::serve::query::QueryWhat;
 use crate::{respond, store};
 
 pub mod act;
+pub mod bench_infer;
 pub mod diagnose;
 pub mod doctor;
 pub mod query;
@@ -77,6 +78,9 @@ pub enum Cmd {
     /// LLC siblings running, then held), and how long this host's caches keep a working set:
     /// for calibrating that reading on a host before turning it on.
     LlcReadings(diagnose::LlcReadingsArgs),
+    /// What the model costs: inference p50/p99 for 36 .. 1000 services (one thread) and a
+    /// whole tick for 100 services (`cargo xtask bench infer` runs it on a release build).
+    BenchInfer(bench_infer::BenchInferArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]

@@ -239,6 +239,39 @@ pub fn probe(model: Option<&Path>, ort_lib: Option<&Path>, tick_ms: u64) -> serd
     }
 }
 
+/// A model run synchronously, for `seer-agent bench-infer`.
+pub struct Bench {
+    l: Loaded,
+    x: Vec<f32>,
+}
+
+impl Bench {
+    pub fn load(model: &Path, ort_lib: Option<&Path>) -> Result<Bench, String> {
+        let (env, _) = runtime::environment(ort_lib)?;
+        let text = std::fs::read_to_string(Card::path_for(model))
+            .map_err(|e| format!("{}: {e}", Card::path_for(model).display()))?;
+        let tick = Card::parse("card", &text)
+            .map_err(|e| e.to_string())?
+            .tick_ms;
+        Ok(Bench {
+            l: load(env, model, tick)?,
+            x: Vec::new(),
+        })
+    }
+    pub fn infer(&mut self, req: &Request) -> Result<Vec<f32>, String> {
+        run(&mut self.l, req, &mut self.x)
+    }
+    pub fn name(&self) -> &str {
+        &self.l.card.name
+    }
+    pub fn network(&self) -> &str {
+        &self.l.card.network
+    }
+    pub fn t(&self) -> usize {
+        self.l.card.t
+    }
+}
+
 fn info(path: &Path, l: &Loaded, lib: &Path) -> ModelInfo {
     ModelInfo {
         path: path.to_path_buf(),
@@ -463,6 +496,11 @@ fn run(cur: &mut Loaded, req: &Request, x: &mut Vec<f32>) -> Result<Vec<f32>, St
         Some(m) => (m, true),
         None => (n, false),
     };
+    if n > n_in {
+        return Err(format!(
+            "{n} services, the model takes at most {n_in}: needs retraining"
+        ));
+    }
     input::normalise(&cur.card, &cur.zeroed, req, n_in, x);
     let shape = [1usize, req.t, n_in, CHANNELS];
     let xv = ort::value::TensorRef::from_array_view((shape, &x[..])).map_err(|e| e.to_string())?;
