@@ -388,8 +388,10 @@ fn scenario_text(
     seed: u64,
     faults: &[(&str, &str)],
 ) -> String {
-    // Load: 25-45% of the machine's two cores at the mean rate.
-    let util = 0.25 + 0.2 * rng.f64();
+    // Load: 12-25% of the machine's two cores at the mean rate by the cost model (measured:
+    // the testbed then uses 0.3-0.9 cores, the agents on every host on top; at 25-45% the
+    // larger shapes saturated without any fault).
+    let util = 0.12 + 0.13 * rng.f64();
     let rps = (util * 2e6 / t.cpu_us_per_request)
         .clamp(40.0, 500.0)
         .round();
@@ -736,6 +738,8 @@ pub fn run_corpus(
             .arg(&partial)
             .arg("--agent-bin")
             .arg(&o.agent_bin)
+            // The recorded traces must not depend on (or pay for) whatever model is shipped.
+            .arg("--agent-arg=--no-predict")
             .arg("--horizon-ms")
             .arg(horizons.join(","))
             .stdout(log)

@@ -33,6 +33,14 @@ use crate::util;
 pub enum Eval {
     /// Diagnosis accuracy per testbed fault type: reports/diagnosis.{md,json}.
     Diagnosis(DiagnosisArgs),
+    /// The model: every network and baseline on the corpus's held-out runs, the paper's
+    /// figures, the channel ablation, inference time -> models/REPORT.md and models/report/.
+    /// Arguments go to `python -m seer_models.evaluate` (--ship writes the shipped model,
+    /// --budget-s training seconds per network, --quick only the main table).
+    Model {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -73,6 +81,27 @@ pub struct DiagnosisArgs {
 pub fn run(which: Eval) -> Result<()> {
     match which {
         Eval::Diagnosis(a) => diagnosis(&a),
+        Eval::Model { args } => {
+            let py = crate::setup::train_venv()?;
+            let mut full: Vec<String> = vec!["-m".into(), "seer_models.evaluate".into()];
+            if !args
+                .iter()
+                .any(|a| a == "--corpus" || a.starts_with("--corpus="))
+            {
+                full.extend([
+                    "--corpus".into(),
+                    crate::corpus::default_dir().display().to_string(),
+                ]);
+            }
+            if !args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
+                full.extend([
+                    "--out".into(),
+                    util::root().join("models").display().to_string(),
+                ]);
+            }
+            full.extend(args);
+            util::run(crate::models_python(&py).args(&full))
+        }
     }
 }
 
