@@ -120,7 +120,7 @@ def fit(
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                loss_sum += float(loss)
+                loss_sum += loss.item()
                 nb += 1
                 steps += 1
         log(f"{net}: epoch {ep + 1}/{epochs}: loss {loss_sum / max(nb, 1):.4f} ({time.time() - started:.0f} s)")

@@ -85,6 +85,10 @@ pub struct PredictConfig {
     pub hysteresis: f32,
     /// After an alarm, the same service does not alarm again for this long.
     pub cooldown_s: u64,
+    /// Alarms start diagnosis, steps and alerts only when the model's card reports at least
+    /// this precision on its validation runs (the share of its alarms a violation followed);
+    /// a less precise model's alarms are shown and counted, not acted on.
+    pub min_precision_pct: f64,
 }
 
 impl Default for PredictConfig {
@@ -94,6 +98,7 @@ impl Default for PredictConfig {
             consecutive: 2,
             hysteresis: 0.8,
             cooldown_s: 30,
+            min_precision_pct: 80.0,
         }
     }
 }
@@ -345,6 +350,12 @@ impl Config {
             return Err(format!(
                 "[predict] hysteresis = {}: expected (0, 1] (the alarm clears under hysteresis x threshold)",
                 p.hysteresis
+            ));
+        }
+        if !(0.0..=100.0).contains(&p.min_precision_pct) {
+            return Err(format!(
+                "[predict] min_precision_pct = {}: expected 0 ..= 100",
+                p.min_precision_pct
             ));
         }
         if p.cooldown_s > 86_400 {

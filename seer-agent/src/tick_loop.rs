@@ -378,6 +378,9 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
                         hysteresis: lp.cfg.predict.hysteresis,
                         cooldown_ms: lp.cfg.predict.cooldown_s * 1000,
                     },
+                    acts: m
+                        .precision_pct
+                        .is_some_and(|p| p >= lp.cfg.predict.min_precision_pct),
                     name: m.name,
                     horizon_ms: m.horizon_ms,
                 });

@@ -109,7 +109,15 @@ impl Scenario {
         let agent = Agent::start_net_only(
             &ns,
             100_000,
-            &["--iface", "lo", "--config", &conf.display().to_string()],
+            // The reactive path: these tests cover violation -> initiator -> step; the model's
+            // alarms have their own test (prediction.rs).
+            &[
+                "--iface",
+                "lo",
+                "--no-predict",
+                "--config",
+                &conf.display().to_string(),
+            ],
         );
         agent.wait_service("memcached", Duration::from_secs(30), |_| true);
         agent.wait_service("nginx", Duration::from_secs(30), |_| true);
@@ -202,7 +210,15 @@ impl Scenario {
         Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.ns))
             .arg(agent_bin())
-            .args(["run", "--json", "--ticks", "3", "--iface", "lo"])
+            .args([
+                "run",
+                "--json",
+                "--ticks",
+                "3",
+                "--iface",
+                "lo",
+                "--no-predict",
+            ])
             .args(["--metrics-addr", "off"])
             .arg("--config")
             .arg(conf)

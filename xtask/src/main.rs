@@ -171,6 +171,12 @@ fn test(extra: &[String]) -> Result<()> {
             "panic=abort",
         ],
     )?;
+    // The model side first: quick, and a broken training or export fails early.
+    let models = if extra.is_empty() {
+        model_tests()
+    } else {
+        Ok(())
+    };
     util::step("build binaries used by the integration tests");
     util::cargo(&["build", "--bins"])?;
     util::step("tests");
@@ -192,11 +198,6 @@ fn test(extra: &[String]) -> Result<()> {
         (kernels::kernels(), soak(2.0, 24301))
     } else {
         (Ok(()), Ok(()))
-    };
-    let models = if extra.is_empty() {
-        model_tests()
-    } else {
-        Ok(())
     };
     tests.and(models).and(matrix).and(soaked)
 }

@@ -25,6 +25,16 @@ pub struct Card {
     pub zeroed_channels: Vec<String>,
     #[serde(default)]
     pub onnxruntime_tested: String,
+    /// What training measured on its validation runs (precision_pct: the share of alarms a
+    /// violation followed); the agent acts on alarms only above `[predict] min_precision_pct`.
+    #[serde(default)]
+    pub validation: Option<Measured>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Measured {
+    #[serde(default)]
+    pub precision_pct: Option<f64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -121,6 +121,8 @@ pub struct ModelInfo {
     pub threshold: f32,
     pub t: usize,
     pub library: PathBuf,
+    /// Precision measured on the model's validation runs (None: the card does not say).
+    pub precision_pct: Option<f64>,
 }
 
 /// Upper bounds of the inference time histogram, microseconds.
@@ -281,6 +283,7 @@ fn info(path: &Path, l: &Loaded, lib: &Path) -> ModelInfo {
         threshold: l.card.threshold,
         t: l.card.t,
         library: lib.to_path_buf(),
+        precision_pct: l.card.validation.as_ref().and_then(|v| v.precision_pct),
     }
 }
 

@@ -94,6 +94,9 @@ pub struct ModelCtx {
     pub name: String,
     pub horizon_ms: u64,
     pub alarm: alarm::AlarmConfig,
+    /// Whether alarms start the response (the model is precise enough, `[predict]
+    /// min_precision_pct`); else they are logged and counted only.
+    pub acts: bool,
 }
 
 /// What the diagnosis thread sends back.
@@ -530,6 +533,9 @@ impl Responder {
                     {
                         self.fired.pop_front();
                     }
+                    if !m.acts {
+                        continue;
+                    }
                     // During a violation the episode owns the response.
                     if self.episode.is_none() {
                         let origin = Origin::Predicted {
@@ -560,6 +566,21 @@ impl Responder {
 
     /// Turns the alarms on (a model runs) with its name, horizon and alarm policy.
     pub fn set_model(&mut self, m: Option<ModelCtx>) {
+        if let Some(new) = &m
+            && self
+                .model
+                .as_ref()
+                .is_none_or(|old| old.name != new.name || old.acts != new.acts)
+        {
+            if new.acts {
+                log::info!("predict: alarms of {} start the response", new.name);
+            } else {
+                log::warn!(
+                    "predict: {}'s measured precision is under [predict] min_precision_pct: its alarms are logged and counted, not acted on",
+                    new.name
+                );
+            }
+        }
         self.model = m;
     }
 
@@ -1162,6 +1183,7 @@ mod tests {
                 hysteresis: 0.8,
                 cooldown_ms: 60_000,
             },
+            acts: true,
         }));
         let mc = d
             .services
@@ -1245,6 +1267,41 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A model whose measured precision is under `[predict] min_precision_pct`: its alarms
+    /// are counted, nothing is diagnosed, stepped or alerted.
+    #[test]
+    fn alarms_of_an_imprecise_model_are_counted_not_acted_on() {
+        let (dir, store, mut r) = recommending("predicted-imprecise", false);
+        r.set_model(Some(ModelCtx {
+            name: "m".into(),
+            horizon_ms: 100,
+            alarm: alarm::AlarmConfig {
+                threshold: 0.5,
+                consecutive: 1,
+                hysteresis: 0.8,
+                cooldown_ms: 60_000,
+            },
+            acts: false,
+        }));
+        let d = Discovery::default();
+        let pred = |ts: u64| crate::infer::Prediction {
+            ts_ms: ts,
+            model: "m".into(),
+            ids: vec![ServiceId(1)],
+            p: vec![0.9],
+            infer_us: 1,
+        };
+        r.on_model(1000, &pred(1000), &d);
+        std::thread::sleep(Duration::from_millis(100));
+        r.poll_diagnosis(1100, &d);
+        assert_eq!(r.stats.alarms, 1);
+        assert!(r.pending.is_none(), "no diagnosis started");
+        assert_eq!(r.stats.alerts_queued, 0);
+        assert!(store.pending_alerts(10).unwrap().is_empty());
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_predicted_alert_no_violation_follows_is_resolved_when_the_alarm_clears() {
         let (dir, store, mut r) = recommending("predicted-clear", false);
@@ -1273,6 +1330,7 @@ mod tests {
                 hysteresis: 0.8,
                 cooldown_ms: 60_000,
             },
+            acts: true,
         }));
         let id = d.services[0].id;
         let pred = |ts: u64, p: f32| crate::infer::Prediction {
