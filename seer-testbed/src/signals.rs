@@ -1,4 +1,5 @@
-//! SIGINT/SIGTERM set a flag that the testbed polls, so Ctrl-C tears everything down in order.
+//! SIGINT/SIGTERM/SIGHUP set a flag that the testbed polls, so Ctrl-C (or a closed terminal)
+//! tears everything down in order.
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -7,9 +8,9 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// Installs the handler for SIGINT and SIGTERM.
+/// Installs the handler for SIGINT, SIGTERM and SIGHUP.
 pub fn install() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the function
         // pointer has the C ABI signal(2) expects.
         unsafe {

@@ -1,6 +1,7 @@
 //! `cargo xtask ...`: set up a fresh machine, build, run, test and benchmark seer.
 mod bench;
 mod corpus;
+mod demo;
 mod eval;
 mod fuzz;
 mod kernels;
@@ -30,6 +31,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Watch seer predict: a small application with a slow fault (the cache's CPU ramped
+    /// down) and the agent's live view with the model on; everything is torn down at the end
+    /// or on Ctrl-C.
+    Demo,
     /// Set up, then fmt, clippy (-D warnings, host and eBPF crates) and every test.
     Test {
         /// Extra arguments for cargo nextest (e.g. a test name filter).
@@ -104,6 +109,10 @@ fn main() -> Result<()> {
             util::exec(util::root().join("target/release/seer-agent"), &full)
         }
         Cmd::Test { args } => test(&args),
+        Cmd::Demo => {
+            setup::setup()?;
+            demo::run()
+        }
         Cmd::Bench { which } => bench::run(which),
         Cmd::Testbed { args } => {
             setup::setup()?;

@@ -1,0 +1,137 @@
+//! `cargo xtask demo`: seer predicting on a small application with a slow fault, in the live
+//! view. Brings up `seer-testbed/scenarios/demo.toml` (nginx -> api -> memcached in one
+//! network namespace, 300 requests/s, the cache's CPU quota ramped down three times), runs the
+//! agent in that namespace with the shipped model and the QoS `nginx:30` in recommend mode
+//! (nothing on the host is changed), and tears everything down when the scenario ends or on
+//! Ctrl-C (the testbed and the agent both take the terminal's SIGINT and clean up).
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util;
+
+/// Seconds of load: three faults at 20, 60 and 100 s, the last over by 115 s.
+const DURATION_S: u32 = 130;
+
+fn testbed_namespaces() -> Vec<String> {
+    util::output(Command::new("ip").args(["netns", "list"]))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("seer-tb-") && n.ends_with("-app"))
+        .map(str::to_string)
+        .collect()
+}
+
+extern "C" fn on_sigint(_: libc::c_int) {}
+
+/// Ctrl-C reaches the testbed and the agent (same process group), which stop and clean up;
+/// this process must live on to wait for them, so SIGINT gets a handler that does nothing
+/// (not SIG_IGN, which the children would inherit).
+fn survive_sigint() {
+    // SAFETY: an empty handler with the C ABI signal(2) expects.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
+pub fn run() -> Result<()> {
+    survive_sigint();
+    util::step("build the testbed (debug) and the agent (release)");
+    util::cargo(&["build", "-p", "seer-testbed"])?;
+    util::cargo(&["build", "--release", "-p", "seer-agent"])?;
+    let before = testbed_namespaces();
+    let out = std::env::temp_dir().join(format!("seer-demo-{}", std::process::id()));
+    util::step(&format!(
+        "demo: nginx -> api -> cache, 300 requests/s; the cache's CPU is ramped down at 20, 60 and 100 s ({DURATION_S} s in all; Ctrl-C ends it)"
+    ));
+    let mut testbed = Command::new(util::root().join("target/debug/seer-testbed"))
+        .args(["run", "--scenario"])
+        .arg(util::root().join("seer-testbed/scenarios/demo.toml"))
+        .args(["--duration", &DURATION_S.to_string(), "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(
+            std::env::temp_dir().join("seer-demo-testbed.log"),
+        )?)
+        .spawn()
+        .context("starting the testbed")?;
+    let t0 = Instant::now();
+    let ns = loop {
+        if let Some(n) = testbed_namespaces()
+            .into_iter()
+            .find(|n| !before.contains(n))
+        {
+            break n;
+        }
+        if let Some(st) = testbed.try_wait()? {
+            bail!(
+                "the testbed stopped ({st}) before it was up; its log: {}",
+                std::env::temp_dir().join("seer-demo-testbed.log").display()
+            );
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = testbed.kill();
+            bail!("the testbed's namespace did not appear in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Let the services start and the warm-up pass before the agent's table appears.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut agent = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(util::root().join("target/release/seer-agent"))
+        .args([
+            "run",
+            "--qos",
+            "nginx:30",
+            "--mode",
+            "recommend",
+            "--no-store",
+        ])
+        .args(["--iface", "tb0", "--metrics-addr", "off"])
+        .spawn()
+        .context("starting the agent")?;
+    // The scenario ends (the testbed tears down and exits) or Ctrl-C ends both.
+    let st = loop {
+        if let Some(st) = testbed.try_wait()? {
+            break st;
+        }
+        if agent.try_wait()?.is_some() {
+            // The agent ended first (Ctrl-C): stop the testbed, which tears down.
+            let _ = Command::new("kill")
+                .args(["-INT", &testbed.id().to_string()])
+                .status();
+            let t = Instant::now();
+            while testbed.try_wait()?.is_none() && t.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = testbed.kill();
+            break testbed.wait()?;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = Command::new("kill")
+        .args(["-INT", &agent.id().to_string()])
+        .status();
+    let _ = agent.wait();
+    // Whatever is left (a testbed killed before its teardown): `down` for this run only.
+    if let Some(id) = ns
+        .strip_prefix("seer-tb-")
+        .and_then(|r| r.strip_suffix("-app"))
+        && testbed_namespaces().contains(&ns)
+    {
+        let _ = Command::new(util::root().join("target/debug/seer-testbed"))
+            .args(["down", "--run", id])
+            .status();
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    println!(
+        "\ndemo over (testbed {st}); the testbed's log: {}",
+        std::env::temp_dir().join("seer-demo-testbed.log").display()
+    );
+    Ok(())
+}
