@@ -434,7 +434,7 @@ impl Discovery {
     }
 
     /// Orders services back-end first and computes each one's depth from the front end.
-    fn order(&mut self) {
+    pub(crate) fn order(&mut self) {
         let ids: Vec<ServiceId> = self.services.iter().map(|s| s.id).collect();
         let mut depth: HashMap<ServiceId, u32> = ids.iter().map(|&i| (i, 0)).collect();
         // Longest path from a root; bounded relaxation so cycles cannot loop forever.

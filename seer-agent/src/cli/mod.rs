@@ -11,6 +11,7 @@ pub mod act;
 pub mod bench_infer;
 pub mod diagnose;
 pub mod doctor;
+pub mod predict;
 pub mod query;
 pub mod selftest;
 
@@ -81,6 +82,10 @@ pub enum Cmd {
     /// What the model costs: inference p50/p99 for 36 .. 1000 services (one thread) and a
     /// whole tick for 100 services (`cargo xtask bench infer` runs it on a release build).
     BenchInfer(bench_infer::BenchInferArgs),
+    /// Replay the model over a recorded trace store: each tick's probabilities, with the same
+    /// window and inference code as `run` (and how far they are from the agent's own stored
+    /// predictions of the same model).
+    Predict(predict::PredictArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]

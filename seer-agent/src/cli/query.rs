@@ -8,7 +8,7 @@ use crate::{
     serve::query::{api_path, parse_time},
 };
 
-fn open(path: &std::path::Path) -> anyhow::Result<Store> {
+pub fn open(path: &std::path::Path) -> anyhow::Result<Store> {
     if !path.exists() {
         bail!(
             "no trace store at {} (the agent writes one while `seer-agent run` runs; see --db)",
