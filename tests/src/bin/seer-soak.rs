@@ -462,10 +462,27 @@ impl Soak {
             !self.journal.exists(),
             format!("the journal {} is left", self.journal.display()),
         );
-        let progs = sh("bpftool prog show 2>/dev/null | grep -c ' name seer_' || true");
+        // The programs this soak's agents attached (their logs name each prog_id), not every
+        // seer program on the host: other agents (a testbed's, another test's) may be running.
+        let ours: BTreeSet<u32> = runs
+            .iter()
+            .flat_map(|r| r.log.lines())
+            .filter_map(|l| l.split("prog_id=").nth(1))
+            .filter_map(|id| id.trim().parse().ok())
+            .collect();
+        let loaded: BTreeSet<u32> = sh("bpftool prog show 2>/dev/null")
+            .lines()
+            .filter(|l| l.contains(" name seer_"))
+            .filter_map(|l| l.split(':').next()?.trim().parse().ok())
+            .collect();
+        let progs: Vec<u32> = ours.intersection(&loaded).copied().collect();
         self.check(
-            progs.trim() == "0",
-            format!("{} seer program(s) still loaded", progs.trim()),
+            !ours.is_empty() && progs.is_empty(),
+            format!(
+                "{} of the {} seer programs this soak's agents attached still loaded: {progs:?}",
+                progs.len(),
+                ours.len()
+            ),
         );
 
         let kills = runs.iter().filter(|r| r.killed).count();
