@@ -87,7 +87,7 @@ def fit(
     # Positives are rare: weight them so each class carries comparable loss.
     pos = sum(int(p.y[t_len - 1 :].sum()) for p in train)
     tot = sum(p.y[t_len - 1 :].size for p in train)
-    pos_w = float(min(50.0, max(1.0, (tot - pos) / max(pos, 1))))
+    pos_w = float(min(10.0, max(1.0, (tot - pos) / max(pos, 1))))
     started = time.time()
     steps = 0
     for ep in range(epochs):
@@ -133,7 +133,7 @@ def fit(
 
 def choose_threshold(scores_fn, grid=None) -> tuple[float, dict]:
     """The threshold that maximises anticipated% x precision on the validation runs."""
-    grid = grid if grid is not None else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    grid = grid if grid is not None else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99]
     best = (0.5, None, -1.0)
     for thr in grid:
         s = scores_fn(thr)
