@@ -21,6 +21,7 @@ const DEBIAN: &[&str] = &[
     "procps",
     "python3",
     "python3-venv",
+    "python3-pip",
     "unzip",
     "prometheus-alertmanager",
     "prometheus",
@@ -141,7 +142,14 @@ pub fn train_venv() -> Result<std::path::PathBuf> {
     if let Some(parent) = dir.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    run(Command::new("python3").arg("-m").arg("venv").arg(&dir))
+    // Debian's python (python3-venv) when there is one: a pyenv shim first in PATH may point
+    // at an interpreter without venv support.
+    let base = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    run(Command::new(base).arg("-m").arg("venv").arg(&dir))
         .context("python3 -m venv failed (Debian package python3-venv)")?;
     run(Command::new(&py)
         .args([
