@@ -5,7 +5,10 @@ Definitions (tick i covers [ts_i, ts_i + tick); its features are complete and it
 is made at e_i = ts_i + tick):
 - label: service n initiates a violation within H of tick i when a violation whose initiator is
   n is active at e_i (start <= e_i < end + step) or starts in (e_i, e_i + H];
-- alarm: p[i, n] >= threshold (threshold chosen on the validation runs);
+- alarm: the agent's alarm policy over p (`seer-agent/src/respond/alarm.rs`, same defaults):
+  it fires when p[i, n] >= threshold (chosen on the validation runs) for CONSECUTIVE ticks in a
+  row, clears after CONSECUTIVE ticks under HYSTERESIS x threshold, and a service that fired
+  cannot fire again for COOLDOWN_MS; an alarm is "on" from the tick it fires until it clears;
 - anticipated: the model alarms on the violation's initiator at some tick with
   start - H - window <= e_i < start (at least one tick before the start, at most the horizon
   plus one QoS window before it); lead time = start - the earliest such e_i;
@@ -25,6 +28,37 @@ from .data import Run
 
 WINDOW_MS = 1000
 STEP_MS = 100
+# The agent's [predict] defaults (seer-agent/src/config.rs PredictConfig).
+CONSECUTIVE = 2
+HYSTERESIS = 0.8
+COOLDOWN_MS = 30_000
+
+
+def alarm_policy(p: np.ndarray, ts_ms: np.ndarray, threshold: float) -> np.ndarray:
+    """[T, N] bool: the alarm as the agent's policy raises it (see the module doc)."""
+    t, n = p.shape
+    on = np.zeros((t, n), bool)
+    for j in range(n):
+        above = below = 0
+        firing = False
+        last = None
+        for i in range(t):
+            v = p[i, j]
+            if v >= threshold:
+                above += 1
+                below = 0
+            else:
+                above = 0
+                if v < threshold * HYSTERESIS:
+                    below += 1
+            if not firing and above >= CONSECUTIVE:
+                if last is None or ts_ms[i] - last >= COOLDOWN_MS:
+                    firing = True
+                    last = ts_ms[i]
+            elif firing and below >= CONSECUTIVE:
+                firing = False
+            on[i, j] = firing
+    return on
 
 
 def labels(run: Run, horizon_ms: int) -> np.ndarray:
@@ -55,8 +89,9 @@ def score_run(run: Run, p: np.ndarray, threshold: float, horizon_ms: int, first_
     """Per-violation and per-alarm outcomes of one run. `p` [T, N]; ticks before `first_tick`
     (no full window yet) are not judged."""
     e = run.ts_ms + run.tick_ms
-    alarm = p >= threshold
-    alarm[:first_tick] = False
+    q = p.copy()
+    q[:first_tick] = 0.0
+    alarm = alarm_policy(q, e, threshold)
     index = {s: i for i, s in enumerate(run.services)}
     out = {"violations": [], "episodes": 0, "false_episodes": 0}
     for v in run.violations:

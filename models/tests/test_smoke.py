@@ -86,3 +86,21 @@ def test_the_shipped_models_fit_the_agents_channels():
             f"models/{c} was trained on channels {card['channels']}, the agent now has {rust}: "
             "retrain (cargo xtask corpus, then cargo xtask train) and commit the new model"
         )
+
+
+def test_the_alarm_policy_is_the_agents():
+    """The same sequences as seer-agent/src/respond/alarm.rs's tests, the same outcomes."""
+    def events(ps):
+        on = M.alarm_policy(np.array(ps, np.float32)[:, None], np.arange(1, len(ps) + 1) * 100, 0.5)[:, 0]
+        out, prev = [], False
+        for i, a in enumerate(on):
+            if a and not prev:
+                out.append((100 * (i + 1), "fired"))
+            if prev and not a:
+                out.append((100 * (i + 1), "cleared"))
+            prev = a
+        return out
+
+    assert events([0.6, 0.1, 0.7, 0.9, 0.45, 0.45, 0.3, 0.2]) == [(400, "fired"), (800, "cleared")]
+    # The agent's cooldown there is 1 s; here the default 30 s: no second alarm within it.
+    assert events([0.9, 0.9, 0.1, 0.1] + [0.9] * 8) == [(200, "fired"), (400, "cleared")]
