@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from . import data as D
+from . import metrics as M
 from . import train as T
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -53,7 +54,32 @@ def main() -> int:
             },
             f,
         )
-    print(f"wrote {out}: p = {np.round(p[0], 4).tolist()}")
+    # The whole run through ONNX Runtime, and the report's metrics for it: what the agent's
+    # `seer-agent predict --dataset` must print for the same run and model.
+    full = D.normalise(np.where(np.isin(np.arange(len(run.channels)), zeroed), 0.0, run.x), card["normalisation"])
+    wins = D.windows(full.astype(np.float32), t)
+    probs = np.zeros(run.x.shape[:2], np.float32)
+    for i in range(len(wins)):
+        (pp,) = sess.run(["p"], {"x": wins[i : i + 1], "adj": run.adj})
+        probs[t - 1 + i] = pp[0]
+    rows = []
+    for thr in sorted({float(card["threshold"]), 0.5}):
+        sc = M.score_run(run, probs, thr, card["horizon_ms"], t - 1)
+        vios = sc["violations"]
+        rows.append(
+            {
+                "threshold": thr,
+                "violations": len(vios),
+                "anticipated": sum(v["anticipated"] for v in vios),
+                "top1": sum(v["top1"] for v in vios),
+                "episodes": sc["episodes"],
+                "false_episodes": sc["false_episodes"],
+                "leads_ms": [v["lead_ms"] for v in vios if v["lead_ms"] is not None],
+            }
+        )
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump({"dataset": f"models/fixtures/corpus/runs/{run.name}/dataset", "scores": rows}, f, indent=1)
+    print(f"wrote {out}: p = {np.round(p[0], 4).tolist()}; metrics at thresholds {[r['threshold'] for r in rows]}")
     return 0
 
 

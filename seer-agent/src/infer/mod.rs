@@ -15,6 +15,7 @@
 pub mod card;
 pub mod input;
 pub mod runtime;
+pub mod score;
 
 use std::{
     os::unix::fs::MetadataExt as _,
@@ -271,6 +272,12 @@ impl Bench {
     }
     pub fn t(&self) -> usize {
         self.l.card.t
+    }
+    pub fn threshold(&self) -> f32 {
+        self.l.card.threshold
+    }
+    pub fn horizon_ms(&self) -> u64 {
+        self.l.card.horizon_ms
     }
 }
 

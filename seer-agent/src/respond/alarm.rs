@@ -28,6 +28,19 @@ pub enum AlarmEvent {
     },
 }
 
+impl AlarmConfig {
+    /// `[predict]`'s defaults (config.rs), threshold 0.5 until a card says otherwise.
+    pub fn agent_defaults() -> AlarmConfig {
+        let d = crate::config::PredictConfig::default();
+        AlarmConfig {
+            threshold: d.threshold.unwrap_or(0.5),
+            consecutive: d.consecutive,
+            hysteresis: d.hysteresis,
+            cooldown_ms: d.cooldown_s * 1000,
+        }
+    }
+}
+
 #[derive(Default, Clone, Copy)]
 struct State {
     above: u32,
