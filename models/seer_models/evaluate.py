@@ -2,7 +2,7 @@
 figures on our data, the channel ablation, inference time; writes models/REPORT.md and
 models/report/*.png, and (with --ship) the shipped model.
 
-    python -m seer_models.evaluate --corpus target/corpus --out models [--ship] [--budget-s 120]
+    python -m seer_models.evaluate --corpus ~/.cache/seer/corpus --out models [--ship] [--budget-s 120]
 
 Last line: `model: anticipated_pct=A culprit_top1_pct=B precision_pct=C unseen_anticipated_pct=D
 lead_ms_p50=E` (the shipped network on the test runs, predictable violations: ramp and burst

@@ -1,6 +1,6 @@
 """Training, threshold choice, ONNX export (with a parity check) and the model card.
 
-    python -m seer_models.train --corpus target/corpus --net graph --horizon-ms 100 \
+    python -m seer_models.train --corpus ~/.cache/seer/corpus --net graph --horizon-ms 100 \
         --out models/seer-graph-h100
 
 writes OUT.onnx and OUT.json (the card). `cargo xtask train` runs this in the training venv.

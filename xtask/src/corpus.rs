@@ -1,14 +1,20 @@
 //! `cargo xtask corpus [ARGS]`: builds the testbed and the agent, then runs
-//! `seer-testbed corpus --out target/corpus --agent-bin target/corpus/bin/seer-agent ARGS`
+//! `seer-testbed corpus --out ~/.cache/seer/corpus --agent-bin ~/.cache/seer/corpus/bin/seer-agent ARGS`
 //! (copies of the debug binaries, so later builds do not change a recording corpus): the
 //! model's training corpus, planned from a seed and resumable (`seer-testbed corpus --help`).
 use anyhow::Result;
 
 use crate::util;
 
-/// Where the corpus goes unless `--out` says otherwise (kept with the build, never committed).
+/// Where the corpus goes unless `--out` says otherwise: `$SEER_CORPUS_DIR`, else
+/// `~/.cache/seer/corpus`, outside the work tree (hours of recording outlive a fresh checkout;
+/// never committed).
 pub fn default_dir() -> std::path::PathBuf {
-    util::root().join("target/corpus")
+    if let Some(d) = std::env::var_os("SEER_CORPUS_DIR") {
+        return d.into();
+    }
+    std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+        .join(".cache/seer/corpus")
 }
 
 pub fn run(args: &[String]) -> Result<()> {

@@ -55,7 +55,7 @@ enum Cmd {
         args: Vec<String>,
     },
     /// The model's training corpus: testbed scenarios over shipped and generated topologies,
-    /// run with the agent on every host, into target/corpus (resumable; runs in the
+    /// run with the agent on every host, into ~/.cache/seer/corpus (resumable; runs in the
     /// background while other work goes on). Arguments go to `seer-testbed corpus`
     /// (--seed, --runs, --max-runs, --plan-only, --out).
     Corpus {
@@ -63,7 +63,7 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Train a model on the corpus in the training venv (created by setup, outside the repo):
-    /// `python -m seer_models.train --corpus target/corpus ARGS` (--net graph|hybrid|cnn|lstm,
+    /// `python -m seer_models.train --corpus ~/.cache/seer/corpus ARGS` (--net graph|hybrid|cnn|lstm,
     /// --horizon-ms, --t-len, --epochs, --device cuda, --out models/NAME; see --help).
     Train {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
