@@ -83,22 +83,17 @@ pub fn run(which: Eval) -> Result<()> {
         Eval::Diagnosis(a) => diagnosis(&a),
         Eval::Model { args } => {
             let py = crate::setup::train_venv()?;
+            let args = util::with_default(
+                args,
+                "--corpus",
+                crate::corpus::default_dir().display().to_string(),
+            );
+            let args = util::with_default(
+                args,
+                "--out",
+                util::root().join("models").display().to_string(),
+            );
             let mut full: Vec<String> = vec!["-m".into(), "seer_models.evaluate".into()];
-            if !args
-                .iter()
-                .any(|a| a == "--corpus" || a.starts_with("--corpus="))
-            {
-                full.extend([
-                    "--corpus".into(),
-                    crate::corpus::default_dir().display().to_string(),
-                ]);
-            }
-            if !args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
-                full.extend([
-                    "--out".into(),
-                    util::root().join("models").display().to_string(),
-                ]);
-            }
             full.extend(args);
             util::run(crate::models_python(&py).args(&full))
         }

@@ -125,16 +125,12 @@ fn main() -> Result<()> {
         Cmd::Train { args } => {
             setup::setup()?;
             let py = setup::train_venv()?;
+            let args = util::with_default(
+                args,
+                "--corpus",
+                corpus::default_dir().display().to_string(),
+            );
             let mut full: Vec<String> = vec!["-m".into(), "seer_models.train".into()];
-            if !args
-                .iter()
-                .any(|a| a == "--corpus" || a.starts_with("--corpus="))
-            {
-                full.extend([
-                    "--corpus".into(),
-                    corpus::default_dir().display().to_string(),
-                ]);
-            }
             full.extend(args);
             util::run(models_python(&py).args(&full))
         }

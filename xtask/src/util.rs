@@ -74,3 +74,16 @@ pub fn exec(prog: PathBuf, args: &[String]) -> Result<()> {
     let err = Command::new(&prog).args(args).exec();
     bail!("cannot run {}: {err}", prog.display())
 }
+
+/// `args` with `flag value` added in front unless `args` already give the flag.
+pub fn with_default(args: Vec<String>, flag: &str, value: String) -> Vec<String> {
+    if args
+        .iter()
+        .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    {
+        return args;
+    }
+    let mut v = vec![flag.to_string(), value];
+    v.extend(args);
+    v
+}

@@ -74,13 +74,7 @@ fn samples(svcs: &[crate::discovery::Service], k: u64) -> Vec<Sample> {
 }
 
 pub fn run(a: &BenchInferArgs) -> anyhow::Result<()> {
-    let model = a
-        .model
-        .clone()
-        .or_else(crate::infer::default_model)
-        .ok_or_else(|| anyhow::anyhow!("no model: give --model PATH"))?;
-    let mut m = crate::infer::Bench::load(&model, a.ort_lib.as_deref())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut m = crate::infer::Bench::open(a.model.as_deref(), a.ort_lib.as_deref())?;
     println!(
         "model {} ({} network, T = {}), ONNX Runtime one thread, batch 1, {} inferences per N",
         m.name(),
@@ -142,13 +136,7 @@ pub fn run(a: &BenchInferArgs) -> anyhow::Result<()> {
             infer_us: 0,
         };
         rec.record(k * 100, &smp, &disc, Some(&pred));
-        let ps: Vec<(ServiceId, f32)> = pred
-            .ids
-            .iter()
-            .copied()
-            .zip(pred.p.iter().copied())
-            .collect();
-        alarms.update(&cfg, k * 100, &ps);
+        alarms.update(&cfg, k * 100, &pred.pairs());
         us.push(t0.elapsed().as_micros() as u64);
     }
     let cpu_ns = crate::sys::thread_cpu_ns().saturating_sub(cpu0);

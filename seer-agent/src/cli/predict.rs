@@ -73,13 +73,7 @@ fn run_dataset(
 }
 
 pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
-    let model = a
-        .model
-        .clone()
-        .or_else(crate::infer::default_model)
-        .ok_or_else(|| anyhow::anyhow!("no model: give --model PATH"))?;
-    let mut m = crate::infer::Bench::load(&model, a.ort_lib.as_deref())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut m = crate::infer::Bench::open(a.model.as_deref(), a.ort_lib.as_deref())?;
     if let Some(dir) = &a.dataset {
         return run_dataset(a, dir, &mut m);
     }

@@ -82,6 +82,15 @@ impl Prediction {
         self.ids.iter().position(|&i| i == id).map(|k| self.p[k])
     }
 
+    /// (service, probability) pairs.
+    pub fn pairs(&self) -> Vec<(ServiceId, f32)> {
+        self.ids
+            .iter()
+            .copied()
+            .zip(self.p.iter().copied())
+            .collect()
+    }
+
     /// The most likely initiator and its probability.
     pub fn top(&self) -> Option<(ServiceId, f32)> {
         self.ids
@@ -249,6 +258,15 @@ pub struct Bench {
 }
 
 impl Bench {
+    /// `model`, or the shipped one when None.
+    pub fn open(model: Option<&Path>, ort_lib: Option<&Path>) -> anyhow::Result<Bench> {
+        let model = model
+            .map(Path::to_path_buf)
+            .or_else(default_model)
+            .ok_or_else(|| anyhow::anyhow!("no model: give --model PATH"))?;
+        Bench::load(&model, ort_lib).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
     pub fn load(model: &Path, ort_lib: Option<&Path>) -> Result<Bench, String> {
         let (env, _) = runtime::environment(ort_lib)?;
         let text = std::fs::read_to_string(Card::path_for(model))

@@ -501,13 +501,7 @@ impl Responder {
     /// service) or clear (resolving a predicted alert no violation followed).
     pub fn on_model(&mut self, ts_ms: u64, pred: &crate::infer::Prediction, d: &Discovery) {
         let Some(m) = self.model.clone() else { return };
-        let ps: Vec<(ServiceId, f32)> = pred
-            .ids
-            .iter()
-            .copied()
-            .zip(pred.p.iter().copied())
-            .collect();
-        for ev in self.alarms.update(&m.alarm, ts_ms, &ps) {
+        for ev in self.alarms.update(&m.alarm, ts_ms, &pred.pairs()) {
             match ev {
                 alarm::AlarmEvent::Fired { id, at_ms, p } => {
                     let name = d.name_of(id).to_string();
@@ -1060,15 +1054,9 @@ mod tests {
         (dir, store, r)
     }
 
-    /// The whole episode, as the tick loop drives it: calm ticks, then the front end's p99
-    /// over the target (violation), the initiator named, a decision (diagnosis off here: no
-    /// resource, no step), a firing alert; the QoS holds again for a window, the episode is
-    /// recorded with its initiator and a resolved alert follows.
-    #[test]
-    fn a_violation_is_named_alerted_and_resolved() {
-        use seer_common::{LAT_BUCKETS, SockRecord, TCP_LISTEN, lat_bucket};
-        let (dir, store, mut r) = recommending("episode", false);
-        // nginx (port 80) and memcached (11211).
+    /// Discovery of nginx (port 80) and memcached (11211), as the tick loop would have it.
+    fn nginx_and_memcached() -> Discovery {
+        use seer_common::{SockRecord, TCP_LISTEN};
         let listener = |port: u16, inode: u64| SockRecord {
             state: TCP_LISTEN,
             lport: port,
@@ -1087,21 +1075,54 @@ mod tests {
             &[listener(80, 1), listener(11211, 2)],
             &[proc_(10, "nginx", 1), proc_(11, "memcached", 2)],
         );
-        r.on_discovery(&d);
-        let samples: Vec<Sample> = d
-            .services
+        d
+    }
+
+    /// The model "m" (horizon 100 ms), threshold 0.5, alarms after `consecutive` ticks.
+    fn model_ctx(consecutive: u32, acts: bool) -> ModelCtx {
+        ModelCtx {
+            name: "m".into(),
+            horizon_ms: 100,
+            alarm: alarm::AlarmConfig {
+                threshold: 0.5,
+                consecutive,
+                hysteresis: 0.8,
+                cooldown_ms: 60_000,
+            },
+            acts,
+        }
+    }
+
+    /// A tick of zeros for every service.
+    fn idle_samples(d: &Discovery) -> Vec<Sample> {
+        d.services
             .iter()
             .map(|s| Sample {
                 service: s.id,
                 ts_ms: 0,
                 values: [0.0; seer_common::sample::CHANNELS],
             })
-            .collect();
-        let hist = |ms: u64| {
-            let mut h = [0u64; LAT_BUCKETS];
-            h[lat_bucket(ms * 1000)] = 30;
-            h
-        };
+            .collect()
+    }
+
+    /// The QoS service's latency histogram of a tick: 30 requests of `ms`.
+    fn hist(ms: u64) -> [u64; seer_common::LAT_BUCKETS] {
+        let mut h = [0u64; seer_common::LAT_BUCKETS];
+        h[seer_common::lat_bucket(ms * 1000)] = 30;
+        h
+    }
+
+    /// The whole episode, as the tick loop drives it: calm ticks, then the front end's p99
+    /// over the target (violation), the initiator named, a decision (diagnosis off here: no
+    /// resource, no step), a firing alert; the QoS holds again for a window, the episode is
+    /// recorded with its initiator and a resolved alert follows.
+    #[test]
+    fn a_violation_is_named_alerted_and_resolved() {
+        let (dir, store, mut r) = recommending("episode", false);
+        // nginx (port 80) and memcached (11211).
+        let d = nginx_and_memcached();
+        r.on_discovery(&d);
+        let samples = idle_samples(&d);
         let mut ts = 1_000_000u64;
         let mut tick = |r: &mut Responder, ms: u64| {
             ts += 100;
@@ -1153,38 +1174,10 @@ mod tests {
     /// again with the lead time; an alarm no violation follows is resolved when it clears.
     #[test]
     fn an_alarm_responds_before_the_violation_and_the_violation_is_marked_predicted() {
-        use seer_common::{LAT_BUCKETS, SockRecord, TCP_LISTEN, lat_bucket};
         let (dir, store, mut r) = recommending("predicted", false);
-        let listener = |port: u16, inode: u64| SockRecord {
-            state: TCP_LISTEN,
-            lport: port,
-            inode,
-            ..Default::default()
-        };
-        let proc_ = |pid: u32, comm: &str, inode: u64| crate::sys::procfs::ProcInfo {
-            pid,
-            comm: comm.into(),
-            cgroup: format!("/{comm}"),
-            socket_inodes: vec![inode],
-        };
-        let mut d = Discovery::default();
-        d.refresh(
-            &crate::config::Config::default(),
-            &[listener(80, 1), listener(11211, 2)],
-            &[proc_(10, "nginx", 1), proc_(11, "memcached", 2)],
-        );
+        let d = nginx_and_memcached();
         r.on_discovery(&d);
-        r.set_model(Some(ModelCtx {
-            name: "m".into(),
-            horizon_ms: 100,
-            alarm: alarm::AlarmConfig {
-                threshold: 0.5,
-                consecutive: 2,
-                hysteresis: 0.8,
-                cooldown_ms: 60_000,
-            },
-            acts: true,
-        }));
+        r.set_model(Some(model_ctx(2, true)));
         let mc = d
             .services
             .iter()
@@ -1192,20 +1185,7 @@ mod tests {
             .unwrap()
             .id;
         let ng = d.services.iter().find(|s| s.name == "nginx").unwrap().id;
-        let samples: Vec<Sample> = d
-            .services
-            .iter()
-            .map(|s| Sample {
-                service: s.id,
-                ts_ms: 0,
-                values: [0.0; seer_common::sample::CHANNELS],
-            })
-            .collect();
-        let hist = |ms: u64| {
-            let mut h = [0u64; LAT_BUCKETS];
-            h[lat_bucket(ms * 1000)] = 30;
-            h
-        };
+        let samples = idle_samples(&d);
         let pred = |ts: u64, p_mc: f32| crate::infer::Prediction {
             ts_ms: ts,
             model: "m".into(),
@@ -1272,17 +1252,7 @@ mod tests {
     #[test]
     fn alarms_of_an_imprecise_model_are_counted_not_acted_on() {
         let (dir, store, mut r) = recommending("predicted-imprecise", false);
-        r.set_model(Some(ModelCtx {
-            name: "m".into(),
-            horizon_ms: 100,
-            alarm: alarm::AlarmConfig {
-                threshold: 0.5,
-                consecutive: 1,
-                hysteresis: 0.8,
-                cooldown_ms: 60_000,
-            },
-            acts: false,
-        }));
+        r.set_model(Some(model_ctx(1, false)));
         let d = Discovery::default();
         let pred = |ts: u64| crate::infer::Prediction {
             ts_ms: ts,
@@ -1321,17 +1291,7 @@ mod tests {
                 socket_inodes: vec![2],
             }],
         );
-        r.set_model(Some(ModelCtx {
-            name: "m".into(),
-            horizon_ms: 100,
-            alarm: alarm::AlarmConfig {
-                threshold: 0.5,
-                consecutive: 1,
-                hysteresis: 0.8,
-                cooldown_ms: 60_000,
-            },
-            acts: true,
-        }));
+        r.set_model(Some(model_ctx(1, true)));
         let id = d.services[0].id;
         let pred = |ts: u64, p: f32| crate::infer::Prediction {
             ts_ms: ts,
