@@ -116,6 +116,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=120.0, help="training time per network, seconds")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--t-len", type=int, default=10)
+    ap.add_argument("--horizon-ms", type=int, default=100, help="the horizon of the main table and the shipped model")
     ap.add_argument("--n-max", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ship", action="store_true", help="write the shipped model (models/seer-graph-h100)")
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
     if not by["train"] or not by["val"] or not (by["test_seen"] or by["test_unseen"]):
         log("the corpus needs train, val and test runs: record more with `cargo xtask corpus`")
         return 2
-    h, t_len, first = 100, a.t_len, a.t_len - 1
+    h, t_len, first = a.horizon_ms, a.t_len, a.t_len - 1
     tests = {k: by[k] for k in ("test_seen", "test_unseen") if by[k]}
     norm = D.fit_normalisation(by["train"])
     os.makedirs(os.path.join(a.out, "report"), exist_ok=True)
@@ -163,7 +164,7 @@ def main(argv=None) -> int:
     infer_ms = inference_times(models["graph"], t_len, len(by["train"][0].channels))
     shipped = None
     if a.ship:
-        base = os.path.join(a.out, "seer-graph-h100")
+        base = os.path.join(a.out, f"seer-graph-h{h}")
         exp = T.export_onnx(models["graph"], "graph", t_len, len(by["train"][0].channels), a.n_max, base + ".onnx")
         args = argparse.Namespace(out=base, net="graph", horizon_ms=h, t_len=t_len, n_max=a.n_max, seed=1)
         plan = json.load(open(os.path.join(a.corpus, "plan.json")))
@@ -304,7 +305,7 @@ def write_report(a, by, results, train_info, figs, infer_ms, ship_net, shipped):
     w("## Definitions\n")
     w((M.__doc__ or "").split("Definitions", 1)[-1].strip() + "\n")
     w("Predictable violations: ramp and burst onsets (and load growth with those onsets); step onsets are the paper's unpredictable spikes, reported apart.\n")
-    w("## Networks and baselines (horizon 100 ms, T = 10 ticks of 100 ms)\n")
+    w(f"## Networks and baselines (horizon {a.horizon_ms} ms, T = {a.t_len} ticks of 100 ms)\n")
     for k in ("test_seen", "test_unseen"):
         if not any(k in r for r in results.values()):
             continue
@@ -335,6 +336,29 @@ def write_report(a, by, results, train_info, figs, infer_ms, ship_net, shipped):
     for k, v in train_info.items():
         w(f"| {k} | {v.get('wall_s', 0):.0f} | {v.get('epochs_run', '-')} |")
     w(f"\nBest on unseen topologies (anticipated x precision): **{ship_net}**. The shipped network is the graph network: it is the only one that takes any number of services and the call graph, so one model serves every deployment; the fixed-N networks see services as positions, which an unseen topology rearranges.\n")
+    # The targets for the shipped network, and what was measured.
+    all_test = [v for k in ("test_seen", "test_unseen") for v in g.get(k, {}).get("_violations", [])]
+    pred = [v for v in all_test if M.predictable(v)]
+    unseen_pred = [v for v in g.get("test_unseen", {}).get("_violations", []) if M.predictable(v)]
+    eps = sum(g[k]["alarm_episodes"] for k in ("test_seen", "test_unseen") if k in g)
+    fa = sum(g[k]["false_alarms"] for k in ("test_seen", "test_unseen") if k in g)
+    prec = 100.0 * (eps - fa) / eps if eps else float("nan")
+    rows = [
+        ("anticipated with the right culprit (predictable)", ">= 95%", pct([v["anticipated"] for v in pred])),
+        ("culprit top-1 (predictable)", ">= 92%", pct([v["top1"] for v in pred])),
+        ("precision", ">= 95%", prec),
+        ("anticipated on unseen topologies (predictable)", ">= 85%", pct([v["anticipated"] for v in unseen_pred])),
+    ]
+    w("## The targets, for the shipped (graph) network on the test runs\n")
+    w("| target | wanted | measured | |\n|---|---|---|---|")
+    for what, want, got in rows:
+        ok = np.isfinite(got) and got >= float(want.strip(">= %"))
+        w(f"| {what} | {want} | {fmt(got)}% | {'met' if ok else 'missed'} |")
+    n_train = sum(len([v for v in r.violations if v.initiator]) for r in by["train"])
+    w(f"\nThe networks learned from {n_train} labelled violations in {sum(r.hours for r in by['train']):.2f} h of training runs (the corpus plan asks for >= 300 violations in >= 2 h); "
+      "with so few examples of each fault kind and onset, and thresholds chosen on a validation set of a few violations, these figures say more about the corpus than about the networks. "
+      "The simple per-service latency threshold anticipates most violations (its latency rises before the end-to-end window's p99 crosses the target) but at a precision of a few percent: "
+      "the task is telling a coming violation from the many latency bumps that come to nothing.\n")
     w("## Beside the paper\n")
     w("| figure | paper | here (graph network, test runs) |\n|---|---|---|")
     all_v = [v for k in ("test_seen", "test_unseen") for v in g.get(k, {}).get("_violations", [])]
