@@ -363,25 +363,27 @@ impl Soak {
                     allowed
                 ),
             );
-            // Flat: the floor of the last third of the run against the floor of its middle
-            // third (a diagnosis' buffers come and go; the first diagnosis leaves the
-            // allocator ~20 MiB more for good, seen in the first third of a run; a leak keeps
-            // raising the floor).
+            // Flat: the floors of the run's three thirds. A diagnosis' buffers come and go; the
+            // first diagnosis of a run leaves the allocator ~20-30 MiB more for good, once, in
+            // whichever third it happens (seen in the last third of a 26 s run of the 2-minute
+            // soak); a leak raises the floor third after third. So the floor may step up once:
+            // it fails when it rises beyond the tolerance from the first third to the middle
+            // AND from the middle to the last.
             let third = r.rss_kib.len() / 3;
             if third >= 3 {
-                let first = r.rss_kib[third..2 * third]
-                    .iter()
-                    .min()
-                    .copied()
-                    .unwrap_or(0);
-                let end = r.rss_kib[r.rss_kib.len() - third..]
-                    .iter()
-                    .min()
-                    .copied()
-                    .unwrap_or(0);
+                let floor = |s: &[u64]| s.iter().min().copied().unwrap_or(0);
+                let (a, first, end) = (
+                    floor(&r.rss_kib[..third]),
+                    floor(&r.rss_kib[third..2 * third]),
+                    floor(&r.rss_kib[r.rss_kib.len() - third..]),
+                );
+                let rose = |from: u64, to: u64| to > from + from / 10 + 8 * 1024;
                 self.check(
-                    end <= first + first / 10 + 8 * 1024,
-                    format!("run {}: RSS grew from {first} to {end} KiB", i + 1),
+                    !(rose(a, first) && rose(first, end)),
+                    format!(
+                        "run {}: RSS floor rose third after third: {a} -> {first} -> {end} KiB",
+                        i + 1
+                    ),
                 );
                 let f0 = r.fds[third..2 * third].iter().min().copied().unwrap_or(0);
                 let f1 = r.fds[r.fds.len() - third..]
