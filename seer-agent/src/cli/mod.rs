@@ -13,6 +13,7 @@ pub mod diagnose;
 pub mod doctor;
 pub mod predict;
 pub mod query;
+pub mod score;
 pub mod selftest;
 
 #[derive(Parser)]

@@ -172,7 +172,7 @@ pub struct Dataset {
     pub raw: Vec<Vec<[f32; seer_common::sample::CHANNELS]>>,
     pub ts_ms: Vec<u64>,
     pub adj: Vec<f32>,
-    pub violations: Vec<crate::infer::score::Violation>,
+    pub violations: Vec<crate::cli::score::Violation>,
 }
 
 pub fn read_dataset(dir: &std::path::Path) -> anyhow::Result<Dataset> {
@@ -286,7 +286,7 @@ pub fn read_dataset(dir: &std::path::Path) -> anyhow::Result<Dataset> {
     {
         let vs: serde_json::Value = serde_json::from_str(&text)?;
         for v in vs.as_array().into_iter().flatten() {
-            violations.push(crate::infer::score::Violation {
+            violations.push(crate::cli::score::Violation {
                 start_unix_ms: v["start_unix_ms"].as_u64().unwrap_or(0),
                 end_unix_ms: v["end_unix_ms"].as_u64().unwrap_or(0),
                 initiator: v["initiator"].as_str().and_then(|s| index.get(s).copied()),
@@ -309,7 +309,7 @@ pub fn replay_dataset(
     ds: &Dataset,
     m: &mut crate::infer::Bench,
     threshold: Option<f32>,
-) -> anyhow::Result<(Vec<Vec<f32>>, crate::infer::score::Scores)> {
+) -> anyhow::Result<(Vec<Vec<f32>>, crate::cli::score::Scores)> {
     use seer_common::sample::CHANNELS;
     let (t_len, n) = (m.t(), ds.services.len());
     let mut p = vec![vec![0f32; n]; ds.raw.len()];
@@ -336,7 +336,7 @@ pub fn replay_dataset(
         threshold: threshold.unwrap_or(m.threshold()),
         ..crate::respond::alarm::AlarmConfig::agent_defaults()
     };
-    let s = crate::infer::score::score_run(
+    let s = crate::cli::score::score_run(
         &p,
         &ds.ts_ms,
         ds.tick_ms,

@@ -15,7 +15,6 @@
 pub mod card;
 pub mod input;
 pub mod runtime;
-pub mod score;
 
 use std::{
     os::unix::fs::MetadataExt as _,

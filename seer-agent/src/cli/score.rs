@@ -1,4 +1,4 @@
-//! The model report's metrics over a labelled run, as `models/seer_models/metrics.py` defines
+//! `seer-agent predict --dataset`'s scoring: the model report's metrics over a labelled run, as `models/seer_models/metrics.py` defines
 //! them (that module's docstring is the definition; this is its port, and a test checks both
 //! give the same figures on the same run): anticipated, culprit top-1, alarm episodes and
 //! false alarms, lead time. Alarms follow the agent's own policy (`respond::alarm`), with its
