@@ -101,7 +101,7 @@ impl Recorder {
         ts_ms: u64,
         samples: &[Sample],
         d: &Discovery,
-        prediction: Option<&crate::infer::Prediction>,
+        prediction: Option<seer_store::Prediction>,
     ) {
         let mut t = self.writer.take_tick();
         t.ts_ms = ts_ms;
@@ -109,11 +109,7 @@ impl Recorder {
         t.samples.extend_from_slice(samples);
         t.edges.clear();
         t.edges.extend(d.edges.iter().copied());
-        t.prediction = prediction.map(|p| seer_store::Prediction {
-            ts_ms: p.ts_ms,
-            model: p.model.clone(),
-            p: p.ids.iter().copied().zip(p.p.iter().copied()).collect(),
-        });
+        t.prediction = prediction;
         self.writer.submit(t);
     }
 

@@ -365,7 +365,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         // A result is new once: stored with the tick it arrived in, fed to the alarms once.
         let fresh = prediction.as_ref().filter(|p| p.ts_ms > fed_ms);
         if let Some(r) = &lp.recorder {
-            r.record(ts, &lp.samples, &lp.disc, fresh);
+            r.record(ts, &lp.samples, &lp.disc, fresh.map(|p| p.to_store()));
         }
         if let Some(r) = &mut lp.responder {
             r.on_tick(ts, &lp.disc, &lp.samples, &lp.sampler.watched);

@@ -135,7 +135,7 @@ pub fn run(a: &BenchInferArgs) -> anyhow::Result<()> {
             p,
             infer_us: 0,
         };
-        rec.record(k * 100, &smp, &disc, Some(&pred));
+        rec.record(k * 100, &smp, &disc, Some(pred.to_store()));
         alarms.update(&cfg, k * 100, &pred.pairs());
         us.push(t0.elapsed().as_micros() as u64);
     }

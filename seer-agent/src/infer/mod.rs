@@ -81,6 +81,15 @@ impl Prediction {
         self.ids.iter().position(|&i| i == id).map(|k| self.p[k])
     }
 
+    /// As the trace store keeps it.
+    pub fn to_store(&self) -> seer_store::Prediction {
+        seer_store::Prediction {
+            ts_ms: self.ts_ms,
+            model: self.model.clone(),
+            p: self.pairs(),
+        }
+    }
+
     /// (service, probability) pairs.
     pub fn pairs(&self) -> Vec<(ServiceId, f32)> {
         self.ids
