@@ -118,6 +118,9 @@ pub fn session(
     let fail = |e: String| format!("model {}: {e}", model.display());
     ort::session::Session::builder(env)
         .map_err(|e| fail(e.to_string()))?
+        // As Python's onnxruntime does by default (the report's inference times).
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
+        .map_err(|e| fail(e.to_string()))?
         .with_intra_threads(1)
         .map_err(|e| fail(e.to_string()))?
         .with_inter_threads(1)
