@@ -298,7 +298,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
             None
         }
     };
-    let (predictor, predict_off) = start_predictor(&args, cfg.tick_ms);
+    let predictor = start_predictor(&args, cfg.tick_ms);
     let mut lp = Loop {
         predictor,
         rounds: 0,
@@ -323,10 +323,6 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let live = !args.json && std::io::stdout().is_terminal();
-    let threshold = lp
-        .predictor
-        .as_ref()
-        .and_then(|p| p.status().model.map(|m| m.threshold));
     let metrics_tx = (args.metrics_addr != "off").then(|| {
         let (tx, rx) = tokio::sync::watch::channel(Arc::new(String::new()));
         tokio::spawn(crate::serve::server::serve(
@@ -362,6 +358,12 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
             p.on_tick(ts, &lp.disc.services, &lp.samples, &lp.disc.edges);
         }
         let prediction = lp.predictor.as_ref().and_then(|p| p.latest());
+        let status = lp.predictor.as_ref().map(|p| p.status());
+        // The model in use now (a reload may have changed it) and the alarm policy over it.
+        let model = status
+            .as_ref()
+            .and_then(|s| s.model.as_ref())
+            .map(|m| model_ctx(&lp.cfg.predict, m));
         // A result is new once: stored with the tick it arrived in, fed to the alarms once.
         let fresh = prediction.as_ref().filter(|p| p.ts_ms > fed_ms);
         if let Some(r) = &lp.recorder {
@@ -370,21 +372,8 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         if let Some(r) = &mut lp.responder {
             r.on_tick(ts, &lp.disc, &lp.samples, &lp.sampler.watched);
             // Each result once (a late inference leaves the previous one in place).
-            if let (Some(p), Some(pred)) = (&lp.predictor, fresh) {
-                let ctx = p.status().model.map(|m| crate::respond::ModelCtx {
-                    alarm: crate::respond::alarm::AlarmConfig {
-                        threshold: lp.cfg.predict.threshold.unwrap_or(m.threshold),
-                        consecutive: lp.cfg.predict.consecutive,
-                        hysteresis: lp.cfg.predict.hysteresis,
-                        cooldown_ms: lp.cfg.predict.cooldown_s * 1000,
-                    },
-                    acts: m
-                        .precision_pct
-                        .is_some_and(|p| p >= lp.cfg.predict.min_precision_pct),
-                    name: m.name,
-                    horizon_ms: m.horizon_ms,
-                });
-                r.set_model(ctx);
+            if let Some(pred) = fresh {
+                r.set_model(model.clone());
                 r.on_model(ts, pred, &lp.disc);
             }
         }
@@ -399,11 +388,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         stats.max_tick_us = stats.max_tick_us.max(stats.last_tick_us);
         stats.store = lp.recorder.as_ref().map(Recorder::stats);
         stats.respond = lp.responder.as_ref().map(|r| r.stats.clone());
-        stats.predict = lp
-            .predictor
-            .as_ref()
-            .map(|p| (p.status(), prediction.clone()));
-        stats.predict_off.clone_from(&predict_off);
+        stats.predict = status.map(|s| (s, prediction.clone()));
         if let Some(tx) = &metrics_tx {
             let _ = tx.send(Arc::new(metrics::render(&lp.disc, &lp.samples, &stats)));
         }
@@ -435,7 +420,9 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
                     lp.cfg.tick_ms,
                     &lp.disc,
                     &lp.samples,
-                    prediction.as_ref().zip(threshold),
+                    prediction
+                        .as_ref()
+                        .zip(model.as_ref().map(|m| m.alarm.threshold)),
                     &footer
                 )
             );
@@ -477,14 +464,30 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The model stage, or why there is none (the agent then reacts only, and says so in the log,
-/// /metrics and `doctor`).
-fn start_predictor(
-    args: &RunArgs,
-    tick_ms: u64,
-) -> (Option<crate::infer::Predictor>, Option<String>) {
+/// `[predict]` over the model in use: the alarm policy (the card's threshold unless the config
+/// sets one; the live table marks the same threshold) and whether alarms act.
+fn model_ctx(
+    cfg: &crate::config::PredictConfig,
+    m: &crate::infer::ModelInfo,
+) -> crate::respond::ModelCtx {
+    crate::respond::ModelCtx {
+        alarm: crate::respond::alarm::AlarmConfig {
+            threshold: cfg.threshold.unwrap_or(m.threshold),
+            consecutive: cfg.consecutive,
+            hysteresis: cfg.hysteresis,
+            cooldown_ms: cfg.cooldown_s * 1000,
+        },
+        acts: m.precision_pct.is_some_and(|p| p >= cfg.min_precision_pct),
+        name: m.name.clone(),
+        horizon_ms: m.horizon_ms,
+    }
+}
+
+/// The model stage, or None (the agent then reacts only, and says why in the log; /metrics
+/// shows `seer_predict_enabled 0` and `doctor` the reason).
+fn start_predictor(args: &RunArgs, tick_ms: u64) -> Option<crate::infer::Predictor> {
     if args.no_predict {
-        return (None, Some("--no-predict".into()));
+        return None;
     }
     let Some(model) = args.model.clone().or_else(crate::infer::default_model) else {
         let why = format!(
@@ -492,13 +495,13 @@ fn start_predictor(
             crate::infer::SHIPPED_MODEL
         );
         log::warn!("predict: {why}; reacting to violations only");
-        return (None, Some(why));
+        return None;
     };
     match crate::infer::Predictor::start(&model, args.ort_lib.as_deref(), tick_ms) {
-        Ok(p) => (Some(p), None),
+        Ok(p) => Some(p),
         Err(e) => {
             log::warn!("predict: {e}; reacting to violations only");
-            (None, Some(e))
+            None
         }
     }
 }

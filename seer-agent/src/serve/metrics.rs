@@ -22,9 +22,8 @@ pub struct AgentStats {
     pub store: Option<seer_store::WriterStats>,
     /// QoS watch, diagnoses, actions and alerts (None without a QoS).
     pub respond: Option<crate::respond::RespondStats>,
-    /// The model stage (None: no model, reactive only; `predict_off` says why).
+    /// The model stage (None: no model, reactive only; the log says why).
     pub predict: Option<(crate::infer::Status, Option<crate::infer::Prediction>)>,
-    pub predict_off: Option<String>,
 }
 
 fn esc(s: &str) -> String {
