@@ -44,7 +44,15 @@ pub fn run() -> Result<()> {
     util::cargo(&["build", "-p", "seer-testbed"])?;
     util::cargo(&["build", "--release", "-p", "seer-agent"])?;
     let before = testbed_namespaces();
-    let out = std::env::temp_dir().join(format!("seer-demo-{}", std::process::id()));
+    // In root's own cache, not /tmp: root writing a predictable path in a directory everyone
+    // can write would follow whatever link another user planted there.
+    let dir = crate::setup::train_venv_dir().parent().map_or_else(
+        || std::path::PathBuf::from("/root/.cache/seer"),
+        |p| p.join("demo"),
+    );
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join(format!("run-{}", std::process::id()));
+    let log = dir.join("testbed.log");
     util::step(&format!(
         "demo: nginx -> api -> cache, 300 requests/s; the cache's CPU is ramped down at 20, 60 and 100 s ({DURATION_S} s in all; Ctrl-C ends it)"
     ));
@@ -54,9 +62,7 @@ pub fn run() -> Result<()> {
         .args(["--duration", &DURATION_S.to_string(), "--out"])
         .arg(&out)
         .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(
-            std::env::temp_dir().join("seer-demo-testbed.log"),
-        )?)
+        .stderr(std::fs::File::create(&log)?)
         .spawn()
         .context("starting the testbed")?;
     let t0 = Instant::now();
@@ -70,7 +76,7 @@ pub fn run() -> Result<()> {
         if let Some(st) = testbed.try_wait()? {
             bail!(
                 "the testbed stopped ({st}) before it was up; its log: {}",
-                std::env::temp_dir().join("seer-demo-testbed.log").display()
+                log.display()
             );
         }
         if t0.elapsed() > Duration::from_secs(60) {
@@ -131,7 +137,7 @@ pub fn run() -> Result<()> {
     let _ = std::fs::remove_dir_all(&out);
     println!(
         "\ndemo over (testbed {st}); the testbed's log: {}",
-        std::env::temp_dir().join("seer-demo-testbed.log").display()
+        log.display()
     );
     Ok(())
 }

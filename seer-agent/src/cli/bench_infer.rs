@@ -105,8 +105,8 @@ pub fn run(a: &BenchInferArgs) -> anyhow::Result<()> {
     let (svcs, edges) = services(100);
     let dir = std::env::temp_dir().join(format!("seer-bench-infer-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    // Created here, 0700, failing if anyone made it first (/tmp is everyone's).
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&dir)?;
     let rec = crate::store::Recorder::open(&dir.join("b.redb"), 100)?;
     let mut disc = crate::discovery::Discovery::default();
     disc.services = svcs.clone();
