@@ -6,19 +6,21 @@ use crate::sys::bpf::Hook;
 /// (channels, hooks that must all be attached — `a|b` means either, how it is observed)
 pub const NEEDS: &[(&[&str], &[&str], &str)] = &[
     (
-        &["nic_rx_pkts", "nic_rx_bytes"],
+        &[],
         &["seer_tc_ingress"],
-        "tc ingress (TCX, or cls_bpf before 6.6) per destination port",
+        "per-packet NIC arrivals (opt-in: --tc-ingress; TCX, or cls_bpf before 6.6): also SYNs and the last packets of connections that close within a tick",
     ),
     (
         &[
+            "nic_rx_pkts",
+            "nic_rx_bytes",
             "rx_queue_bytes",
             "tx_queue_bytes",
             "connections",
             "accept_backlog",
         ],
         &["seer_sock_iter|seer_sock_iter_plain"],
-        "TCP socket iterator",
+        "TCP socket iterator (NIC arrivals: the sockets' segs_in and bytes_received deltas, unless tc ingress counts them)",
     ),
     (
         &[],
@@ -85,8 +87,11 @@ mod tests {
             missing(&all),
             ["epoll_calls", "epoll_events", "epoll_wait_ms"]
         );
+        // NIC arrivals come from the socket walk: no per-packet program needed.
         let few = vec![hook("seer_sock_iter")];
-        assert_eq!(missing(&few).len(), 2 + 3 + 3);
+        assert_eq!(missing(&few).len(), 3 + 3);
+        assert!(!missing(&few).contains(&"nic_rx_pkts"));
+        assert!(missing(&[hook("seer_tc_ingress")]).contains(&"nic_rx_pkts"));
         for (channels, _, _) in NEEDS {
             for c in *channels {
                 assert!(

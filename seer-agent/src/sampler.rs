@@ -25,6 +25,16 @@ pub struct Sampler {
     port_index: Box<[u16; 65536]>,
     /// Whether event hooks for turns are attached (else outstanding comes from the snapshot).
     turns: bool,
+    /// NIC arrivals from the sockets' own counters, read once per tick (the default), rather
+    /// than from the per-packet tc ingress counter.
+    nic_from_sockets: bool,
+    /// Server-side sockets' `(bytes_received, segs_in)` at the last tick, by socket key
+    /// (inode, or the ports while a connection waits in accept() with no file yet).
+    rx_prev: std::collections::HashMap<u64, (u64, u32)>,
+    rx_cur: std::collections::HashMap<u64, (u64, u32)>,
+    /// Services (by index in `Discovery::services`) whose sockets are counted from the next
+    /// tick on: their counters so far are history, not this tick's arrivals.
+    rx_baseline: Vec<bool>,
     first: bool,
     /// Requests already read but not answered when the agent started, which the turn hooks
     /// never saw begin: server socket inode -> the bytes it had sent then. Counted as
@@ -68,8 +78,12 @@ fn after(a: u32, b: u32) -> bool {
 }
 
 impl Sampler {
-    pub fn new(turns: bool) -> Self {
+    pub fn new(turns: bool, nic_from_sockets: bool) -> Self {
         Self {
+            nic_from_sockets,
+            rx_prev: Default::default(),
+            rx_cur: Default::default(),
+            rx_baseline: Vec::new(),
             prev: Box::new([SlotCounters::default(); MAX_SLOTS]),
             cur: Box::new([SlotCounters::default(); MAX_SLOTS]),
             prev_lat: vec![[0; LAT_BUCKETS]; MAX_SLOTS],
@@ -94,10 +108,13 @@ impl Sampler {
         new_slots: &[usize],
     ) -> anyhow::Result<()> {
         self.port_index.fill(0);
+        self.rx_baseline.clear();
         for (i, s) in d.services.iter().enumerate() {
             for &p in &s.ports {
                 self.port_index[p as usize] = i as u16 + 1;
             }
+            self.rx_baseline
+                .push(s.slot.is_none_or(|slot| new_slots.contains(&slot)));
         }
         if !new_slots.is_empty() {
             src.read_counters(&mut self.cur)?;
@@ -136,8 +153,10 @@ impl Sampler {
                         a.saturating_sub(b) as f32
                     }
                 };
-                v[Channel::NicRxPkts as usize] = delta(c.nic_rx_pkts, p.nic_rx_pkts);
-                v[Channel::NicRxBytes as usize] = delta(c.nic_rx_bytes, p.nic_rx_bytes);
+                if !self.nic_from_sockets {
+                    v[Channel::NicRxPkts as usize] = delta(c.nic_rx_pkts, p.nic_rx_pkts);
+                    v[Channel::NicRxBytes as usize] = delta(c.nic_rx_bytes, p.nic_rx_bytes);
+                }
                 v[Channel::EpollCalls as usize] = delta(c.epoll_calls, p.epoll_calls);
                 v[Channel::EpollEvents as usize] = delta(c.epoll_events, p.epoll_events);
                 v[Channel::EpollWaitMs as usize] = delta(c.epoll_wait_ns, p.epoll_wait_ns) / 1e6;
@@ -170,6 +189,7 @@ impl Sampler {
         }
         std::mem::swap(&mut self.prev, &mut self.cur);
         let seed = self.first && self.turns;
+        let first = self.first;
         self.first = false;
         // Gauges from the socket snapshot.
         for r in socks {
@@ -185,6 +205,31 @@ impl Sampler {
             v[Channel::RxQueueBytes as usize] += r.rx_queue as f32;
             v[Channel::TxQueueBytes as usize] += r.tx_queue as f32;
             v[Channel::Connections as usize] += 1.0;
+            if self.nic_from_sockets {
+                let key = if r.inode != 0 {
+                    r.inode
+                } else {
+                    1 << 63
+                        | u64::from(r.family) << 32
+                        | u64::from(r.lport) << 16
+                        | u64::from(r.rport)
+                };
+                let now = (r.bytes_received, r.segs_in);
+                let counted = !first
+                    && !self
+                        .rx_baseline
+                        .get(idx as usize - 1)
+                        .copied()
+                        .unwrap_or(true);
+                if counted {
+                    // A socket first seen now was born since the last walk: all it received is
+                    // new (segs_in counts every segment from its SYN on).
+                    let (b0, s0) = self.rx_prev.get(&key).copied().unwrap_or((0, 0));
+                    v[Channel::NicRxBytes as usize] += now.0.saturating_sub(b0) as f32;
+                    v[Channel::NicRxPkts as usize] += now.1.wrapping_sub(s0) as f32;
+                }
+                self.rx_cur.insert(key, now);
+            }
             let open = request_open(r);
             if !self.turns && open {
                 v[Channel::Outstanding as usize] += 1.0;
@@ -201,6 +246,13 @@ impl Sampler {
         if !self.in_flight_at_start.is_empty() {
             std::mem::swap(&mut self.in_flight_at_start, &mut self.still_in_flight);
             self.still_in_flight.clear();
+        }
+        if self.nic_from_sockets {
+            // Sockets gone since the last walk drop out (their last packets are not counted:
+            // tc ingress, opt-in, sees those).
+            std::mem::swap(&mut self.rx_prev, &mut self.rx_cur);
+            self.rx_cur.clear();
+            self.rx_baseline.fill(false);
         }
         Ok(())
     }
@@ -273,7 +325,7 @@ mod tests {
             lat: vec![[0; LAT_BUCKETS]; MAX_SLOTS],
         };
         k.counters[slot].req_started = 4; // open before this service got its slot
-        let mut s = Sampler::new(true);
+        let mut s = Sampler::new(true, false);
         s.on_discovery(&mut k, &d, &ch.new_slots).unwrap();
         let mut out = Vec::new();
         s.tick(&mut k, &d, &socks, 1, &mut out).unwrap();
@@ -349,7 +401,7 @@ mod tests {
             counters: [SlotCounters::default(); MAX_SLOTS],
             lat: vec![[0; LAT_BUCKETS]; MAX_SLOTS],
         };
-        let mut s = Sampler::new(true);
+        let mut s = Sampler::new(true, true);
         s.on_discovery(&mut k, &d, &ch.new_slots).unwrap();
         let mut out = Vec::new();
         for ts in 1..=3 {
@@ -367,6 +419,64 @@ mod tests {
         socks[1].bytes_received = 8;
         s.tick(&mut k, &d, &socks, 5, &mut out).unwrap();
         assert_eq!(out[0].get(Channel::Outstanding), 2.0);
+    }
+
+    /// NIC arrivals from the sockets' counters: deltas per tick, a connection born since the
+    /// last walk counted whole, one that existed before the first tick (or before its service
+    /// was discovered) counted from then on, and segs_in wrapping.
+    #[test]
+    fn nic_arrivals_from_socket_counters() {
+        let conn = |inode: u64, rport: u16, bytes: u64, segs: u32| SockRecord {
+            state: 1,
+            lport: 80,
+            rport,
+            inode,
+            bytes_received: bytes,
+            segs_in: segs,
+            ..Default::default()
+        };
+        let listener = SockRecord {
+            state: TCP_LISTEN,
+            lport: 80,
+            inode: 1,
+            ..Default::default()
+        };
+        let procs = vec![ProcInfo {
+            pid: 7,
+            comm: "web".into(),
+            cgroup: "/".into(),
+            socket_inodes: vec![1],
+        }];
+        let mut socks = vec![listener, conn(11, 5000, 1_000_000, 900)];
+        let mut d = Discovery::default();
+        let ch = d.refresh(&Config::default(), &socks, &procs);
+        let mut k = FakeKernel {
+            counters: [SlotCounters::default(); MAX_SLOTS],
+            lat: vec![[0; LAT_BUCKETS]; MAX_SLOTS],
+        };
+        let slot = d.services[0].slot.unwrap();
+        k.counters[slot].nic_rx_pkts = 12345; // no tc program: never read
+        let mut s = Sampler::new(true, true);
+        s.on_discovery(&mut k, &d, &ch.new_slots).unwrap();
+        let mut out = Vec::new();
+        s.tick(&mut k, &d, &socks, 1, &mut out).unwrap();
+        assert_eq!(out[0].get(Channel::NicRxPkts), 0.0, "history, not arrivals");
+        socks[1] = conn(11, 5000, 1_000_300, 903);
+        socks.push(conn(12, 5001, 40, 2)); // born since the last walk
+        socks.push(conn(0, 5002, 10, 1)); // in the accept queue: no file, no inode yet
+        s.tick(&mut k, &d, &socks, 2, &mut out).unwrap();
+        assert_eq!(out[0].get(Channel::NicRxPkts), 6.0);
+        assert_eq!(out[0].get(Channel::NicRxBytes), 350.0);
+        socks[1] = conn(11, 5000, 1_000_300, 903);
+        socks[2] = conn(12, 5001, 40, u32::MAX);
+        socks[3] = conn(0, 5002, 10, 1);
+        s.tick(&mut k, &d, &socks, 3, &mut out).unwrap();
+        assert_eq!(out[0].get(Channel::NicRxPkts), (u32::MAX - 2) as f32);
+        socks[2] = conn(12, 5001, 40, 1); // wrapped: 2 more
+        socks.remove(3); // closed
+        s.tick(&mut k, &d, &socks, 4, &mut out).unwrap();
+        assert_eq!(out[0].get(Channel::NicRxPkts), 2.0);
+        assert_eq!(out[0].get(Channel::NicRxBytes), 0.0);
     }
 
     #[test]

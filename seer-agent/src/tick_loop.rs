@@ -41,6 +41,7 @@ pub fn config_for(args: &RunArgs) -> Result<Config, ConfigError> {
     if !args.interfaces.is_empty() {
         cfg.interfaces = Some(args.interfaces.clone());
     }
+    cfg.tc_ingress |= args.tc_ingress || cfg.interfaces.is_some();
     cfg.turns &= !args.no_turns;
     cfg.epoll |= args.epoll;
     if let Some(q) = &args.qos {
@@ -203,6 +204,7 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     undo_left_over(&cfg.respond.journal);
     raise_open_files();
     let opts = sys::bpf::ProbeOptions {
+        tc_ingress: cfg.tc_ingress,
         interfaces: cfg.interfaces.clone(),
         turns: cfg.turns,
         epoll: cfg.epoll,
@@ -304,7 +306,10 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
         rounds: 0,
         responder,
         recorder,
-        sampler: Sampler::new(turns),
+        sampler: Sampler::new(
+            turns,
+            !probes.hooks.iter().any(|h| h.program == "seer_tc_ingress"),
+        ),
         cfg,
         probes,
         disc,

@@ -54,7 +54,9 @@ pub fn lat_bucket_upper_us(bucket: usize) -> u64 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlotCounters {
-    /// TCP packets / bytes arriving on a watched interface for one of the service's ports.
+    /// TCP packets / bytes arriving on a watched interface for one of the service's ports
+    /// (the opt-in tc ingress counter; by default the agent sums its sockets' `segs_in` and
+    /// `bytes_received` instead, once per tick).
     pub nic_rx_pkts: u64,
     pub nic_rx_bytes: u64,
     /// `epoll_wait`/`epoll_pwait` calls returned, events handed to the app, and time blocked.
@@ -159,13 +161,16 @@ pub struct SockRecord {
     /// `jiffies` when the record was taken (low 32 bits).
     pub now_jiffies: u32,
     pub uid: u32,
+    /// Segments received (`tcp_sock.segs_in`, RFC 4898 tcpEStatsPerfSegsIn; wraps): with
+    /// `bytes_received`, NIC arrivals per service read once per tick instead of per packet.
+    pub segs_in: u32,
     pub lport: u16,
     pub rport: u16,
     /// TCP state (`TCP_ESTABLISHED` = 1, `TCP_LISTEN` = 10, ...).
     pub state: u8,
     /// `AF_INET` = 2 or `AF_INET6` = 10.
     pub family: u8,
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 6],
 }
 
 pub const TCP_ESTABLISHED: u8 = 1;
@@ -211,7 +216,8 @@ pub struct KernelOffsets {
     pub file_private_data: u32,
     pub inode_i_mode: u32,
     pub socket_sk: u32,
-    pub _pad: u32,
+    /// `tcp_sock.segs_in`: segments received, for per-tick NIC arrivals.
+    pub tcp_segs_in: u32,
 }
 
 impl KernelOffsets {
@@ -242,7 +248,7 @@ impl KernelOffsets {
         file_private_data: 0,
         inode_i_mode: 0,
         socket_sk: 0,
-        _pad: 0,
+        tcp_segs_in: 0,
     };
 }
 
@@ -291,7 +297,7 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<SlotCounters>(), 64);
-        assert_eq!(core::mem::size_of::<SockRecord>(), 64);
+        assert_eq!(core::mem::size_of::<SockRecord>(), 72);
         assert_eq!(core::mem::size_of::<Turn>(), 16);
         assert_eq!(core::mem::size_of::<ConnectKey>(), 24);
         assert!(core::mem::size_of::<Counters>() <= 32 * 1024);

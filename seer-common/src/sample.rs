@@ -5,9 +5,10 @@
 #[repr(usize)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
-    /// TCP packets arriving for the service's ports on watched interfaces (rate).
+    /// TCP segments that arrived on the service's server-side connections (rate): the sockets'
+    /// `segs_in`, read once per tick; with the opt-in tc ingress counter, packets to its ports.
     NicRxPkts = 0,
-    /// TCP bytes arriving for the service's ports (rate).
+    /// Payload bytes that arrived on them (`bytes_received`; with tc ingress, frame bytes).
     NicRxBytes,
     /// Bytes received but not read, summed over the service's server-side sockets (gauge).
     RxQueueBytes,
@@ -53,8 +54,8 @@ pub const CHANNEL_NAMES: [&str; CHANNELS] = [
 
 /// What each channel measures, one line (Prometheus HELP text, `--help`, model cards).
 pub const CHANNEL_HELP: [&str; CHANNELS] = [
-    "Packets that arrived for the service's ports during the tick (tc ingress).",
-    "Bytes that arrived for the service's ports during the tick (tc ingress).",
+    "TCP segments that arrived on the service's connections during the tick.",
+    "Payload bytes that arrived on the service's connections during the tick.",
     "Bytes received on the service's sockets but not read by it yet.",
     "Connections waiting in accept() on the service's listening sockets.",
     "epoll_wait calls the service made during the tick.",

@@ -110,11 +110,12 @@ fn emit_tcp(meta: *const *mut c_void, tp: *const u8, uid: u32) -> Option<*const 
         // SAFETY: reads the jiffies counter; no preconditions.
         now_jiffies: unsafe { bpf_jiffies64() } as u32,
         uid,
+        segs_in: read_kernel(tp, offset!(tcp_segs_in)),
         lport,
         rport,
         state,
         family: read_kernel::<u16>(tp, offset!(skc_family)) as u8,
-        _pad: [0; 2],
+        _pad: [0; 6],
     };
     // SAFETY: `meta` points at the iterator's bpf_iter_meta, whose first field is the seq_file.
     let seq = unsafe { *meta };

@@ -110,6 +110,41 @@ fn nic_rx_packets_match_sender_segments() {
     client.send("");
 }
 
+/// NIC RX by default (no per-packet program): the server socket's own segment counter, read
+/// once per tick, sums to every segment the client emitted (its SYN included: the connection's
+/// segs_in counts it). No tc program is attached.
+#[test]
+fn nic_rx_from_socket_counters_match_sender_segments() {
+    require_root!();
+    let net = NetPair::new();
+    let _srv = server(&net, &["delay", "7013", "0"]);
+    let mut agent = Agent::start(&net.server, 35, &[]);
+    agent.wait_service(SVC, T, |_| true);
+    let mut client = Proc::spawn(NetPair::cmd(
+        &net.client,
+        &testsrv_bin(),
+        &["client", SERVER_ADDR, "7013", "200"],
+    ));
+    let line = client.wait_line("client segs_out", T, |l| l.starts_with("segs_out="));
+    let segs: f64 = line
+        .trim_start_matches("segs_out=")
+        .parse()
+        .expect("number");
+    assert!(agent.wait_exit(T).success());
+    assert!(
+        !agent.proc.stderr().contains("attached seer_tc_ingress"),
+        "no per-packet program by default: {}",
+        agent.proc.stderr()
+    );
+    let counted = sum_over_ticks(&agent.ticks(), SVC, "nic_rx_pkts");
+    assert!(segs >= 202.0, "client emitted {segs} segments");
+    assert_eq!(
+        counted, segs,
+        "agent's per-tick count == segments the sender emitted"
+    );
+    client.send("");
+}
+
 /// epoll: exactly E calls returning R events in all.
 #[test]
 fn epoll_counts_are_exact() {

@@ -28,7 +28,8 @@ fn nginx_memcached_discovered_with_edge_and_queues_grow_with_load() {
     require_root!();
     let net = NetPair::new();
     let stack = Stack::start(&net.server, 8081, 11411, 16 * 1024);
-    let mut agent = Agent::start(&net.server, 120, &["--iface", "lo"]);
+    // The default configuration: NIC arrivals from the sockets, no per-packet program.
+    let mut agent = Agent::start(&net.server, 120, &[]);
     agent.wait_service("nginx", T, |_| true);
     agent.wait_service("memcached", T, |_| true);
 

@@ -98,7 +98,7 @@ pub fn run() -> Result<()> {
             "recommend",
             "--no-store",
         ])
-        .args(["--iface", "tb0", "--metrics-addr", "off"])
+        .args(["--metrics-addr", "off"])
         .spawn()
         .context("starting the agent")?;
     // The scenario ends (the testbed tears down and exits) or Ctrl-C ends both.

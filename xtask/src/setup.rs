@@ -37,11 +37,46 @@ fn ok(what: &str) {
 
 pub fn setup() -> Result<()> {
     step("setup (installs only what is missing)");
+    disk_space()?;
     rust_src()?;
     bpf_linker()?;
     debian()?;
     python()?;
     onnxruntime_lib()?;
+    Ok(())
+}
+
+/// Free space the build needs: a fresh debug target/ (line tables only) plus the training venv
+/// and the tests' own files, or a margin when target/ is already built. A full disk otherwise
+/// fails deep inside a link or a test with `No space left on device`.
+const FRESH_BUILD_GIB: u64 = 16;
+const WARM_BUILD_GIB: u64 = 4;
+
+fn free_gib(path: &std::path::Path) -> Result<u64> {
+    let st =
+        nix::sys::statvfs::statvfs(path).with_context(|| format!("statvfs {}", path.display()))?;
+    Ok((st.blocks_available() as u64 * st.fragment_size() as u64) >> 30)
+}
+
+fn disk_space() -> Result<()> {
+    let root = util::root();
+    // xtask itself is built by now: the agent binary says whether the rest is.
+    let warm = root.join("target/debug/seer-agent").is_file();
+    let need = if warm {
+        WARM_BUILD_GIB
+    } else {
+        FRESH_BUILD_GIB
+    };
+    let free = free_gib(&root)?;
+    if free < need {
+        bail!(
+            "only {free} GiB free on the disk holding {} ({} build needs about {need} GiB): free \
+             some space (other checkouts' target/ folders, `cargo clean` in old ones) and rerun",
+            root.display(),
+            if warm { "a warm" } else { "a fresh" }
+        );
+    }
+    ok(&format!("disk ({free} GiB free, {need} GiB needed)"));
     Ok(())
 }
 

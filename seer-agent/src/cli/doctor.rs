@@ -24,6 +24,7 @@ pub fn doctor(
     let caps_ok = caps::check_can_attach();
     let probes = match (&btf, &caps_ok) {
         (Ok(_), Ok(())) => Some(Probes::load(&ProbeOptions {
+            tc_ingress: true,
             interfaces,
             turns: true,
             epoll: true,

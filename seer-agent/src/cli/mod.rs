@@ -21,15 +21,15 @@ pub mod selftest;
     name = "seer-agent",
     version,
     about = "Predicts which service is about to break your tail latency, from the kernel, with no app changes",
-    long_about = "seer-agent attaches eBPF programs (tc ingress, TCP socket iterator, socket and \
-                  epoll tracepoints), discovers the services on this host (processes that own \
+    long_about = "seer-agent attaches eBPF programs (TCP socket iterators read once per tick, \
+                  socket tracepoints; tc ingress and epoll tracepoints on request), discovers the services on this host (processes that own \
                   listening TCP sockets) and their call graph, and samples each service's queues \
                   every tick: NIC arrivals, socket receive queue, accept backlog, epoll activity, \
                   outstanding requests and request latency.\n\n\
                   Examples:\n  \
                   seer-agent run                      live table of every service\n  \
                   seer-agent run --ticks 50 --json    50 ticks as JSON lines, then exit\n  \
-                  seer-agent run --iface lo --tick-ms 250 --config /etc/seer/seer.toml\n  \
+                  seer-agent run --tc-ingress --iface lo --tick-ms 250 --config /etc/seer/seer.toml\n  \
                   seer-agent run --qos nginx:50 --mode recommend --alertmanager http://127.0.0.1:9093\n  \
                   seer-agent query violations         QoS violations and their initiators\n  \
                   seer-agent query top outstanding    deepest queues in the trace store\n  \
@@ -100,7 +100,12 @@ pub struct RunArgs {
     /// Tick in milliseconds (10 ..= 10000; default 100, or the config's tick_ms).
     #[arg(long)]
     pub tick_ms: Option<u64>,
-    /// Count NIC arrivals on this interface (repeatable; default: every interface that is up).
+    /// Count NIC arrivals per packet with a tc ingress program (TCX) instead of the per-tick
+    /// socket counters: it also sees SYNs and the last packets of connections that close within
+    /// a tick, but runs on every packet in the receiving service's context (~70 ns each).
+    #[arg(long)]
+    pub tc_ingress: bool,
+    /// Interface for --tc-ingress (repeatable; implies it; default: every interface that is up).
     #[arg(long = "iface")]
     pub interfaces: Vec<String>,
     /// TOML config: tick, interfaces, rules to name, merge or ignore services.

@@ -101,6 +101,7 @@ pub fn selftest(as_json: bool) -> anyhow::Result<bool> {
         .trim()
         .to_string();
     let mut p = Probes::load(&ProbeOptions {
+        tc_ingress: true,
         interfaces: Some(vec!["lo".into()]),
         turns: true,
         epoll: true,
@@ -150,6 +151,26 @@ pub fn selftest(as_json: bool) -> anyhow::Result<bool> {
         witness_rx as f64,
         rx == witness_rx && rx == written,
     );
+    // NIC arrivals from the sockets' own counters (the default path): a connection's segs_in
+    // counts every segment from its SYN on (measured: equal to the sender's segs_out).
+    let segs_in = sum_records(&recs, pu, false, |r| r.segs_in);
+    c.check(
+        "nic_rx_pkts (sockets' segs_in) == segments the senders emitted",
+        segs_in as f64,
+        emitted as f64,
+        segs_in == emitted,
+    );
+    let received: u64 = recs
+        .iter()
+        .filter(|r| r.lport == pu && r.state != TCP_LISTEN)
+        .map(|r| r.bytes_received)
+        .sum();
+    c.check(
+        "nic_rx_bytes (sockets' bytes_received) == bytes the senders wrote",
+        received as f64,
+        written as f64,
+        received == written,
+    );
     let bl = sum_records(&recs, pp, true, |r| r.ack_backlog);
     c.check(
         "accept_backlog == /proc/net/tcp",
@@ -197,7 +218,7 @@ pub fn selftest(as_json: bool) -> anyhow::Result<bool> {
     if has(&p, "seer_tc_ingress") {
         let got = counters(&mut p, 0)?.nic_rx_pkts - before.nic_rx_pkts;
         c.check(
-            "nic_rx_pkts == segments the senders emitted",
+            "nic_rx_pkts (tc ingress) == segments the senders emitted",
             got as f64,
             emitted as f64,
             got == emitted,

@@ -58,7 +58,9 @@ pub enum ProbeError {
 /// Which optional hooks to attach. The TCP iterator and the connect hook are always attached.
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
-    /// Interfaces for the tc ingress counter; None = every interface that is up.
+    /// The per-packet tc ingress counter (opt-in: NIC arrivals come from the per-tick socket
+    /// walk otherwise), on these interfaces; None = every interface that is up.
+    pub tc_ingress: bool,
     pub interfaces: Option<Vec<String>>,
     /// `sock_recv_length` / `sock_send_length`: request turns, outstanding and latency.
     pub turns: bool,
@@ -69,6 +71,7 @@ pub struct ProbeOptions {
 impl Default for ProbeOptions {
     fn default() -> Self {
         Self {
+            tc_ingress: false,
             interfaces: None,
             turns: true,
             epoll: true,
@@ -488,6 +491,7 @@ impl Probes {
         }
 
         let ifaces = match &opts.interfaces {
+            _ if !opts.tc_ingress => Vec::new(),
             Some(list) => {
                 for i in list {
                     if !interface_exists(i) {

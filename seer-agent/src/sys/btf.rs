@@ -339,7 +339,7 @@ impl Btf {
             file_private_data: self.offset("file.private_data", 8)?,
             inode_i_mode: self.offset("inode.i_mode", 2)?,
             socket_sk: self.offset("socket.sk", 8)?,
-            _pad: 0,
+            tcp_segs_in: self.offset("tcp_sock.segs_in", 4)?,
         })
     }
 }
@@ -439,6 +439,7 @@ mod tests {
                 "file_private_data" => got.file_private_data,
                 "inode_i_mode" => got.inode_i_mode,
                 "socket_sk" => got.socket_sk,
+                "tcp_segs_in" => got.tcp_segs_in,
                 other => panic!("{what}: field {other} unknown to the test"),
             };
             assert_eq!(have, want, "{name}, against {what}");
@@ -462,7 +463,7 @@ mod tests {
             .kernel_offsets()
             .expect("offsets");
         let n = check_offsets(&witness_for_running_kernel(), &got, "bpftool + cc offsetof");
-        assert_eq!(n, 25, "every offset checked against the witness");
+        assert_eq!(n, 26, "every offset checked against the witness");
         match fixture_for_running_kernel() {
             Some((_, fixture)) => {
                 let n = check_offsets(&fixture, &got, "the bindgen fixture");

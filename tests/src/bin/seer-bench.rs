@@ -60,8 +60,9 @@ fn cpu_rss(pid: u32) -> (u64, u64) {
 }
 
 fn start_agent(ns: &str, extra: &[String]) -> Agent {
-    let mut args: Vec<&str> = vec!["--iface", "lo"];
-    args.extend(extra.iter().map(String::as_str));
+    // The default configuration (NIC arrivals from the sockets, no tc program); price tc
+    // ingress with --agent-args "--tc-ingress".
+    let args: Vec<&str> = extra.iter().map(String::as_str).collect();
     let a = Agent::start(ns, 1_000_000, &args);
     a.proc
         .wait_line("agent's first tick", Duration::from_secs(30), |l| {

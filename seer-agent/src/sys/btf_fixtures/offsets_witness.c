@@ -30,5 +30,6 @@ int main(void) {
     printf("file_private_data=%lu\n", off(file, private_data));
     printf("inode_i_mode=%lu\n", off(inode, i_mode));
     printf("socket_sk=%lu\n", off(socket, sk));
+    printf("tcp_segs_in=%lu\n", off(tcp_sock, segs_in));
     return 0;
 }
