@@ -9,11 +9,6 @@ mod config;
 #[path = "../../seer-agent/src/http.rs"]
 mod http;
 #[allow(dead_code)]
-#[path = "../../seer-agent/src/actuate"]
-mod actuate {
-    pub mod journal;
-}
-#[allow(dead_code)]
 #[path = "../../seer-agent/src/respond"]
 mod respond {
     pub mod policy;
@@ -29,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     match config::Config::parse(text, "seer.toml") {
         Ok(cfg) => {
             assert!((config::TICK_MIN_MS..=config::TICK_MAX_MS).contains(&cfg.tick_ms));
-            let _ = cfg.respond.policy();
+            let _ = respond::policy::PolicyConfig::from_config(&cfg.respond);
             for url in [&cfg.alerts.alertmanager, &cfg.alerts.webhook]
                 .into_iter()
                 .flatten()

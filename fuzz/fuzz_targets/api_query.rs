@@ -1,7 +1,7 @@
 #![no_main]
 //! The agent's `/api/query/...` endpoint (any local process can connect to it) and the times
 //! `query`/`export` take: `parse_api`, then `parse_time` on the times it names.
-// seer-agent is a binary crate: serve/query.rs (anyhow, clap) is included by path.
+// seer-agent is a binary crate: serve/query.rs (anyhow, percent-encoding) is included by path.
 #[allow(dead_code)]
 #[path = "../../seer-agent/src/serve/query.rs"]
 mod query_api;

@@ -141,11 +141,26 @@ fn default_min_requests() -> u64 {
     20
 }
 
+/// What the response does with its decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Apply local actions (journaled, undone on exit) and alert.
+    Enforce,
+    /// Put the actions in the alert for the cluster manager; change nothing here.
+    Recommend,
+    /// Log only.
+    DryRun,
+}
+
+/// Where the journal of actions in force lives (undone at exit and at the next start).
+pub const DEFAULT_JOURNAL: &str = "/run/seer/actions.json";
+
 /// What the agent does about a violation (see `respond`).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RespondConfig {
-    pub mode: crate::respond::policy::Mode,
+    pub mode: Mode,
     pub diagnose: bool,
     pub cooldown_s: u64,
     pub hold_s: u64,
@@ -157,32 +172,16 @@ pub struct RespondConfig {
 
 impl Default for RespondConfig {
     fn default() -> Self {
-        let p = crate::respond::policy::PolicyConfig::default();
         RespondConfig {
-            mode: p.mode,
+            mode: Mode::Recommend,
             diagnose: true,
             cooldown_s: 10,
-            hold_s: p.hold.as_secs(),
-            cpu_floor_pct: p.cpu_pct.floor,
-            mb_floor_pct: p.mb_pct.floor,
-            net_floor_mbit: p.net_mbit.floor,
-            journal: crate::actuate::journal::DEFAULT_JOURNAL.into(),
+            hold_s: 30,
+            cpu_floor_pct: 20,
+            mb_floor_pct: 30,
+            net_floor_mbit: 50,
+            journal: DEFAULT_JOURNAL.into(),
         }
-    }
-}
-
-impl RespondConfig {
-    /// The policy this config describes.
-    pub fn policy(&self) -> crate::respond::policy::PolicyConfig {
-        let mut p = crate::respond::policy::PolicyConfig {
-            mode: self.mode,
-            hold: std::time::Duration::from_secs(self.hold_s),
-            ..Default::default()
-        };
-        p.cpu_pct.floor = self.cpu_floor_pct;
-        p.mb_pct.floor = self.mb_floor_pct;
-        p.net_mbit.floor = self.net_floor_mbit;
-        p
     }
 }
 
@@ -437,7 +436,7 @@ mod tests {
     fn the_shipped_example_config_parses() {
         let c = Config::parse(include_str!("../../deploy/seer.toml"), "deploy/seer.toml").unwrap();
         assert_eq!(c.qos.map(|q| q.service), Some("frontend".into()));
-        assert_eq!(c.respond.mode, crate::respond::policy::Mode::Recommend);
+        assert_eq!(c.respond.mode, Mode::Recommend);
     }
 
     #[test]
@@ -477,8 +476,8 @@ mod tests {
             (q.service.as_str(), q.p99_ms, q.window_ms),
             ("fe", 50.0, 1000)
         );
-        assert_eq!(c.respond.mode, crate::respond::policy::Mode::Enforce);
-        assert_eq!(c.respond.policy().cpu_pct.floor, 40);
+        assert_eq!(c.respond.mode, Mode::Enforce);
+        assert_eq!(c.respond.cpu_floor_pct, 40);
         assert!(c.alerts.any());
         for (bad, want) in [
             ("[qos]\nservice = \"fe\"\np99_ms = -1\n", "p99_ms"),

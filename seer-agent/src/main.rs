@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run(args) => {
-            let cfg = match tick_loop::config_for(&args) {
+            let cfg = match cli::run::config_for(&args) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("seer-agent: {e}");
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(tick_loop::run(args, cfg)) {
+            match rt.block_on(tick_loop::run(cli::run::options(&args), cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("seer-agent: {e:#}");

@@ -10,8 +10,7 @@ use seer_common::{LAT_BUCKETS, MAX_SLOTS, SlotCounters, SockRecord};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    cli::RunArgs,
-    config::{Config, ConfigError},
+    config::Config,
     discovery::{Discovery, MapChanges},
     output,
     respond::Responder,
@@ -30,51 +29,21 @@ impl KernelSource for Probes {
     }
 }
 
-pub fn config_for(args: &RunArgs) -> Result<Config, ConfigError> {
-    let mut cfg = match &args.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
-    if let Some(t) = args.tick_ms {
-        cfg.tick_ms = t;
-    }
-    if !args.interfaces.is_empty() {
-        cfg.interfaces = Some(args.interfaces.clone());
-    }
-    cfg.tc_ingress |= args.tc_ingress || cfg.interfaces.is_some();
-    cfg.turns &= !args.no_turns;
-    cfg.epoll |= args.epoll;
-    if let Some(q) = &args.qos {
-        let bad = |msg: String| ConfigError::Invalid {
-            path: "--qos".into(),
-            msg,
-        };
-        let (svc, ms) = q
-            .rsplit_once(':')
-            .ok_or_else(|| bad(format!("{q:?}: expected SERVICE:P99_MS, e.g. nginx:50")))?;
-        let p99_ms: f64 = ms
-            .parse()
-            .map_err(|_| bad(format!("{ms:?} is not a number of milliseconds")))?;
-        // The flag sets service and target; a config's [qos] keeps its window and minimum.
-        let mut qc = cfg
-            .qos
-            .take()
-            .unwrap_or_else(|| crate::config::QosConfig::new(svc, p99_ms));
-        qc.service = svc.into();
-        qc.p99_ms = p99_ms;
-        cfg.qos = Some(qc);
-    }
-    if let Some(m) = args.mode {
-        cfg.respond.mode = m;
-    }
-    if let Some(u) = &args.alertmanager {
-        cfg.alerts.alertmanager = Some(u.clone());
-    }
-    cfg.validate().map_err(|msg| ConfigError::Invalid {
-        path: "command line".into(),
-        msg,
-    })?;
-    Ok(cfg)
+/// What `run` needs beyond the config: how it reports, where it records, which model.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Stop after this many ticks.
+    pub ticks: Option<u64>,
+    /// One JSON object per tick on stdout (else the live table on a terminal).
+    pub json: bool,
+    /// /metrics and the query API ("off": none).
+    pub metrics_addr: String,
+    /// The trace store, or None (--no-store).
+    pub db: Option<std::path::PathBuf>,
+    /// The model, or None: the shipped one. `predict` false: reactive only.
+    pub predict: bool,
+    pub model: Option<std::path::PathBuf>,
+    pub ort_lib: Option<std::path::PathBuf>,
 }
 
 fn apply(probes: &Probes, ch: &MapChanges) -> anyhow::Result<()> {
@@ -198,7 +167,7 @@ impl Loop {
     }
 }
 
-pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
+pub async fn run(args: RunOptions, cfg: Config) -> anyhow::Result<()> {
     // First of all, in every mode and before anything that can fail (eBPF load, the store):
     // undo what a crashed run left in force.
     undo_left_over(&cfg.respond.journal);
@@ -250,17 +219,18 @@ pub async fn run(args: RunArgs, cfg: Config) -> anyhow::Result<()> {
     }
     // The store after the drop: its writer is a thread, and a thread started before the drop
     // would keep every capability (uid 0 still creates /var/lib/seer in root's /var/lib).
-    let recorder = if args.no_store {
-        None
-    } else {
-        let r = Recorder::open(&args.db, cfg.tick_ms).with_context(|| {
-            format!(
-                "opening the trace store {} (or run with --no-store)",
-                args.db.display()
-            )
-        })?;
-        log::info!("recording every tick in {}", r.path.display());
-        Some(r)
+    let recorder = match &args.db {
+        None => None,
+        Some(db) => {
+            let r = Recorder::open(db, cfg.tick_ms).with_context(|| {
+                format!(
+                    "opening the trace store {} (or run with --no-store)",
+                    db.display()
+                )
+            })?;
+            log::info!("recording every tick in {}", r.path.display());
+            Some(r)
+        }
     };
     let mut disc = Discovery::default();
     let missing = crate::channels::missing(&probes.hooks);
@@ -490,8 +460,8 @@ fn model_ctx(
 
 /// The model stage, or None (the agent then reacts only, and says why in the log; /metrics
 /// shows `seer_predict_enabled 0` and `doctor` the reason).
-fn start_predictor(args: &RunArgs, tick_ms: u64) -> Option<crate::infer::Predictor> {
-    if args.no_predict {
+fn start_predictor(args: &RunOptions, tick_ms: u64) -> Option<crate::infer::Predictor> {
+    if !args.predict {
         return None;
     }
     let Some(model) = args.model.clone().or_else(crate::infer::default_model) else {

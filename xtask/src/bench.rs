@@ -15,6 +15,10 @@ pub enum Bench {
         /// Seconds per run.
         #[arg(long, default_value_t = 5)]
         secs: u32,
+        /// Extra `seer-agent run` arguments, to price one hook at a time (e.g. "--no-turns",
+        /// "--tc-ingress", "--epoll").
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        agent_args: String,
     },
     /// The model: inference p50/p99 of the shipped model for N = 36, 100, 400, 1000 services
     /// (one thread, batch 1) and a whole tick for 100 services (window, store, inference,
@@ -34,7 +38,11 @@ pub enum Bench {
 pub fn run(b: Bench) -> Result<()> {
     setup::setup()?;
     match b {
-        Bench::Overhead { pairs, secs } => {
+        Bench::Overhead {
+            pairs,
+            secs,
+            agent_args,
+        } => {
             util::step("build (release)");
             util::cargo(&["build", "--release", "-p", "seer-agent", "-p", "seer-tests"])?;
             util::step(&format!(
@@ -48,6 +56,8 @@ pub fn run(b: Bench) -> Result<()> {
                     &pairs.to_string(),
                     "--secs",
                     &secs.to_string(),
+                    "--agent-args",
+                    &agent_args,
                 ]),
             )
         }

@@ -25,8 +25,9 @@ use std::{
 use seer_store::safefs::{self, PrivateDir, SafeFsError};
 use serde::{Deserialize, Serialize};
 
-/// Default journal path (tmpfs: a reboot resets every kernel object seer changes anyway).
-pub const DEFAULT_JOURNAL: &str = "/run/seer/actions.json";
+/// Default journal path (tmpfs: a reboot resets every kernel object seer changes anyway); the
+/// config's default, defined there with the rest of `[respond]`.
+pub use crate::config::DEFAULT_JOURNAL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {

@@ -99,7 +99,7 @@ pub enum ActWhat {
         antagonists: Vec<String>,
         /// enforce (apply, journaled), recommend (print for the cluster manager), dry-run.
         #[arg(long, value_enum, default_value = "recommend")]
-        mode: Mode,
+        mode: super::ModeArg,
         /// NAME=PID: where a service lives (its cgroup is found from the pid); repeatable.
         #[arg(long = "target")]
         targets: Vec<String>,
@@ -310,7 +310,11 @@ pub fn act(a: &ActArgs) -> anyhow::Result<()> {
             mode,
             targets,
         } => {
-            let mode = if a.dry_run { Mode::DryRun } else { *mode };
+            let mode = if a.dry_run {
+                Mode::DryRun
+            } else {
+                Mode::from(*mode)
+            };
             let mut p = Policy::new(
                 PolicyConfig {
                     mode,

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub use crate::serve::query::QueryWhat;
-use crate::{respond, store};
+use crate::serve::query::QueryWhat;
+use crate::store;
 
 pub mod act;
 pub mod bench_infer;
@@ -13,6 +13,7 @@ pub mod diagnose;
 pub mod doctor;
 pub mod predict;
 pub mod query;
+pub mod run;
 pub mod score;
 pub mod selftest;
 
@@ -137,7 +138,7 @@ pub struct RunArgs {
     /// What to do about a violation: enforce (apply local actions, journaled and undone on
     /// exit), recommend (put them in the alert for the cluster manager), dry-run (log only).
     #[arg(long, value_enum)]
-    pub mode: Option<respond::policy::Mode>,
+    pub mode: Option<ModeArg>,
     /// Send alerts to this Alertmanager (http://host:port; API v2). Kept in the store until
     /// delivered.
     #[arg(long, value_name = "URL")]
@@ -184,5 +185,82 @@ pub struct QueryArgs {
     #[arg(long)]
     pub json: bool,
     #[command(subcommand)]
-    pub what: QueryWhat,
+    pub what: QueryCmd,
+}
+
+/// What to ask the trace store (the query API's `QueryWhat`, as a subcommand).
+#[derive(Subcommand, Clone, Debug)]
+pub enum QueryCmd {
+    /// Every service the store knows, with first and last seen.
+    Services,
+    /// One service's newest ticks (by name or id).
+    Service {
+        name: String,
+        #[arg(long, short, default_value_t = 20)]
+        n: usize,
+    },
+    /// Services with the deepest queues at the newest tick (channel: outstanding,
+    /// rx_queue_bytes, accept_backlog, latency_p99_us, ...).
+    Top {
+        #[arg(default_value = "outstanding")]
+        channel: String,
+        #[arg(long, short, default_value_t = 10)]
+        n: usize,
+    },
+    /// QoS violations the agent saw, with the service it named as initiator.
+    Violations {
+        /// Since: ms since the Unix epoch, "now", or relative like -1h.
+        #[arg(long, default_value = "-1d", allow_hyphen_values = true)]
+        from: String,
+    },
+    /// Diagnoses: which resource each culprit was short of, how sure, and the evidence.
+    Diagnoses {
+        #[arg(long, default_value = "-1d", allow_hyphen_values = true)]
+        from: String,
+    },
+    /// What the model said: per tick, the most likely initiator and its probability (JSON:
+    /// every service's), newest last.
+    Predictions {
+        #[arg(long, default_value = "-1m", allow_hyphen_values = true)]
+        from: String,
+        #[arg(long, short, default_value_t = 50)]
+        n: usize,
+    },
+    /// Changes the agent made to the host (enforce mode), and when each was undone.
+    Actions,
+    /// Alerts not yet delivered to the cluster manager.
+    Alerts,
+}
+
+impl From<&QueryCmd> for QueryWhat {
+    fn from(c: &QueryCmd) -> Self {
+        match c.clone() {
+            QueryCmd::Services => Self::Services,
+            QueryCmd::Service { name, n } => Self::Service { name, n },
+            QueryCmd::Top { channel, n } => Self::Top { channel, n },
+            QueryCmd::Violations { from } => Self::Violations { from },
+            QueryCmd::Diagnoses { from } => Self::Diagnoses { from },
+            QueryCmd::Predictions { from, n } => Self::Predictions { from, n },
+            QueryCmd::Actions => Self::Actions,
+            QueryCmd::Alerts => Self::Alerts,
+        }
+    }
+}
+
+/// `--mode` (the config's `[respond] mode`, which stays free of command-line types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Enforce,
+    Recommend,
+    DryRun,
+}
+
+impl From<ModeArg> for crate::config::Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Enforce => Self::Enforce,
+            ModeArg::Recommend => Self::Recommend,
+            ModeArg::DryRun => Self::DryRun,
+        }
+    }
 }

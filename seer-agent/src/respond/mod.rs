@@ -48,7 +48,7 @@ use crate::{
     discovery::Discovery,
     watch::{Labeller, QosStatus, QosWatch},
 };
-use policy::{Action, Decision, Mode, Policy, SystemClock};
+use policy::{Action, Decision, Mode, Policy, PolicyConfig, SystemClock};
 
 /// Figures for /metrics.
 #[derive(Clone, Debug, Default)]
@@ -295,7 +295,7 @@ impl Responder {
             if alerts.any() { "on" } else { "off" }
         );
         Ok(Responder {
-            policy: Policy::new(cfg.policy(), SystemClock::default()),
+            policy: Policy::new(PolicyConfig::from_config(&cfg), SystemClock::default()),
             watch: QosWatch::new(qos, tick_ms),
             tick_ms,
             cfg,

@@ -17,6 +17,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::RespondConfig;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Resource {
@@ -26,13 +28,7 @@ pub enum Resource {
     Net,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    Enforce,
-    Recommend,
-    DryRun,
-}
+pub use crate::config::Mode;
 
 /// Bounds of one resource's knob, in its own unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,11 +59,19 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
+        Self::from_config(&RespondConfig::default())
+    }
+}
+
+impl PolicyConfig {
+    /// The policy a `[respond]` config describes: its mode, hold time and floors; each knob's
+    /// range and step are seer's.
+    pub fn from_config(c: &RespondConfig) -> Self {
         PolicyConfig {
-            mode: Mode::Recommend,
+            mode: c.mode,
             cpu_pct: Knob {
                 default: 100,
-                floor: 20,
+                floor: c.cpu_floor_pct,
                 max: 200,
                 step: 25,
             },
@@ -79,17 +83,17 @@ impl Default for PolicyConfig {
             },
             mb_pct: Knob {
                 default: 100,
-                floor: 30,
+                floor: c.mb_floor_pct,
                 max: 100,
                 step: 20,
             },
             net_mbit: Knob {
                 default: 1000,
-                floor: 50,
+                floor: c.net_floor_mbit,
                 max: 1000,
                 step: 200,
             },
-            hold: Duration::from_secs(30),
+            hold: Duration::from_secs(c.hold_s),
         }
     }
 }

@@ -1,51 +1,30 @@
-//! What `seer-agent query` asks: the subcommand, its HTTP path on a running agent
-//! (`/api/query/...`) and the times it takes. Pure parsing, apart from the agent (the fuzz
-//! package includes this file by path): any local process can send the agent such a path.
+//! What the query API asks: a query, its HTTP path on a running agent (`/api/query/...`) and
+//! the times it takes. Pure parsing, apart from the agent (the fuzz package includes this file
+//! by path): any local process can send the agent such a path.
 use anyhow::{Context as _, bail};
-use clap::Subcommand;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
-#[derive(Subcommand, Clone, Debug)]
+/// A query to the trace store: what `seer-agent query` asks (its clap form is
+/// `cli::QueryCmd`) and what `/api/query/...` carries. Times are as given ("-1h", "now" or ms
+/// since the epoch) until the asker makes them absolute.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QueryWhat {
-    /// Every service the store knows, with first and last seen.
     Services,
-    /// One service's newest ticks (by name or id).
-    Service {
-        name: String,
-        #[arg(long, short, default_value_t = 20)]
-        n: usize,
-    },
-    /// Services with the deepest queues at the newest tick (channel: outstanding,
-    /// rx_queue_bytes, accept_backlog, latency_p99_us, ...).
-    Top {
-        #[arg(default_value = "outstanding")]
-        channel: String,
-        #[arg(long, short, default_value_t = 10)]
-        n: usize,
-    },
-    /// QoS violations the agent saw, with the service it named as initiator.
-    Violations {
-        /// Since: ms since the Unix epoch, "now", or relative like -1h.
-        #[arg(long, default_value = "-1d", allow_hyphen_values = true)]
-        from: String,
-    },
-    /// Diagnoses: which resource each culprit was short of, how sure, and the evidence.
-    Diagnoses {
-        #[arg(long, default_value = "-1d", allow_hyphen_values = true)]
-        from: String,
-    },
-    /// What the model said: per tick, the most likely initiator and its probability (JSON:
-    /// every service's), newest last.
-    Predictions {
-        #[arg(long, default_value = "-1m", allow_hyphen_values = true)]
-        from: String,
-        #[arg(long, short, default_value_t = 50)]
-        n: usize,
-    },
-    /// Changes the agent made to the host (enforce mode), and when each was undone.
+    Service { name: String, n: usize },
+    Top { channel: String, n: usize },
+    Violations { from: String },
+    Diagnoses { from: String },
+    Predictions { from: String, n: usize },
     Actions,
-    /// Alerts not yet delivered to the cluster manager.
     Alerts,
 }
+
+/// Bytes left as they are in a query value (RFC 3986 unreserved), everything else encoded.
+const VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// The most rows one API query may ask for (`n=`): a query walks the store on a blocking
 /// thread; a huge `n` would walk a day of ticks into memory.
@@ -79,17 +58,7 @@ pub fn parse_time(s: &str, now: u64) -> anyhow::Result<u64> {
 
 /// The agent's HTTP path for a query (`/api/query/...`); [`parse_api`] reads it back.
 pub fn api_path(what: &QueryWhat) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
+    let enc = |s: &str| utf8_percent_encode(s, VALUE).to_string();
     match what {
         QueryWhat::Services => "/api/query/services".into(),
         QueryWhat::Service { name, n } => format!("/api/query/service?name={}&n={n}", enc(name)),
@@ -108,26 +77,7 @@ pub fn api_path(what: &QueryWhat) -> String {
 
 /// The query an `/api/query/...` path asks for.
 pub fn parse_api(path: &str) -> Result<QueryWhat, String> {
-    let dec = |s: &str| -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%'
-                && i + 2 < b.len()
-                && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-            } else {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    };
+    let dec = |s: &str| -> String { percent_decode_str(s).decode_utf8_lossy().into_owned() };
     let rest = path
         .strip_prefix("/api/query/")
         .ok_or_else(|| format!("{path}: not under /api/query/"))?;
@@ -199,11 +149,7 @@ mod tests {
             QueryWhat::Alerts,
         ] {
             let p = api_path(&w);
-            assert_eq!(
-                format!("{:?}", parse_api(&p).unwrap()),
-                format!("{w:?}"),
-                "{p}"
-            );
+            assert_eq!(parse_api(&p).unwrap(), w, "{p}");
         }
         assert!(parse_api("/api/query/nope").unwrap_err().contains("nope"));
         assert!(parse_api("/metrics").is_err());

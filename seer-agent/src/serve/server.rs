@@ -231,7 +231,7 @@ async fn api_answer(
         Err(e) => return (StatusCode::BAD_REQUEST, serde_json::json!({ "error": e })),
     };
     // Store reads block (redb): off the tick thread's runtime worker.
-    match tokio::task::spawn_blocking(move || crate::cli::query::answer(&store, &what)).await {
+    match tokio::task::spawn_blocking(move || super::answer::answer(&store, &what)).await {
         Ok(Ok((json, text))) => (
             StatusCode::OK,
             serde_json::json!({"json": json, "text": text}),
