@@ -95,6 +95,143 @@ fn find(parent: &mut [usize], mut i: usize) -> usize {
     i
 }
 
+/// Processes that own a listening socket, grouped (union-find) by shared listeners (a master
+/// and its workers) and by systemd unit: (owners, group root -> member indices).
+fn group_owners<'a>(
+    procs: &'a [ProcInfo],
+    listen: &HashMap<u64, u16>,
+) -> (Vec<&'a ProcInfo>, BTreeMap<usize, Vec<usize>>) {
+    let owners: Vec<&ProcInfo> = procs
+        .iter()
+        .filter(|p| p.socket_inodes.iter().any(|i| listen.contains_key(i)))
+        .collect();
+    let mut parent: Vec<usize> = (0..owners.len()).collect();
+    let mut by_inode: HashMap<u64, usize> = HashMap::new();
+    let mut by_unit: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in owners.iter().enumerate() {
+        for ino in p.socket_inodes.iter().filter(|i| listen.contains_key(i)) {
+            match by_inode.get(ino) {
+                Some(&j) => union(&mut parent, i, j),
+                None => {
+                    by_inode.insert(*ino, i);
+                }
+            }
+        }
+        if unit_of(&p.cgroup).is_some() {
+            match by_unit.get(p.cgroup.as_str()) {
+                Some(&j) => union(&mut parent, i, j),
+                None => {
+                    by_unit.insert(&p.cgroup, i);
+                }
+            }
+        }
+    }
+    // group root -> members
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..owners.len() {
+        let r = find(&mut parent, i);
+        groups.entry(r).or_default().push(i);
+    }
+    (owners, groups)
+}
+
+/// One candidate service per group, keyed by identity so that rules can merge groups; ignored
+/// ones left out. A cgroup names a service only if no other group leads from it.
+fn candidates(
+    cfg: &Config,
+    owners: &[&ProcInfo],
+    groups: &BTreeMap<usize, Vec<usize>>,
+    listen: &HashMap<u64, u16>,
+) -> BTreeMap<String, Service> {
+    // How many groups share each lead cgroup: a cgroup names a service only if it is its own.
+    let mut cgroup_users: HashMap<&str, usize> = HashMap::new();
+    for members in groups.values() {
+        let lead = members
+            .iter()
+            .map(|&i| owners[i])
+            .min_by_key(|p| p.pid)
+            .expect("non-empty");
+        *cgroup_users.entry(lead.cgroup.as_str()).or_default() += 1;
+    }
+    // Build candidate services, keyed by (name, identity) so rules can merge them.
+    let mut found: BTreeMap<String, Service> = BTreeMap::new();
+    for members in groups.values() {
+        let mut pids: Vec<u32> = members.iter().map(|&i| owners[i].pid).collect();
+        pids.sort_unstable();
+        let lead = members
+            .iter()
+            .map(|&i| owners[i])
+            .min_by_key(|p| p.pid)
+            .expect("non-empty");
+        let mut ports: Vec<u16> = members
+            .iter()
+            .flat_map(|&i| owners[i].socket_inodes.iter())
+            .filter_map(|ino| listen.get(ino).copied())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        if cfg
+            .ignore
+            .iter()
+            .any(|m| m.matches(&lead.comm, &ports, &lead.cgroup))
+        {
+            continue;
+        }
+        let rule = cfg
+            .services
+            .iter()
+            .find(|r| r.matches(&lead.comm, &ports, &lead.cgroup));
+        let own_cgroup = cgroup_users[lead.cgroup.as_str()] == 1;
+        let (name, identity) = match (rule, unit_of(&lead.cgroup), named_cgroup(&lead.cgroup)) {
+            (Some(r), _, _) => (r.name.clone(), format!("rule:{}", r.name)),
+            (None, Some(unit), _) => (unit.to_string(), format!("unit:{}", lead.cgroup)),
+            (None, None, Some(leaf)) if own_cgroup => {
+                (leaf.to_string(), format!("cgroup:{}", lead.cgroup))
+            }
+            _ => (
+                lead.comm.clone(),
+                format!("comm:{}:{}", lead.comm, ports[0]),
+            ),
+        };
+        let inodes: HashSet<u64> = members
+            .iter()
+            .flat_map(|&i| owners[i].socket_inodes.iter().copied())
+            .collect();
+        let entry = found.entry(identity.clone()).or_insert_with(|| Service {
+            id: ServiceId(0),
+            name,
+            identity,
+            comm: lead.comm.clone(),
+            cgroup: lead.cgroup.clone(),
+            pids: Vec::new(),
+            ports: Vec::new(),
+            slot: None,
+            depth: 0,
+            socket_inodes: HashSet::new(),
+        });
+        entry.pids.extend(pids);
+        entry.pids.sort_unstable();
+        entry.ports.extend(ports);
+        entry.ports.sort_unstable();
+        entry.ports.dedup();
+        entry.socket_inodes.extend(inodes);
+    }
+    found
+}
+
+/// Equal names (two memcached instances) become name:port.
+fn disambiguate(found: &mut BTreeMap<String, Service>) {
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for s in found.values() {
+        *count.entry(s.name.clone()).or_default() += 1;
+    }
+    for s in found.values_mut() {
+        if count[&s.name] > 1 {
+            s.name = format!("{}:{}", s.name, s.ports[0]);
+        }
+    }
+}
+
 fn union(parent: &mut [usize], a: usize, b: usize) {
     let (ra, rb) = (find(parent, a), find(parent, b));
     if ra != rb {
@@ -151,7 +288,10 @@ impl Discovery {
             .map_or("?", |s| s.name.as_str())
     }
 
-    /// Re-derives services from one socket snapshot and one /proc scan.
+    /// Re-derives services from one socket snapshot and one /proc scan: listeners, the
+    /// processes that own them grouped into services, the candidates named by the config's
+    /// rules, then ids, slots and the kernel maps' changes against the previous round, and the
+    /// call edges of connections older than the agent.
     pub fn refresh(
         &mut self,
         cfg: &Config,
@@ -159,128 +299,22 @@ impl Discovery {
         procs: &[ProcInfo],
     ) -> MapChanges {
         // listening inode -> port
-        let mut listen: HashMap<u64, u16> = HashMap::new();
-        for s in socks
+        let listen: HashMap<u64, u16> = socks
             .iter()
             .filter(|s| s.state == TCP_LISTEN && s.inode != 0)
-        {
-            listen.insert(s.inode, s.lport);
-        }
-        let owners: Vec<&ProcInfo> = procs
-            .iter()
-            .filter(|p| p.socket_inodes.iter().any(|i| listen.contains_key(i)))
+            .map(|s| (s.inode, s.lport))
             .collect();
-        let mut parent: Vec<usize> = (0..owners.len()).collect();
-        let mut by_inode: HashMap<u64, usize> = HashMap::new();
-        let mut by_unit: HashMap<&str, usize> = HashMap::new();
-        for (i, p) in owners.iter().enumerate() {
-            for ino in p.socket_inodes.iter().filter(|i| listen.contains_key(i)) {
-                match by_inode.get(ino) {
-                    Some(&j) => union(&mut parent, i, j),
-                    None => {
-                        by_inode.insert(*ino, i);
-                    }
-                }
-            }
-            if unit_of(&p.cgroup).is_some() {
-                match by_unit.get(p.cgroup.as_str()) {
-                    Some(&j) => union(&mut parent, i, j),
-                    None => {
-                        by_unit.insert(&p.cgroup, i);
-                    }
-                }
-            }
-        }
-        // group root -> members
-        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for i in 0..owners.len() {
-            let r = find(&mut parent, i);
-            groups.entry(r).or_default().push(i);
-        }
-        // How many groups share each lead cgroup: a cgroup names a service only if it is its own.
-        let mut cgroup_users: HashMap<&str, usize> = HashMap::new();
-        for members in groups.values() {
-            let lead = members
-                .iter()
-                .map(|&i| owners[i])
-                .min_by_key(|p| p.pid)
-                .expect("non-empty");
-            *cgroup_users.entry(lead.cgroup.as_str()).or_default() += 1;
-        }
-        // Build candidate services, keyed by (name, identity) so rules can merge them.
-        let mut found: BTreeMap<String, Service> = BTreeMap::new();
-        for members in groups.values() {
-            let mut pids: Vec<u32> = members.iter().map(|&i| owners[i].pid).collect();
-            pids.sort_unstable();
-            let lead = members
-                .iter()
-                .map(|&i| owners[i])
-                .min_by_key(|p| p.pid)
-                .expect("non-empty");
-            let mut ports: Vec<u16> = members
-                .iter()
-                .flat_map(|&i| owners[i].socket_inodes.iter())
-                .filter_map(|ino| listen.get(ino).copied())
-                .collect();
-            ports.sort_unstable();
-            ports.dedup();
-            if cfg
-                .ignore
-                .iter()
-                .any(|m| m.matches(&lead.comm, &ports, &lead.cgroup))
-            {
-                continue;
-            }
-            let rule = cfg
-                .services
-                .iter()
-                .find(|r| r.matches(&lead.comm, &ports, &lead.cgroup));
-            let own_cgroup = cgroup_users[lead.cgroup.as_str()] == 1;
-            let (name, identity) = match (rule, unit_of(&lead.cgroup), named_cgroup(&lead.cgroup)) {
-                (Some(r), _, _) => (r.name.clone(), format!("rule:{}", r.name)),
-                (None, Some(unit), _) => (unit.to_string(), format!("unit:{}", lead.cgroup)),
-                (None, None, Some(leaf)) if own_cgroup => {
-                    (leaf.to_string(), format!("cgroup:{}", lead.cgroup))
-                }
-                _ => (
-                    lead.comm.clone(),
-                    format!("comm:{}:{}", lead.comm, ports[0]),
-                ),
-            };
-            let inodes: HashSet<u64> = members
-                .iter()
-                .flat_map(|&i| owners[i].socket_inodes.iter().copied())
-                .collect();
-            let entry = found.entry(identity.clone()).or_insert_with(|| Service {
-                id: ServiceId(0),
-                name,
-                identity,
-                comm: lead.comm.clone(),
-                cgroup: lead.cgroup.clone(),
-                pids: Vec::new(),
-                ports: Vec::new(),
-                slot: None,
-                depth: 0,
-                socket_inodes: HashSet::new(),
-            });
-            entry.pids.extend(pids);
-            entry.pids.sort_unstable();
-            entry.ports.extend(ports);
-            entry.ports.sort_unstable();
-            entry.ports.dedup();
-            entry.socket_inodes.extend(inodes);
-        }
-        // Disambiguate equal names (two memcached instances): name:port.
-        let mut count: HashMap<String, usize> = HashMap::new();
-        for s in found.values() {
-            *count.entry(s.name.clone()).or_default() += 1;
-        }
-        for s in found.values_mut() {
-            if count[&s.name] > 1 {
-                s.name = format!("{}:{}", s.name, s.ports[0]);
-            }
-        }
+        let (owners, groups) = group_owners(procs, &listen);
+        let mut found = candidates(cfg, &owners, &groups, &listen);
+        disambiguate(&mut found);
+        let ch = self.reconcile(found);
+        self.edges_from_existing(socks);
+        self.order();
+        ch
+    }
 
+    /// Ids, slots and kernel map changes for this round's services against the last round's.
+    fn reconcile(&mut self, found: BTreeMap<String, Service>) -> MapChanges {
         let mut ch = MapChanges::default();
         let old: HashMap<String, Service> = self
             .services
@@ -357,7 +391,11 @@ impl Discovery {
         self.edges
             .retain(|(a, b)| live.contains(a) && live.contains(b));
         self.remote_edges.retain(|(a, _)| live.contains(a));
-        // Connections older than the agent: a client socket held by service A to a port of B.
+        ch
+    }
+
+    /// Connections older than the agent: a client socket held by service A to a port of B.
+    fn edges_from_existing(&mut self, socks: &[SockRecord]) {
         let mut found_edges = Vec::new();
         for r in socks
             .iter()
@@ -374,8 +412,6 @@ impl Discovery {
             }
         }
         self.edges.extend(found_edges);
-        self.order();
-        ch
     }
 
     /// Adds caller -> callee edges from connect() calls seen by the kernel.

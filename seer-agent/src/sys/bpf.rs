@@ -257,8 +257,22 @@ fn round8(n: usize) -> usize {
     n.div_ceil(8) * 8
 }
 
-impl Probes {
-    pub fn load(opts: &ProbeOptions) -> Result<Self, ProbeError> {
+/// `Probes::load`'s steps, one per kind of hook, over the object being loaded and what has
+/// been attached or refused so far.
+struct Loader {
+    ebpf: Ebpf,
+    /// The kernel's BTF as aya reads it (program loading) and as seer's reader does (fields).
+    kbtf: aya::Btf,
+    own_btf: btf::Btf,
+    hooks: Vec<Hook>,
+    missing: Vec<Missing>,
+    replaced: Vec<Missing>,
+    sk_iter_link: Option<OwnedFd>,
+}
+
+impl Loader {
+    /// The object, with the running kernel's offsets and a pid-sized TGID_SLOT.
+    fn open() -> Result<Self, ProbeError> {
         let own_btf = btf::Btf::from_sys_fs()?;
         let offsets: KernelOffsets = own_btf.kernel_offsets()?;
         let kbtf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Io {
@@ -270,39 +284,61 @@ impl Probes {
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
             .unwrap_or(4_194_304);
-        let mut ebpf = EbpfLoader::new()
+        let ebpf = EbpfLoader::new()
             .btf(Some(&kbtf))
             .map_max_entries("TGID_SLOT", pid_max)
             .override_global("OFFSETS", &offsets, true)
             .load(OBJECT)
             .map_err(|e| ProbeError::Object(Box::new(e)))?;
-        let mut hooks = Vec::new();
+        Ok(Self {
+            ebpf,
+            kbtf,
+            own_btf,
+            hooks: Vec::new(),
+            missing: Vec::new(),
+            replaced: Vec::new(),
+            sk_iter_link: None,
+        })
+    }
 
-        // The TCP socket iterator: queue gauges, once per tick.
-        // The full TCP walk, which also registers sockets for the cheap per-tick walk; kernels
-        // that refuse socket storage in iterators (before 5.11) get the plain walk.
-        let mut missing = Vec::new();
+    /// Records an optional hook the kernel refused: its channels will be missing.
+    fn optional(&mut self, what: &str, r: Result<(), ProbeError>) {
+        if let Err(e) = r {
+            log::warn!("{what} unavailable on this kernel, its channels will be missing: {e}");
+            self.missing.push(Missing {
+                what: what.to_string(),
+                error: e.to_string(),
+            });
+        }
+    }
+
+    /// The full TCP walk (required): queue gauges at start and each discovery round; it also
+    /// registers sockets for the cheap per-tick walk, except on kernels that refuse socket
+    /// storage in iterators (before 5.11), which get the plain walk. Returns its link and
+    /// whether it registers.
+    fn tcp_walk(&mut self) -> Result<(OwnedFd, bool), ProbeError> {
+        let kbtf = &self.kbtf;
         let load_iter = |ebpf: &mut Ebpf, name: &'static str| -> Result<OwnedFd, ProbeError> {
             let p: &mut Iter = prog(ebpf, name)?;
-            p.load("tcp", &kbtf).map_err(|e| load_err(name, e))?;
+            p.load("tcp", kbtf).map_err(|e| load_err(name, e))?;
             let fd = p.fd().map_err(|e| load_err(name, e))?;
             rawbpf::iter_link_create(fd.as_fd(), None).map_err(|source| ProbeError::Io {
                 what: "BPF_LINK_CREATE for iter/tcp".into(),
                 source,
             })
         };
-        let (iter_link, registering) = match load_iter(&mut ebpf, "seer_sock_iter") {
+        let (link, registering) = match load_iter(&mut self.ebpf, "seer_sock_iter") {
             Ok(l) => (l, true),
             Err(e) => {
                 log::warn!("socket registration refused ({e}); every tick walks every socket");
-                missing.push(Missing {
+                self.missing.push(Missing {
                     what: "socket registration in iter/tcp".into(),
                     error: e.to_string(),
                 });
-                (load_iter(&mut ebpf, "seer_sock_iter_plain")?, false)
+                (load_iter(&mut self.ebpf, "seer_sock_iter_plain")?, false)
             }
         };
-        hooks.push(Hook {
+        self.hooks.push(Hook {
             program: if registering {
                 "seer_sock_iter"
             } else {
@@ -311,194 +347,195 @@ impl Probes {
             kind: "iter",
             target: "tcp".into(),
         });
-        // Everything below is optional: a hook this kernel refuses is reported (log, `doctor`)
-        // and its channel goes missing; the others keep working.
-        let mut optional = |what: &str, r: Result<(), ProbeError>| {
-            if let Err(e) = r {
-                log::warn!("{what} unavailable on this kernel, its channels will be missing: {e}");
-                missing.push(Missing {
-                    what: what.to_string(),
-                    error: e.to_string(),
-                });
-            }
-        };
+        Ok((link, registering))
+    }
 
-        let mut sk_iter_link = None;
-        let sk_res: Result<(), ProbeError> = (|| {
-            if !registering {
-                // Nothing would register sockets: this walk would see none.
-                return Err(ProbeError::Io {
-                    what: "the per-tick walk".into(),
-                    source: std::io::Error::other("needs socket registration, refused above"),
-                });
-            }
-            let socks = match ebpf.map("SOCKS") {
-                Some(Map::SkStorage(d)) => d.fd().as_fd().as_raw_fd(),
-                _ => return Err(ProbeError::NoMap("SOCKS")),
-            };
-            let p: &mut Iter = prog(&mut ebpf, "seer_sk_iter")?;
-            p.load("bpf_sk_storage_map", &kbtf)
-                .map_err(|e| load_err("seer_sk_iter", e))?;
-            let fd = p.fd().map_err(|e| load_err("seer_sk_iter", e))?;
-            // SAFETY: the SOCKS map fd is owned by `ebpf`, alive for this call.
-            let socks = unsafe { BorrowedFd::borrow_raw(socks) };
-            sk_iter_link = Some(rawbpf::iter_link_create(fd.as_fd(), Some(socks)).map_err(
-                |source| ProbeError::Io {
-                    what: "BPF_LINK_CREATE for iter/bpf_sk_storage_map".into(),
-                    source,
-                },
-            )?);
-            hooks.push(Hook {
-                program: "seer_sk_iter",
-                kind: "iter",
-                target: "bpf_sk_storage_map SOCKS".into(),
+    /// The per-tick walk over the registered sockets only (`iter/bpf_sk_storage_map` over
+    /// SOCKS). Some kernels refuse it (older ones; some 6.18 builds refuse every map-element
+    /// iterator).
+    fn socket_storage_walk(&mut self, registering: bool) -> Result<OwnedFd, ProbeError> {
+        if !registering {
+            // Nothing would register sockets: this walk would see none.
+            return Err(ProbeError::Io {
+                what: "the per-tick walk".into(),
+                source: std::io::Error::other("needs socket registration, refused above"),
             });
-            Ok(())
-        })();
+        }
+        let socks = match self.ebpf.map("SOCKS") {
+            Some(Map::SkStorage(d)) => d.fd().as_fd().as_raw_fd(),
+            _ => return Err(ProbeError::NoMap("SOCKS")),
+        };
+        let p: &mut Iter = prog(&mut self.ebpf, "seer_sk_iter")?;
+        p.load("bpf_sk_storage_map", &self.kbtf)
+            .map_err(|e| load_err("seer_sk_iter", e))?;
+        let fd = p.fd().map_err(|e| load_err("seer_sk_iter", e))?;
+        // SAFETY: the SOCKS map fd is owned by `self.ebpf`, alive for this call.
+        let socks = unsafe { BorrowedFd::borrow_raw(socks) };
+        let link =
+            rawbpf::iter_link_create(fd.as_fd(), Some(socks)).map_err(|source| ProbeError::Io {
+                what: "BPF_LINK_CREATE for iter/bpf_sk_storage_map".into(),
+                source,
+            })?;
+        self.hooks.push(Hook {
+            program: "seer_sk_iter",
+            kind: "iter",
+            target: "bpf_sk_storage_map SOCKS".into(),
+        });
+        Ok(link)
+    }
 
-        // Where the socket-storage walk is refused: each watched process's descriptors.
-        let mut file_iter = None;
-        let mut replaced = Vec::new();
-        if let Err(sk_err) = sk_res {
-            let file_res: Result<(), ProbeError> = (|| {
-                if !own_btf.has_field("bpf_iter_link_info.task.pid") {
-                    return Err(ProbeError::Io {
-                        what: "iter/task_file per process".into(),
-                        source: std::io::Error::other(
-                            "this kernel cannot restrict a task iterator to one process \
-                                 (bpf_iter_link_info.task, 6.1+)",
-                        ),
-                    });
-                }
-                let p: &mut Iter = prog(&mut ebpf, "seer_file_iter")?;
-                p.load("task_file", &kbtf)
-                    .map_err(|e| load_err("seer_file_iter", e))?;
-                let fd = p.fd().map_err(|e| load_err("seer_file_iter", e))?;
-                let own = fd
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .map_err(|source| ProbeError::Io {
-                        what: "duplicating the iter/task_file program fd".into(),
-                        source,
-                    })?;
-                // Check that the kernel takes a per-process link, with our own pid.
-                rawbpf::iter_link_create_task(own.as_fd(), std::process::id()).map_err(
-                    |source| ProbeError::Io {
-                        what: "BPF_LINK_CREATE for iter/task_file".into(),
-                        source,
-                    },
-                )?;
-                file_iter = Some(own);
-                hooks.push(Hook {
-                    program: "seer_file_iter",
-                    kind: "iter",
-                    target: "task_file (one link per watched process)".into(),
+    /// Where the socket-storage walk was refused (`sk_err`): each watched process's
+    /// descriptors (`iter/task_file`, restricted to one process: 6.1+). Returns the loaded
+    /// program, linked per process later; None when this is refused too (then every tick walks
+    /// every socket).
+    fn task_file_walk(&mut self, sk_err: ProbeError) -> Option<OwnedFd> {
+        const SK_WALK: &str = "per-tick socket walk (iter/bpf_sk_storage_map)";
+        match self.load_task_file() {
+            Ok(own) => {
+                log::info!(
+                    "socket-storage walk refused ({sk_err}); the per-tick walk visits the \
+                     watched processes' descriptors (iter/task_file)"
+                );
+                self.replaced.push(Missing {
+                    what: SK_WALK.into(),
+                    error: sk_err.to_string(),
                 });
-                Ok(())
-            })();
-            const SK_WALK: &str = "per-tick socket walk (iter/bpf_sk_storage_map)";
-            match file_res {
-                Ok(()) => {
-                    log::info!(
-                        "socket-storage walk refused ({sk_err}); the per-tick walk visits the \
-                         watched processes' descriptors (iter/task_file)"
-                    );
-                    replaced.push(Missing {
-                        what: SK_WALK.into(),
-                        error: sk_err.to_string(),
-                    });
-                }
-                Err(e) => {
-                    optional(SK_WALK, Err(sk_err));
-                    optional(
-                        "per-tick socket walk (iter/task_file per watched process)",
-                        Err(e),
-                    );
-                }
+                Some(own)
+            }
+            Err(e) => {
+                self.optional(SK_WALK, Err(sk_err));
+                self.optional(
+                    "per-tick socket walk (iter/task_file per watched process)",
+                    Err(e),
+                );
+                None
             }
         }
+    }
 
-        let btf_tp =
-            |ebpf: &mut Ebpf, hooks: &mut Vec<Hook>, name: &'static str, tp: &'static str| {
-                let p: &mut BtfTracePoint = prog(ebpf, name)?;
-                p.load(tp, &kbtf).map_err(|e| load_err(name, e))?;
-                p.attach().map_err(|source| ProbeError::Attach {
-                    prog: name.into(),
-                    target: format!("tp_btf/{tp}"),
-                    source: Box::new(source),
-                })?;
-                hooks.push(Hook {
-                    program: name,
-                    kind: "tp_btf",
-                    target: tp.into(),
-                });
-                Ok::<_, ProbeError>(())
-            };
-        optional(
+    fn load_task_file(&mut self) -> Result<OwnedFd, ProbeError> {
+        if !self.own_btf.has_field("bpf_iter_link_info.task.pid") {
+            return Err(ProbeError::Io {
+                what: "iter/task_file per process".into(),
+                source: std::io::Error::other(
+                    "this kernel cannot restrict a task iterator to one process \
+                     (bpf_iter_link_info.task, 6.1+)",
+                ),
+            });
+        }
+        let p: &mut Iter = prog(&mut self.ebpf, "seer_file_iter")?;
+        p.load("task_file", &self.kbtf)
+            .map_err(|e| load_err("seer_file_iter", e))?;
+        let fd = p.fd().map_err(|e| load_err("seer_file_iter", e))?;
+        let own = fd
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| ProbeError::Io {
+                what: "duplicating the iter/task_file program fd".into(),
+                source,
+            })?;
+        // Check that the kernel takes a per-process link, with our own pid.
+        rawbpf::iter_link_create_task(own.as_fd(), std::process::id()).map_err(|source| {
+            ProbeError::Io {
+                what: "BPF_LINK_CREATE for iter/task_file".into(),
+                source,
+            }
+        })?;
+        self.hooks.push(Hook {
+            program: "seer_file_iter",
+            kind: "iter",
+            target: "task_file (one link per watched process)".into(),
+        });
+        Ok(own)
+    }
+
+    /// A tp_btf program on tracepoint `tp`.
+    fn btf_tp(&mut self, name: &'static str, tp: &'static str) -> Result<(), ProbeError> {
+        let p: &mut BtfTracePoint = prog(&mut self.ebpf, name)?;
+        p.load(tp, &self.kbtf).map_err(|e| load_err(name, e))?;
+        p.attach().map_err(|source| ProbeError::Attach {
+            prog: name.into(),
+            target: format!("tp_btf/{tp}"),
+            source: Box::new(source),
+        })?;
+        self.hooks.push(Hook {
+            program: name,
+            kind: "tp_btf",
+            target: tp.into(),
+        });
+        Ok(())
+    }
+
+    /// The socket hooks: connect() for the call graph, the lifecycle (registration, aborted
+    /// turns) and, with `turns`, the request turns (outstanding, latency).
+    fn socket_hooks(&mut self, turns: bool) {
+        let r = self.btf_tp("seer_connect", "inet_sock_set_state");
+        self.optional(
             "connect hook (tp_btf/inet_sock_set_state: call graph edges)",
-            btf_tp(&mut ebpf, &mut hooks, "seer_connect", "inet_sock_set_state"),
+            r,
         );
-        optional(
+        let r = self.btf_tp("seer_state", "inet_sock_set_state");
+        self.optional(
             "socket lifecycle hook (tp_btf/inet_sock_set_state: registration, aborted turns)",
-            btf_tp(&mut ebpf, &mut hooks, "seer_state", "inet_sock_set_state"),
+            r,
         );
-        if opts.turns {
-            optional(
+        if turns {
+            let r = self
+                .btf_tp("seer_recv", "sock_recv_length")
+                .and_then(|()| self.btf_tp("seer_send", "sock_send_length"));
+            self.optional(
                 "request turns (tp_btf/sock_recv_length + sock_send_length: outstanding, latency)",
-                btf_tp(&mut ebpf, &mut hooks, "seer_recv", "sock_recv_length")
-                    .and_then(|()| btf_tp(&mut ebpf, &mut hooks, "seer_send", "sock_send_length")),
+                r,
             );
         }
+    }
 
-        if opts.epoll {
-            optional(
-                "epoll tracepoints (syscalls/sys_{enter,exit}_epoll_{wait,pwait})",
-                (|| {
-                    match super::tracefs::ensure() {
-                        Ok(true) => {
-                            log::info!("tracefs mounted in the agent's private mount namespace")
-                        }
-                        Ok(false) => {}
-                        Err(what) => {
-                            return Err(ProbeError::Io {
-                                what,
-                                source: std::io::Error::other("tracefs"),
-                            });
-                        }
-                    }
-                    for (name, dir) in [("seer_epoll_enter", "enter"), ("seer_epoll_exit", "exit")]
-                    {
-                        let p: &mut TracePoint = prog(&mut ebpf, name)?;
-                        p.load().map_err(|e| load_err(name, e))?;
-                        for call in ["epoll_wait", "epoll_pwait"] {
-                            let tp = format!("sys_{dir}_{call}");
-                            p.attach("syscalls", &tp)
-                                .map_err(|source| ProbeError::Attach {
-                                    prog: name.into(),
-                                    target: format!("tracepoint/syscalls/{tp}"),
-                                    source: Box::new(source),
-                                })?;
-                            hooks.push(Hook {
-                                program: name,
-                                kind: "tracepoint",
-                                target: tp,
-                            });
-                        }
-                    }
-                    Ok(())
-                })(),
-            );
+    /// The epoll syscall tracepoints (opt-in), tracefs mounted privately if the host has not.
+    fn epoll(&mut self) -> Result<(), ProbeError> {
+        match super::tracefs::ensure() {
+            Ok(true) => {
+                log::info!("tracefs mounted in the agent's private mount namespace")
+            }
+            Ok(false) => {}
+            Err(what) => {
+                return Err(ProbeError::Io {
+                    what,
+                    source: std::io::Error::other("tracefs"),
+                });
+            }
         }
+        for (name, dir) in [("seer_epoll_enter", "enter"), ("seer_epoll_exit", "exit")] {
+            let p: &mut TracePoint = prog(&mut self.ebpf, name)?;
+            p.load().map_err(|e| load_err(name, e))?;
+            for call in ["epoll_wait", "epoll_pwait"] {
+                let tp = format!("sys_{dir}_{call}");
+                p.attach("syscalls", &tp)
+                    .map_err(|source| ProbeError::Attach {
+                        prog: name.into(),
+                        target: format!("tracepoint/syscalls/{tp}"),
+                        source: Box::new(source),
+                    })?;
+                self.hooks.push(Hook {
+                    program: name,
+                    kind: "tracepoint",
+                    target: tp,
+                });
+            }
+        }
+        Ok(())
+    }
 
-        let ifaces = match &opts.interfaces {
-            _ if !opts.tc_ingress => Vec::new(),
+    /// The per-packet NIC counter (opt-in) on `interfaces` (None: every interface that is up).
+    /// Returns the clsact qdiscs it had to add (kernels before 6.6), removed on drop.
+    fn tc_ingress(&mut self, interfaces: Option<&[String]>) -> Result<Vec<String>, ProbeError> {
+        let ifaces = match interfaces {
             Some(list) => {
                 for i in list {
                     if !interface_exists(i) {
                         return Err(ProbeError::NoInterface(i.clone()));
                     }
                 }
-                list.clone()
+                list.to_vec()
             }
             None => up_interfaces().map_err(|source| ProbeError::Io {
                 what: "listing /sys/class/net".into(),
@@ -508,17 +545,17 @@ impl Probes {
         let mut added_clsact = Vec::new();
         if !ifaces.is_empty() {
             let loaded = {
-                let p: &mut SchedClassifier = prog(&mut ebpf, "seer_tc_ingress")?;
+                let p: &mut SchedClassifier = prog(&mut self.ebpf, "seer_tc_ingress")?;
                 p.load().map_err(|e| load_err("seer_tc_ingress", e))
             };
-            optional("NIC arrivals (tc ingress)", loaded);
+            self.optional("NIC arrivals (tc ingress)", loaded);
             // Before 6.6 there is no TCX: a netlink cls_bpf filter on a clsact qdisc, which
             // outlives the process. A filter a crashed run left behind is removed first, and a
             // clsact qdisc seer had to add is removed again on exit.
             let tcx = aya::util::KernelVersion::current()
                 .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
             for i in &ifaces {
-                let p: &mut SchedClassifier = prog(&mut ebpf, "seer_tc_ingress")?;
+                let p: &mut SchedClassifier = prog(&mut self.ebpf, "seer_tc_ingress")?;
                 if p.fd().is_err() {
                     break;
                 }
@@ -545,16 +582,47 @@ impl Probes {
                         source: Box::new(source),
                     });
                 if r.is_ok() {
-                    hooks.push(Hook {
+                    self.hooks.push(Hook {
                         program: "seer_tc_ingress",
                         kind: if tcx { "tcx" } else { "cls_bpf" },
                         target: i.clone(),
                     });
                 }
-                optional(&format!("NIC arrivals on {i} (tc ingress)"), r);
+                self.optional(&format!("NIC arrivals on {i} (tc ingress)"), r);
             }
         }
+        Ok(added_clsact)
+    }
+}
 
+impl Probes {
+    /// Loads seer's object and attaches its programs: the TCP walk (required), then the
+    /// per-tick walk, the socket hooks, epoll and tc ingress as `opts` asks. An optional hook
+    /// the kernel refuses is reported in `missing` (log, `doctor`) and only its channels go.
+    pub fn load(opts: &ProbeOptions) -> Result<Self, ProbeError> {
+        let mut l = Loader::open()?;
+        let (iter_link, registering) = l.tcp_walk()?;
+        let sk_res = l.socket_storage_walk(registering);
+        let file_iter = match sk_res {
+            Ok(link) => {
+                l.sk_iter_link = Some(link);
+                None
+            }
+            Err(sk_err) => l.task_file_walk(sk_err),
+        };
+        l.socket_hooks(opts.turns);
+        if opts.epoll {
+            let r = l.epoll();
+            l.optional(
+                "epoll tracepoints (syscalls/sys_{enter,exit}_epoll_{wait,pwait})",
+                r,
+            );
+        }
+        let added_clsact = if opts.tc_ingress {
+            l.tc_ingress(opts.interfaces.as_deref())?
+        } else {
+            Vec::new()
+        };
         let ncpus = aya::util::nr_cpus().map_err(|(_, source)| ProbeError::Io {
             what: "reading /sys/devices/system/cpu/possible".into(),
             source,
@@ -564,16 +632,16 @@ impl Probes {
             latency_buf: vec![0; round8(size_of::<LatencyHist>()) * ncpus],
             drops_buf: vec![0; round8(size_of::<Drops>()) * ncpus],
             read_buf: vec![0; 64 * 1024],
-            ebpf,
+            ebpf: l.ebpf,
             iter_link,
-            sk_iter_link,
+            sk_iter_link: l.sk_iter_link,
             file_iter,
             file_links: Default::default(),
-            missing,
-            replaced,
+            missing: l.missing,
+            replaced: l.replaced,
             added_clsact,
             ncpus,
-            hooks,
+            hooks: l.hooks,
         })
     }
 
