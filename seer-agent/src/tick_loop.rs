@@ -80,6 +80,183 @@ struct Loop {
 }
 
 impl Loop {
+    /// The store (after the privilege drop: its writer is a thread), discovery seeded from
+    /// it, the responder and the model stage, and a first discovery round.
+    fn start(args: &RunOptions, cfg: Config, probes: Probes) -> anyhow::Result<Self> {
+        // The store after the drop: its writer is a thread, and a thread started before the drop
+        // would keep every capability (uid 0 still creates /var/lib/seer in root's /var/lib).
+        let recorder = match &args.db {
+            None => None,
+            Some(db) => {
+                let r = Recorder::open(db, cfg.tick_ms).with_context(|| {
+                    format!(
+                        "opening the trace store {} (or run with --no-store)",
+                        db.display()
+                    )
+                })?;
+                log::info!("recording every tick in {}", r.path.display());
+                Some(r)
+            }
+        };
+        let mut disc = Discovery::default();
+        let missing = crate::channels::missing(&probes.hooks);
+        if !missing.is_empty() {
+            log::info!(
+                "channels this host cannot observe (recorded in the store): {}",
+                missing.join(", ")
+            );
+        }
+        if let Some(r) = &recorder {
+            disc.seed_ids(r.known_ids()?);
+            disc.seed_next_id(r.id_floor()?);
+            r.set_missing_channels(&missing);
+        }
+        // Without the turn hooks, outstanding comes from the iterator's last-in/last-out clocks.
+        let turns = probes.hooks.iter().any(|h| h.program == "seer_send");
+        let responder = match cfg.qos.clone() {
+            Some(q) => {
+                if !turns {
+                    log::warn!(
+                        "respond: the QoS needs request latency, which this kernel's hooks do not give (see `seer-agent doctor`): no violation will be seen"
+                    );
+                }
+                Some(Responder::new(
+                    q,
+                    cfg.respond.clone(),
+                    &cfg.alerts,
+                    cfg.tick_ms,
+                    recorder.as_ref().map(Recorder::store),
+                    &args.metrics_addr,
+                )?)
+            }
+            None => {
+                if cfg.alerts.any() {
+                    log::warn!(
+                        "[alerts] is set but there is no [qos] (or --qos): nothing will alert"
+                    );
+                }
+                None
+            }
+        };
+        let predictor = start_predictor(args, cfg.tick_ms);
+        let mut lp = Loop {
+            predictor,
+            rounds: 0,
+            responder,
+            recorder,
+            sampler: Sampler::new(
+                turns,
+                !probes.hooks.iter().any(|h| h.program == "seer_tc_ingress"),
+            ),
+            cfg,
+            probes,
+            disc,
+            socks: Vec::with_capacity(4096),
+            samples: Vec::with_capacity(MAX_SLOTS),
+            connects: Vec::new(),
+            waiting_connects: Default::default(),
+        };
+        lp.probes.read_sockets(&mut lp.socks, true)?;
+        lp.discover()?;
+        Ok(lp)
+    }
+
+    /// One tick: read the sockets (all of them in a discovery round), sample, predict, record,
+    /// respond; `stats` updated for /metrics.
+    fn tick(
+        &mut self,
+        n: u64,
+        fed_ms: &mut u64,
+        stats: &mut AgentStats,
+    ) -> anyhow::Result<TickView> {
+        let t0 = Instant::now();
+        self.socks.clear();
+        // Discovery rounds walk every socket (new listeners, older connections); other ticks
+        // visit only the sockets already observed.
+        let full = n > 0 && n.is_multiple_of(self.cfg.discovery_every as u64);
+        self.probes.read_sockets(&mut self.socks, full)?;
+        if full {
+            self.discover()?;
+        }
+        let ts = crate::util::now_ms();
+        self.sampler.tick(
+            &mut self.probes,
+            &self.disc,
+            &self.socks,
+            ts,
+            &mut self.samples,
+        )?;
+        if let Some(p) = &mut self.predictor {
+            p.on_tick(ts, &self.disc.services, &self.samples, &self.disc.edges);
+        }
+        let prediction = self.predictor.as_ref().and_then(|p| p.latest());
+        let status = self.predictor.as_ref().map(|p| p.status());
+        // The model in use now (a reload may have changed it) and the alarm policy over it.
+        let model = status
+            .as_ref()
+            .and_then(|s| s.model.as_ref())
+            .map(|m| model_ctx(&self.cfg.predict, m));
+        // A result is new once: stored with the tick it arrived in, fed to the alarms once.
+        let fresh = prediction.as_ref().filter(|p| p.ts_ms > *fed_ms);
+        if let Some(r) = &self.recorder {
+            r.record(ts, &self.samples, &self.disc, fresh.map(|p| p.to_store()));
+        }
+        if let Some(r) = &mut self.responder {
+            r.on_tick(ts, &self.disc, &self.samples, &self.sampler.watched);
+            // Each result once (a late inference leaves the previous one in place).
+            if let Some(pred) = fresh {
+                r.set_model(model.clone());
+                r.on_model(ts, pred, &self.disc);
+            }
+        }
+        if let Some(p) = fresh {
+            *fed_ms = p.ts_ms;
+        }
+        stats.drops = self.probes.read_drops()?;
+        stats.ticks = n + 1;
+        stats.sockets_seen = self.socks.len() as u64;
+        stats.last_tick_us = t0.elapsed().as_micros() as u64;
+        stats.max_tick_us = stats.max_tick_us.max(stats.last_tick_us);
+        stats.store = self.recorder.as_ref().map(Recorder::stats);
+        stats.respond = self.responder.as_ref().map(|r| r.stats.clone());
+        stats.predict = status.map(|s| (s, prediction.clone()));
+        Ok(TickView {
+            ts,
+            prediction,
+            model,
+        })
+    }
+
+    /// Stops the responder (undoing what it enforced) and the model stage, reports kernel
+    /// drops, closes the store, detaches.
+    fn drain(mut self) -> anyhow::Result<()> {
+        if let Some(r) = self.responder.take() {
+            r.shutdown();
+        }
+        if let Some(p) = self.predictor.take() {
+            p.shutdown();
+        }
+        let d = self.probes.read_drops()?;
+        if d.turns_full + d.connects_full + d.epoll_full + d.iter_write > 0 {
+            log::warn!("kernel-side drops during this run: {d:?}");
+        }
+        if let Some(r) = self.recorder.take() {
+            let st = r.close();
+            log::info!(
+                "trace store: {} ticks written, {} dropped, {} bytes on disk{}",
+                st.ticks_written,
+                st.ticks_dropped,
+                st.bytes_on_disk,
+                st.last_error
+                    .map(|e| format!(", last error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        drop(self);
+        log::info!("detached all programs");
+        Ok(())
+    }
+
     fn discover(&mut self) -> anyhow::Result<()> {
         let (mut procs, _unreadable) = sys::procfs::scan_sockets(std::path::Path::new("/proc"));
         // The agent's own metrics listener is not a service to watch.
@@ -172,124 +349,9 @@ pub async fn run(args: RunOptions, cfg: Config) -> anyhow::Result<()> {
     // undo what a crashed run left in force.
     undo_left_over(&cfg.respond.journal);
     raise_open_files();
-    let opts = sys::bpf::ProbeOptions {
-        tc_ingress: cfg.tc_ingress,
-        interfaces: cfg.interfaces.clone(),
-        turns: cfg.turns,
-        epoll: cfg.epoll,
-    };
-    let probes = Probes::load(&opts).context("attaching seer's eBPF programs")?;
-    let ids = probes.program_ids();
-    for h in &probes.hooks {
-        let id = ids
-            .iter()
-            .find(|(n, _)| n == h.program)
-            .map_or(0, |(_, id)| *id);
-        log::info!(
-            "attached {} ({} {}) prog_id={id}",
-            h.program,
-            h.kind,
-            h.target
-        );
-    }
-    // What the configured response needs beyond sensing.
-    let mut extra = Vec::new();
-    if probes.hooks.iter().any(|h| h.kind == "cls_bpf") {
-        extra.push((
-            caps::Capability::CAP_NET_ADMIN,
-            "detach the tc ingress counter and remove its clsact qdisc at exit",
-        ));
-    }
-    if cfg.qos.is_some() {
-        if cfg.respond.mode == crate::respond::policy::Mode::Enforce {
-            extra.push((
-                caps::Capability::CAP_NET_ADMIN,
-                "change tc HTB classes (respond: enforce)",
-            ));
-        }
-        if cfg.respond.diagnose {
-            extra.push((
-                caps::Capability::CAP_PERFMON,
-                "read hardware counters of a culprit's cgroup (diagnosis, private mode)",
-            ));
-        }
-    }
-    if let Err(e) = sys::caps::drop_after_attach(&extra) {
-        log::warn!("{e}; continuing with the capabilities we have");
-    }
-    // The store after the drop: its writer is a thread, and a thread started before the drop
-    // would keep every capability (uid 0 still creates /var/lib/seer in root's /var/lib).
-    let recorder = match &args.db {
-        None => None,
-        Some(db) => {
-            let r = Recorder::open(db, cfg.tick_ms).with_context(|| {
-                format!(
-                    "opening the trace store {} (or run with --no-store)",
-                    db.display()
-                )
-            })?;
-            log::info!("recording every tick in {}", r.path.display());
-            Some(r)
-        }
-    };
-    let mut disc = Discovery::default();
-    let missing = crate::channels::missing(&probes.hooks);
-    if !missing.is_empty() {
-        log::info!(
-            "channels this host cannot observe (recorded in the store): {}",
-            missing.join(", ")
-        );
-    }
-    if let Some(r) = &recorder {
-        disc.seed_ids(r.known_ids()?);
-        disc.seed_next_id(r.id_floor()?);
-        r.set_missing_channels(&missing);
-    }
-    // Without the turn hooks, outstanding comes from the iterator's last-in/last-out clocks.
-    let turns = probes.hooks.iter().any(|h| h.program == "seer_send");
-    let responder = match cfg.qos.clone() {
-        Some(q) => {
-            if !turns {
-                log::warn!(
-                    "respond: the QoS needs request latency, which this kernel's hooks do not give (see `seer-agent doctor`): no violation will be seen"
-                );
-            }
-            Some(Responder::new(
-                q,
-                cfg.respond.clone(),
-                &cfg.alerts,
-                cfg.tick_ms,
-                recorder.as_ref().map(Recorder::store),
-                &args.metrics_addr,
-            )?)
-        }
-        None => {
-            if cfg.alerts.any() {
-                log::warn!("[alerts] is set but there is no [qos] (or --qos): nothing will alert");
-            }
-            None
-        }
-    };
-    let predictor = start_predictor(&args, cfg.tick_ms);
-    let mut lp = Loop {
-        predictor,
-        rounds: 0,
-        responder,
-        recorder,
-        sampler: Sampler::new(
-            turns,
-            !probes.hooks.iter().any(|h| h.program == "seer_tc_ingress"),
-        ),
-        cfg,
-        probes,
-        disc,
-        socks: Vec::with_capacity(4096),
-        samples: Vec::with_capacity(MAX_SLOTS),
-        connects: Vec::new(),
-        waiting_connects: Default::default(),
-    };
-    lp.probes.read_sockets(&mut lp.socks, true)?;
-    lp.discover()?;
+    let probes = attach(&cfg)?;
+    drop_privileges(&cfg, &probes);
+    let mut lp = Loop::start(&args, cfg, probes)?;
 
     let tick = Duration::from_millis(lp.cfg.tick_ms);
     let mut interval = tokio::time::interval(tick);
@@ -317,126 +379,124 @@ pub async fn run(args: RunOptions, cfg: Config) -> anyhow::Result<()> {
             _ = int.recv() => { log::info!("SIGINT: detaching"); break; }
             _ = hup.recv() => { log::info!("SIGHUP: detaching (seer does not reload on SIGHUP)"); break; }
         }
-        let t0 = Instant::now();
-        lp.socks.clear();
-        // Discovery rounds walk every socket (new listeners, older connections); other ticks
-        // visit only the sockets already observed.
-        let full = n > 0 && n.is_multiple_of(lp.cfg.discovery_every as u64);
-        lp.probes.read_sockets(&mut lp.socks, full)?;
-        if full {
-            lp.discover()?;
-        }
-        let ts = crate::util::now_ms();
-        lp.sampler
-            .tick(&mut lp.probes, &lp.disc, &lp.socks, ts, &mut lp.samples)?;
-        if let Some(p) = &mut lp.predictor {
-            p.on_tick(ts, &lp.disc.services, &lp.samples, &lp.disc.edges);
-        }
-        let prediction = lp.predictor.as_ref().and_then(|p| p.latest());
-        let status = lp.predictor.as_ref().map(|p| p.status());
-        // The model in use now (a reload may have changed it) and the alarm policy over it.
-        let model = status
-            .as_ref()
-            .and_then(|s| s.model.as_ref())
-            .map(|m| model_ctx(&lp.cfg.predict, m));
-        // A result is new once: stored with the tick it arrived in, fed to the alarms once.
-        let fresh = prediction.as_ref().filter(|p| p.ts_ms > fed_ms);
-        if let Some(r) = &lp.recorder {
-            r.record(ts, &lp.samples, &lp.disc, fresh.map(|p| p.to_store()));
-        }
-        if let Some(r) = &mut lp.responder {
-            r.on_tick(ts, &lp.disc, &lp.samples, &lp.sampler.watched);
-            // Each result once (a late inference leaves the previous one in place).
-            if let Some(pred) = fresh {
-                r.set_model(model.clone());
-                r.on_model(ts, pred, &lp.disc);
-            }
-        }
-        if let Some(p) = fresh {
-            fed_ms = p.ts_ms;
-        }
+        // An Err leaves by `?`: the responder's drop still undoes what it enforced.
+        let view = lp.tick(n, &mut fed_ms, &mut stats)?;
         n += 1;
-        stats.drops = lp.probes.read_drops()?;
-        stats.ticks = n;
-        stats.sockets_seen = lp.socks.len() as u64;
-        stats.last_tick_us = t0.elapsed().as_micros() as u64;
-        stats.max_tick_us = stats.max_tick_us.max(stats.last_tick_us);
-        stats.store = lp.recorder.as_ref().map(Recorder::stats);
-        stats.respond = lp.responder.as_ref().map(|r| r.stats.clone());
-        stats.predict = status.map(|s| (s, prediction.clone()));
         if let Some(tx) = &metrics_tx {
             let _ = tx.send(Arc::new(metrics::render(&lp.disc, &lp.samples, &stats)));
         }
-        if args.json {
-            let mut v = output::tick_json(ts, &lp.disc, &lp.samples, prediction.as_ref());
-            v["kernel_drops"] = serde_json::json!({
-                "turns_full": stats.drops.turns_full,
-                "connects_full": stats.drops.connects_full,
-                "epoll_full": stats.drops.epoll_full,
-                "iter_write": stats.drops.iter_write,
-            });
-            output::print_line(&v);
-        } else if live {
-            let d = stats.drops;
-            let mut footer = format!(
-                "tick {n} ({:.2} ms of work); kernel drops: turns {} connects {} epoll {} iter {}",
-                stats.last_tick_us as f64 / 1000.0,
-                d.turns_full,
-                d.connects_full,
-                d.epoll_full,
-                d.iter_write
-            );
-            if let Some(r) = &lp.responder {
-                footer = format!("{}\n{footer}", r.status_line());
-            }
-            print!(
-                "{}",
-                output::live_table(
-                    lp.cfg.tick_ms,
-                    &lp.disc,
-                    &lp.samples,
-                    prediction
-                        .as_ref()
-                        .zip(model.as_ref().map(|m| m.alarm.threshold)),
-                    &footer
-                )
-            );
-        } else if n.is_multiple_of((1000 / lp.cfg.tick_ms).max(1)) {
-            log::info!(
-                "tick {n}: {} services, {} edges",
-                lp.disc.services.len(),
-                lp.disc.edges.len()
-            );
-        }
+        report(&args, live, &lp, &stats, &view, n);
         if args.ticks.is_some_and(|t| n >= t) {
             break;
         }
     }
-    if let Some(r) = lp.responder.take() {
-        r.shutdown();
-    }
-    if let Some(p) = lp.predictor.take() {
-        p.shutdown();
-    }
-    let d = lp.probes.read_drops()?;
-    if d.turns_full + d.connects_full + d.epoll_full + d.iter_write > 0 {
-        log::warn!("kernel-side drops during this run: {d:?}");
-    }
-    if let Some(r) = lp.recorder.take() {
-        let st = r.close();
+    lp.drain()
+}
+
+/// Loads and attaches seer's programs as the config asks, logging each with its program id.
+fn attach(cfg: &Config) -> anyhow::Result<Probes> {
+    let opts = sys::bpf::ProbeOptions {
+        tc_ingress: cfg.tc_ingress,
+        interfaces: cfg.interfaces.clone(),
+        turns: cfg.turns,
+        epoll: cfg.epoll,
+    };
+    let probes = Probes::load(&opts).context("attaching seer's eBPF programs")?;
+    let ids = probes.program_ids();
+    for h in &probes.hooks {
+        let id = ids
+            .iter()
+            .find(|(n, _)| n == h.program)
+            .map_or(0, |(_, id)| *id);
         log::info!(
-            "trace store: {} ticks written, {} dropped, {} bytes on disk{}",
-            st.ticks_written,
-            st.ticks_dropped,
-            st.bytes_on_disk,
-            st.last_error
-                .map(|e| format!(", last error: {e}"))
-                .unwrap_or_default()
+            "attached {} ({} {}) prog_id={id}",
+            h.program,
+            h.kind,
+            h.target
         );
     }
-    drop(lp);
-    log::info!("detached all programs");
-    Ok(())
+    Ok(probes)
+}
+
+/// After attaching: keep only the capabilities sensing and the configured response use.
+fn drop_privileges(cfg: &Config, probes: &Probes) {
+    // What the configured response needs beyond sensing.
+    let mut extra = Vec::new();
+    if probes.hooks.iter().any(|h| h.kind == "cls_bpf") {
+        extra.push((
+            caps::Capability::CAP_NET_ADMIN,
+            "detach the tc ingress counter and remove its clsact qdisc at exit",
+        ));
+    }
+    if cfg.qos.is_some() {
+        if cfg.respond.mode == crate::respond::policy::Mode::Enforce {
+            extra.push((
+                caps::Capability::CAP_NET_ADMIN,
+                "change tc HTB classes (respond: enforce)",
+            ));
+        }
+        if cfg.respond.diagnose {
+            extra.push((
+                caps::Capability::CAP_PERFMON,
+                "read hardware counters of a culprit's cgroup (diagnosis, private mode)",
+            ));
+        }
+    }
+    if let Err(e) = sys::caps::drop_after_attach(&extra) {
+        log::warn!("{e}; continuing with the capabilities we have");
+    }
+}
+
+/// What one tick produced, for the report.
+struct TickView {
+    ts: u64,
+    prediction: Option<crate::infer::Prediction>,
+    model: Option<crate::respond::ModelCtx>,
+}
+
+/// Prints the tick: a JSON line, the live table, or a log line each second.
+fn report(args: &RunOptions, live: bool, lp: &Loop, stats: &AgentStats, view: &TickView, n: u64) {
+    if args.json {
+        let mut v = output::tick_json(view.ts, &lp.disc, &lp.samples, view.prediction.as_ref());
+        v["kernel_drops"] = serde_json::json!({
+            "turns_full": stats.drops.turns_full,
+            "connects_full": stats.drops.connects_full,
+            "epoll_full": stats.drops.epoll_full,
+            "iter_write": stats.drops.iter_write,
+        });
+        output::print_line(&v);
+    } else if live {
+        let d = stats.drops;
+        let mut footer = format!(
+            "tick {n} ({:.2} ms of work); kernel drops: turns {} connects {} epoll {} iter {}",
+            stats.last_tick_us as f64 / 1000.0,
+            d.turns_full,
+            d.connects_full,
+            d.epoll_full,
+            d.iter_write
+        );
+        if let Some(r) = &lp.responder {
+            footer = format!("{}\n{footer}", r.status_line());
+        }
+        print!(
+            "{}",
+            output::live_table(
+                lp.cfg.tick_ms,
+                &lp.disc,
+                &lp.samples,
+                view.prediction
+                    .as_ref()
+                    .zip(view.model.as_ref().map(|m| m.alarm.threshold)),
+                &footer
+            )
+        );
+    } else if n.is_multiple_of((1000 / lp.cfg.tick_ms).max(1)) {
+        log::info!(
+            "tick {n}: {} services, {} edges",
+            lp.disc.services.len(),
+            lp.disc.edges.len()
+        );
+    }
 }
 
 /// `[predict]` over the model in use: the alarm policy (the card's threshold unless the config

@@ -181,22 +181,12 @@ pub fn search(
     gate: &dyn ActionGate,
     cfg: &SearchConfig,
 ) -> Result<Outcome, DiagnoseError> {
-    let gated = || DiagnoseError::ActionsInEffect {
-        name: service.into(),
-    };
     if gate.in_effect(service) {
-        return Err(gated());
+        return Err(DiagnoseError::ActionsInEffect {
+            name: service.into(),
+        });
     }
-    let mut quiet = Vec::new();
-    let mut n = 0;
-    for _ in 0..cfg.quiet_windows.max(3) {
-        let w = lab.quiet(cfg.burst)?;
-        n += w.n;
-        quiet.push(w.p50_us);
-    }
-    if (n as usize) < quiet.len() {
-        return Err(DiagnoseError::TooFewSamples { n });
-    }
+    let quiet = quiet_windows(lab, cfg)?;
     let (b, noise) = baseline(&quiet);
     if let Some((r, why, strength)) = lab.passive(b)
         && cfg.passive.contains(&r)
@@ -212,43 +202,103 @@ pub fn search(
             injected: Duration::ZERO,
         });
     }
-    let first_quiet = quiet.len();
-    let (b0, noise0) = baseline(&quiet);
-    let mut out = Outcome {
-        resource: None,
-        confidence: 0.0,
-        reason: String::new(),
-        baseline_us: b0,
-        noise_us: noise0,
-        steps: Vec::new(),
-        injected: Duration::ZERO,
+    let mut s = Search {
+        service,
+        lab,
+        gate,
+        cfg,
+        first_quiet: quiet.len(),
+        out: Outcome {
+            resource: None,
+            confidence: 0.0,
+            reason: String::new(),
+            baseline_us: b,
+            noise_us: noise,
+            steps: Vec::new(),
+            injected: Duration::ZERO,
+        },
+        quiet,
+        core_ref: 1.0,
+        uncore_ref: Vec::new(),
     };
-    // `uncore_ref`: the CPU-integer kernel on the uncore CPUs instead of `r`.
-    let shot = |lab: &mut dyn Lab,
-                out: &mut Outcome,
-                quiet: &mut Vec<f64>,
-                r: Resource,
-                level: f64,
-                uncore_ref: bool|
-     -> Result<Option<(f64, f64)>, DiagnoseError> {
+    s.inject_in_order()?;
+    s.signals_over_all_windows();
+    s.explain_none();
+    let (b, noise) = baseline(&s.quiet);
+    (s.out.baseline_us, s.out.noise_us) = (b, noise);
+    Ok(s.out)
+}
+
+/// The first quiet windows (at least 3): the culprit's latency with nothing injected.
+fn quiet_windows(lab: &mut dyn Lab, cfg: &SearchConfig) -> Result<Vec<f64>, DiagnoseError> {
+    let mut quiet = Vec::new();
+    let mut n = 0;
+    for _ in 0..cfg.quiet_windows.max(3) {
+        let w = lab.quiet(cfg.burst)?;
+        n += w.n;
+        quiet.push(w.p50_us);
+    }
+    if (n as usize) < quiet.len() {
+        return Err(DiagnoseError::TooFewSamples { n });
+    }
+    Ok(quiet)
+}
+
+/// The injecting part of a search: its bursts, quiet windows and references so far.
+struct Search<'a> {
+    service: &'a str,
+    lab: &'a mut dyn Lab,
+    gate: &'a dyn ActionGate,
+    cfg: &'a SearchConfig,
+    out: Outcome,
+    /// Median latency of every quiet window: the first ones, then one after each burst.
+    quiet: Vec<f64>,
+    first_quiet: usize,
+    /// The CPU kernels' (integer and floating point: neither touches memory) largest effect
+    /// so far (1 = none): what taking CPU time alone does to the culprit, on its own CPUs (the
+    /// reference for the core kernels) and on the others (for the uncore ones), per level.
+    core_ref: f64,
+    uncore_ref: Vec<(f64, f64)>,
+}
+
+impl Search<'_> {
+    fn budget_spent(&self) -> String {
+        format!(
+            "budget of {} ms spent before any resource moved the latency enough",
+            self.cfg.budget.as_millis()
+        )
+    }
+
+    /// `repeats` bursts of `r`'s kernel at `level` (`uncore_ref`: the CPU-integer kernel on the
+    /// uncore CPUs instead), each followed by a quiet window: (mean score, mean excess over the
+    /// baseline and its noise), or None when the budget does not allow them.
+    fn shot(
+        &mut self,
+        r: Resource,
+        level: f64,
+        uncore_ref: bool,
+    ) -> Result<Option<(f64, f64)>, DiagnoseError> {
+        let cfg = self.cfg;
         let reps = cfg.repeats.max(1) as u32;
-        if out.injected + cfg.burst * reps > cfg.budget {
+        if self.out.injected + cfg.burst * reps > cfg.budget {
             return Ok(None);
         }
         let (mut score, mut excess, mut fewest) = (0.0, 0.0, u32::MAX);
         for _ in 0..reps {
-            if gate.in_effect(service) {
-                return Err(gated());
+            if self.gate.in_effect(self.service) {
+                return Err(DiagnoseError::ActionsInEffect {
+                    name: self.service.into(),
+                });
             }
             let w = if uncore_ref {
-                lab.inject_uncore_reference(level, cfg.burst)?
+                self.lab.inject_uncore_reference(level, cfg.burst)?
             } else {
-                lab.inject(r, level, cfg.burst)?
+                self.lab.inject(r, level, cfg.burst)?
             };
-            out.injected += cfg.burst;
-            let (b, noise) = baseline(quiet);
+            self.out.injected += cfg.burst;
+            let (b, noise) = baseline(&self.quiet);
             let s = w.p50_us / b.max(1e-9);
-            out.steps.push(Step {
+            self.out.steps.push(Step {
                 resource: if uncore_ref { Resource::CpuInt } else { r },
                 intensity: level,
                 window_us: cfg.burst.as_micros() as u64,
@@ -263,134 +313,153 @@ pub fn search(
             excess += (w.p50_us - b - 3.0 * noise) / f64::from(reps);
             // A quiet window after every burst keeps the baseline current (and lets the
             // culprit recover before the next kernel).
-            quiet.push(lab.quiet(cfg.burst)?.p50_us);
+            self.quiet.push(self.lab.quiet(cfg.burst)?.p50_us);
         }
         if fewest < cfg.min_samples {
             // Too few requests in a burst to say what it did: never substantial.
             excess = f64::MIN;
         }
         Ok(Some((score, excess)))
-    };
-    // The CPU kernels' (integer and floating point: neither touches memory) largest effect
-    // so far (1 = none): what taking CPU time alone does to the culprit, on its own CPUs (the
-    // reference for the core kernels) and on the others (for the uncore ones), per level.
-    let mut core_ref = 1.0f64;
-    let mut uncore_ref: Vec<(f64, f64)> = Vec::new();
-    'search: for &r in &cfg.order {
-        if !lab.available(r) {
-            continue;
-        }
-        for &level in &cfg.levels {
-            if !is_core(r) && !uncore_ref.iter().any(|x| x.0 == level) {
-                let Some((s, _)) = shot(lab, &mut out, &mut quiet, r, level, true)? else {
-                    out.reason = format!(
-                        "budget of {} ms spent before any resource moved the latency enough",
-                        cfg.budget.as_millis()
-                    );
-                    break 'search;
-                };
-                uncore_ref.push((level, s));
-            }
-            let reference = if is_core(r) {
-                core_ref
-            } else {
-                uncore_ref
-                    .iter()
-                    .find(|x| x.0 == level)
-                    .map_or(1.0, |x| x.1.max(1.0))
-            };
-            let Some((s1, margin1)) = shot(lab, &mut out, &mut quiet, r, level, false)? else {
-                out.reason = format!(
-                    "budget of {} ms spent before any resource moved the latency enough",
-                    cfg.budget.as_millis()
-                );
-                break 'search;
-            };
-            if matches!(r, Resource::CpuInt | Resource::CpuFp) {
-                core_ref = core_ref.max(s1);
-            }
-            // CPU resources (the FP units too, on hosts without SMT) were decided above from
-            // the run-queue signal; here their kernels only measure the reference.
-            if matches!(r, Resource::CpuInt | Resource::CpuFp)
-                || !substantial(cfg, s1, margin1, reference)
-            {
+    }
+
+    /// Each resource in order, each level: its kernel against the CPU kernels placed alike,
+    /// until one moves the latency substantially twice (or once, with no budget left to
+    /// confirm) or the budget is spent.
+    fn inject_in_order(&mut self) -> Result<(), DiagnoseError> {
+        let cfg = self.cfg;
+        for &r in &cfg.order {
+            if !self.lab.available(r) {
                 continue;
             }
-            let rel = |s: f64| s / reference.max(1.0);
-            let strength = |s: f64| ((rel(s) - 1.0) / (2.0 * (cfg.relative - 1.0))).clamp(0.0, 1.0);
-            let why = format!(
-                ", {:.2}x the CPU kernels' {reference:.2}x ({})",
-                rel(s1),
-                if is_core(r) {
-                    "on its CPUs"
+            for &level in &cfg.levels {
+                if !is_core(r) && !self.uncore_ref.iter().any(|x| x.0 == level) {
+                    let Some((s, _)) = self.shot(r, level, true)? else {
+                        self.out.reason = self.budget_spent();
+                        return Ok(());
+                    };
+                    self.uncore_ref.push((level, s));
+                }
+                let reference = if is_core(r) {
+                    self.core_ref
                 } else {
-                    "on the same other CPUs"
+                    self.uncore_ref
+                        .iter()
+                        .find(|x| x.0 == level)
+                        .map_or(1.0, |x| x.1.max(1.0))
+                };
+                let Some((s1, margin1)) = self.shot(r, level, false)? else {
+                    self.out.reason = self.budget_spent();
+                    return Ok(());
+                };
+                if matches!(r, Resource::CpuInt | Resource::CpuFp) {
+                    self.core_ref = self.core_ref.max(s1);
                 }
-            );
-            // Substantial once: confirm with a second burst if the budget allows.
-            match shot(lab, &mut out, &mut quiet, r, level, false)? {
-                Some((s2, margin2)) if substantial(cfg, s2, margin2, reference) => {
-                    out.resource = Some(r);
-                    out.confidence = 0.6 + 0.4 * strength(s1.min(s2));
-                    out.reason = format!(
-                        "{} at intensity {level} raised median latency {s1:.2}x then {s2:.2}x{why}",
-                        r.name()
-                    );
-                    break 'search;
+                // CPU resources (the FP units too, on hosts without SMT) were decided from the
+                // run-queue signal; here their kernels only measure the reference.
+                if matches!(r, Resource::CpuInt | Resource::CpuFp)
+                    || !substantial(cfg, s1, margin1, reference)
+                {
+                    continue;
                 }
-                Some(_) => continue,
-                None => {
-                    out.resource = Some(r);
-                    out.confidence = 0.3 + 0.3 * strength(s1);
-                    out.reason = format!(
-                        "{} at intensity {level} raised median latency {s1:.2}x once{why}; no budget left to confirm",
-                        r.name()
-                    );
-                    break 'search;
+                if self.confirm(r, level, s1, reference)? {
+                    return Ok(());
                 }
             }
         }
+        Ok(())
     }
-    // Nothing moved it: the signals again, now over every quiet window (one after each burst
-    // as well as the first few). A shortage that had only begun, or wavered, in the first
-    // windows shows over all of them (once, in a test, a CPU hog started 0.2 s before did not
-    // meet the CPU rule over the first seven and did over all: 46% waiting, 25 us a slice).
-    if out.resource.is_none()
-        && out.reason.is_empty()
-        && quiet.len() > first_quiet
-        && let Some((r, why, strength)) = lab.passive(baseline(&quiet).0)
-        && cfg.passive.contains(&r)
-    {
-        let how = format!(
-            "from the signals over all {} quiet windows (not over the first {first_quiet}; no microbenchmark moved its latency)",
-            quiet.len()
+
+    /// `r` was substantial once (`s1`): a second burst if the budget allows. True when that
+    /// settles the search (confirmed, or no budget left: a weaker verdict).
+    fn confirm(
+        &mut self,
+        r: Resource,
+        level: f64,
+        s1: f64,
+        reference: f64,
+    ) -> Result<bool, DiagnoseError> {
+        let cfg = self.cfg;
+        let rel = |s: f64| s / reference.max(1.0);
+        let strength = |s: f64| ((rel(s) - 1.0) / (2.0 * (cfg.relative - 1.0))).clamp(0.0, 1.0);
+        let why = format!(
+            ", {:.2}x the CPU kernels' {reference:.2}x ({})",
+            rel(s1),
+            if is_core(r) {
+                "on its CPUs"
+            } else {
+                "on the same other CPUs"
+            }
         );
-        out.resource = Some(r);
-        (out.confidence, out.reason) = from_signals(r, &how, &why, strength);
+        match self.shot(r, level, false)? {
+            Some((s2, margin2)) if substantial(cfg, s2, margin2, reference) => {
+                self.out.resource = Some(r);
+                self.out.confidence = 0.6 + 0.4 * strength(s1.min(s2));
+                self.out.reason = format!(
+                    "{} at intensity {level} raised median latency {s1:.2}x then {s2:.2}x{why}",
+                    r.name()
+                );
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            None => {
+                self.out.resource = Some(r);
+                self.out.confidence = 0.3 + 0.3 * strength(s1);
+                self.out.reason = format!(
+                    "{} at intensity {level} raised median latency {s1:.2}x once{why}; no budget left to confirm",
+                    r.name()
+                );
+                Ok(true)
+            }
+        }
     }
-    if out.resource.is_none() && out.reason.is_empty() {
-        out.reason = format!(
-            "no microbenchmark moved the median latency {}x and {}x more than the CPU kernels placed alike ({core_ref:.2}x on its CPUs, {:.2}x on the others), and the signals show no shortage: short of none of them (or of software: locks, blocking calls)",
-            cfg.threshold,
-            cfg.relative,
-            uncore_ref.iter().map(|x| x.1).fold(1.0, f64::max)
-        );
+
+    /// Nothing moved it: the signals again, now over every quiet window (one after each burst
+    /// as well as the first few). A shortage that had only begun, or wavered, in the first
+    /// windows shows over all of them (once, in a test, a CPU hog started 0.2 s before did not
+    /// meet the CPU rule over the first seven and did over all: 46% waiting, 25 us a slice).
+    fn signals_over_all_windows(&mut self) {
+        if self.out.resource.is_none()
+            && self.out.reason.is_empty()
+            && self.quiet.len() > self.first_quiet
+            && let Some((r, why, strength)) = self.lab.passive(baseline(&self.quiet).0)
+            && self.cfg.passive.contains(&r)
+        {
+            let how = format!(
+                "from the signals over all {} quiet windows (not over the first {}; no microbenchmark moved its latency)",
+                self.quiet.len(),
+                self.first_quiet
+            );
+            self.out.resource = Some(r);
+            (self.out.confidence, self.out.reason) = from_signals(r, &how, &why, strength);
+        }
     }
-    let few = out
-        .steps
-        .iter()
-        .filter(|s| s.requests < cfg.min_samples)
-        .count();
-    if out.resource.is_none() && few > 0 {
-        out.reason.push_str(&format!(
-            "; {few} of {} bursts held fewer than {} of its requests (too short for its latency) and were not counted",
-            out.steps.len(),
-            cfg.min_samples
-        ));
+
+    /// No verdict: say what was tried and what did not count.
+    fn explain_none(&mut self) {
+        let cfg = self.cfg;
+        if self.out.resource.is_none() && self.out.reason.is_empty() {
+            self.out.reason = format!(
+                "no microbenchmark moved the median latency {}x and {}x more than the CPU kernels placed alike ({:.2}x on its CPUs, {:.2}x on the others), and the signals show no shortage: short of none of them (or of software: locks, blocking calls)",
+                cfg.threshold,
+                cfg.relative,
+                self.core_ref,
+                self.uncore_ref.iter().map(|x| x.1).fold(1.0, f64::max)
+            );
+        }
+        let few = self
+            .out
+            .steps
+            .iter()
+            .filter(|s| s.requests < cfg.min_samples)
+            .count();
+        if self.out.resource.is_none() && few > 0 {
+            self.out.reason.push_str(&format!(
+                "; {few} of {} bursts held fewer than {} of its requests (too short for its latency) and were not counted",
+                self.out.steps.len(),
+                cfg.min_samples
+            ));
+        }
     }
-    let (b, noise) = baseline(&quiet);
-    (out.baseline_us, out.noise_us) = (b, noise);
-    Ok(out)
 }
 
 /// Confidence and reason of a verdict the PMU-free signals decided (`how`: over which windows).
