@@ -24,6 +24,7 @@ use seer_store::Store;
 use serde_json::{Value, json};
 
 pub use crate::http::HttpUrl;
+pub use crate::respond::alert_info::{AlertInfo, Origin};
 use crate::{config::AlertsConfig, http::post_json};
 
 /// RFC 3339 UTC time of a Unix-epoch millisecond (what Alertmanager's API takes).
@@ -34,45 +35,75 @@ pub fn rfc3339(ms: u64) -> String {
     )
 }
 
-/// What an alert says; `respond` fills it in.
-#[derive(Clone, Debug, Default)]
-pub struct AlertInfo {
-    /// The service predicted (or found) to initiate the violation.
-    pub culprit: String,
-    /// The QoS it threatens, e.g. "nginx p99 62.1 ms > 50 ms over 1000 ms".
-    pub qos: String,
-    /// Diagnosed resource (`cpu_int`, `llc`, ...), or "unknown".
-    pub resource: String,
-    pub confidence: f64,
-    /// enforce | recommend | dry-run.
-    pub mode: String,
-    /// The diagnosis record (JSON), if one finished.
-    pub diagnosis: Option<Value>,
-    /// What was done (enforce) or is recommended to the cluster manager.
-    pub actions: Value,
-    pub starts_ms: u64,
-    /// Firing until then; resolved when it is in the past.
-    pub ends_ms: u64,
-    /// Whether the model saw it coming.
-    pub origin: Origin,
+/// The store's outbox and the sender that delivers it: where the responder's alerts go.
+pub struct Outbox {
+    store: Store,
+    sender: Sender,
+    /// The `instance` label (this host's name) and the alerts' `generatorURL`.
+    host: String,
+    generator: String,
 }
 
-/// Where an alert comes from.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub enum Origin {
-    /// The QoS broke and the labeller named the initiator (reactive path).
-    #[default]
-    Observed,
-    /// The model alarmed on the culprit before the violation: its probability, horizon, and,
-    /// once the violation began, how long before it the alarm fired.
-    Predicted {
-        probability: f32,
-        horizon_ms: u64,
-        lead_ms: Option<u64>,
-        /// The culprit's channels that had departed from normal when the alarm fired.
-        channels: String,
-        model: String,
-    },
+impl Outbox {
+    /// Starts the sender over the store's outbox. `metrics_addr` names the alerts' generator
+    /// (this agent's /metrics), "off" for none.
+    pub fn start(store: Store, cfg: &AlertsConfig, metrics_addr: &str) -> anyhow::Result<Self> {
+        let sender = Sender::spawn(store.clone(), cfg)?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        let generator = if metrics_addr == "off" {
+            String::new()
+        } else {
+            format!("http://{metrics_addr}/metrics")
+        };
+        Ok(Self {
+            store,
+            sender,
+            host,
+            generator,
+        })
+    }
+}
+
+impl crate::respond::Alerts for Outbox {
+    fn queue(&mut self, a: &AlertInfo) -> bool {
+        let payload = alert_json(a, &self.host, &self.generator).to_string();
+        match self.store.enqueue_alert(crate::util::now_ms(), &payload) {
+            Ok(id) => {
+                log::info!(
+                    "alert {id} queued: service={} startsAt={} endsAt={}",
+                    a.culprit,
+                    rfc3339(a.starts_ms),
+                    rfc3339(a.ends_ms)
+                );
+                self.sender.wake();
+                true
+            }
+            Err(e) => {
+                log::warn!(
+                    "respond: the store's outbox refused the alert ({e}): sending it from memory"
+                );
+                self.sender.direct(payload);
+                false
+            }
+        }
+    }
+
+    fn counts(&self) -> crate::respond::AlertCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.sender.stats;
+        crate::respond::AlertCounts {
+            delivered: s.delivered.load(Relaxed),
+            pending: s.pending.load(Relaxed),
+            failures: s.failures.load(Relaxed),
+            rejected: s.rejected.load(Relaxed),
+        }
+    }
+
+    fn shutdown(&mut self, grace: Duration) {
+        self.sender.stop(grace);
+    }
 }
 
 /// One Alertmanager API v2 alert object (a webhook receives the same object).
@@ -297,7 +328,11 @@ impl Sender {
     /// the outbox for the next start. Returns within `grace` and a moment, whatever the
     /// receivers do (no request outlives the deadline; a sender still busy then is left
     /// behind, logged, and ends with the process).
-    pub fn shutdown(mut self, grace: Duration) {
+    /// A second call returns at once.
+    pub fn stop(&mut self, grace: Duration) {
+        if self.thread.is_none() {
+            return;
+        }
         let deadline = Instant::now() + grace;
         *self
             .stop_at
@@ -650,10 +685,10 @@ mod tests {
             webhook: Some(format!("http://127.0.0.1:{port}/hook")),
             retry_s: 1,
         };
-        let snd = Sender::spawn(store, &cfg).unwrap();
+        let mut snd = Sender::spawn(store, &cfg).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         let t0 = Instant::now();
-        snd.shutdown(Duration::from_secs(1));
+        snd.stop(Duration::from_secs(1));
         let took = t0.elapsed();
         assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
         let _ = std::fs::remove_dir_all(&dir);
@@ -669,7 +704,7 @@ mod tests {
             webhook: Some(format!("http://127.0.0.1:{port}/hook")),
             retry_s: 1,
         };
-        let snd = Sender::spawn(store, &cfg).unwrap();
+        let mut snd = Sender::spawn(store, &cfg).unwrap();
         snd.direct(r#"{"n":2}"#.into());
         std::thread::sleep(Duration::from_millis(300));
         assert!(
@@ -679,7 +714,7 @@ mod tests {
         let srv = receive_one(port, r#"{"n":2}"#);
         let req = srv.join().unwrap();
         assert!(req.contains(r#"{"n":2}"#), "{req}");
-        snd.shutdown(Duration::from_secs(1));
+        snd.stop(Duration::from_secs(1));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -120,7 +120,7 @@ impl Loop {
                         "respond: the QoS needs request latency, which this kernel's hooks do not give (see `seer-agent doctor`): no violation will be seen"
                     );
                 }
-                Some(Responder::new(
+                Some(responder(
                     q,
                     cfg.respond.clone(),
                     &cfg.alerts,
@@ -497,6 +497,40 @@ fn report(args: &RunOptions, live: bool, lp: &Loop, stats: &AgentStats, view: &T
             lp.disc.edges.len()
         );
     }
+}
+
+/// The responder, wired to what carries its decisions out (enforce mode: the journaled
+/// enforcer, undoing first what a crashed run left) and to the alert outbox (the store's, with
+/// its sender). `store` is None with --no-store (then alerts cannot be configured).
+pub fn responder(
+    qos: crate::config::QosConfig,
+    cfg: crate::config::RespondConfig,
+    alerts: &crate::config::AlertsConfig,
+    tick_ms: u64,
+    store: Option<seer_store::Store>,
+    metrics_addr: &str,
+) -> anyhow::Result<Responder> {
+    if alerts.any() && store.is_none() {
+        anyhow::bail!(
+            "[alerts] needs the trace store (its outbox keeps alerts until delivered): drop --no-store"
+        );
+    }
+    let (hands, replay_failed): (Option<Box<dyn crate::respond::Hands>>, bool) =
+        if cfg.mode == crate::config::Mode::Enforce {
+            let (en, failed) = crate::actuate::enforce::Enforcer::open(&cfg.journal)?;
+            (Some(Box::new(en)), failed)
+        } else {
+            (None, false)
+        };
+    let outbox: Option<Box<dyn crate::respond::Alerts>> = match (&store, alerts.any()) {
+        (Some(st), true) => Some(Box::new(crate::alert::Outbox::start(
+            st.clone(),
+            alerts,
+            metrics_addr,
+        )?)),
+        _ => None,
+    };
+    Responder::new(qos, cfg, tick_ms, store, hands, replay_failed, outbox)
 }
 
 /// `[predict]` over the model in use: the alarm policy (the card's threshold unless the config

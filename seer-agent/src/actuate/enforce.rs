@@ -19,51 +19,13 @@ use super::{
     htb::{self, HtbClass, HtbPlan},
 };
 use crate::respond::policy::{Action, Decision, Mode, Resource};
+pub use crate::respond::policy::{Outcome, hand_on, nothing_raised};
 
 /// Where one service's knobs are (from discovery: its cgroup and its pids).
 #[derive(Debug, Clone, Default)]
 pub struct Target {
     pub cpu: Option<CpuCgroup>,
     pub pids: Vec<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum Outcome {
-    Applied {
-        action: Action,
-        /// What it did in the service's terms (e.g. "cuts burn from 2.0 to 1.5 CPUs").
-        #[serde(skip_serializing_if = "Option::is_none")]
-        note: Option<String>,
-    },
-    /// Nothing to do on the host: the action would change nothing (raising the CPU quota of a
-    /// service that has none); the reason says why.
-    Unchanged { action: Action, reason: String },
-    /// Not applied: handed to the alert for the cluster manager.
-    Recommended { action: Action },
-    /// Not applied: logged only.
-    DryRun { action: Action },
-    /// Could not be applied; the reason says what was wrong and what to do.
-    Failed { action: Action, error: String },
-}
-
-/// The outcomes of a decision that nothing applies: `recommend` hands each action to the alert,
-/// `dry-run` logs it; `enforce` with no actuator at hand fails each, saying so.
-pub fn hand_on(d: &Decision) -> Vec<Outcome> {
-    d.actions
-        .iter()
-        .map(|a| match d.mode {
-            Mode::Recommend => Outcome::Recommended { action: a.clone() },
-            Mode::DryRun => {
-                log::info!("dry-run: would {a:?}");
-                Outcome::DryRun { action: a.clone() }
-            }
-            Mode::Enforce => Outcome::Failed {
-                action: a.clone(),
-                error: "no actuator: the journal could not be opened".into(),
-            },
-        })
-        .collect()
 }
 
 /// What carrying out one action did.
@@ -88,23 +50,6 @@ fn cpus(x: f64) -> String {
     }
 }
 
-/// The resource whose raise of `culprit` found nothing to raise (an [`Outcome::Unchanged`]
-/// set of it): tell the policy ([`Policy::cannot_grow`]) and take its next step, its
-/// antagonists', at once.
-///
-/// [`Policy::cannot_grow`]: super::policy::Policy::cannot_grow
-pub fn nothing_raised(outcomes: &[Outcome], culprit: &str) -> Option<Resource> {
-    outcomes.iter().find_map(|o| match o {
-        Outcome::Unchanged {
-            action: Action::Set {
-                service, resource, ..
-            },
-            ..
-        } if service == culprit => Some(*resource),
-        _ => None,
-    })
-}
-
 pub struct Enforcer {
     pub actuator: Actuator,
     pub targets: BTreeMap<String, Target>,
@@ -116,6 +61,74 @@ pub struct Enforcer {
     pub plans: Vec<HtbPlan>,
     /// Each service's CPU before seer's first change to it, and the cgroup it was read from.
     baselines: BTreeMap<String, (CpuCgroup, CpuBaseline)>,
+}
+
+impl Enforcer {
+    /// The enforcer of `enforce` mode: opens the action journal (undoing what a crashed run
+    /// left in force) and probes resctrl (without it, cache and memory-bandwidth actions fail
+    /// and say so). Returns it and whether an undo of a previous run's change failed.
+    pub fn open(journal: &std::path::Path) -> anyhow::Result<(Enforcer, bool)> {
+        let rc = match super::resctrl::Resctrl::probe(std::path::Path::new(
+            super::resctrl::DEFAULT_ROOT,
+        )) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                log::info!(
+                    "respond: CAT/MBA unavailable ({e}); cache and memory-bandwidth actions will fail, CPU and network work"
+                );
+                None
+            }
+        };
+        let (act, rep) = Actuator::open(journal, rc).map_err(|e| {
+            anyhow::anyhow!(
+                "respond: opening the action journal {}: {e}",
+                journal.display()
+            )
+        })?;
+        if rep.restored + rep.gone > 0 || !rep.failed.is_empty() {
+            log::warn!(
+                "respond: undid what a previous run left: {} restored, {} already gone, {} failed",
+                rep.restored,
+                rep.gone,
+                rep.failed.len()
+            );
+        }
+        Ok((Enforcer::new(act), !rep.failed.is_empty()))
+    }
+}
+
+/// The responder's hands in `enforce` mode.
+impl crate::respond::Hands for Enforcer {
+    fn carry_out(&mut self, dec: &Decision, targets: &[(String, Vec<u32>)]) -> Vec<Outcome> {
+        for (name, pids) in targets {
+            let cpu = pids.first().and_then(|&p| {
+                CpuCgroup::of_pid(p)
+                    .map_err(|e| log::warn!("respond: {name}: {e}"))
+                    .ok()
+            });
+            self.targets.insert(
+                name.clone(),
+                Target {
+                    cpu,
+                    pids: pids.clone(),
+                },
+            );
+        }
+        Enforcer::carry_out(self, dec)
+    }
+
+    fn undo_all(&mut self) {
+        let rep = self.actuator.undo_all();
+        log::info!(
+            "respond: undid local actions: {} restored, {} already gone, {} failed",
+            rep.restored,
+            rep.gone,
+            rep.failed.len()
+        );
+        for f in &rep.failed {
+            log::error!("respond: could not undo: {f} (kept in the journal for the next start)");
+        }
+    }
 }
 
 impl Enforcer {

@@ -21,6 +21,7 @@
 //! model (agreement counted). Without a model, or for a violation no alarm announced, the
 //! labeller's initiator at NAME_AFTER_MS into the violation starts the response (`observed`).
 pub mod alarm;
+pub mod alert_info;
 pub mod policy;
 
 use std::{
@@ -36,19 +37,43 @@ use seer_common::{
 use seer_store::{QosEvent, Store};
 use serde_json::json;
 
+pub use alert_info::{AlertInfo, Origin};
+
 use crate::{
-    actuate::{
-        Actuator,
-        enforce::{self, Enforcer, Outcome, Target},
-        resctrl::{self, Resctrl},
-    },
-    alert::{self, AlertInfo, Origin, Sender},
-    config::{AlertsConfig, QosConfig, RespondConfig},
+    config::{QosConfig, RespondConfig},
     diagnose::{self, DiagnoseRequest, diagnose_target, record::Record, search::ActionGate},
     discovery::Discovery,
     watch::{Labeller, QosStatus, QosWatch},
 };
-use policy::{Action, Decision, Mode, Policy, PolicyConfig, SystemClock};
+use policy::{Action, Decision, Mode, Outcome, Policy, PolicyConfig, SystemClock};
+
+/// What carries decisions out on the host: `actuate`'s journaled enforcer, wired in by the tick
+/// loop (respond decides; the stages above it act).
+pub trait Hands {
+    /// Applies `dec` (enforce mode). `targets`: each service the actions name, with its pids.
+    fn carry_out(&mut self, dec: &Decision, targets: &[(String, Vec<u32>)]) -> Vec<Outcome>;
+    /// Undoes every change in force (at exit), saying what it could not.
+    fn undo_all(&mut self);
+}
+
+/// Alerts so far: delivered, waiting, failed attempts, refused for good by a receiver.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AlertCounts {
+    pub delivered: u64,
+    pub pending: u64,
+    pub failures: u64,
+    pub rejected: u64,
+}
+
+/// Where alerts go: the store's outbox and the sender that delivers it (`alert::Outbox`),
+/// wired in by the tick loop.
+pub trait Alerts {
+    /// Queues `a` for delivery; false when the outbox refused it (it is then sent from memory).
+    fn queue(&mut self, a: &AlertInfo) -> bool;
+    fn counts(&self) -> AlertCounts;
+    /// Stops delivering, within `grace`.
+    fn shutdown(&mut self, grace: Duration);
+}
 
 /// Figures for /metrics.
 #[derive(Clone, Debug, Default)]
@@ -151,11 +176,10 @@ pub struct Responder {
     pub watch: QosWatch,
     labeller: Labeller,
     policy: Policy<SystemClock>,
-    enforcer: Option<Enforcer>,
+    /// None: nothing is applied here (recommend, dry-run, or no journal).
+    hands: Option<Box<dyn Hands>>,
     store: Option<Store>,
-    sender: Option<Sender>,
-    host: String,
-    generator: String,
+    alerts: Option<Box<dyn Alerts>>,
     episode: Option<Episode>,
     pending: Option<mpsc::Receiver<DiagDone>>,
     last_step: HashMap<String, Instant>,
@@ -212,51 +236,18 @@ impl Drop for Responder {
 }
 
 impl Responder {
-    /// Opens the actuator (enforce mode: undoing what a crashed run left) and the alert
-    /// sender. `store` is None with --no-store (then alerts cannot be configured).
+    /// A responder over the QoS, with the hands that apply its decisions (enforce mode) and
+    /// the outbox its alerts go to, as the tick loop wired them. `replay_failed`: undoing what a
+    /// crashed run left failed for some change (those stay open in the store's actions log).
     pub fn new(
         qos: QosConfig,
         cfg: RespondConfig,
-        alerts: &AlertsConfig,
         tick_ms: u64,
         store: Option<Store>,
-        metrics_addr: &str,
+        hands: Option<Box<dyn Hands>>,
+        replay_failed: bool,
+        alerts: Option<Box<dyn Alerts>>,
     ) -> anyhow::Result<Self> {
-        if alerts.any() && store.is_none() {
-            anyhow::bail!(
-                "[alerts] needs the trace store (its outbox keeps alerts until delivered): drop --no-store"
-            );
-        }
-        let mut replay_failed = false;
-        let enforcer = if cfg.mode == Mode::Enforce {
-            let rc = match Resctrl::probe(std::path::Path::new(resctrl::DEFAULT_ROOT)) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    log::info!(
-                        "respond: CAT/MBA unavailable ({e}); cache and memory-bandwidth actions will fail, CPU and network work"
-                    );
-                    None
-                }
-            };
-            let (act, rep) = Actuator::open(&cfg.journal, rc).map_err(|e| {
-                anyhow::anyhow!(
-                    "respond: opening the action journal {}: {e}",
-                    cfg.journal.display()
-                )
-            })?;
-            if rep.restored + rep.gone > 0 || !rep.failed.is_empty() {
-                log::warn!(
-                    "respond: undid what a previous run left: {} restored, {} already gone, {} failed",
-                    rep.restored,
-                    rep.gone,
-                    rep.failed.len()
-                );
-            }
-            replay_failed = !rep.failed.is_empty();
-            Some(Enforcer::new(act))
-        } else {
-            None
-        };
         if let Some(s) = &store
             && !replay_failed
         {
@@ -271,20 +262,6 @@ impl Responder {
                 Err(e) => log::warn!("respond: reading the actions log: {e}"),
             }
         }
-        let sender = if alerts.any() {
-            let st = store.clone().ok_or_else(|| anyhow::anyhow!("no store"))?;
-            Some(Sender::spawn(st, alerts)?)
-        } else {
-            None
-        };
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
-        let generator = if metrics_addr == "off" {
-            String::new()
-        } else {
-            format!("http://{metrics_addr}/metrics")
-        };
         log::info!(
             "respond: QoS {} p99 <= {} ms over {} ms; mode {:?}; diagnosis {}; alerts {}",
             qos.service,
@@ -292,7 +269,7 @@ impl Responder {
             qos.window_ms,
             cfg.mode,
             if cfg.diagnose { "on" } else { "off" },
-            if alerts.any() { "on" } else { "off" }
+            if alerts.is_some() { "on" } else { "off" }
         );
         Ok(Responder {
             policy: Policy::new(PolicyConfig::from_config(&cfg), SystemClock::default()),
@@ -300,11 +277,9 @@ impl Responder {
             tick_ms,
             cfg,
             labeller: Labeller::default(),
-            enforcer,
+            hands,
             store,
-            sender,
-            host,
-            generator,
+            alerts,
             episode: None,
             pending: None,
             last_step: HashMap::new(),
@@ -354,13 +329,12 @@ impl Responder {
             );
             self.carry_out(&revert, d);
         }
-        if let Some(s) = &self.sender {
-            let ss = &s.stats;
-            use std::sync::atomic::Ordering::Relaxed;
-            self.stats.alerts_delivered = ss.delivered.load(Relaxed);
-            self.stats.alerts_pending = ss.pending.load(Relaxed);
-            self.stats.alert_failures = ss.failures.load(Relaxed);
-            self.stats.alerts_rejected = ss.rejected.load(Relaxed);
+        if let Some(a) = &self.alerts {
+            let c = a.counts();
+            self.stats.alerts_delivered = c.delivered;
+            self.stats.alerts_pending = c.pending;
+            self.stats.alert_failures = c.failures;
+            self.stats.alerts_rejected = c.rejected;
         }
     }
 
@@ -740,7 +714,7 @@ impl Responder {
         };
         let mut outcomes = self.carry_out(&decision, d);
         // A culprit with no CPU quota has nothing to raise: its antagonists' step, at once.
-        if let Some(r) = enforce::nothing_raised(&outcomes, &done.culprit) {
+        if let Some(r) = policy::nothing_raised(&outcomes, &done.culprit) {
             self.policy.cannot_grow(&done.culprit, r);
             let next = self.policy.on_alert(&done.culprit, r, &done.antagonists);
             outcomes.extend(self.carry_out(&next, d));
@@ -827,61 +801,31 @@ impl Responder {
     }
 
     fn enqueue(&mut self, a: &AlertInfo) {
-        let Some(s) = &self.store else { return };
-        if self.sender.is_none() {
-            return;
-        }
-        let payload = alert::alert_json(a, &self.host, &self.generator).to_string();
-        match s.enqueue_alert(crate::util::now_ms(), &payload) {
-            Ok(id) => {
-                log::info!(
-                    "alert {id} queued: service={} startsAt={} endsAt={}",
-                    a.culprit,
-                    alert::rfc3339(a.starts_ms),
-                    alert::rfc3339(a.ends_ms)
-                );
-                self.stats.alerts_queued += 1;
-                if let Some(snd) = &self.sender {
-                    snd.wake();
-                }
-            }
-            Err(e) => {
-                log::warn!(
-                    "respond: the store's outbox refused the alert ({e}): sending it from memory"
-                );
-                if let Some(snd) = &self.sender {
-                    snd.direct(payload);
-                }
-            }
+        if let Some(out) = &mut self.alerts
+            && out.queue(a)
+        {
+            self.stats.alerts_queued += 1;
         }
     }
 
     /// Applies (enforce) or hands on (recommend, dry-run) a decision, logging each change.
     fn carry_out(&mut self, dec: &Decision, d: &Discovery) -> Vec<Outcome> {
-        let outcomes = match (&mut self.enforcer, dec.mode) {
-            (Some(en), Mode::Enforce) => {
-                for a in &dec.actions {
-                    let svc = match a {
-                        Action::Set { service, .. } | Action::Revert { service, .. } => service,
-                    };
-                    if let Some(s) = d.services.iter().find(|s| &s.name == svc) {
-                        let cpu = s.pids.first().and_then(|&p| {
-                            crate::actuate::cgroup::CpuCgroup::of_pid(p)
-                                .map_err(|e| log::warn!("respond: {}: {e}", s.name))
-                                .ok()
-                        });
-                        en.targets.insert(
-                            s.name.clone(),
-                            Target {
-                                cpu,
-                                pids: s.pids.clone(),
-                            },
-                        );
-                    }
-                }
-                en.carry_out(dec)
+        let outcomes = match (&mut self.hands, dec.mode) {
+            (Some(h), Mode::Enforce) => {
+                let targets: Vec<(String, Vec<u32>)> = dec
+                    .actions
+                    .iter()
+                    .filter_map(|a| {
+                        let svc = match a {
+                            Action::Set { service, .. } | Action::Revert { service, .. } => service,
+                        };
+                        let s = d.services.iter().find(|s| &s.name == svc)?;
+                        Some((s.name.clone(), s.pids.clone()))
+                    })
+                    .collect();
+                h.carry_out(dec, &targets)
             }
-            _ => enforce::hand_on(dec),
+            _ => policy::hand_on(dec),
         };
         let ts = crate::util::now_ms();
         for o in &outcomes {
@@ -953,19 +897,8 @@ impl Responder {
     }
 
     fn stop(&mut self) {
-        if let Some(mut en) = self.enforcer.take() {
-            let rep = en.actuator.undo_all();
-            log::info!(
-                "respond: undid local actions: {} restored, {} already gone, {} failed",
-                rep.restored,
-                rep.gone,
-                rep.failed.len()
-            );
-            for f in &rep.failed {
-                log::error!(
-                    "respond: could not undo: {f} (kept in the journal for the next start)"
-                );
-            }
+        if let Some(mut h) = self.hands.take() {
+            h.undo_all();
         }
         if let Some(s) = &self.store {
             let ts = crate::util::now_ms();
@@ -975,8 +908,8 @@ impl Responder {
                 }
             }
         }
-        if let Some(snd) = self.sender.take() {
-            snd.shutdown(Duration::from_secs(2));
+        if let Some(mut a) = self.alerts.take() {
+            a.shutdown(Duration::from_secs(2));
         }
     }
 
@@ -1025,6 +958,7 @@ impl Responder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{alert, config::AlertsConfig};
 
     /// A recommend-mode responder for the QoS "nginx p99 <= 20 ms" with its own store and an
     /// unreachable webhook (alerts wait in the outbox, where a test reads them).
@@ -1050,7 +984,9 @@ mod tests {
             ..Default::default()
         };
         let qos = QosConfig::new("nginx", 20.0);
-        let r = Responder::new(qos, cfg, &alerts, 100, Some(store.clone()), "off").unwrap();
+        // Wired as the tick loop wires it (the outbox and its sender).
+        let r = crate::tick_loop::responder(qos, cfg, &alerts, 100, Some(store.clone()), "off")
+            .unwrap();
         (dir, store, r)
     }
 
@@ -1340,7 +1276,7 @@ mod tests {
             ..Default::default()
         };
         let qos = QosConfig::new("nginx", 20.0);
-        let mut r = Responder::new(qos, cfg, &AlertsConfig::default(), 100, None, "off").unwrap();
+        let mut r = Responder::new(qos, cfg, 100, None, None, false, None).unwrap();
         r.episode = Some(Episode {
             start_ms: 1000,
             culprit: "nginx".into(),

@@ -310,6 +310,63 @@ impl<C: Clock> Policy<C> {
     }
 }
 
+/// What carrying out one action did (`enforce`), or what became of it (`recommend`,
+/// `dry-run`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Applied {
+        action: Action,
+        /// What it did in the service's terms (e.g. "cuts burn from 2.0 to 1.5 CPUs").
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// Nothing to do on the host: the action would change nothing (raising the CPU quota of a
+    /// service that has none); the reason says why.
+    Unchanged { action: Action, reason: String },
+    /// Not applied: handed to the alert for the cluster manager.
+    Recommended { action: Action },
+    /// Not applied: logged only.
+    DryRun { action: Action },
+    /// Could not be applied; the reason says what was wrong and what to do.
+    Failed { action: Action, error: String },
+}
+
+/// The outcomes of a decision that nothing applies: `recommend` hands each action to the alert,
+/// `dry-run` logs it; `enforce` with no actuator at hand fails each, saying so.
+pub fn hand_on(d: &Decision) -> Vec<Outcome> {
+    d.actions
+        .iter()
+        .map(|a| match d.mode {
+            Mode::Recommend => Outcome::Recommended { action: a.clone() },
+            Mode::DryRun => {
+                log::info!("dry-run: would {a:?}");
+                Outcome::DryRun { action: a.clone() }
+            }
+            Mode::Enforce => Outcome::Failed {
+                action: a.clone(),
+                error: "no actuator: the journal could not be opened".into(),
+            },
+        })
+        .collect()
+}
+
+/// The resource whose raise of `culprit` found nothing to raise (an [`Outcome::Unchanged`]
+/// set of it): tell the policy ([`Policy::cannot_grow`]) and take its next step, its
+/// antagonists', at once.
+///
+pub fn nothing_raised(outcomes: &[Outcome], culprit: &str) -> Option<Resource> {
+    outcomes.iter().find_map(|o| match o {
+        Outcome::Unchanged {
+            action: Action::Set {
+                service, resource, ..
+            },
+            ..
+        } if service == culprit => Some(*resource),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
