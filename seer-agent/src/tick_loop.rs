@@ -61,7 +61,7 @@ const CONNECT_WAIT_ROUNDS: u64 = 30;
 /// At most this many wait (a host full of short-lived clients that are not services).
 const MAX_WAITING_CONNECTS: usize = 65_536;
 
-struct Loop {
+struct Agent {
     recorder: Option<Recorder>,
     cfg: Config,
     probes: Probes,
@@ -79,7 +79,7 @@ struct Loop {
     rounds: u64,
 }
 
-impl Loop {
+impl Agent {
     /// The store (after the privilege drop: its writer is a thread), discovery seeded from
     /// it, the responder and the model stage, and a first discovery round.
     fn start(args: &RunOptions, cfg: Config, probes: Probes) -> anyhow::Result<Self> {
@@ -139,7 +139,7 @@ impl Loop {
             }
         };
         let predictor = start_predictor(args, cfg.tick_ms);
-        let mut lp = Loop {
+        let mut agent = Agent {
             predictor,
             rounds: 0,
             responder,
@@ -156,9 +156,9 @@ impl Loop {
             connects: Vec::new(),
             waiting_connects: Default::default(),
         };
-        lp.probes.read_sockets(&mut lp.socks, true)?;
-        lp.discover()?;
-        Ok(lp)
+        agent.probes.read_sockets(&mut agent.socks, true)?;
+        agent.discover()?;
+        Ok(agent)
     }
 
     /// One tick: read the sockets (all of them in a discovery round), sample, predict, record,
@@ -351,9 +351,9 @@ pub async fn run(args: RunOptions, cfg: Config) -> anyhow::Result<()> {
     raise_open_files();
     let probes = attach(&cfg)?;
     drop_privileges(&cfg, &probes);
-    let mut lp = Loop::start(&args, cfg, probes)?;
+    let mut agent = Agent::start(&args, cfg, probes)?;
 
-    let tick = Duration::from_millis(lp.cfg.tick_ms);
+    let tick = Duration::from_millis(agent.cfg.tick_ms);
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -365,7 +365,7 @@ pub async fn run(args: RunOptions, cfg: Config) -> anyhow::Result<()> {
         tokio::spawn(crate::serve::server::serve(
             args.metrics_addr.clone(),
             rx,
-            lp.recorder.as_ref().map(Recorder::store),
+            agent.recorder.as_ref().map(Recorder::store),
         ));
         tx
     });
@@ -380,17 +380,21 @@ pub async fn run(args: RunOptions, cfg: Config) -> anyhow::Result<()> {
             _ = hup.recv() => { log::info!("SIGHUP: detaching (seer does not reload on SIGHUP)"); break; }
         }
         // An Err leaves by `?`: the responder's drop still undoes what it enforced.
-        let view = lp.tick(n, &mut fed_ms, &mut stats)?;
+        let view = agent.tick(n, &mut fed_ms, &mut stats)?;
         n += 1;
         if let Some(tx) = &metrics_tx {
-            let _ = tx.send(Arc::new(metrics::render(&lp.disc, &lp.samples, &stats)));
+            let _ = tx.send(Arc::new(metrics::render(
+                &agent.disc,
+                &agent.samples,
+                &stats,
+            )));
         }
-        report(&args, live, &lp, &stats, &view, n);
+        report(&args, live, &agent, &stats, &view, n);
         if args.ticks.is_some_and(|t| n >= t) {
             break;
         }
     }
-    lp.drain()
+    agent.drain()
 }
 
 /// Loads and attaches seer's programs as the config asks, logging each with its program id.
@@ -455,9 +459,21 @@ struct TickView {
 }
 
 /// Prints the tick: a JSON line, the live table, or a log line each second.
-fn report(args: &RunOptions, live: bool, lp: &Loop, stats: &AgentStats, view: &TickView, n: u64) {
+fn report(
+    args: &RunOptions,
+    live: bool,
+    agent: &Agent,
+    stats: &AgentStats,
+    view: &TickView,
+    n: u64,
+) {
     if args.json {
-        let mut v = output::tick_json(view.ts, &lp.disc, &lp.samples, view.prediction.as_ref());
+        let mut v = output::tick_json(
+            view.ts,
+            &agent.disc,
+            &agent.samples,
+            view.prediction.as_ref(),
+        );
         v["kernel_drops"] = serde_json::json!({
             "turns_full": stats.drops.turns_full,
             "connects_full": stats.drops.connects_full,
@@ -475,26 +491,26 @@ fn report(args: &RunOptions, live: bool, lp: &Loop, stats: &AgentStats, view: &T
             d.epoll_full,
             d.iter_write
         );
-        if let Some(r) = &lp.responder {
+        if let Some(r) = &agent.responder {
             footer = format!("{}\n{footer}", r.status_line());
         }
         print!(
             "{}",
             output::live_table(
-                lp.cfg.tick_ms,
-                &lp.disc,
-                &lp.samples,
+                agent.cfg.tick_ms,
+                &agent.disc,
+                &agent.samples,
                 view.prediction
                     .as_ref()
                     .zip(view.model.as_ref().map(|m| m.alarm.threshold)),
                 &footer
             )
         );
-    } else if n.is_multiple_of((1000 / lp.cfg.tick_ms).max(1)) {
+    } else if n.is_multiple_of((1000 / agent.cfg.tick_ms).max(1)) {
         log::info!(
             "tick {n}: {} services, {} edges",
-            lp.disc.services.len(),
-            lp.disc.edges.len()
+            agent.disc.services.len(),
+            agent.disc.edges.len()
         );
     }
 }

@@ -348,7 +348,7 @@ impl CpuCgroup {
     /// How many CPUs the service may run on: its cpuset, else its processes' affinity, else
     /// the host's online CPUs.
     pub fn allowed_cpus(&self) -> usize {
-        use crate::diagnose::{run::host_cpus, target::parse_cpu_list};
+        use crate::diagnose::{session::host_cpus, target::parse_cpu_list};
         let count = |p: PathBuf| {
             read_knob(&p)
                 .ok()

@@ -9,11 +9,11 @@ use std::{
 use super::{
     Actuator,
     cgroup::{CpuAction, CpuCgroup},
-    enforce::{Enforcer, Outcome, Target},
+    enforce::{Enforcer, Outcome, ServiceKnobs},
     testutil::{FakeCpuCgroup, TempDir},
     undo_tests::V1Cgroup,
 };
-use crate::respond::policy::{Action, Mode, Policy, PolicyConfig, Resource, SystemClock};
+use crate::respond::policy::{Action, Control, Mode, Policy, PolicyConfig, SystemClock};
 
 struct Busy(Child);
 
@@ -228,7 +228,7 @@ fn enforcing(
     for (s, f) in services {
         e.targets.insert(
             s.to_string(),
-            Target {
+            ServiceKnobs {
                 cpu: Some(f.cg.clone()),
                 pids: vec![],
             },
@@ -269,7 +269,7 @@ fn raising_an_unlimited_culprit_writes_no_quota_v1_and_v2() {
         FakeCpuCgroup::v2("raise-unl-v2", "max 100000", 2.0, "0-3"),
     ] {
         let (_d, mut e, mut p) = enforcing("raise-unl-j", &[("burn", &fake)]);
-        let out = e.carry_out(&p.on_alert("burn", Resource::Cpu, &[]));
+        let out = e.carry_out(&p.on_alert("burn", Control::Cpu, &[]));
         let j = json(&out);
         assert_eq!(
             fake.quota_cpus(),
@@ -303,7 +303,7 @@ fn raising_a_4_cpu_quota_by_25_percent_gives_5_cpus_and_undo_restores_it() {
         FakeCpuCgroup::v2("raise-4-v2", "400000 100000", 3.0, "0-7"),
     ] {
         let (_d, mut e, mut p) = enforcing("raise-4-j", &[("api", &fake)]);
-        let out = e.carry_out(&p.on_alert("api", Resource::Cpu, &[]));
+        let out = e.carry_out(&p.on_alert("api", Control::Cpu, &[]));
         let j = json(&out);
         match fake.cg {
             CpuCgroup::V1 { .. } => assert_eq!(
@@ -340,7 +340,7 @@ fn cutting_an_unlimited_antagonist_starts_from_what_it_uses_and_undo_lifts_the_c
         let ants = vec!["burn".to_string()];
         let mut cuts = Vec::new();
         for _ in 0..8 {
-            let d = p.on_alert("api", Resource::Cpu, &ants);
+            let d = p.on_alert("api", Control::Cpu, &ants);
             let out = e.carry_out(&d);
             let burn_set = d
                 .actions
@@ -394,7 +394,7 @@ fn raising_a_capped_unlimited_service_lifts_seers_cap_then_has_nothing_to_raise(
         mode: Mode::Enforce,
         actions: vec![Action::Set {
             service: "burn".into(),
-            resource: Resource::Cpu,
+            resource: Control::Cpu,
             level,
         }],
         note: None,
@@ -434,7 +434,7 @@ fn a_real_v1_cgroups_use_is_read_from_its_processes() {
         cpuset: None,
     };
     let used = c.used_cpus(Duration::from_millis(500)).expect("used");
-    let host = crate::diagnose::run::host_cpus();
+    let host = crate::diagnose::session::host_cpus();
     println!(
         "one busy loop: {used:.2} CPUs; may run on {}",
         c.allowed_cpus()
@@ -492,7 +492,7 @@ fn the_baseline_of_a_changed_quota_comes_from_the_journal() {
         mode: Mode::Enforce,
         actions: vec![Action::Set {
             service: "api".into(),
-            resource: Resource::Cpu,
+            resource: Control::Cpu,
             level,
         }],
         note: None,

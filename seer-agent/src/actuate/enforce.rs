@@ -18,12 +18,12 @@ use super::{
     cgroup::{self, CpuAction, CpuBaseline, CpuCgroup, MIN_QUOTA_US, MIN_USED_CPUS},
     htb::{self, HtbClass, HtbPlan},
 };
-use crate::respond::policy::{Action, Decision, Mode, Resource};
-pub use crate::respond::policy::{Outcome, hand_on, nothing_raised};
+use crate::respond::policy::{Action, Control, Decision, Mode};
+pub use crate::respond::policy::{Outcome, not_applied, nothing_raised};
 
 /// Where one service's knobs are (from discovery: its cgroup and its pids).
 #[derive(Debug, Clone, Default)]
-pub struct Target {
+pub struct ServiceKnobs {
     pub cpu: Option<CpuCgroup>,
     pub pids: Vec<u32>,
 }
@@ -52,7 +52,7 @@ fn cpus(x: f64) -> String {
 
 pub struct Enforcer {
     pub actuator: Actuator,
-    pub targets: BTreeMap<String, Target>,
+    pub targets: BTreeMap<String, ServiceKnobs>,
     /// CFS period for the quota of a service that had none.
     pub period_us: u64,
     /// How long a service's CPU use is measured (two readings this far apart).
@@ -108,7 +108,7 @@ impl crate::respond::Hands for Enforcer {
             });
             self.targets.insert(
                 name.clone(),
-                Target {
+                ServiceKnobs {
                     cpu,
                     pids: pids.clone(),
                 },
@@ -145,7 +145,7 @@ impl Enforcer {
 
     pub fn carry_out(&mut self, d: &Decision) -> Vec<Outcome> {
         if d.mode != Mode::Enforce {
-            return hand_on(d);
+            return not_applied(d);
         }
         d.actions
             .iter()
@@ -185,22 +185,22 @@ impl Enforcer {
                 resource,
                 level,
             } => applied(match resource {
-                Resource::Cpu => return self.set_cpu(service, *level),
-                Resource::Llc => {
+                Control::Cpu => return self.set_cpu(service, *level),
+                Control::Llc => {
                     let pids = self.target(service)?.pids;
                     self.actuator
                         .l3_ways(service, *level, &pids)
                         .map(drop)
                         .map_err(|e| e.to_string())
                 }
-                Resource::MemBw => {
+                Control::MemBw => {
                     let pids = self.target(service)?.pids;
                     self.actuator
                         .mb(service, *level, &pids)
                         .map(drop)
                         .map_err(|e| e.to_string())
                 }
-                Resource::Net => {
+                Control::Net => {
                     let (iface, mut class) = self.class_of(service)?;
                     class.ceil_bps = (u64::from(*level) * 1_000_000).max(8_000);
                     class.rate_bps = class.rate_bps.min(class.ceil_bps);
@@ -209,13 +209,13 @@ impl Enforcer {
             }),
             Action::Revert { service, resource } => applied({
                 let rep = match resource {
-                    Resource::Cpu => {
+                    Control::Cpu => {
                         // Back as it was; the next change starts from a fresh reading.
                         self.baselines.remove(service);
                         self.actuator.undo_cpu(service)
                     }
-                    Resource::Llc | Resource::MemBw => self.actuator.release_resctrl(service),
-                    Resource::Net => {
+                    Control::Llc | Control::MemBw => self.actuator.release_resctrl(service),
+                    Control::Net => {
                         let (iface, class) = self.class_of(service)?;
                         return applied(
                             htb::change_class(&iface, &class).map_err(|e| e.to_string()),
@@ -356,7 +356,7 @@ impl Enforcer {
         Ok((b, measured))
     }
 
-    fn target(&self, service: &str) -> Result<Target, String> {
+    fn target(&self, service: &str) -> Result<ServiceKnobs, String> {
         self.targets.get(service).cloned().ok_or_else(|| {
             format!("service {service} is not known (it exited, or discovery has not seen it)")
         })
@@ -418,7 +418,7 @@ mod tests {
         let mut e = Enforcer::new(act);
         e.targets.insert(
             "api".into(),
-            Target {
+            ServiceKnobs {
                 cpu: Some(CpuCgroup::V1 {
                     cpu: cg.0.clone(),
                     cpuset: None,
@@ -430,7 +430,7 @@ mod tests {
 
         // recommend: the action comes back, the host is untouched.
         let mut rec = Policy::new(PolicyConfig::default(), &clk);
-        let out = e.carry_out(&rec.on_alert("api", Resource::Cpu, &[]));
+        let out = e.carry_out(&rec.on_alert("api", Control::Cpu, &[]));
         assert!(matches!(out[..], [Outcome::Recommended { .. }]), "{out:?}");
         assert_eq!(knob(&quota), before);
 
@@ -442,10 +442,10 @@ mod tests {
             },
             &clk,
         );
-        let out = e.carry_out(&p.on_alert("api", Resource::Cpu, &[]));
+        let out = e.carry_out(&p.on_alert("api", Control::Cpu, &[]));
         assert!(matches!(out[..], [Outcome::Applied { .. }]), "{out:?}");
         assert_eq!(knob(&quota), "125000", "125% of its 1-CPU quota per 100 ms");
-        let out = e.carry_out(&p.on_alert("api", Resource::Llc, &[]));
+        let out = e.carry_out(&p.on_alert("api", Control::Llc, &[]));
         assert!(matches!(out[..], [Outcome::Applied { .. }]), "{out:?}");
         assert!(knob(&root.join("seer-api/schemata")).contains("L3:0=c00"));
         clk.0.set(Duration::from_secs(31));
@@ -460,7 +460,7 @@ mod tests {
         assert!(knob(&root.join("schemata")).contains("L3:0=fff"));
 
         // A service that is gone: a clear failure, nothing else touched.
-        let out = e.carry_out(&p.on_alert("vanished", Resource::Cpu, &[]));
+        let out = e.carry_out(&p.on_alert("vanished", Control::Cpu, &[]));
         match &out[..] {
             [Outcome::Failed { error, .. }] => assert!(error.contains("not known"), "{error}"),
             other => panic!("expected a failure, got {other:?}"),
@@ -547,7 +547,7 @@ mod tests {
             );
             let ants = vec!["bulk".to_string()];
             for _ in 0..2 {
-                let out = e.carry_out(&p.on_alert("web", Resource::Net, &ants));
+                let out = e.carry_out(&p.on_alert("web", Control::Net, &ants));
                 assert!(matches!(out[..], [Outcome::Applied { .. }]), "{out:?}");
             }
             let capped = tc_classes(&name);
@@ -561,7 +561,7 @@ mod tests {
             let back = tc_classes(&name);
             assert!(back.contains("rate 100Mbit ceil 1Gbit"), "reverted: {back}");
             // A service without a class is a clear failure.
-            let out = e.carry_out(&p.on_alert("web", Resource::Net, &["nobody".into()]));
+            let out = e.carry_out(&p.on_alert("web", Control::Net, &["nobody".into()]));
             match &out[..] {
                 [Outcome::Failed { error, .. }] => {
                     assert!(error.contains("no HTB class"), "{error}")

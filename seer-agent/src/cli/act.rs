@@ -8,12 +8,12 @@ use clap::{Args, Subcommand};
 use crate::actuate::{
     Actuator, UndoReport,
     cgroup::{CpuAction, CpuCgroup},
-    enforce::{Enforcer, Target, nothing_raised},
+    enforce::{Enforcer, ServiceKnobs, nothing_raised},
     htb::{HtbClass, HtbPlan},
     journal::DEFAULT_JOURNAL,
     resctrl::{self, Resctrl},
 };
-use crate::respond::policy::{Mode, Policy, PolicyConfig, Resource, SystemClock};
+use crate::respond::policy::{Control, Mode, Policy, PolicyConfig, SystemClock};
 
 #[derive(Args, Clone, Debug)]
 pub struct ActArgs {
@@ -93,7 +93,7 @@ pub enum ActWhat {
         culprit: String,
         /// cpu, llc, membw or net.
         #[arg(long, value_parser = parse_resource)]
-        resource: Resource,
+        resource: Control,
         /// Services sharing the resource, heaviest first.
         #[arg(long = "antagonist")]
         antagonists: Vec<String>,
@@ -106,12 +106,12 @@ pub enum ActWhat {
     },
 }
 
-fn parse_resource(s: &str) -> Result<Resource, String> {
+fn parse_resource(s: &str) -> Result<Control, String> {
     match s {
-        "cpu" => Ok(Resource::Cpu),
-        "llc" => Ok(Resource::Llc),
-        "membw" => Ok(Resource::MemBw),
-        "net" => Ok(Resource::Net),
+        "cpu" => Ok(Control::Cpu),
+        "llc" => Ok(Control::Llc),
+        "membw" => Ok(Control::MemBw),
+        "net" => Ok(Control::Net),
         _ => Err(format!("unknown resource {s:?}: cpu, llc, membw or net")),
     }
 }
@@ -345,7 +345,7 @@ pub fn act(a: &ActArgs) -> anyhow::Result<()> {
                 };
                 e.targets.insert(
                     name.into(),
-                    Target {
+                    ServiceKnobs {
                         cpu,
                         pids: vec![pid],
                     },

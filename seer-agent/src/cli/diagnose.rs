@@ -2,7 +2,7 @@
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use crate::diagnose::{
-    self, DiagnoseError, DiagnoseRequest, Mode, Record, Resource,
+    self, DiagnoseError, DiagnoseRequest, Method, Record, Resource,
     probe::{Protocol, Request},
     search::{NoActions, SearchConfig},
 };
@@ -144,8 +144,8 @@ fn request(a: &DiagnoseArgs) -> Result<DiagnoseRequest, DiagnoseError> {
     }
     let mode = match a.mode.as_deref() {
         None => None,
-        Some("private") => Some(Mode::Private),
-        Some("public") => Some(Mode::PublicCloud),
+        Some("private") => Some(Method::Private),
+        Some("public") => Some(Method::PublicCloud),
         Some(m) => return bad(format!("--mode {m:?}: private or public")),
     };
     Ok(DiagnoseRequest {
@@ -307,7 +307,7 @@ pub struct LlcReadingsArgs {
 
 pub fn llc_readings(a: &LlcReadingsArgs) -> ExitCode {
     use diagnose::{llc, microbench::CacheSizes};
-    let n = diagnose::run::host_cpus();
+    let n = diagnose::session::host_cpus();
     if let Some(c) = std::iter::once(a.cpu)
         .chain(a.hold.iter().copied())
         .find(|&c| c >= n)

@@ -48,7 +48,7 @@ const MAX_OTHERS: usize = 3;
 
 /// One interleaved reading.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Reading {
+pub struct BandwidthReading {
     pub culprit_cpu: usize,
     /// Median ns per DRAM access from the culprit's CPU.
     pub culprit_ns: f64,
@@ -104,7 +104,7 @@ impl Meter {
 
     /// `rounds` rounds; in each, one chase on `culprit` then one on each of `others` (up to
     /// [`MAX_OTHERS`]), in a thread that moves between them. None without another CPU.
-    pub fn read(&self, culprit: usize, others: &[usize], rounds: u32) -> Option<Reading> {
+    pub fn read(&self, culprit: usize, others: &[usize], rounds: u32) -> Option<BandwidthReading> {
         let others: Vec<usize> = others
             .iter()
             .copied()
@@ -137,7 +137,7 @@ impl Meter {
                     .map(|(&c, v)| (c, median(v)))
                     .collect();
                 let lowest = others.iter().map(|o| o.1).fold(f64::INFINITY, f64::min);
-                Reading {
+                BandwidthReading {
                     culprit_cpu: culprit,
                     culprit_ns,
                     ratio: if lowest > 0.0 && lowest.is_finite() {
@@ -162,7 +162,7 @@ pub fn cost(rounds: u32) -> Duration {
 }
 
 /// Some((why, strength)) when the reading says the culprit waits for memory bandwidth.
-pub fn judge(r: &Reading) -> Option<(String, f64)> {
+pub fn judge(r: &BandwidthReading) -> Option<(String, f64)> {
     let (cpu, ns) = r
         .others
         .iter()
@@ -183,9 +183,9 @@ pub fn judge(r: &Reading) -> Option<(String, f64)> {
 mod tests {
     use super::*;
 
-    fn reading(mine: f64, theirs: &[f64]) -> Reading {
+    fn reading(mine: f64, theirs: &[f64]) -> BandwidthReading {
         let lowest = theirs.iter().copied().fold(f64::INFINITY, f64::min);
-        Reading {
+        BandwidthReading {
             culprit_cpu: 0,
             culprit_ns: mine,
             others: theirs
@@ -211,7 +211,7 @@ mod tests {
         let r = reading(200.0, &[198.0, 160.0]);
         assert!(judge(&r).expect("second CPU").0.contains("CPU 2"));
         // Nothing to compare with: no verdict.
-        assert!(judge(&Reading::default()).is_none());
+        assert!(judge(&BandwidthReading::default()).is_none());
     }
 
     #[test]

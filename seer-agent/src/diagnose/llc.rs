@@ -70,7 +70,7 @@ pub const MIN_ROUNDS: u32 = 2;
 
 /// One reading.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Reading {
+pub struct LlcReading {
     pub culprit_cpu: usize,
     /// The CPUs held in the "held" passes.
     pub held_cpus: Vec<usize>,
@@ -152,7 +152,7 @@ impl Meter {
     /// Up to [`ROUNDS`] rounds of a free and a held pass on `culprit`, holding `held`; stops
     /// before the culprit's CPU time would pass `allowance` (a pass that would cross it is cut
     /// short and not counted). None when there is nothing to hold.
-    pub fn read(&self, culprit: usize, held: &[usize], allowance: Duration) -> Option<Reading> {
+    pub fn read(&self, culprit: usize, held: &[usize], allowance: Duration) -> Option<LlcReading> {
         if held.is_empty() {
             return None;
         }
@@ -229,7 +229,7 @@ impl Meter {
                 h.thread().unpark();
             }
             let (rounds, free_ns, held_ns, cpu_ns, held_wall, line_transfer_ns) = out.ok()?;
-            Some(Reading {
+            Some(LlcReading {
                 culprit_cpu: culprit,
                 held_cpus: held.to_vec(),
                 set_bytes: self.set_bytes(),
@@ -366,7 +366,7 @@ fn ping_pong(ping: &AtomicUsize) -> f64 {
     t0.elapsed().as_nanos() as f64 / f64::from(2 * TRIPS)
 }
 
-impl Reading {
+impl LlcReading {
     /// What the cache line's trip to the first held CPU says, for a verdict's reason (empty
     /// when it was not measured).
     pub fn line_note(&self) -> String {
@@ -387,7 +387,7 @@ impl Reading {
 }
 
 /// Some((why, strength)) when the reading says the neighbours' use of the LLC slows the culprit.
-pub fn judge(r: &Reading) -> Option<(String, f64)> {
+pub fn judge(r: &LlcReading) -> Option<(String, f64)> {
     // A line that takes long to pass between the CPUs says they do not share an LLC now: what
     // slows the culprit then is not the LLC.
     let apart = r.line_transfer_ns >= SHARED_MAX_NS;
@@ -411,8 +411,8 @@ pub fn judge(r: &Reading) -> Option<(String, f64)> {
 mod tests {
     use super::*;
 
-    fn reading(free: f64, held: f64, rounds: u32) -> Reading {
-        Reading {
+    fn reading(free: f64, held: f64, rounds: u32) -> LlcReading {
+        LlcReading {
             culprit_cpu: 0,
             held_cpus: vec![1],
             set_bytes: 2 << 20,
@@ -436,15 +436,15 @@ mod tests {
         assert!(judge(&reading(14.4, 12.9, 5)).is_none());
         // Too few rounds for a verdict, however large.
         assert!(judge(&reading(40.0, 14.0, 1)).is_none());
-        assert!(judge(&Reading::default()).is_none());
+        assert!(judge(&LlcReading::default()).is_none());
         // CPUs that pass a line in 330 ns do not share an LLC now: not the LLC, whatever the
         // ratio; unmeasured (0) does not veto.
-        let apart = Reading {
+        let apart = LlcReading {
             line_transfer_ns: 330.0,
             ..reading(21.7, 13.9, 5)
         };
         assert!(judge(&apart).is_none());
-        let unmeasured = Reading {
+        let unmeasured = LlcReading {
             line_transfer_ns: 0.0,
             ..reading(21.7, 13.9, 5)
         };

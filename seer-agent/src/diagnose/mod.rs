@@ -1,6 +1,6 @@
 //! Diagnosis (paper section 4.4): which shared resource a culprit service is short of.
 //!
-//! Mode is chosen by the host: with working hardware counters (private mode) the culprit's
+//! Method is chosen by the host: with working hardware counters (private mode) the culprit's
 //! cgroup is counted; without them (public-cloud mode, like this VM) ten tunable contentious
 //! microbenchmarks are injected next to it for ~10 ms bursts, core resources first, and the
 //! first one that moves the culprit's measured latency substantially names the resource.
@@ -12,15 +12,15 @@ pub mod microbench;
 pub mod pmu;
 pub mod probe;
 pub mod record;
-pub mod run;
 pub mod search;
+pub mod session;
 pub mod signals;
 pub mod target;
 
 use serde::{Deserialize, Serialize};
 
 pub use record::Record;
-pub use run::{DiagnoseRequest, diagnose, diagnose_target};
+pub use session::{DiagnoseRequest, diagnose, diagnose_target};
 
 /// Pins the calling thread to `cpus` (best effort: a thread left unpinned still measures or
 /// contends, only less precisely). The probe, the kernels and the memory readers all use it.
@@ -49,7 +49,7 @@ pub(crate) fn nice_thread(nice: i32) -> std::io::Result<()> {
 /// How the diagnosis was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Mode {
+pub enum Method {
     /// Hardware counters work: count the culprit's cgroup.
     Private,
     /// No PMU: inject microbenchmarks and watch the culprit.

@@ -13,7 +13,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{Mode, Resource, signals::SignalSummary};
+use super::{Method, Resource, signals::SignalSummary};
 
 pub const PERF_TYPE_HARDWARE: u32 = 0;
 pub const HW_CPU_CYCLES: u64 = 0;
@@ -105,10 +105,10 @@ impl PerfSys for KernelPerf {
     }
 }
 
-/// Mode selection, with the reason in words.
+/// Method selection, with the reason in words.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Detection {
-    pub mode: Mode,
+    pub mode: Method,
     pub reason: String,
 }
 
@@ -116,11 +116,11 @@ pub struct Detection {
 pub fn detect(sys: &dyn PerfSys) -> Detection {
     match sys.open(HW_INSTRUCTIONS, Scope::SelfProcess) {
         Ok(_) => Detection {
-            mode: Mode::Private,
+            mode: Method::Private,
             reason: "perf_event_open(PERF_COUNT_HW_INSTRUCTIONS) works".into(),
         },
         Err(e) => Detection {
-            mode: Mode::PublicCloud,
+            mode: Method::PublicCloud,
             reason: format!(
                 "no hardware counters: perf_event_open(PERF_COUNT_HW_INSTRUCTIONS) failed: {e}"
             ),
@@ -260,7 +260,7 @@ mod tests {
             step: [0; 4],
             reads: Cell::new(0),
         });
-        assert_eq!(d.mode, Mode::PublicCloud);
+        assert_eq!(d.mode, Method::PublicCloud);
         assert!(
             d.reason.contains("PERF_COUNT_HW_INSTRUCTIONS"),
             "{}",
@@ -275,7 +275,7 @@ mod tests {
             step: [0; 4],
             reads: Cell::new(0),
         };
-        assert_eq!(detect(&sys).mode, Mode::Private);
+        assert_eq!(detect(&sys).mode, Method::Private);
         // 1e9 cycles, 3e8 instructions (IPC 0.3), 1e7 of 1.2e7 LLC references miss in 0.1 s:
         // 6.4 GB/s against an 8 GB/s peak.
         let c = Counts {

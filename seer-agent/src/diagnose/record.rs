@@ -1,7 +1,7 @@
 //! The diagnosis record: what was decided, how sure, and the numbers that decided it.
 use serde::{Deserialize, Serialize};
 
-use super::{Mode, Resource, probe::Protocol, search::Step, signals::SignalSummary};
+use super::{Method, Resource, probe::Protocol, search::Step, signals::SignalSummary};
 
 /// One diagnosis, serializable so that it can be stored and attached to an alert.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -9,7 +9,7 @@ pub struct Record {
     pub service: String,
     /// Unix ms when the diagnosis finished.
     pub ts_ms: u64,
-    pub mode: Mode,
+    pub mode: Method,
     /// The resource the service is short of; `None` when nothing moved it (inconclusive).
     pub resource: Option<Resource>,
     /// 0..=1.
@@ -43,11 +43,11 @@ pub struct Evidence {
     /// Public mode, when nothing else decided: DRAM latency from the culprit's CPU against
     /// CPUs where what runs is displaced (`bandwidth`).
     #[serde(default)]
-    pub bandwidth: Option<super::bandwidth::Reading>,
+    pub bandwidth: Option<super::bandwidth::BandwidthReading>,
     /// Public mode, when nothing else decided, memory bandwidth included: a working set twice
     /// the L2 walked on the culprit's CPU with its LLC siblings running and held (`llc`).
     #[serde(default)]
-    pub llc: Option<super::llc::Reading>,
+    pub llc: Option<super::llc::LlcReading>,
 }
 
 /// The latency probe of a public-mode diagnosis.
@@ -75,7 +75,7 @@ mod tests {
         let r = Record {
             service: "memcached".into(),
             ts_ms: 1,
-            mode: Mode::PublicCloud,
+            mode: Method::PublicCloud,
             resource: Some(Resource::MemoryBandwidth),
             confidence: 0.8,
             reason: "r".into(),

@@ -125,7 +125,7 @@ pub struct ModelCtx {
 }
 
 /// What the diagnosis thread sends back.
-struct DiagDone {
+struct DiagnosisDone {
     culprit: String,
     id: ServiceId,
     record: Result<Record, String>,
@@ -162,9 +162,9 @@ struct Episode {
 }
 
 /// Services with a local action in effect when a diagnosis started.
-struct Gate(Vec<String>);
+struct InEffect(Vec<String>);
 
-impl ActionGate for Gate {
+impl ActionGate for InEffect {
     fn in_effect(&self, service: &str) -> bool {
         self.0.iter().any(|s| s == service)
     }
@@ -181,12 +181,12 @@ pub struct Responder {
     store: Option<Store>,
     alerts: Option<Box<dyn Alerts>>,
     episode: Option<Episode>,
-    pending: Option<mpsc::Receiver<DiagDone>>,
+    pending: Option<mpsc::Receiver<DiagnosisDone>>,
     last_step: HashMap<String, Instant>,
     /// The last diagnosis per culprit: reused while an action is in effect (no re-injection).
     last_diag: HashMap<String, Record>,
     /// Store ids of actions in force, per (service, resource).
-    action_ids: HashMap<(String, policy::Resource), Vec<u64>>,
+    action_ids: HashMap<(String, policy::Control), Vec<u64>>,
     /// The QoS service was missing at the last discovery (warned once per absence).
     warned_missing: bool,
     pub stats: RespondStats,
@@ -200,13 +200,13 @@ pub struct Responder {
 }
 
 /// The policy's resource for a diagnosed one; None where no local mechanism exists.
-pub fn policy_resource(r: diagnose::Resource) -> Option<policy::Resource> {
+pub fn policy_resource(r: diagnose::Resource) -> Option<policy::Control> {
     use diagnose::Resource as D;
     match r {
-        D::CpuInt | D::CpuFp => Some(policy::Resource::Cpu),
-        D::L1i | D::L1d | D::L2 | D::Llc => Some(policy::Resource::Llc),
-        D::MemoryBandwidth => Some(policy::Resource::MemBw),
-        D::Network => Some(policy::Resource::Net),
+        D::CpuInt | D::CpuFp => Some(policy::Control::Cpu),
+        D::L1i | D::L1d | D::L2 | D::Llc => Some(policy::Control::Llc),
+        D::MemoryBandwidth => Some(policy::Control::MemBw),
+        D::Network => Some(policy::Control::Net),
         D::MemoryCapacity | D::Disk => None,
     }
 }
@@ -591,7 +591,7 @@ impl Responder {
         let reuse = self.policy.in_effect(culprit) || !self.cfg.diagnose;
         let svc = d.services.iter().find(|s| s.id == id).cloned();
         let (tx, rx) = mpsc::channel();
-        let gate = Gate(
+        let gate = InEffect(
             d.services
                 .iter()
                 .filter(|s| self.policy.in_effect(&s.name))
@@ -626,7 +626,7 @@ impl Responder {
                     }
                 };
                 let antagonists = by_cpu(&others, Duration::from_millis(200));
-                let _ = tx.send(DiagDone {
+                let _ = tx.send(DiagnosisDone {
                     culprit: name,
                     id,
                     record,
@@ -825,7 +825,7 @@ impl Responder {
                     .collect();
                 h.carry_out(dec, &targets)
             }
-            _ => policy::hand_on(dec),
+            _ => policy::not_applied(dec),
         };
         let ts = crate::util::now_ms();
         for o in &outcomes {
@@ -862,10 +862,10 @@ impl Responder {
             } => {
                 let id = d.services.iter().find(|x| &x.name == service).map(|x| x.id);
                 let kind = match resource {
-                    policy::Resource::Cpu => "cgroup.cpu",
-                    policy::Resource::Llc => "resctrl.l3",
-                    policy::Resource::MemBw => "resctrl.mba",
-                    policy::Resource::Net => "tc.htb",
+                    policy::Control::Cpu => "cgroup.cpu",
+                    policy::Control::Llc => "resctrl.l3",
+                    policy::Control::MemBw => "resctrl.mba",
+                    policy::Control::Net => "tc.htb",
                 };
                 let detail = serde_json::to_string(a).unwrap_or_default();
                 match s.record_action(ts, id, kind, &detail) {
@@ -1290,7 +1290,7 @@ mod tests {
             predicted: None,
         });
         let (tx, rx) = mpsc::channel();
-        tx.send(DiagDone {
+        tx.send(DiagnosisDone {
             culprit: "nginx".into(),
             id: ServiceId(1),
             record: Err("nothing moved".into()),
@@ -1315,13 +1315,13 @@ mod tests {
     fn a_step_taken_after_the_qos_recovered_still_alerts_resolved() {
         let (dir, store, mut r) = recommending("late", true);
         let (tx, rx) = mpsc::channel();
-        tx.send(DiagDone {
+        tx.send(DiagnosisDone {
             culprit: "memcached".into(),
             id: ServiceId(1),
             record: Ok(Record {
                 service: "memcached".into(),
                 ts_ms: crate::util::now_ms(),
-                mode: diagnose::Mode::PublicCloud,
+                mode: diagnose::Method::PublicCloud,
                 resource: Some(diagnose::Resource::CpuInt),
                 confidence: 0.9,
                 reason: "test".into(),

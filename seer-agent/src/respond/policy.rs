@@ -21,7 +21,7 @@ use crate::config::RespondConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Resource {
+pub enum Control {
     Cpu,
     Llc,
     MemBw,
@@ -106,11 +106,11 @@ pub enum Action {
     /// % MB, Mbit/s).
     Set {
         service: String,
-        resource: Resource,
+        resource: Control,
         level: u32,
     },
     /// Put `service`'s `resource` back as it was before seer.
-    Revert { service: String, resource: Resource },
+    Revert { service: String, resource: Control },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -144,11 +144,11 @@ pub struct Policy<C: Clock> {
     pub cfg: PolicyConfig,
     clock: C,
     /// Levels seer has set: (service, resource) -> (level, culprit it was set for).
-    levels: BTreeMap<(String, Resource), (u32, String)>,
+    levels: BTreeMap<(String, Control), (u32, String)>,
     /// Culprit -> time of its last alert.
     last_alert: BTreeMap<String, Duration>,
     /// Culprits found to have nothing to raise (no CPU quota), until rolled back.
-    ungrowable: BTreeSet<(String, Resource)>,
+    ungrowable: BTreeSet<(String, Control)>,
 }
 
 impl<C: Clock> Policy<C> {
@@ -165,7 +165,7 @@ impl<C: Clock> Policy<C> {
     /// The actuator found nothing to raise for `service`'s `r` (a CPU raise of a service with
     /// no quota changed nothing): its level stays as it was before the step, and its next steps
     /// go to its antagonists, until it is rolled back.
-    pub fn cannot_grow(&mut self, service: &str, r: Resource) {
+    pub fn cannot_grow(&mut self, service: &str, r: Control) {
         let key = (service.to_string(), r);
         if self.levels.get(&key).is_some_and(|(_, c)| c == service) {
             self.levels.remove(&key);
@@ -173,12 +173,12 @@ impl<C: Clock> Policy<C> {
         self.ungrowable.insert(key);
     }
 
-    fn knob(&self, r: Resource) -> Knob {
+    fn knob(&self, r: Control) -> Knob {
         match r {
-            Resource::Cpu => self.cfg.cpu_pct,
-            Resource::Llc => self.cfg.llc_ways,
-            Resource::MemBw => self.cfg.mb_pct,
-            Resource::Net => self.cfg.net_mbit,
+            Control::Cpu => self.cfg.cpu_pct,
+            Control::Llc => self.cfg.llc_ways,
+            Control::MemBw => self.cfg.mb_pct,
+            Control::Net => self.cfg.net_mbit,
         }
     }
 
@@ -188,13 +188,13 @@ impl<C: Clock> Policy<C> {
         self.levels.keys().any(|(s, _)| s == service)
     }
 
-    pub fn level(&self, service: &str, r: Resource) -> u32 {
+    pub fn level(&self, service: &str, r: Control) -> u32 {
         self.levels
             .get(&(service.to_string(), r))
             .map_or(self.knob(r).default, |(l, _)| *l)
     }
 
-    fn set(&mut self, service: &str, r: Resource, level: u32, culprit: &str) -> Action {
+    fn set(&mut self, service: &str, r: Control, level: u32, culprit: &str) -> Action {
         self.levels
             .insert((service.into(), r), (level, culprit.into()));
         Action::Set {
@@ -205,7 +205,7 @@ impl<C: Clock> Policy<C> {
     }
 
     /// Grows `service` one step; `None` at max, or with nothing to raise.
-    fn grow(&mut self, service: &str, r: Resource, culprit: &str) -> Option<Action> {
+    fn grow(&mut self, service: &str, r: Control, culprit: &str) -> Option<Action> {
         let k = self.knob(r);
         let cur = self.level(service, r);
         let room = cur < k.max && !self.ungrowable.contains(&(service.to_string(), r));
@@ -213,7 +213,7 @@ impl<C: Clock> Policy<C> {
     }
 
     /// Shrinks `service` one step; `None` at the floor.
-    fn shrink(&mut self, service: &str, r: Resource, culprit: &str) -> Option<Action> {
+    fn shrink(&mut self, service: &str, r: Control, culprit: &str) -> Option<Action> {
         let k = self.knob(r);
         let cur = self.level(service, r);
         (cur > k.floor)
@@ -225,16 +225,16 @@ impl<C: Clock> Policy<C> {
     pub fn on_alert(
         &mut self,
         culprit: &str,
-        resource: Resource,
+        resource: Control,
         antagonists: &[String],
     ) -> Decision {
         self.last_alert.insert(culprit.into(), self.clock.now());
         let mut actions = Vec::new();
         match resource {
-            Resource::Cpu | Resource::Llc => {
+            Control::Cpu | Control::Llc => {
                 if let Some(a) = self.grow(culprit, resource, culprit) {
                     actions.push(a);
-                } else if resource == Resource::Cpu
+                } else if resource == Control::Cpu
                     && let Some(a) = antagonists
                         .iter()
                         .filter(|s| s.as_str() != culprit)
@@ -243,7 +243,7 @@ impl<C: Clock> Policy<C> {
                     actions.push(a);
                 }
             }
-            Resource::MemBw | Resource::Net => {
+            Control::MemBw | Control::Net => {
                 if let Some(a) = antagonists
                     .iter()
                     .filter(|s| s.as_str() != culprit)
@@ -291,7 +291,7 @@ impl<C: Clock> Policy<C> {
         for c in healed {
             self.last_alert.remove(&c);
             self.ungrowable.retain(|(s, _)| *s != c);
-            let keys: Vec<(String, Resource)> = self
+            let keys: Vec<(String, Control)> = self
                 .levels
                 .iter()
                 .filter(|(_, (_, culprit))| *culprit == c)
@@ -334,7 +334,7 @@ pub enum Outcome {
 
 /// The outcomes of a decision that nothing applies: `recommend` hands each action to the alert,
 /// `dry-run` logs it; `enforce` with no actuator at hand fails each, saying so.
-pub fn hand_on(d: &Decision) -> Vec<Outcome> {
+pub fn not_applied(d: &Decision) -> Vec<Outcome> {
     d.actions
         .iter()
         .map(|a| match d.mode {
@@ -355,7 +355,7 @@ pub fn hand_on(d: &Decision) -> Vec<Outcome> {
 /// set of it): tell the policy ([`Policy::cannot_grow`]) and take its next step, its
 /// antagonists', at once.
 ///
-pub fn nothing_raised(outcomes: &[Outcome], culprit: &str) -> Option<Resource> {
+pub fn nothing_raised(outcomes: &[Outcome], culprit: &str) -> Option<Control> {
     outcomes.iter().find_map(|o| match o {
         Outcome::Unchanged {
             action: Action::Set {
@@ -407,7 +407,7 @@ mod tests {
         let ants = vec!["batch".to_string()];
         let mut seen = Vec::new();
         for _ in 0..12 {
-            seen.push(level(&p.on_alert("api", Resource::Cpu, &ants)));
+            seen.push(level(&p.on_alert("api", Control::Cpu, &ants)));
         }
         // 100 -> 125 -> 150 -> 175 -> 200 (max), then batch 100 -> 75 -> 50 -> 25 -> 20 (floor).
         assert_eq!(seen[0], vec![("api".into(), 125)]);
@@ -415,12 +415,12 @@ mod tests {
         assert_eq!(seen[4], vec![("batch".into(), 75)]);
         assert_eq!(seen[7], vec![("batch".into(), 20)]);
         assert!(seen[8].is_empty(), "nobody goes below the floor");
-        let d = p.on_alert("api", Resource::Cpu, &ants);
+        let d = p.on_alert("api", Control::Cpu, &ants);
         assert!(
             d.note.as_deref().is_some_and(|n| n.contains("floor")),
             "{d:?}"
         );
-        assert_eq!(p.level("batch", Resource::Cpu), 20);
+        assert_eq!(p.level("batch", Control::Cpu), 20);
     }
 
     #[test]
@@ -428,15 +428,15 @@ mod tests {
         let clk = FakeClock(Cell::new(Duration::ZERO));
         let mut p = policy(&clk);
         let ants = vec!["batch".to_string()];
-        let d = p.on_alert("api", Resource::Cpu, &ants);
+        let d = p.on_alert("api", Control::Cpu, &ants);
         assert_eq!(level(&d), vec![("api".into(), 125)]);
         // The actuator found no quota to raise.
-        p.cannot_grow("api", Resource::Cpu);
-        assert_eq!(p.level("api", Resource::Cpu), 100, "nothing was changed");
+        p.cannot_grow("api", Control::Cpu);
+        assert_eq!(p.level("api", Control::Cpu), 100, "nothing was changed");
         assert!(!p.in_effect("api"));
-        let d = p.on_alert("api", Resource::Cpu, &ants);
+        let d = p.on_alert("api", Control::Cpu, &ants);
         assert_eq!(level(&d), vec![("batch".into(), 75)]);
-        let d = p.on_alert("api", Resource::Cpu, &[]);
+        let d = p.on_alert("api", Control::Cpu, &[]);
         assert!(
             d.note
                 .as_deref()
@@ -449,10 +449,10 @@ mod tests {
             p.on_tick().actions,
             vec![Action::Revert {
                 service: "batch".into(),
-                resource: Resource::Cpu
+                resource: Control::Cpu
             }]
         );
-        let d = p.on_alert("api", Resource::Cpu, &ants);
+        let d = p.on_alert("api", Control::Cpu, &ants);
         assert_eq!(level(&d), vec![("api".into(), 125)]);
     }
 
@@ -461,11 +461,11 @@ mod tests {
         let clk = FakeClock(Cell::new(Duration::ZERO));
         let mut p = policy(&clk);
         let ants = vec!["bulk".to_string()];
-        p.on_alert("web", Resource::Net, &ants);
-        assert_eq!(p.level("bulk", Resource::Net), 800);
+        p.on_alert("web", Control::Net, &ants);
+        assert_eq!(p.level("bulk", Control::Net), 800);
         clk.0.set(Duration::from_secs(20));
-        p.on_alert("web", Resource::Net, &ants); // still unhealthy at 20 s
-        assert_eq!(p.level("bulk", Resource::Net), 600);
+        p.on_alert("web", Control::Net, &ants); // still unhealthy at 20 s
+        assert_eq!(p.level("bulk", Control::Net), 600);
         clk.0.set(Duration::from_secs(49));
         assert!(p.on_tick().actions.is_empty(), "29 s healthy < 30 s hold");
         clk.0.set(Duration::from_secs(50));
@@ -474,10 +474,10 @@ mod tests {
             d.actions,
             vec![Action::Revert {
                 service: "bulk".into(),
-                resource: Resource::Net
+                resource: Control::Net
             }]
         );
-        assert_eq!(p.level("bulk", Resource::Net), 1000, "back to default");
+        assert_eq!(p.level("bulk", Control::Net), 1000, "back to default");
         assert!(p.on_tick().actions.is_empty(), "reverted once");
     }
 
@@ -492,13 +492,13 @@ mod tests {
                 },
                 &clk,
             );
-            let d = p.on_alert("db", Resource::Llc, &[]);
+            let d = p.on_alert("db", Control::Llc, &[]);
             assert_eq!(d.mode, mode);
             assert_eq!(
                 d.actions,
                 vec![Action::Set {
                     service: "db".into(),
-                    resource: Resource::Llc,
+                    resource: Control::Llc,
                     level: 2
                 }]
             );
@@ -511,7 +511,7 @@ mod tests {
     fn membw_never_touches_the_culprit_itself() {
         let clk = FakeClock(Cell::new(Duration::ZERO));
         let mut p = policy(&clk);
-        let d = p.on_alert("db", Resource::MemBw, &["db".into(), "etl".into()]);
+        let d = p.on_alert("db", Control::MemBw, &["db".into(), "etl".into()]);
         assert_eq!(level(&d), vec![("etl".into(), 80)]);
     }
 }

@@ -6,7 +6,7 @@ use std::{
 };
 
 use super::{
-    DiagnoseError, Mode, Resource, bandwidth, llc,
+    DiagnoseError, Method, Resource, bandwidth, llc,
     microbench::{Arena, CacheSizes, DISK_FALLBACK, Placement},
     pmu::{self, KernelPerf, PerfSys},
     probe::{self as probe_mod, Observer, Probe, Protocol, Request, Window},
@@ -21,7 +21,7 @@ use super::{
 pub struct DiagnoseRequest {
     pub service: String,
     /// Force a mode (default: detected).
-    pub mode: Option<Mode>,
+    pub mode: Option<Method>,
     /// Port to probe (default: the service's lowest listening port).
     pub port: Option<u16>,
     pub probe: Request,
@@ -318,12 +318,12 @@ pub fn diagnose_target(
         det.reason
     );
     match mode {
-        Mode::Private => private(t, &KernelPerf, req.search.burst * 10),
-        Mode::PublicCloud => public(t, req, gate),
+        Method::Private => with_counters(t, &KernelPerf, req.search.burst * 10),
+        Method::PublicCloud => with_microbenchmarks(t, req, gate),
     }
 }
 
-fn private(t: &Target, sys: &dyn PerfSys, window: Duration) -> Result<Record, DiagnoseError> {
+fn with_counters(t: &Target, sys: &dyn PerfSys, window: Duration) -> Result<Record, DiagnoseError> {
     let dir = t
         .perf_cgroup_dir()
         .ok_or_else(|| t.gone("its cgroup is not readable"))?;
@@ -342,7 +342,7 @@ fn private(t: &Target, sys: &dyn PerfSys, window: Duration) -> Result<Record, Di
     Ok(Record {
         service: t.name.clone(),
         ts_ms: crate::util::now_ms(),
-        mode: Mode::Private,
+        mode: Method::Private,
         resource: found.then_some(resource),
         confidence: if found { score.min(1.0) } else { 0.0 },
         reason: format!(
@@ -373,7 +373,7 @@ fn probe_addr(t: &Target, port: Option<u16>) -> Result<SocketAddr, DiagnoseError
     ))
 }
 
-fn public(
+fn with_microbenchmarks(
     t: &Target,
     req: &DiagnoseRequest,
     gate: &dyn ActionGate,
@@ -459,7 +459,7 @@ fn public(
     Ok(Record {
         service: t.name.clone(),
         ts_ms: crate::util::now_ms(),
-        mode: Mode::PublicCloud,
+        mode: Method::PublicCloud,
         resource: o.resource,
         confidence: o.confidence,
         reason: o.reason,
@@ -505,7 +505,7 @@ fn memory_reading(
     t: &Target,
     req: &DiagnoseRequest,
     o: &mut search::Outcome,
-) -> Option<bandwidth::Reading> {
+) -> Option<bandwidth::BandwidthReading> {
     const ROUNDS: u32 = 5;
     if no_room(o, req.search.budget, "memory", bandwidth::cost(ROUNDS)) {
         return None;
@@ -553,7 +553,7 @@ fn llc_reading(
     req: &DiagnoseRequest,
     l2_bytes: usize,
     o: &mut search::Outcome,
-) -> Option<llc::Reading> {
+) -> Option<llc::LlcReading> {
     // At least this much; it reads rounds while the budget lasts.
     const LEAST: Duration = Duration::from_millis(3);
     if no_room(o, req.search.budget, "LLC", LEAST) {
