@@ -2,7 +2,7 @@
 //! (deltas -> p50/p99) and one TCP iterator pass (gauges). Buffers are allocated once; a warm
 //! tick allocates nothing but what `Vec::push` reuses.
 use seer_common::{
-    LAT_BUCKETS, MAX_SLOTS, SlotCounters, SockRecord, TCP_LISTEN, lat_bucket_upper_us,
+    LAT_BUCKETS, MAX_SLOTS, SlotCounters, SockRecord, TCP_LISTEN, quantile_us,
     sample::{CHANNELS, Channel, Sample},
 };
 
@@ -45,23 +45,6 @@ pub struct Sampler {
     pub watch: Option<seer_common::sample::ServiceId>,
     /// Its request latencies of the last tick (zeros when none finished or nothing watched).
     pub watched: Box<[u64; LAT_BUCKETS]>,
-}
-
-/// Quantile from a histogram (counts per bucket): the upper bound of the bucket that holds it.
-pub fn quantile_us(hist: &[u64; LAT_BUCKETS], q: f64) -> u64 {
-    let total: u64 = hist.iter().sum();
-    if total == 0 {
-        return 0;
-    }
-    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-    let mut seen = 0;
-    for (b, &n) in hist.iter().enumerate() {
-        seen += n;
-        if seen >= rank {
-            return lat_bucket_upper_us(b);
-        }
-    }
-    lat_bucket_upper_us(LAT_BUCKETS - 1)
 }
 
 /// A server socket holds a request it has not answered: bytes came in and none went out yet
@@ -260,7 +243,7 @@ impl Sampler {
 
 #[cfg(test)]
 mod tests {
-    use seer_common::lat_bucket;
+    use seer_common::{lat_bucket, lat_bucket_upper_us};
 
     use super::*;
     use crate::{config::Config, sys::procfs::ProcInfo};

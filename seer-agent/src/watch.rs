@@ -19,7 +19,9 @@ use seer_common::{
     sample::{Channel, Sample, ServiceId},
 };
 
-use crate::{config::QosConfig, discovery::Discovery, sampler::quantile_us};
+use seer_common::quantile_us;
+
+use crate::{config::QosConfig, discovery::Discovery};
 
 /// The window's verdict.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -50,6 +50,29 @@ pub fn lat_bucket_upper_us(bucket: usize) -> u64 {
     (1u64 << octave) + (s + 1) * width - 1
 }
 
+/// Quantile from a histogram (counts per bucket): the upper bound of the bucket that holds it.
+pub fn quantile_us(hist: &[u64; LAT_BUCKETS], q: f64) -> u64 {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return 0;
+    }
+    // ceil(total * q), at least 1 (no_std: no f64::ceil).
+    let x = total as f64 * q;
+    let mut rank = x as u64;
+    if (rank as f64) < x {
+        rank += 1;
+    }
+    let rank = rank.max(1);
+    let mut seen = 0;
+    for (b, &n) in hist.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return lat_bucket_upper_us(b);
+        }
+    }
+    lat_bucket_upper_us(LAT_BUCKETS - 1)
+}
+
 /// Per-service counters, summed over CPUs by the agent. Monotonic: the agent takes deltas.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

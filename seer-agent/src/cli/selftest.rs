@@ -10,13 +10,10 @@ use std::{
     time::Duration,
 };
 
-use seer_common::{LAT_BUCKETS, MAX_SLOTS, SlotCounters, SockRecord, TCP_LISTEN};
+use seer_common::{LAT_BUCKETS, MAX_SLOTS, SlotCounters, SockRecord, TCP_LISTEN, quantile_us};
 use serde_json::{Value, json};
 
-use crate::{
-    sampler::quantile_us,
-    sys::bpf::{ProbeOptions, Probes, SocketWalk},
-};
+use crate::sys::bpf::{ProbeOptions, Probes, SocketWalk};
 
 struct Checks {
     list: Vec<Value>,
