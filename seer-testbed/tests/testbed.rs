@@ -593,7 +593,7 @@ fn bad_scenario_names_file_and_line() {
     )
     .expect("write");
     let out = Command::new(testbed_bin())
-        .arg("check")
+        .args(["check", "--scenario"])
         .arg(&path)
         .output()
         .expect("seer-testbed check");

@@ -26,7 +26,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Parse and validate a scenario file; print its shape.
-    Check { scenario: PathBuf },
+    Check {
+        #[arg(long)]
+        scenario: PathBuf,
+    },
     /// Start the application and leave it running (until `down`).
     Up {
         #[arg(long)]
