@@ -92,7 +92,7 @@ fn command(snippet: &str) -> Option<(PathBuf, Vec<String>, String)> {
     let args: Vec<String> = rest
         .iter()
         .map(|w| {
-            let placeholder = w.len() > 0
+            let placeholder = !w.is_empty()
                 && w.chars()
                     .all(|c| c.is_ascii_uppercase() || c == '_' || c == ':');
             match *w {
