@@ -370,6 +370,29 @@ pub fn ss_recvq(ns: &str, flags: &str, filter: &str) -> u64 {
         .sum()
 }
 
+/// A TCP listener bound inside network namespace `ns` (a socket keeps the namespace it was
+/// made in, whichever thread then uses it), listening before this returns: a client can
+/// connect at once, no sleep needed.
+pub fn listen_in_ns(ns: &str, addr: std::net::SocketAddr) -> std::net::TcpListener {
+    let what = format!("bind {addr} in {ns}");
+    in_ns(ns, move || std::net::TcpListener::bind(addr))
+        .join()
+        .expect("bind thread")
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// Polls `f` every 20 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs `f` on a thread that has entered network namespace `ns` (setns is per thread; threads
 /// `f` spawns inherit it).
 pub fn in_ns<T: Send + 'static>(

@@ -4,7 +4,7 @@
 //! none (the agent's unit tests run it against an emulated tree).
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::{
@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use seer_tests::{NetPair, agent_bin, in_ns, is_root, sh};
+use seer_tests::{NetPair, agent_bin, in_ns, is_root, listen_in_ns, sh};
 
 /// Two namespaces joined by veth (the shared test helper): server `198.51.100.1` on `sv0`,
 /// client `198.51.100.2` on `cv0`.
@@ -69,8 +69,8 @@ const API_PORT: u16 = 7000;
 
 /// A bulk sender in `ns` on `addr`: writes as fast as it can to whoever connects.
 fn bulk_server(ns: &str, addr: std::net::SocketAddr, stop: Arc<AtomicBool>) {
-    in_ns(ns, move || {
-        let l = TcpListener::bind(addr).expect("bind bulk");
+    let l = listen_in_ns(ns, addr);
+    thread::spawn(move || {
         for c in l.incoming() {
             let Ok(mut c) = c else { break };
             let stop = stop.clone();
@@ -86,8 +86,8 @@ fn bulk_server(ns: &str, addr: std::net::SocketAddr, stop: Arc<AtomicBool>) {
 /// Servers in the server namespace: a bulk sender and a 64-byte request/response service.
 fn start_servers(ns: &str, stop: Arc<AtomicBool>) {
     bulk_server(ns, ([198, 51, 100, 1], BULK_PORT).into(), stop.clone());
-    in_ns(ns, move || {
-        let l = TcpListener::bind(("198.51.100.1", API_PORT)).expect("bind api");
+    let l = listen_in_ns(ns, ([198, 51, 100, 1], API_PORT).into());
+    thread::spawn(move || {
         for c in l.incoming() {
             let Ok(mut c) = c else { break };
             let stop = stop.clone();
@@ -102,7 +102,6 @@ fn start_servers(ns: &str, stop: Arc<AtomicBool>) {
             });
         }
     });
-    thread::sleep(Duration::from_millis(200));
 }
 
 struct Phase {
@@ -736,7 +735,6 @@ fn htb_caps_ipv6_traffic_too() {
         "[2001:db8:5ee::1]:5006".parse().expect("addr"),
         stop.clone(),
     );
-    thread::sleep(Duration::from_millis(200));
     let out = ok(&act(
         &p.server,
         &j,

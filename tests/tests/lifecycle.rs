@@ -85,7 +85,10 @@ fn sigkill_leaves_no_programs_or_attachments() {
     // kill -9 the agent itself (ip netns exec execs it, so the child is the agent).
     sh(&format!("kill -9 {}", agent.proc.pid()));
     let _ = agent.proc.child.wait();
-    std::thread::sleep(Duration::from_millis(300));
+    // The kernel frees a dead process's programs as its descriptors close: wait for it.
+    wait_until("the killed agent's programs to go", T, || {
+        ids.iter().all(|id| !prog_exists(*id))
+    });
     for id in &ids {
         assert!(!prog_exists(*id), "program {id} still loaded after kill -9");
     }
