@@ -170,60 +170,58 @@ fn parse_scenario(path: &Path) -> Result<Scn> {
         warmup_s: 2.0,
         ..Scn::default()
     };
-    let mut section = String::new();
-    let mut services: Vec<BTreeMap<String, String>> = Vec::new();
-    let mut faults = 0;
+    // `# eval.KEY = VALUE` lines are comments to TOML: the evaluation's own settings.
     let mut victim = None;
-    for line in text.lines() {
-        let l = line.trim();
+    for l in text.lines().map(str::trim) {
         if let Some(v) = eval_comment(l, "victim") {
             victim = Some(v);
-            continue;
         }
         if let Some(v) = eval_comment(l, "settle_s") {
             s.settle_s = Some(v.parse().with_context(|| {
                 format!("{}: eval.settle_s = {v:?} is not a number", path.display())
             })?);
-            continue;
-        }
-        let l = l.split('#').next().unwrap_or("").trim();
-        if l.starts_with('[') {
-            section = l.to_string();
-            if section == "[[service]]" {
-                services.push(BTreeMap::new());
-            } else if section == "[[fault]]" {
-                faults += 1;
-            }
-            continue;
-        }
-        let Some((k, v)) = l.split_once('=') else {
-            continue;
-        };
-        let (k, v) = (k.trim(), unquote(v.trim()));
-        match section.as_str() {
-            "[load]" if k == "warmup_s" => s.warmup_s = v.parse()?,
-            "[[service]]" => {
-                if let Some(m) = services.last_mut() {
-                    m.insert(k.into(), v);
-                }
-            }
-            "[[fault]]" => match k {
-                "kind" => s.fault_kind = Some(v),
-                "service" => s.fault_service = Some(v),
-                "start_s" => s.fault_start_s = v.parse()?,
-                "duration_s" => s.fault_duration_s = v.parse()?,
-                "intensity" => s.fault_intensity = Some(v.parse()?),
-                _ => {}
-            },
-            _ => {}
         }
     }
-    if faults > 1 {
+    let doc: toml::Table = text
+        .parse()
+        .with_context(|| format!("{}: not valid TOML", path.display()))?;
+    let num = |t: &toml::Table, k: &str| -> Option<f64> {
+        match t.get(k)? {
+            toml::Value::Float(f) => Some(*f),
+            toml::Value::Integer(i) => Some(*i as f64),
+            _ => None,
+        }
+    };
+    let text_of = |t: &toml::Table, k: &str| t.get(k)?.as_str().map(str::to_string);
+    let tables = |k: &str| -> Vec<toml::Table> {
+        doc.get(k)
+            .and_then(toml::Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_table().cloned()).collect())
+            .unwrap_or_default()
+    };
+    if let Some(w) = doc
+        .get("load")
+        .and_then(toml::Value::as_table)
+        .and_then(|l| num(l, "warmup_s"))
+    {
+        s.warmup_s = w;
+    }
+    let faults = tables("fault");
+    if faults.len() > 1 {
         bail!(
-            "{}: {faults} faults; an evaluation scenario has one (or none)",
-            path.display()
+            "{}: {} faults; an evaluation scenario has one (or none)",
+            path.display(),
+            faults.len()
         );
     }
+    if let Some(f) = faults.first() {
+        s.fault_kind = text_of(f, "kind");
+        s.fault_service = text_of(f, "service");
+        s.fault_start_s = num(f, "start_s").unwrap_or_default();
+        s.fault_duration_s = num(f, "duration_s").unwrap_or_default();
+        s.fault_intensity = num(f, "intensity");
+    }
+    let services = tables("service");
     s.victim = victim
         .or_else(|| s.fault_service.clone())
         .with_context(|| {
@@ -234,10 +232,10 @@ fn parse_scenario(path: &Path) -> Result<Scn> {
         })?;
     let v = services
         .iter()
-        .find(|m| m.get("name") == Some(&s.victim))
+        .find(|m| text_of(m, "name").as_ref() == Some(&s.victim))
         .with_context(|| format!("{}: victim {:?} is not a service", path.display(), s.victim))?;
-    s.victim_host = v.get("host").cloned().unwrap_or_default();
-    s.victim_kind = v.get("kind").cloned().unwrap_or_default();
+    s.victim_host = text_of(v, "host").unwrap_or_default();
+    s.victim_kind = text_of(v, "kind").unwrap_or_default();
     Ok(s)
 }
 
@@ -1002,6 +1000,33 @@ mod tests {
         assert!(truth_of(Some("gpu_hog")).is_err());
         assert_eq!(diagnosed_of(Some("l2")).expect("res"), "llc");
         assert_eq!(diagnosed_of(None).expect("res"), "none");
+        // A second fault, and bad TOML, are errors that name the file.
+        std::fs::write(&p, "[[fault]]\nkind = \"a\"\n[[fault]]\nkind = \"b\"\n").expect("write");
+        assert!(format!("{:#}", parse_scenario(&p).unwrap_err()).contains("2 faults"));
+        std::fs::write(&p, "name = \n").expect("write");
+        assert!(format!("{:#}", parse_scenario(&p).unwrap_err()).contains("not valid TOML"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Every shipped evaluation scenario reads: its victim is one of its services, and its
+    /// fault (none for a control) is the one its file name names.
+    #[test]
+    fn shipped_evaluation_scenarios_read() {
+        let dir = util::root().join("eval/diagnosis");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).expect("eval/diagnosis") {
+            let p = e.expect("entry").path();
+            if p.extension().is_none_or(|x| x != "toml") {
+                continue;
+            }
+            let s = parse_scenario(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+            assert!(!s.victim_host.is_empty(), "{}: victim's host", p.display());
+            if let Some(k) = &s.fault_kind {
+                assert!(s.stem.contains(k.as_str()), "{}: fault {k}", p.display());
+                assert!(s.fault_duration_s > 0.0, "{}", p.display());
+            }
+            n += 1;
+        }
+        assert!(n >= 10, "{n} scenarios in {}", dir.display());
     }
 }
