@@ -1,7 +1,6 @@
 //! The tick loop: read the kernel, refresh discovery now and then, sample, print.
 use std::{
     io::IsTerminal as _,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -360,15 +359,15 @@ pub async fn run(args: RunOptions, cfg: Config) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let live = !args.json && std::io::stdout().is_terminal();
-    let metrics_tx = (args.metrics_addr != "off").then(|| {
-        let (tx, rx) = tokio::sync::watch::channel(Arc::new(String::new()));
+    // /metrics asks for a rendering; the loop answers between ticks (a tick renders nothing).
+    let (scrapes, mut scrape_rx) = tokio::sync::mpsc::channel(16);
+    if args.metrics_addr != "off" {
         tokio::spawn(crate::serve::server::serve(
             args.metrics_addr.clone(),
-            rx,
+            scrapes,
             agent.recorder.as_ref().map(Recorder::store),
         ));
-        tx
-    });
+    }
     let mut stats = AgentStats::default();
     let mut n: u64 = 0;
     let mut fed_ms = 0;
@@ -378,17 +377,14 @@ pub async fn run(args: RunOptions, cfg: Config) -> anyhow::Result<()> {
             _ = term.recv() => { log::info!("SIGTERM: detaching"); break; }
             _ = int.recv() => { log::info!("SIGINT: detaching"); break; }
             _ = hup.recv() => { log::info!("SIGHUP: detaching (seer does not reload on SIGHUP)"); break; }
+            Some(reply) = scrape_rx.recv() => {
+                let _ = reply.send(metrics::render(&agent.disc, &agent.samples, &stats));
+                continue;
+            }
         }
         // An Err leaves by `?`: the responder's drop still undoes what it enforced.
         let view = agent.tick(n, &mut fed_ms, &mut stats)?;
         n += 1;
-        if let Some(tx) = &metrics_tx {
-            let _ = tx.send(Arc::new(metrics::render(
-                &agent.disc,
-                &agent.samples,
-                &stats,
-            )));
-        }
         report(&args, live, &agent, &stats, &view, n);
         if args.ticks.is_some_and(|t| n >= t) {
             break;

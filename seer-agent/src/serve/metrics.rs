@@ -1,6 +1,6 @@
 //! Prometheus text exposition at `/metrics`: every service's channels and the agent's own
-//! health (ticks, tick duration, kernel-side drops). Rendered once per tick; served by
-//! [`super::server`].
+//! health (ticks, tick duration, kernel-side drops). Rendered by the tick loop when a scrape
+//! asks, between two ticks (never in a tick); served by [`super::server`].
 use std::fmt::Write as _;
 
 use seer_common::{

@@ -25,10 +25,7 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{
-    net::TcpListener,
-    sync::{Semaphore, watch},
-};
+use tokio::{net::TcpListener, sync::Semaphore};
 
 pub const MAX_CONNECTIONS: usize = 64;
 pub const MAX_QUERIES: usize = 2;
@@ -40,15 +37,18 @@ pub const MAX_HEAD: usize = 8192;
 /// Connections closed at once because [`MAX_CONNECTIONS`] were open.
 pub static REFUSED: AtomicU64 = AtomicU64::new(0);
 
-/// Serves the latest rendering at `/metrics`, and answers `seer-agent query` at
+/// How `/metrics` asks the tick loop for a rendering: it sends where to put it, and the loop
+/// renders between two ticks (encoded at scrape time: a tick renders nothing).
+pub type Scrapes = tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<String>>;
+
+/// How long a scrape waits for the tick loop (which answers between two ticks).
+const SCRAPE_WAIT: Duration = Duration::from_secs(5);
+
+/// Serves `/metrics` (rendered by the tick loop when asked), and answers `seer-agent query` at
 /// `/api/query/...` from `store` (the CLI cannot open a store the agent holds), until the
 /// process exits. A bind failure is logged, not fatal: the agent's main job does not depend
 /// on it.
-pub async fn serve(
-    addr: String,
-    latest: watch::Receiver<Arc<String>>,
-    store: Option<seer_store::Store>,
-) {
+pub async fn serve(addr: String, scrapes: Scrapes, store: Option<seer_store::Store>) {
     let listener = match TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -77,12 +77,12 @@ pub async fn serve(
             continue;
         };
         let local = sock.local_addr().ok();
-        let (latest, store, queries) = (latest.clone(), store.clone(), queries.clone());
+        let (scrapes, store, queries) = (scrapes.clone(), store.clone(), queries.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let (latest, store, queries) = (latest.clone(), store.clone(), queries.clone());
+                let (scrapes, store, queries) = (scrapes.clone(), store.clone(), queries.clone());
                 async move {
-                    Ok::<_, Infallible>(answer(req, peer, local, &latest, store, &queries).await)
+                    Ok::<_, Infallible>(answer(req, peer, local, &scrapes, store, &queries).await)
                 }
             });
             let conn = http1::Builder::new()
@@ -110,7 +110,7 @@ async fn answer(
     req: Request<Incoming>,
     peer: SocketAddr,
     local: Option<SocketAddr>,
-    latest: &watch::Receiver<Arc<String>>,
+    scrapes: &Scrapes,
     store: Option<seer_store::Store>,
     queries: &Semaphore,
 ) -> Response<Full<Bytes>> {
@@ -126,7 +126,22 @@ async fn answer(
         .path_and_query()
         .map_or_else(String::new, |p| p.as_str().to_string());
     if path == "/metrics" {
-        let mut body = latest.borrow().as_str().to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let rendered = tokio::time::timeout(SCRAPE_WAIT, async {
+            scrapes.send(tx).await.ok()?;
+            rx.await.ok()
+        })
+        .await;
+        let Ok(Some(mut body)) = rendered else {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!(
+                    "the tick loop did not answer within {} s (stopping, or stalled)\n",
+                    SCRAPE_WAIT.as_secs()
+                ),
+            );
+        };
         body.push_str(&format!(
             "# HELP seer_http_refused_total Connections to this endpoint closed at once: {MAX_CONNECTIONS} were open.\n# TYPE seer_http_refused_total counter\nseer_http_refused_total {}\n",
             REFUSED.load(Ordering::Relaxed)
