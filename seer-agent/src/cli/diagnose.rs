@@ -191,12 +191,7 @@ fn request(a: &DiagnoseArgs) -> Result<DiagnoseRequest, DiagnoseError> {
 
 fn enter_netns(name: &str) -> Result<(), DiagnoseError> {
     let path = format!("/run/netns/{name}");
-    let f = std::fs::File::open(&path).map_err(|e| DiagnoseError::Netns {
-        path: path.clone(),
-        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT)),
-    })?;
-    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|source| DiagnoseError::Netns { path, source })
+    crate::sys::thread::enter_netns(&path).map_err(|source| DiagnoseError::Netns { path, source })
 }
 
 fn print(r: &Record, json: bool) {

@@ -5,7 +5,6 @@
 use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
-    os::fd::AsRawFd as _,
     thread,
     time::Duration,
 };
@@ -56,22 +55,6 @@ fn proc_net_rx_queue(port: u16, listen: bool) -> u64 {
         }
     }
     sum
-}
-
-fn segs_out(s: &TcpStream) -> u64 {
-    // SAFETY: getsockopt(TCP_INFO) into a zeroed tcp_info of the right size.
-    unsafe {
-        let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::tcp_info>() as u32;
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            &mut info as *mut _ as *mut _,
-            &mut len,
-        );
-        info.tcpi_segs_out as u64
-    }
 }
 
 fn sum_records(
@@ -135,7 +118,7 @@ pub fn selftest(as_json: bool) -> anyhow::Result<bool> {
     written += 20;
     // NIC arrivals for the port: every segment these clients emitted (handshake included), by
     // their own TCP_INFO. The server never reads, so the clients get nothing to acknowledge.
-    let emitted: u64 = clients.iter().map(segs_out).sum();
+    let emitted: u64 = clients.iter().map(crate::sys::thread::tcp_segs_out).sum();
 
     let mut recs = Vec::new();
     p.read_sockets(&mut recs, true)?;

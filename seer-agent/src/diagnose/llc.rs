@@ -314,10 +314,7 @@ fn spinner(
     ping: Option<&AtomicUsize>,
 ) {
     super::pin_thread(&[cpu]);
-    let param = libc::sched_param { sched_priority: 1 };
-    // SAFETY: sets this thread's (tid 0) policy from a valid sched_param.
-    let rt = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0;
-    if rt {
+    if crate::sys::thread::realtime_thread() {
         fifo.fetch_add(1, Ordering::SeqCst);
     } else {
         let _ = super::nice_thread(-20);

@@ -22,29 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use record::Record;
 pub use session::{DiagnoseRequest, diagnose, diagnose_target};
 
-/// Pins the calling thread to `cpus` (best effort: a thread left unpinned still measures or
-/// contends, only less precisely). The probe, the kernels and the memory readers all use it.
-pub(crate) fn pin_thread(cpus: &[usize]) {
-    let mut set = nix::sched::CpuSet::new();
-    let mut any = false;
-    for &c in cpus {
-        any |= set.set(c).is_ok();
-    }
-    if any {
-        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
-    }
-}
-
-/// Sets the calling thread's nice value (threads inherit their creator's: the kernels and
-/// memory readers go back to 0 from the probe's -20).
-pub(crate) fn nice_thread(nice: i32) -> std::io::Result<()> {
-    // SAFETY: setpriority on the calling thread (who = 0); no memory involved.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
+pub(crate) use crate::sys::thread::{nice_thread, pin_thread};
 
 /// How the diagnosis was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@
 use std::{
     fs::File,
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, OwnedFd},
     path::Path,
     time::Duration,
 };
@@ -23,22 +23,7 @@ pub const HW_CACHE_MISSES: u64 = 3;
 const PERF_FLAG_PID_CGROUP: u64 = 1 << 2;
 const PERF_FLAG_FD_CLOEXEC: u64 = 1 << 3;
 
-/// `struct perf_event_attr` as of PERF_ATTR_SIZE_VER0 (64 bytes), which every kernel accepts.
-#[repr(C)]
-#[derive(Default)]
-struct PerfEventAttr {
-    type_: u32,
-    size: u32,
-    config: u64,
-    sample_period: u64,
-    sample_type: u64,
-    read_format: u64,
-    /// Bit flags: disabled (0), inherit (1), exclude_kernel (5), exclude_hv (6).
-    flags: u64,
-    wakeup_events: u32,
-    bp_type: u32,
-    config1: u64,
-}
+use crate::sys::perf::PerfEventAttr;
 
 /// Where a counter counts: the calling process (detection) or a cgroup on one CPU.
 #[derive(Clone, Copy, Debug)]
@@ -73,23 +58,7 @@ impl PerfSys for KernelPerf {
                 PERF_FLAG_FD_CLOEXEC | PERF_FLAG_PID_CGROUP,
             ),
         };
-        // SAFETY: attr is a valid, initialized perf_event_attr whose size field matches its
-        // layout; the other arguments are plain integers. The kernel does not keep the pointer.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_perf_event_open,
-                &attr as *const PerfEventAttr,
-                pid,
-                cpu,
-                -1i32,
-                flags,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the syscall returned a new file descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        crate::sys::perf::perf_event_open(&attr, pid, cpu, flags)
     }
 
     fn read(&self, fd: &OwnedFd) -> io::Result<u64> {

@@ -1,11 +1,16 @@
-//! The one door to the kernel: BPF (load, attach, read maps), BTF, /proc, capabilities.
+//! The one door to the kernel: BPF (load, attach, read maps), BTF, /proc, capabilities,
+//! the seccomp filter, tracefs, hardware counters (`perf`), and the calling thread's CPUs,
+//! priority and namespace (`thread`). (Host changes go through `actuate`: cgroupfs, resctrl
+//! and tc over netlink, each journaled first.)
 //! Everything above this module works on plain data (`SockRecord`, `SlotCounters`, ...).
 pub mod bpf;
 pub mod btf;
 pub mod caps;
+pub mod perf;
 pub mod procfs;
 pub mod rawbpf;
 pub mod seccomp;
+pub mod thread;
 pub mod tracefs;
 
 /// CPU time the calling thread has used, in nanoseconds (CLOCK_THREAD_CPUTIME_ID).
