@@ -20,6 +20,20 @@ pub enum Bench {
         #[arg(long, default_value = "", allow_hyphen_values = true)]
         agent_args: String,
     },
+    /// The agent's CPU at 100 ms ticks as services and sockets grow (listening processes and
+    /// loopback connections in a namespace, the agent in its default configuration), and a
+    /// plot: eval/scaling/agent-scaling.{json,png}. Last line: `scale: s10_k1000_cpu_pct=..`.
+    Scale {
+        /// Services, comma-separated.
+        #[arg(long, default_value = "10,36,100,1000")]
+        services: String,
+        /// Sockets, comma-separated.
+        #[arg(long, default_value = "1000,10000,100000")]
+        sockets: String,
+        /// Seconds measured per point.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
     /// The model: inference p50/p99 of the shipped model for N = 36, 100, 400, 1000 services
     /// (one thread, batch 1) and a whole tick for 100 services (window, store, inference,
     /// alarms). Last line: `infer: n36_p99_us=.. n1000_p99_us=.. tick100_p99_us=..`.
@@ -60,6 +74,40 @@ pub fn run(b: Bench) -> Result<()> {
                     &agent_args,
                 ]),
             )
+        }
+        Bench::Scale {
+            services,
+            sockets,
+            secs,
+        } => {
+            util::step("build (release)");
+            util::cargo(&["build", "--release", "-p", "seer-agent", "-p", "seer-tests"])?;
+            util::step("scaling benchmark");
+            let dir = util::root().join("eval/scaling");
+            std::fs::create_dir_all(&dir)?;
+            let json = dir.join("agent-scaling.json");
+            util::run(
+                std::process::Command::new(util::root().join("target/release/seer-bench"))
+                    .args(["scale", "--services", &services, "--sockets", &sockets])
+                    .args(["--secs", &secs.to_string(), "--out"])
+                    .arg(&json),
+            )?;
+            // The plot, with the training venv's matplotlib (the test command creates it).
+            let py = setup::train_venv_dir().join("bin/python");
+            if py.exists() {
+                util::run(
+                    std::process::Command::new(py)
+                        .arg(dir.join("plot.py"))
+                        .arg(&json)
+                        .arg(dir.join("agent-scaling.png")),
+                )?;
+            } else {
+                println!(
+                    "no training venv at {}: no plot (cargo xtask test creates it)",
+                    py.display()
+                );
+            }
+            Ok(())
         }
         Bench::Infer { iters } => {
             util::step("build (release)");

@@ -1,4 +1,5 @@
-//! `cargo xtask bench overhead`: what the agent costs a real nginx -> memcached stack.
+//! `cargo xtask bench overhead`: what the agent costs a real nginx -> memcached stack (and
+//! `cargo xtask bench scale`, in `scale.rs`: its CPU as services and sockets grow).
 //!
 //! Interleaved runs with and without the agent (ABBA order, so drift hits both sides alike):
 //! max throughput under wrk, and p99 at a fixed 50%-of-max open-loop rate. Then one run with
@@ -12,15 +13,23 @@ use std::{
 
 use seer_tests::{Agent, NetPair, loadgen, sh, stack::Stack};
 
+#[path = "seer-bench/scale.rs"]
+mod scale;
+
 /// `seer-bench overhead` (run by `cargo xtask bench overhead`).
 #[derive(clap::Parser)]
 #[command(name = "seer-bench")]
 enum Cli {
     /// Interleaved runs with and without the agent; see the module's doc.
     Overhead(Args),
+    /// The agent's CPU as services and sockets grow.
+    Scale(scale::ScaleArgs),
     /// One open-loop run inside the namespace (the benchmark re-executes itself for it).
     #[command(hide = true, name = "__openloop")]
     OpenLoop { addr: String, rate: f64, secs: u64 },
+    /// A service for `scale`: listen on PORT, hold every connection.
+    #[command(hide = true, name = "__hold")]
+    Hold { port: u16 },
 }
 
 #[derive(clap::Args)]
@@ -164,7 +173,9 @@ fn prog_stats(ids: &[(String, u32)]) -> BTreeMap<String, (u64, u64)> {
 fn main() {
     let a = match <Cli as clap::Parser>::parse() {
         Cli::Overhead(a) => a,
+        Cli::Scale(a) => return scale::scale(&a),
         Cli::OpenLoop { addr, rate, secs } => return open_loop(&addr, rate, secs),
+        Cli::Hold { port } => return scale::hold(port),
     };
     overhead(&a);
 }
