@@ -30,6 +30,13 @@ enum Cli {
     /// A service for `scale`: listen on PORT, hold every connection.
     #[command(hide = true, name = "__hold")]
     Hold { port: u16 },
+    /// A client for `scale`: COUNT connections over SERVICES ports, held.
+    #[command(hide = true, name = "__dial")]
+    Dial {
+        services: usize,
+        first: usize,
+        count: usize,
+    },
 }
 
 #[derive(clap::Args)]
@@ -176,6 +183,11 @@ fn main() {
         Cli::Scale(a) => return scale::scale(&a),
         Cli::OpenLoop { addr, rate, secs } => return open_loop(&addr, rate, secs),
         Cli::Hold { port } => return scale::hold(port),
+        Cli::Dial {
+            services,
+            first,
+            count,
+        } => return scale::dial(services, first, count),
     };
     overhead(&a);
 }

@@ -31,19 +31,75 @@ pub struct ScaleArgs {
 
 const BASE_PORT: u16 = 20_000;
 
-/// Raises this process's open-files limit (hard and soft) to `n`; root may.
-fn raise_nofile(n: u64) {
-    let lim = libc::rlimit {
-        rlim_cur: n,
-        rlim_max: n,
+/// Connections one dialer process holds: under the open-files hard limit, which root cannot
+/// raise on a host that withholds CAP_SYS_RESOURCE (this VM: 20000).
+const PER_DIALER: usize = 15_000;
+
+/// Raises this process's open-files soft limit to its hard limit.
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    // SAFETY: setrlimit with a valid rlimit; no memory is kept.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit; no memory is kept.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Child mode: open `count` connections to ports `BASE_PORT + (first + i) % services`, say so,
+/// and hold them until killed.
+pub fn dial(services: usize, first: usize, count: usize) {
+    raise_nofile();
+    let held: Vec<TcpStream> = (0..count)
+        .map(|i| {
+            let port = BASE_PORT + ((first + i) % services) as u16;
+            TcpStream::connect(("127.0.0.1", port)).expect("connect")
+        })
+        .collect();
+    println!("ready {}", held.len());
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Spawns `child` args of this executable from inside `ns` and waits for each one's first
+/// line ("ready ...").
+fn spawn_ready(ns: &str, args: Vec<Vec<String>>) -> Vec<Child> {
+    let exe = std::env::current_exe().expect("current_exe");
+    // Children spawned from a thread inside the namespace are born in it.
+    let mut kids: Vec<Child> = in_ns(ns, move || {
+        args.iter()
+            .map(|a| {
+                Command::new(&exe)
+                    .args(a)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .expect("spawn thread");
+    for k in &mut kids {
+        let mut line = String::new();
+        let out = k.stdout.as_mut().expect("stdout");
+        BufReader::new(out)
+            .read_line(&mut line)
+            .expect("child ready");
+        assert!(line.starts_with("ready"), "a child did not start: {line:?}");
+    }
+    kids
 }
 
 /// Child mode: listen on `port`, say so, accept and hold every connection until killed.
 pub fn hold(port: u16) {
-    raise_nofile(1 << 20);
+    raise_nofile();
     let l = TcpListener::bind(("127.0.0.1", port)).expect("bind");
     println!("ready");
     let _ = std::io::stdout().flush();
@@ -78,42 +134,29 @@ struct Point {
 fn one(s: usize, k: usize, secs: u64) -> Point {
     let net = NetPair::new();
     let ns = net.server.clone();
-    let exe = std::env::current_exe().expect("current_exe");
-    // Holders spawned from a thread inside the namespace inherit it.
-    let mut holders: Vec<Child> = in_ns(&ns, move || {
+    let holders = spawn_ready(
+        &ns,
         (0..s)
-            .map(|i| {
-                Command::new(&exe)
-                    .args(["__hold", &(BASE_PORT + i as u16).to_string()])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("spawn holder")
+            .map(|i| vec!["__hold".into(), (BASE_PORT + i as u16).to_string()])
+            .collect(),
+    );
+    // K/2 connections, round-robin over the services, from dialers of PER_DIALER each.
+    let conns = k / 2;
+    let dialers = spawn_ready(
+        &ns,
+        (0..conns.div_ceil(PER_DIALER))
+            .map(|d| {
+                let first = d * PER_DIALER;
+                let count = PER_DIALER.min(conns - first);
+                vec![
+                    "__dial".into(),
+                    s.to_string(),
+                    first.to_string(),
+                    count.to_string(),
+                ]
             })
-            .collect::<Vec<_>>()
-    })
-    .join()
-    .expect("spawn thread");
-    for h in &mut holders {
-        let mut line = String::new();
-        let out = h.stdout.as_mut().expect("stdout");
-        BufReader::new(out)
-            .read_line(&mut line)
-            .expect("holder ready");
-        assert_eq!(line.trim(), "ready", "holder did not start");
-    }
-    // K/2 connections from this process, round-robin over the services (made in the
-    // namespace; a socket keeps its namespace).
-    let conns = in_ns(&ns, move || {
-        raise_nofile(1 << 20);
-        (0..k / 2)
-            .map(|i| {
-                TcpStream::connect(("127.0.0.1", BASE_PORT + (i % s) as u16)).expect("connect")
-            })
-            .collect::<Vec<_>>()
-    })
-    .join()
-    .expect("connect thread");
+            .collect(),
+    );
     let settle = Duration::from_secs(4);
     let ticks = ((settle.as_secs() + secs + 3) * 10) as u32;
     let agent = Agent::start(&ns, ticks, &["--metrics-addr", "off"]);
@@ -136,8 +179,7 @@ fn one(s: usize, k: usize, secs: u64) -> Point {
         .and_then(|t| t["services"].as_array().map(|a| a.len() as u64))
         .unwrap_or(0);
     drop(agent);
-    drop(conns);
-    for mut h in holders {
+    for mut h in dialers.into_iter().chain(holders) {
         let _ = h.kill();
         let _ = h.wait();
     }
@@ -151,7 +193,6 @@ fn one(s: usize, k: usize, secs: u64) -> Point {
 }
 
 pub fn scale(a: &ScaleArgs) {
-    raise_nofile(1 << 20);
     println!(
         "[bench] agent CPU at 100 ms ticks: services {:?} x sockets {:?}, {} s each after 4 s to settle",
         a.services, a.sockets, a.secs
