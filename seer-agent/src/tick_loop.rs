@@ -67,6 +67,8 @@ struct Agent {
     disc: Discovery,
     sampler: Sampler,
     socks: Vec<SockRecord>,
+    /// Discovery's walk over every process's sockets (reused between rounds).
+    owner_recs: Vec<SockRecord>,
     samples: Vec<seer_common::sample::Sample>,
     connects: Vec<(seer_common::ConnectKey, u64)>,
     /// Connects not matched to a service yet, and the round each was last seen.
@@ -151,6 +153,7 @@ impl Agent {
             probes,
             disc,
             socks: Vec::with_capacity(4096),
+            owner_recs: Vec::new(),
             samples: Vec::with_capacity(MAX_SLOTS),
             connects: Vec::new(),
             waiting_connects: Default::default(),
@@ -257,7 +260,14 @@ impl Agent {
     }
 
     fn discover(&mut self) -> anyhow::Result<()> {
-        let (mut procs, _unreadable) = sys::procfs::scan_sockets(std::path::Path::new("/proc"));
+        // Which process holds which socket: one kernel walk where it can, else /proc.
+        self.owner_recs.clear();
+        let proc_root = std::path::Path::new("/proc");
+        let mut procs = if self.probes.read_owners(&mut self.owner_recs)? {
+            sys::procfs::owners(&self.owner_recs, proc_root)
+        } else {
+            sys::procfs::scan_sockets(proc_root).0
+        };
         // The agent's own metrics listener is not a service to watch.
         let me = std::process::id();
         procs.retain(|p| p.pid != me);

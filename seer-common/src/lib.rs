@@ -193,7 +193,10 @@ pub struct SockRecord {
     pub state: u8,
     /// `AF_INET` = 2 or `AF_INET6` = 10.
     pub family: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// The process holding the socket, in the walks over processes' files (`iter/task_file`);
+    /// 0 in the walks over sockets.
+    pub tgid: u32,
 }
 
 pub const TCP_ESTABLISHED: u8 = 1;
@@ -241,6 +244,10 @@ pub struct KernelOffsets {
     pub socket_sk: u32,
     /// `tcp_sock.segs_in`: segments received, for per-tick NIC arrivals.
     pub tcp_segs_in: u32,
+    /// `task_struct.tgid`: which process holds a socket, in the walk over every process's
+    /// files (discovery's socket owners).
+    pub task_tgid: u32,
+    pub _pad: u32,
 }
 
 impl KernelOffsets {
@@ -272,6 +279,8 @@ impl KernelOffsets {
         inode_i_mode: 0,
         socket_sk: 0,
         tcp_segs_in: 0,
+        task_tgid: 0,
+        _pad: 0,
     };
 }
 
@@ -324,6 +333,6 @@ mod tests {
         assert_eq!(core::mem::size_of::<Turn>(), 16);
         assert_eq!(core::mem::size_of::<ConnectKey>(), 24);
         assert!(core::mem::size_of::<Counters>() <= 32 * 1024);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 26 * 4);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 28 * 4);
     }
 }

@@ -57,13 +57,13 @@ fn emit(meta: *const *mut c_void, skc: *mut c_void, uid: u32) -> Option<*const u
     if tp.is_null() {
         return None;
     }
-    emit_tcp(meta, tp, uid)
+    emit_tcp(meta, tp, uid, 0)
 }
 
 /// `emit` for a pointer already known to be a full TCP socket (`struct tcp_sock`); every field
 /// is read with `bpf_probe_read_kernel`.
 #[inline(always)]
-fn emit_tcp(meta: *const *mut c_void, tp: *const u8, uid: u32) -> Option<*const u8> {
+fn emit_tcp(meta: *const *mut c_void, tp: *const u8, uid: u32, tgid: u32) -> Option<*const u8> {
     let state: u8 = read_kernel(tp, offset!(skc_state));
     let lport: u16 = read_kernel(tp, offset!(skc_num));
     let rport = u16::from_be(read_kernel::<u16>(tp, offset!(skc_dport)));
@@ -115,7 +115,8 @@ fn emit_tcp(meta: *const *mut c_void, tp: *const u8, uid: u32) -> Option<*const 
         rport,
         state,
         family: read_kernel::<u16>(tp, offset!(skc_family)) as u8,
-        _pad: [0; 6],
+        _pad: [0; 2],
+        tgid,
     };
     // SAFETY: `meta` points at the iterator's bpf_iter_meta, whose first field is the seq_file.
     let seq = unsafe { *meta };
@@ -163,8 +164,11 @@ pub fn seer_sock_iter_plain(ctx: *mut c_void) -> i32 {
     0
 }
 
-/// The per-tick walk on kernels that refuse map-element iterators (some 6.18 builds refuse
-/// every one with EPERM): one iterator per watched process (`bpf_iter_link_info.task.pid`,
+/// Sockets held by processes: linked to every process, discovery's socket owners (which
+/// process holds which listener and client socket, in place of reading every /proc/PID/fd);
+/// linked to one watched process (`bpf_iter_link_info.task.pid`, 6.1+), the per-tick walk on
+/// kernels that refuse map-element iterators (some 6.18 builds refuse every one with EPERM):
+/// one iterator per watched process (`bpf_iter_link_info.task.pid`,
 /// 6.1+) over its open files, reporting its TCP sockets. Costs per descriptor of the watched
 /// processes, not per bucket of the host's established hash. A socket shared by several
 /// processes (a listener inherited by workers) is reported once per process: the agent keeps
@@ -174,11 +178,18 @@ pub fn seer_sock_iter_plain(ctx: *mut c_void) -> i32 {
 pub fn seer_file_iter(ctx: *mut c_void) -> i32 {
     // SAFETY: the kernel passes a `bpf_iter__task_file` context; its fields are read-only.
     let ctx = unsafe { &*(ctx as *const IterTaskFileCtx) };
-    if ctx.file.is_null() {
+    // Each pointer checked on its own, then used: the verifier refuses arithmetic on a
+    // pointer it has not seen checked (a combined `a || b` test lost that).
+    let task = ctx.task as *const u8;
+    if task.is_null() {
         return 0;
     }
-    let _ = (ctx.task, ctx.fd);
+    let tgid: u32 = read_kernel(task, offset!(task_tgid));
     let file = ctx.file as *const u8;
+    if file.is_null() {
+        return 0;
+    }
+    let _ = ctx.fd;
     let inode: *const u8 = read_kernel(file, offset!(file_f_inode));
     if inode.is_null() {
         return 0;
@@ -207,7 +218,7 @@ pub fn seer_file_iter(ctx: *mut c_void) -> i32 {
     {
         return 0;
     }
-    let _ = emit_tcp(ctx.meta, sk, 0);
+    let _ = emit_tcp(ctx.meta, sk, 0, tgid);
     0
 }
 

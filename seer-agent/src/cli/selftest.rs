@@ -158,6 +158,28 @@ pub fn selftest(as_json: bool) -> anyhow::Result<bool> {
         witness_backlog as f64,
         bl == witness_backlog && bl == 4,
     );
+    // Discovery's socket owners: the walk over every process's files names this process as
+    // the holder of its listener, as /proc/self/fd would.
+    let mut owners = Vec::new();
+    if p.read_owners(&mut owners)? {
+        let me = std::process::id();
+        let held = owners
+            .iter()
+            .filter(|r| r.lport == pu && r.state == TCP_LISTEN)
+            .map(|r| r.tgid)
+            .collect::<Vec<_>>();
+        c.check(
+            "socket owners (iter/task_file, every process): this process holds its listener",
+            held.first().copied().unwrap_or(0) as f64,
+            me as f64,
+            held == [me],
+        );
+    } else {
+        c.skip(
+            "socket owners (iter/task_file, every process)",
+            "refused by this kernel: discovery reads /proc/PID/fd",
+        );
+    }
     // Every per-tick walk this kernel offers must see the same queues as the full walk.
     p.watch_processes([std::process::id()])?;
     let walks: Vec<SocketWalk> = p

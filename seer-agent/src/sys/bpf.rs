@@ -108,6 +108,8 @@ pub struct Probes {
     file_iter: Option<OwnedFd>,
     /// One `file_iter` link per watched process (pid -> link), kept by `watch_processes`.
     file_links: std::collections::BTreeMap<u32, OwnedFd>,
+    /// `file_iter` over every process: discovery's socket owners (None: /proc is read).
+    owners_link: Option<OwnedFd>,
     /// Optional hooks this kernel refused, and why.
     pub missing: Vec<Missing>,
     /// Hooks this kernel refused that another path replaces (nothing is missing for them).
@@ -388,9 +390,13 @@ impl Loader {
     /// descriptors (`iter/task_file`, restricted to one process: 6.1+). Returns the loaded
     /// program, linked per process later; None when this is refused too (then every tick walks
     /// every socket).
-    fn task_file_walk(&mut self, sk_err: ProbeError) -> Option<OwnedFd> {
+    fn task_file_walk(
+        &mut self,
+        sk_err: ProbeError,
+        files: Result<OwnedFd, ProbeError>,
+    ) -> Option<OwnedFd> {
         const SK_WALK: &str = "per-tick socket walk (iter/bpf_sk_storage_map)";
-        match self.load_task_file() {
+        match files.and_then(|p| self.per_process(p)) {
             Ok(own) => {
                 log::info!(
                     "socket-storage walk refused ({sk_err}); the per-tick walk visits the \
@@ -413,7 +419,53 @@ impl Loader {
         }
     }
 
-    fn load_task_file(&mut self) -> Result<OwnedFd, ProbeError> {
+    /// `seer_file_iter` (iter/task_file), loaded: sockets held by processes.
+    fn load_files_prog(&mut self) -> Result<OwnedFd, ProbeError> {
+        let p: &mut Iter = prog(&mut self.ebpf, "seer_file_iter")?;
+        p.load("task_file", &self.kbtf)
+            .map_err(|e| load_err("seer_file_iter", e))?;
+        let fd = p.fd().map_err(|e| load_err("seer_file_iter", e))?;
+        fd.as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| ProbeError::Io {
+                what: "duplicating the iter/task_file program fd".into(),
+                source,
+            })
+    }
+
+    /// Discovery's socket owners: `seer_file_iter` linked to every process, so a discovery
+    /// round reads which process holds which listener and client socket in one walk instead of
+    /// a readlink of every /proc/PID/fd (half the agent's CPU with 10k sockets). None where the
+    /// kernel refuses it: discovery then reads /proc.
+    fn owners_walk(&mut self, files: &Result<OwnedFd, ProbeError>) -> Option<OwnedFd> {
+        let r = match files {
+            Ok(p) => rawbpf::iter_link_create(p.as_fd(), None).map_err(|source| ProbeError::Io {
+                what: "BPF_LINK_CREATE for iter/task_file (every process)".into(),
+                source,
+            }),
+            Err(e) => Err(ProbeError::Io {
+                what: "iter/task_file".into(),
+                source: std::io::Error::other(e.to_string()),
+            }),
+        };
+        match r {
+            Ok(link) => {
+                self.hooks.push(Hook {
+                    program: "seer_file_iter",
+                    kind: "iter",
+                    target: "task_file (every process: discovery's socket owners)".into(),
+                });
+                Some(link)
+            }
+            Err(e) => {
+                log::info!("discovery reads /proc for socket owners: {e}");
+                None
+            }
+        }
+    }
+
+    /// The files walk restricted to one process (6.1+), checked with our own pid.
+    fn per_process(&mut self, own: OwnedFd) -> Result<OwnedFd, ProbeError> {
         if !self.own_btf.has_field("bpf_iter_link_info.task.pid") {
             return Err(ProbeError::Io {
                 what: "iter/task_file per process".into(),
@@ -423,18 +475,6 @@ impl Loader {
                 ),
             });
         }
-        let p: &mut Iter = prog(&mut self.ebpf, "seer_file_iter")?;
-        p.load("task_file", &self.kbtf)
-            .map_err(|e| load_err("seer_file_iter", e))?;
-        let fd = p.fd().map_err(|e| load_err("seer_file_iter", e))?;
-        let own = fd
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|source| ProbeError::Io {
-                what: "duplicating the iter/task_file program fd".into(),
-                source,
-            })?;
-        // Check that the kernel takes a per-process link, with our own pid.
         rawbpf::iter_link_create_task(own.as_fd(), std::process::id()).map_err(|source| {
             ProbeError::Io {
                 what: "BPF_LINK_CREATE for iter/task_file".into(),
@@ -603,12 +643,14 @@ impl Probes {
         let mut l = Loader::open()?;
         let (iter_link, registering) = l.tcp_walk()?;
         let sk_res = l.socket_storage_walk(registering);
+        let files = l.load_files_prog();
+        let owners_link = l.owners_walk(&files);
         let file_iter = match sk_res {
             Ok(link) => {
                 l.sk_iter_link = Some(link);
                 None
             }
-            Err(sk_err) => l.task_file_walk(sk_err),
+            Err(sk_err) => l.task_file_walk(sk_err, files),
         };
         l.socket_hooks(opts.turns);
         if opts.epoll {
@@ -637,6 +679,7 @@ impl Probes {
             sk_iter_link: l.sk_iter_link,
             file_iter,
             file_links: Default::default(),
+            owners_link,
             missing: l.missing,
             replaced: l.replaced,
             added_clsact,
@@ -709,6 +752,19 @@ impl Probes {
             self.file_links.insert(pid, link);
         }
         Ok(())
+    }
+
+    /// Appends one record per listener and per socket on a watched port held by any process,
+    /// with the holder's `tgid` (a socket several processes hold comes once per process).
+    /// False, with nothing read, where the kernel refused this walk: read /proc instead.
+    pub fn read_owners(&mut self, out: &mut Vec<SockRecord>) -> Result<bool, ProbeError> {
+        let Some(link) = &self.owners_link else {
+            return Ok(false);
+        };
+        let fd = rawbpf::iter_create(link.as_fd())
+            .map_err(Self::io("BPF_ITER_CREATE (iter/task_file, every process)"))?;
+        read_records(fd, &mut self.read_buf, out)?;
+        Ok(true)
     }
 
     /// Runs one iterator and appends one record per reported socket to `out`: `full` walks

@@ -340,6 +340,8 @@ impl Btf {
             inode_i_mode: self.offset("inode.i_mode", 2)?,
             socket_sk: self.offset("socket.sk", 8)?,
             tcp_segs_in: self.offset("tcp_sock.segs_in", 4)?,
+            task_tgid: self.offset("task_struct.tgid", 4)?,
+            _pad: 0,
         })
     }
 }
@@ -440,6 +442,7 @@ mod tests {
                 "inode_i_mode" => got.inode_i_mode,
                 "socket_sk" => got.socket_sk,
                 "tcp_segs_in" => got.tcp_segs_in,
+                "task_tgid" => got.task_tgid,
                 other => panic!("{what}: field {other} unknown to the test"),
             };
             assert_eq!(have, want, "{name}, against {what}");
@@ -463,7 +466,7 @@ mod tests {
             .kernel_offsets()
             .expect("offsets");
         let n = check_offsets(&witness_for_running_kernel(), &got, "bpftool + cc offsetof");
-        assert_eq!(n, 26, "every offset checked against the witness");
+        assert_eq!(n, 27, "every offset checked against the witness");
         match fixture_for_running_kernel() {
             Some((_, fixture)) => {
                 let n = check_offsets(&fixture, &got, "the bindgen fixture");

@@ -53,6 +53,32 @@ pub fn scan_sockets(proc_root: &Path) -> (Vec<ProcInfo>, usize) {
     (out, unreadable)
 }
 
+/// Processes and the sockets they hold, from the kernel's walk over every process's files
+/// (`Probes::read_owners`): the same as `scan_sockets` for TCP listeners and sockets on watched
+/// ports, without reading every /proc/PID/fd; only `comm` and `cgroup` come from /proc, for
+/// the processes that hold one. A process gone meanwhile is skipped.
+pub fn owners(records: &[seer_common::SockRecord], proc_root: &Path) -> Vec<ProcInfo> {
+    let mut by_pid: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
+    for r in records.iter().filter(|r| r.tgid != 0 && r.inode != 0) {
+        by_pid.entry(r.tgid).or_default().push(r.inode);
+    }
+    by_pid
+        .into_iter()
+        .filter_map(|(pid, mut inodes)| {
+            inodes.sort_unstable();
+            inodes.dedup();
+            let base = proc_root.join(pid.to_string());
+            let comm = fs::read_to_string(base.join("comm")).ok()?;
+            Some(ProcInfo {
+                pid,
+                comm: comm.trim().to_string(),
+                cgroup: parse_cgroup(&fs::read_to_string(base.join("cgroup")).unwrap_or_default()),
+                socket_inodes: inodes,
+            })
+        })
+        .collect()
+}
+
 /// `socket:[12345]` -> 12345
 /// utime + stime of process `pid` (all its threads, the exited ones included), in clock ticks;
 /// None if it is gone or its stat line is malformed.

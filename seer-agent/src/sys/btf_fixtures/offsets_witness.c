@@ -31,5 +31,6 @@ int main(void) {
     printf("inode_i_mode=%lu\n", off(inode, i_mode));
     printf("socket_sk=%lu\n", off(socket, sk));
     printf("tcp_segs_in=%lu\n", off(tcp_sock, segs_in));
+    printf("task_tgid=%lu\n", off(task_struct, tgid));
     return 0;
 }
