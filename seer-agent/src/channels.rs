@@ -24,7 +24,7 @@ pub const NEEDS: &[(&[&str], &[&str], &str)] = &[
     ),
     (
         &[],
-        &["seer_sk_iter|seer_file_iter"],
+        &["seer_sk_iter|seer_file_iter|seer_file_iter_compat"],
         "per-tick walk over watched sockets only: socket storage (iter/bpf_sk_storage_map) or each watched process's descriptors (iter/task_file); else a full TCP walk every tick",
     ),
     (

@@ -10,10 +10,12 @@
 //! port is watched (receive queue, accept backlog, unacknowledged bytes, last-in / last-out).
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::generated::{bpf_jiffies64, bpf_seq_write, bpf_skc_to_tcp_sock};
+use aya_ebpf::helpers::generated::{
+    bpf_jiffies64, bpf_seq_write, bpf_skc_to_tcp_sock, bpf_sock_from_file,
+};
 use seer_common::{AF_INET, AF_INET6, SockRecord, TCP_LISTEN};
 
-use crate::maps::{drops, offset, port_slot, read_kernel, sock_state};
+use crate::maps::{drops, load_btf, offset, port_slot, read_kernel, sock_state};
 
 /// `struct bpf_iter__tcp { struct bpf_iter_meta *meta; struct sock_common *sk_common; uid_t uid; }`
 /// and `struct bpf_iter_meta { struct seq_file *seq; ... }`: fixed by the iterator ABI.
@@ -57,7 +59,86 @@ fn emit(meta: *const *mut c_void, skc: *mut c_void, uid: u32) -> Option<*const u
     if tp.is_null() {
         return None;
     }
-    emit_tcp(meta, tp, uid, 0)
+    emit_tcp_btf(meta, tp, uid, 0)
+}
+
+/// `emit_tcp` for a `struct tcp_sock` pointer the verifier knows by its BTF type (from
+/// `bpf_skc_to_tcp_sock`): every field, and the socket -> file -> inode chain, is a direct
+/// load the verifier checks against the kernel's BTF, not a `bpf_probe_read_kernel` call per
+/// field (those were most of the agent's CPU with thousands of sockets).
+#[inline(always)]
+fn emit_tcp_btf(meta: *const *mut c_void, tp: *const u8, uid: u32, tgid: u32) -> Option<*const u8> {
+    let state: u8 = load_btf(tp, offset!(skc_state));
+    let lport: u16 = load_btf(tp, offset!(skc_num));
+    let rport = u16::from_be(load_btf::<u16>(tp, offset!(skc_dport)));
+    if state != TCP_LISTEN && port_slot(lport).is_none() && port_slot(rport).is_none() {
+        return None;
+    }
+    let rcv_nxt: u32 = load_btf(tp, offset!(tcp_rcv_nxt));
+    let copied: u32 = load_btf(tp, offset!(tcp_copied_seq));
+    let write_seq: u32 = load_btf(tp, offset!(tcp_write_seq));
+    let snd_una: u32 = load_btf(tp, offset!(tcp_snd_una));
+    let mut inode = 0u64;
+    let socket: *const u8 = load_btf(tp, offset!(sk_socket));
+    if !socket.is_null() {
+        let file: *const u8 = load_btf(socket, offset!(socket_file));
+        if !file.is_null() {
+            let ino: *const u8 = load_btf(file, offset!(file_f_inode));
+            if !ino.is_null() {
+                inode = load_btf(ino, offset!(inode_i_ino));
+            }
+        }
+    }
+    let rec = SockRecord {
+        inode,
+        bytes_received: load_btf(tp, offset!(tcp_bytes_received)),
+        bytes_sent: load_btf(tp, offset!(tcp_bytes_sent)),
+        rx_queue: if state == TCP_LISTEN {
+            0
+        } else {
+            rcv_nxt.wrapping_sub(copied)
+        },
+        tx_queue: if state == TCP_LISTEN {
+            0
+        } else {
+            write_seq.wrapping_sub(snd_una)
+        },
+        lrcvtime: load_btf(tp, offset!(tcp_lrcvtime)),
+        lsndtime: load_btf(tp, offset!(tcp_lsndtime)),
+        ack_backlog: load_btf(tp, offset!(sk_ack_backlog)),
+        max_ack_backlog: load_btf(tp, offset!(sk_max_ack_backlog)),
+        // SAFETY: reads the jiffies counter; no preconditions.
+        now_jiffies: unsafe { bpf_jiffies64() } as u32,
+        uid,
+        segs_in: load_btf(tp, offset!(tcp_segs_in)),
+        lport,
+        rport,
+        state,
+        family: load_btf::<u16>(tp, offset!(skc_family)) as u8,
+        _pad: [0; 2],
+        tgid,
+    };
+    write_record(meta, &rec);
+    Some(tp)
+}
+
+#[inline(always)]
+fn write_record(meta: *const *mut c_void, rec: &SockRecord) {
+    // SAFETY: `meta` points at the iterator's bpf_iter_meta, whose first field is the seq_file.
+    let seq = unsafe { *meta };
+    // SAFETY: `rec` lives on the caller's stack for the duration of the call; the size is its own.
+    let r = unsafe {
+        bpf_seq_write(
+            seq as *mut _,
+            rec as *const SockRecord as *const c_void,
+            core::mem::size_of::<SockRecord>() as u32,
+        )
+    };
+    if r != 0
+        && let Some(d) = drops()
+    {
+        d.iter_write += 1;
+    }
 }
 
 /// `emit` for a pointer already known to be a full TCP socket (`struct tcp_sock`); every field
@@ -118,21 +199,7 @@ fn emit_tcp(meta: *const *mut c_void, tp: *const u8, uid: u32, tgid: u32) -> Opt
         _pad: [0; 2],
         tgid,
     };
-    // SAFETY: `meta` points at the iterator's bpf_iter_meta, whose first field is the seq_file.
-    let seq = unsafe { *meta };
-    // SAFETY: `rec` lives on the stack for the duration of the call; the size is its own.
-    let r = unsafe {
-        bpf_seq_write(
-            seq as *mut _,
-            &rec as *const SockRecord as *const c_void,
-            core::mem::size_of::<SockRecord>() as u32,
-        )
-    };
-    if r != 0
-        && let Some(d) = drops()
-    {
-        d.iter_write += 1;
-    }
+    write_record(meta, &rec);
     Some(tp)
 }
 
@@ -173,9 +240,98 @@ pub fn seer_sock_iter_plain(ctx: *mut c_void) -> i32 {
 /// processes, not per bucket of the host's established hash. A socket shared by several
 /// processes (a listener inherited by workers) is reported once per process: the agent keeps
 /// one record per inode.
+/// `seer_file_iter_compat` with typed pointers (5.11+: `bpf_sock_from_file`): the socket comes
+/// from a helper that returns a BTF-typed pointer, the file's inode and the `struct sock`
+/// fields are direct loads, and only the tcp_sock fields are helper reads.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task_file")]
 pub fn seer_file_iter(ctx: *mut c_void) -> i32 {
+    // SAFETY: the kernel passes a `bpf_iter__task_file` context; its fields are read-only.
+    let ctx = unsafe { &*(ctx as *const IterTaskFileCtx) };
+    let task = ctx.task as *const u8;
+    if task.is_null() {
+        return 0;
+    }
+    let tgid: u32 = load_btf(task, offset!(task_tgid));
+    let file = ctx.file;
+    if file.is_null() {
+        return 0;
+    }
+    let _ = ctx.fd;
+    // SAFETY: `file` is the iterator's (checked) file; the helper returns NULL for a file that
+    // is not a socket.
+    let socket = unsafe { bpf_sock_from_file(file as *mut _) } as *const u8;
+    if socket.is_null() {
+        return 0;
+    }
+    let sk: *const u8 = load_btf(socket, offset!(socket_sk));
+    if sk.is_null() {
+        return 0;
+    }
+    let family: u16 = load_btf(sk, offset!(skc_family));
+    let protocol: u16 = load_btf(sk, offset!(sk_protocol));
+    let kind: u16 = load_btf(sk, offset!(sk_type));
+    if (family != AF_INET as u16 && family != AF_INET6 as u16)
+        || protocol != IPPROTO_TCP
+        || kind != SOCK_STREAM
+    {
+        return 0;
+    }
+    let state: u8 = load_btf(sk, offset!(skc_state));
+    let lport: u16 = load_btf(sk, offset!(skc_num));
+    let rport = u16::from_be(load_btf::<u16>(sk, offset!(skc_dport)));
+    if state != TCP_LISTEN && port_slot(lport).is_none() && port_slot(rport).is_none() {
+        return 0;
+    }
+    // The inode from the iterator's own (typed) file.
+    let mut inode = 0u64;
+    let ino: *const u8 = load_btf(file as *const u8, offset!(file_f_inode));
+    if !ino.is_null() {
+        inode = load_btf(ino, offset!(inode_i_ino));
+    }
+    // `struct sock` fields load directly; the tcp_sock's lie past it, where the verifier
+    // allows only a checked read (the kernel marks a socket's `sk` untrusted, so it cannot
+    // become a typed tcp_sock): nine helper reads instead of every field's.
+    let rcv_nxt: u32 = read_kernel(sk, offset!(tcp_rcv_nxt));
+    let copied: u32 = read_kernel(sk, offset!(tcp_copied_seq));
+    let write_seq: u32 = read_kernel(sk, offset!(tcp_write_seq));
+    let snd_una: u32 = read_kernel(sk, offset!(tcp_snd_una));
+    let rec = SockRecord {
+        inode,
+        bytes_received: read_kernel(sk, offset!(tcp_bytes_received)),
+        bytes_sent: read_kernel(sk, offset!(tcp_bytes_sent)),
+        rx_queue: if state == TCP_LISTEN {
+            0
+        } else {
+            rcv_nxt.wrapping_sub(copied)
+        },
+        tx_queue: if state == TCP_LISTEN {
+            0
+        } else {
+            write_seq.wrapping_sub(snd_una)
+        },
+        lrcvtime: read_kernel(sk, offset!(tcp_lrcvtime)),
+        lsndtime: read_kernel(sk, offset!(tcp_lsndtime)),
+        ack_backlog: load_btf(sk, offset!(sk_ack_backlog)),
+        max_ack_backlog: load_btf(sk, offset!(sk_max_ack_backlog)),
+        // SAFETY: reads the jiffies counter; no preconditions.
+        now_jiffies: unsafe { bpf_jiffies64() } as u32,
+        uid: 0,
+        segs_in: read_kernel(sk, offset!(tcp_segs_in)),
+        lport,
+        rport,
+        state,
+        family: family as u8,
+        _pad: [0; 2],
+        tgid,
+    };
+    write_record(ctx.meta, &rec);
+    0
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task_file")]
+pub fn seer_file_iter_compat(ctx: *mut c_void) -> i32 {
     // SAFETY: the kernel passes a `bpf_iter__task_file` context; its fields are read-only.
     let ctx = unsafe { &*(ctx as *const IterTaskFileCtx) };
     // Each pointer checked on its own, then used: the verifier refuses arithmetic on a

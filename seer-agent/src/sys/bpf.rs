@@ -270,6 +270,8 @@ struct Loader {
     missing: Vec<Missing>,
     replaced: Vec<Missing>,
     sk_iter_link: Option<OwnedFd>,
+    /// Which files-walk program loaded (`seer_file_iter` or its compat form).
+    files_prog: &'static str,
 }
 
 impl Loader {
@@ -300,6 +302,7 @@ impl Loader {
             missing: Vec::new(),
             replaced: Vec::new(),
             sk_iter_link: None,
+            files_prog: "seer_file_iter",
         })
     }
 
@@ -419,12 +422,24 @@ impl Loader {
         }
     }
 
-    /// `seer_file_iter` (iter/task_file), loaded: sockets held by processes.
+    /// The walk over processes' files (iter/task_file), loaded: `seer_file_iter` (typed
+    /// pointers, direct loads: 5.11+), else `seer_file_iter_compat` (a helper call per field).
     fn load_files_prog(&mut self) -> Result<OwnedFd, ProbeError> {
-        let p: &mut Iter = prog(&mut self.ebpf, "seer_file_iter")?;
+        match self.load_files_prog_named("seer_file_iter") {
+            Ok(fd) => Ok(fd),
+            Err(e) => {
+                log::info!("{e}; the files walk reads each field with a helper call instead");
+                self.load_files_prog_named("seer_file_iter_compat")
+            }
+        }
+    }
+
+    fn load_files_prog_named(&mut self, name: &'static str) -> Result<OwnedFd, ProbeError> {
+        let p: &mut Iter = prog(&mut self.ebpf, name)?;
         p.load("task_file", &self.kbtf)
-            .map_err(|e| load_err("seer_file_iter", e))?;
-        let fd = p.fd().map_err(|e| load_err("seer_file_iter", e))?;
+            .map_err(|e| load_err(name, e))?;
+        let fd = p.fd().map_err(|e| load_err(name, e))?;
+        self.files_prog = name;
         fd.as_fd()
             .try_clone_to_owned()
             .map_err(|source| ProbeError::Io {
@@ -451,7 +466,7 @@ impl Loader {
         match r {
             Ok(link) => {
                 self.hooks.push(Hook {
-                    program: "seer_file_iter",
+                    program: self.files_prog,
                     kind: "iter",
                     target: "task_file (every process: discovery's socket owners)".into(),
                 });
@@ -482,7 +497,7 @@ impl Loader {
             }
         })?;
         self.hooks.push(Hook {
-            program: "seer_file_iter",
+            program: self.files_prog,
             kind: "iter",
             target: "task_file (one link per watched process)".into(),
         });
