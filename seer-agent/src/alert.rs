@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 pub use crate::http::HttpUrl;
 pub use crate::respond::alert_info::{AlertInfo, Origin};
-use crate::{config::AlertsConfig, http::post_json};
+use crate::{config::AlertsConfig, http_client::post_json};
 
 /// RFC 3339 UTC time of a Unix-epoch millisecond (what Alertmanager's API takes).
 pub fn rfc3339(ms: u64) -> String {

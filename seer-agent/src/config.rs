@@ -487,12 +487,15 @@ mod tests {
             ),
             ("[respond]\nmode = \"yolo\"\n", "yolo"),
             ("[respond]\ncpu_floor_pct = 0\n", "floors"),
-            ("[alerts]\nalertmanager = \"https://am:9093\"\n", "https"),
+            ("[alerts]\nalertmanager = \"ftp://am:9093\"\n", "https://"),
             ("[alerts]\nwebhook = \"am:9093\"\n", "http://"),
         ] {
             let e = Config::parse(bad, "s.toml").unwrap_err().to_string();
             assert!(e.contains(want), "{bad:?}: {e}");
         }
+        // TLS receivers are taken (ureq with rustls delivers to them).
+        let c = Config::parse("[alerts]\nalertmanager = \"https://am:9093\"\n", "s.toml").unwrap();
+        assert!(c.alerts.any());
     }
 
     #[test]

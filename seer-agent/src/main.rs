@@ -20,6 +20,7 @@ mod watch; // the QoS watch and the initiator labeller // one file per command
 mod channels;
 mod config;
 mod http;
+mod http_client;
 mod output;
 mod util;
 

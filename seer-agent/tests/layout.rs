@@ -10,6 +10,7 @@ use std::{collections::BTreeSet, path::Path};
 const LEVELS: &[(&str, u32)] = &[
     ("util", 0),
     ("http", 0),
+    ("http_client", 0),
     ("sys", 1),
     ("config", 1),
     ("channels", 2),

@@ -27,7 +27,6 @@ const DICTS: &[(&str, &str)] = &[
     ("probe_http", "probe.dict"),
     ("probe_memcached", "probe.dict"),
     ("probe_resp", "probe.dict"),
-    ("http_answer", "probe.dict"),
     ("api_query", "api.dict"),
     ("agent_config", "config.dict"),
 ];

@@ -90,7 +90,7 @@ fn absolute(what: &QueryWhat, now: u64) -> anyhow::Result<QueryWhat> {
 fn ask_agent(addr: &str, what: &QueryWhat) -> anyhow::Result<(serde_json::Value, String)> {
     let url = crate::http::HttpUrl::parse(&format!("http://{addr}{}", api_path(what)))
         .map_err(|e| anyhow::anyhow!(e))?;
-    let (status, body) = crate::http::get(&url, std::time::Duration::from_secs(10))
+    let (status, body) = crate::http_client::get(&url, std::time::Duration::from_secs(10))
         .map_err(|e| anyhow::anyhow!("no agent answered at {addr}: {e}"))?;
     let v: serde_json::Value = serde_json::from_str(&body)
         .with_context(|| format!("the agent at {addr} answered HTTP {status}, not JSON"))?;
