@@ -62,62 +62,107 @@ fn emit(meta: *const *mut c_void, skc: *mut c_void, uid: u32) -> Option<*const u
     emit_tcp_btf(meta, tp, uid, 0)
 }
 
-/// `emit_tcp` for a `struct tcp_sock` pointer the verifier knows by its BTF type (from
-/// `bpf_skc_to_tcp_sock`): every field, and the socket -> file -> inode chain, is a direct
-/// load the verifier checks against the kernel's BTF, not a `bpf_probe_read_kernel` call per
-/// field (those were most of the agent's CPU with thousands of sockets).
+/// How a program reads a field: a direct load the verifier checks against the kernel's BTF
+/// (the pointer's type is known), or a `bpf_probe_read_kernel` call (it is not).
+trait Read {
+    fn at<T: Copy>(base: *const u8, off: usize) -> T;
+}
+
+/// Direct load: a pointer from `bpf_skc_to_tcp_sock` / `bpf_sock_from_file` or a typed member.
+struct Direct;
+impl Read for Direct {
+    #[inline(always)]
+    fn at<T: Copy>(base: *const u8, off: usize) -> T {
+        load_btf(base, off)
+    }
+}
+
+/// A helper read per field, for pointers the verifier does not know the type of.
+struct Probed;
+impl Read for Probed {
+    #[inline(always)]
+    fn at<T: Copy>(base: *const u8, off: usize) -> T {
+        read_kernel(base, off)
+    }
+}
+
+/// The record of the TCP socket `sk` if seer reports it (a listener, or a watched port at
+/// either end): `S` reads its `struct sock` fields, `T` its `tcp_sock` fields, `inode` is
+/// asked only for a socket that is reported.
 #[inline(always)]
-fn emit_tcp_btf(meta: *const *mut c_void, tp: *const u8, uid: u32, tgid: u32) -> Option<*const u8> {
-    let state: u8 = load_btf(tp, offset!(skc_state));
-    let lport: u16 = load_btf(tp, offset!(skc_num));
-    let rport = u16::from_be(load_btf::<u16>(tp, offset!(skc_dport)));
+fn record<S: Read, T: Read>(
+    sk: *const u8,
+    inode: impl FnOnce() -> u64,
+    uid: u32,
+    tgid: u32,
+) -> Option<SockRecord> {
+    let state: u8 = S::at(sk, offset!(skc_state));
+    let lport: u16 = S::at(sk, offset!(skc_num));
+    let rport = u16::from_be(S::at::<u16>(sk, offset!(skc_dport)));
     if state != TCP_LISTEN && port_slot(lport).is_none() && port_slot(rport).is_none() {
         return None;
     }
-    let rcv_nxt: u32 = load_btf(tp, offset!(tcp_rcv_nxt));
-    let copied: u32 = load_btf(tp, offset!(tcp_copied_seq));
-    let write_seq: u32 = load_btf(tp, offset!(tcp_write_seq));
-    let snd_una: u32 = load_btf(tp, offset!(tcp_snd_una));
-    let mut inode = 0u64;
-    let socket: *const u8 = load_btf(tp, offset!(sk_socket));
-    if !socket.is_null() {
-        let file: *const u8 = load_btf(socket, offset!(socket_file));
-        if !file.is_null() {
-            let ino: *const u8 = load_btf(file, offset!(file_f_inode));
-            if !ino.is_null() {
-                inode = load_btf(ino, offset!(inode_i_ino));
-            }
-        }
-    }
-    let rec = SockRecord {
-        inode,
-        bytes_received: load_btf(tp, offset!(tcp_bytes_received)),
-        bytes_sent: load_btf(tp, offset!(tcp_bytes_sent)),
-        rx_queue: if state == TCP_LISTEN {
+    let listen = state == TCP_LISTEN;
+    let rcv_nxt: u32 = T::at(sk, offset!(tcp_rcv_nxt));
+    let copied: u32 = T::at(sk, offset!(tcp_copied_seq));
+    let write_seq: u32 = T::at(sk, offset!(tcp_write_seq));
+    let snd_una: u32 = T::at(sk, offset!(tcp_snd_una));
+    Some(SockRecord {
+        inode: inode(),
+        bytes_received: T::at(sk, offset!(tcp_bytes_received)),
+        bytes_sent: T::at(sk, offset!(tcp_bytes_sent)),
+        rx_queue: if listen {
             0
         } else {
             rcv_nxt.wrapping_sub(copied)
         },
-        tx_queue: if state == TCP_LISTEN {
+        tx_queue: if listen {
             0
         } else {
             write_seq.wrapping_sub(snd_una)
         },
-        lrcvtime: load_btf(tp, offset!(tcp_lrcvtime)),
-        lsndtime: load_btf(tp, offset!(tcp_lsndtime)),
-        ack_backlog: load_btf(tp, offset!(sk_ack_backlog)),
-        max_ack_backlog: load_btf(tp, offset!(sk_max_ack_backlog)),
+        lrcvtime: T::at(sk, offset!(tcp_lrcvtime)),
+        lsndtime: T::at(sk, offset!(tcp_lsndtime)),
+        ack_backlog: S::at(sk, offset!(sk_ack_backlog)),
+        max_ack_backlog: S::at(sk, offset!(sk_max_ack_backlog)),
         // SAFETY: reads the jiffies counter; no preconditions.
         now_jiffies: unsafe { bpf_jiffies64() } as u32,
         uid,
-        segs_in: load_btf(tp, offset!(tcp_segs_in)),
+        segs_in: T::at(sk, offset!(tcp_segs_in)),
         lport,
         rport,
         state,
-        family: load_btf::<u16>(tp, offset!(skc_family)) as u8,
+        family: S::at::<u16>(sk, offset!(skc_family)) as u8,
         _pad: [0; 2],
         tgid,
-    };
+    })
+}
+
+/// The socket -> file -> inode chain read with `R`; 0 where a link is missing.
+#[inline(always)]
+fn inode_of<R: Read>(sk: *const u8) -> u64 {
+    let socket: *const u8 = R::at(sk, offset!(sk_socket));
+    if socket.is_null() {
+        return 0;
+    }
+    let file: *const u8 = R::at(socket, offset!(socket_file));
+    if file.is_null() {
+        return 0;
+    }
+    let ino: *const u8 = R::at(file, offset!(file_f_inode));
+    if ino.is_null() {
+        return 0;
+    }
+    R::at(ino, offset!(inode_i_ino))
+}
+
+/// `emit_tcp` for a `struct tcp_sock` pointer the verifier knows by its BTF type (from
+/// `bpf_skc_to_tcp_sock`): every field, and the socket -> file -> inode chain, is a direct
+/// load, not a `bpf_probe_read_kernel` call per field (those were most of the agent's CPU with
+/// thousands of sockets).
+#[inline(always)]
+fn emit_tcp_btf(meta: *const *mut c_void, tp: *const u8, uid: u32, tgid: u32) -> Option<*const u8> {
+    let rec = record::<Direct, Direct>(tp, || inode_of::<Direct>(tp), uid, tgid)?;
     write_record(meta, &rec);
     Some(tp)
 }
@@ -145,60 +190,7 @@ fn write_record(meta: *const *mut c_void, rec: &SockRecord) {
 /// is read with `bpf_probe_read_kernel`.
 #[inline(always)]
 fn emit_tcp(meta: *const *mut c_void, tp: *const u8, uid: u32, tgid: u32) -> Option<*const u8> {
-    let state: u8 = read_kernel(tp, offset!(skc_state));
-    let lport: u16 = read_kernel(tp, offset!(skc_num));
-    let rport = u16::from_be(read_kernel::<u16>(tp, offset!(skc_dport)));
-    if state != TCP_LISTEN && port_slot(lport).is_none() && port_slot(rport).is_none() {
-        return None;
-    }
-    let rcv_nxt: u32 = read_kernel(tp, offset!(tcp_rcv_nxt));
-    let copied: u32 = read_kernel(tp, offset!(tcp_copied_seq));
-    let write_seq: u32 = read_kernel(tp, offset!(tcp_write_seq));
-    let snd_una: u32 = read_kernel(tp, offset!(tcp_snd_una));
-    let socket: *const u8 = read_kernel(tp, offset!(sk_socket));
-    let file: *const u8 = if socket.is_null() {
-        core::ptr::null()
-    } else {
-        read_kernel(socket, offset!(socket_file))
-    };
-    let inode: *const u8 = if file.is_null() {
-        core::ptr::null()
-    } else {
-        read_kernel(file, offset!(file_f_inode))
-    };
-    let rec = SockRecord {
-        inode: if inode.is_null() {
-            0
-        } else {
-            read_kernel(inode, offset!(inode_i_ino))
-        },
-        bytes_received: read_kernel(tp, offset!(tcp_bytes_received)),
-        bytes_sent: read_kernel(tp, offset!(tcp_bytes_sent)),
-        rx_queue: if state == TCP_LISTEN {
-            0
-        } else {
-            rcv_nxt.wrapping_sub(copied)
-        },
-        tx_queue: if state == TCP_LISTEN {
-            0
-        } else {
-            write_seq.wrapping_sub(snd_una)
-        },
-        lrcvtime: read_kernel(tp, offset!(tcp_lrcvtime)),
-        lsndtime: read_kernel(tp, offset!(tcp_lsndtime)),
-        ack_backlog: read_kernel(tp, offset!(sk_ack_backlog)),
-        max_ack_backlog: read_kernel(tp, offset!(sk_max_ack_backlog)),
-        // SAFETY: reads the jiffies counter; no preconditions.
-        now_jiffies: unsafe { bpf_jiffies64() } as u32,
-        uid,
-        segs_in: read_kernel(tp, offset!(tcp_segs_in)),
-        lport,
-        rport,
-        state,
-        family: read_kernel::<u16>(tp, offset!(skc_family)) as u8,
-        _pad: [0; 2],
-        tgid,
-    };
+    let rec = record::<Probed, Probed>(tp, || inode_of::<Probed>(tp), uid, tgid)?;
     write_record(meta, &rec);
     Some(tp)
 }
@@ -277,53 +269,23 @@ pub fn seer_file_iter(ctx: *mut c_void) -> i32 {
     {
         return 0;
     }
-    let state: u8 = load_btf(sk, offset!(skc_state));
-    let lport: u16 = load_btf(sk, offset!(skc_num));
-    let rport = u16::from_be(load_btf::<u16>(sk, offset!(skc_dport)));
-    if state != TCP_LISTEN && port_slot(lport).is_none() && port_slot(rport).is_none() {
-        return 0;
-    }
-    // The inode from the iterator's own (typed) file.
-    let mut inode = 0u64;
-    let ino: *const u8 = load_btf(file as *const u8, offset!(file_f_inode));
-    if !ino.is_null() {
-        inode = load_btf(ino, offset!(inode_i_ino));
-    }
     // `struct sock` fields load directly; the tcp_sock's lie past it, where the verifier
-    // allows only a checked read (the kernel marks a socket's `sk` untrusted, so it cannot
-    // become a typed tcp_sock): nine helper reads instead of every field's.
-    let rcv_nxt: u32 = read_kernel(sk, offset!(tcp_rcv_nxt));
-    let copied: u32 = read_kernel(sk, offset!(tcp_copied_seq));
-    let write_seq: u32 = read_kernel(sk, offset!(tcp_write_seq));
-    let snd_una: u32 = read_kernel(sk, offset!(tcp_snd_una));
-    let rec = SockRecord {
-        inode,
-        bytes_received: read_kernel(sk, offset!(tcp_bytes_received)),
-        bytes_sent: read_kernel(sk, offset!(tcp_bytes_sent)),
-        rx_queue: if state == TCP_LISTEN {
-            0
-        } else {
-            rcv_nxt.wrapping_sub(copied)
+    // allows only a helper read (the kernel marks a socket's `sk` untrusted, so it cannot
+    // become a typed tcp_sock). The inode comes from the iterator's own (typed) file.
+    let Some(rec) = record::<Direct, Probed>(
+        sk,
+        || {
+            let ino: *const u8 = load_btf(file as *const u8, offset!(file_f_inode));
+            if ino.is_null() {
+                0
+            } else {
+                load_btf(ino, offset!(inode_i_ino))
+            }
         },
-        tx_queue: if state == TCP_LISTEN {
-            0
-        } else {
-            write_seq.wrapping_sub(snd_una)
-        },
-        lrcvtime: read_kernel(sk, offset!(tcp_lrcvtime)),
-        lsndtime: read_kernel(sk, offset!(tcp_lsndtime)),
-        ack_backlog: load_btf(sk, offset!(sk_ack_backlog)),
-        max_ack_backlog: load_btf(sk, offset!(sk_max_ack_backlog)),
-        // SAFETY: reads the jiffies counter; no preconditions.
-        now_jiffies: unsafe { bpf_jiffies64() } as u32,
-        uid: 0,
-        segs_in: read_kernel(sk, offset!(tcp_segs_in)),
-        lport,
-        rport,
-        state,
-        family: family as u8,
-        _pad: [0; 2],
+        0,
         tgid,
+    ) else {
+        return 0;
     };
     write_record(ctx.meta, &rec);
     0

@@ -112,18 +112,6 @@ pub fn hold(port: u16) {
     }
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    n(11) + n(12)
-}
-
 struct Point {
     services: usize,
     sockets: usize,
@@ -167,9 +155,9 @@ fn one(s: usize, k: usize, secs: u64) -> Point {
             l.starts_with('{')
         });
     std::thread::sleep(settle);
-    let (c0, t0) = (cpu_ticks(pid), Instant::now());
+    let (c0, t0) = (super::cpu_rss(pid).0, Instant::now());
     std::thread::sleep(Duration::from_secs(secs));
-    let (c1, wall) = (cpu_ticks(pid), t0.elapsed().as_secs_f64());
+    let (c1, wall) = (super::cpu_rss(pid).0, t0.elapsed().as_secs_f64());
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let cpu_pct = (c1 - c0) as f64 / hz / wall * 100.0;
