@@ -3,7 +3,7 @@
 //! set by other processes): one datagram of arbitrary bytes.
 // seer-agent is a binary crate: netlink.rs is included by path.
 #[allow(dead_code)]
-#[path = "../../seer-agent/src/actuate/netlink.rs"]
+#[path = "../../seer-agent/src/sys/netlink.rs"]
 mod netlink;
 
 use libfuzzer_sys::fuzz_target;

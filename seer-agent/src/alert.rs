@@ -29,10 +29,10 @@ use crate::{config::AlertsConfig, http_client::post_json};
 
 /// RFC 3339 UTC time of a Unix-epoch millisecond (what Alertmanager's API takes).
 pub fn rfc3339(ms: u64) -> String {
-    format!(
-        "{}Z",
-        seer_store::query::format_ts(ms).replacen(' ', "T", 1)
-    )
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 /// The store's outbox and the sender that delivers it: where the responder's alerts go.

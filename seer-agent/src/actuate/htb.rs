@@ -15,10 +15,8 @@ use netlink_packet_route::{
     },
 };
 
-use super::{
-    journal::{Change, Journal, JournalError},
-    netlink::request,
-};
+use super::journal::{Change, Journal, JournalError};
+use crate::sys::netlink::request;
 
 /// Major number of seer's root qdisc ("5ee" reads "see").
 pub const HANDLE_MAJOR: u16 = 0x5ee;

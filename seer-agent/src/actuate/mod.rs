@@ -11,7 +11,6 @@ mod cgroup_tests;
 pub mod enforce;
 pub mod htb;
 pub mod journal;
-mod netlink;
 
 pub mod resctrl;
 #[cfg(test)]

@@ -6,6 +6,7 @@
 pub mod bpf;
 pub mod btf;
 pub mod caps;
+pub mod netlink;
 pub mod perf;
 pub mod procfs;
 pub mod rawbpf;

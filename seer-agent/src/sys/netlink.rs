@@ -1,5 +1,5 @@
 //! One synchronous rtnetlink request (or dump) and its answer: the only place that talks
-//! NETLINK_ROUTE for the actuators.
+//! NETLINK_ROUTE (the actuators' tc HTB classes go through it).
 use std::io;
 
 use netlink_packet_core::{
