@@ -126,19 +126,13 @@ fn classify(op: &'static str, path: &Path, value: Option<&str>, e: io::Error) ->
 }
 
 pub fn read_knob(path: &Path) -> Result<String, CgroupError> {
-    std::fs::read_to_string(path)
+    crate::sys::cgroupfs::read(path)
         .map(|s| s.trim().to_string())
         .map_err(|e| classify("read", path, None, e))
 }
 
 pub fn write_knob(path: &Path, value: &str) -> Result<(), CgroupError> {
-    // O_TRUNC, as `echo v > file`: kernfs ignores it; a plain file (a test tree) needs it.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .and_then(|mut f| io::Write::write_all(&mut f, value.as_bytes()))
-        .map_err(|e| classify("write", path, Some(value), e))
+    crate::sys::cgroupfs::write(path, value).map_err(|e| classify("write", path, Some(value), e))
 }
 
 /// A cgroup file's number (surrounding whitespace ignored), or what was wrong with it.
