@@ -150,9 +150,9 @@ impl CpuCgroup {
     /// The cgroup(s) of `pid`, from /proc/PID/cgroup and the mounts in /proc/self/mountinfo.
     pub fn of_pid(pid: u32) -> Result<Self, CgroupError> {
         let no = |why: String| CgroupError::NoCgroup { pid, why };
-        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        let cg = crate::sys::procfs::cgroup_file(pid)
             .map_err(|e| no(format!("/proc/{pid}/cgroup: {e} (the process exited?)")))?;
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        let mounts = crate::sys::procfs::mountinfo()
             .map_err(|e| no(format!("/proc/self/mountinfo: {e}")))?;
         // mountinfo: id parent maj:min root mountpoint opts... - fstype source superopts
         let mount_of = |fstype: &str, ctrl: Option<&str>| -> Option<PathBuf> {
@@ -365,7 +365,7 @@ impl CpuCgroup {
                     .unwrap_or_default()
                     .into_iter()
                     .filter_map(|pid| {
-                        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                        let s = crate::sys::procfs::status(pid)?;
                         s.lines()
                             .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
                             .map(parse_cpu_list)

@@ -124,8 +124,7 @@ pub fn parse_cpu_list(s: &str) -> Vec<usize> {
 }
 
 fn cpus_of(pid: u32) -> Vec<usize> {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
+    procfs::status(pid)
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
@@ -136,7 +135,7 @@ fn cpus_of(pid: u32) -> Vec<usize> {
 
 /// v1 `N:cpu,cpuacct:/path` -> /sys/fs/cgroup/cpu/path; v2 `0::/path` -> /sys/fs/cgroup/path.
 fn cpu_cgroup_dir(pid: u32) -> Option<PathBuf> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let text = procfs::cgroup_file(pid).ok()?;
     let has_stat = |d: &PathBuf| d.join("cpu.stat").exists();
     let rel = |p: &str| p.trim_start_matches('/').to_string();
     procfs::cgroup_path(&text, Some("cpu"))
@@ -151,7 +150,7 @@ fn cpu_cgroup_dir(pid: u32) -> Option<PathBuf> {
 
 /// The memory controller's directory: v1 `N:memory:/path`, else the v2 tree.
 fn mem_cgroup_dir(pid: u32) -> Option<PathBuf> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let text = procfs::cgroup_file(pid).ok()?;
     let rel = |p: &str| p.trim_start_matches('/').to_string();
     procfs::cgroup_path(&text, Some("memory"))
         .map(|p| PathBuf::from("/sys/fs/cgroup/memory").join(rel(p)))
@@ -269,7 +268,7 @@ impl Target {
     /// The cgroup directory perf counts (v1 `perf_event` hierarchy, else the v2 tree).
     pub fn perf_cgroup_dir(&self) -> Option<PathBuf> {
         let pid = self.pids.first()?;
-        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let text = procfs::cgroup_file(*pid).ok()?;
         if let Some(p) = procfs::cgroup_path(&text, Some("perf_event")) {
             return Some(
                 PathBuf::from("/sys/fs/cgroup/perf_event").join(p.trim_start_matches('/')),

@@ -79,6 +79,21 @@ pub fn owners(records: &[seer_common::SockRecord], proc_root: &Path) -> Vec<Proc
         .collect()
 }
 
+/// `/proc/PID/cgroup` as the kernel writes it.
+pub fn cgroup_file(pid: u32) -> std::io::Result<String> {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+}
+
+/// This process's `/proc/self/mountinfo` (where the cgroup hierarchies are mounted).
+pub fn mountinfo() -> std::io::Result<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+}
+
+/// `/proc/PID/status` (None when the process is gone).
+pub fn status(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/status")).ok()
+}
+
 /// `socket:[12345]` -> 12345
 /// utime + stime of process `pid` (all its threads, the exited ones included), in clock ticks;
 /// None if it is gone or its stat line is malformed.
