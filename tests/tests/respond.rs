@@ -508,9 +508,13 @@ fn recommend_changes_nothing_and_the_webhook_gets_the_step() {
                 buf.extend_from_slice(&chunk[..n]);
                 let text = String::from_utf8_lossy(&buf).into_owned();
                 if let Some(i) = text.find("\r\n\r\n") {
+                    // Header names are case-insensitive (ureq sends `content-length`).
                     let len = text
                         .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length").then_some(v)
+                        })
                         .and_then(|v| v.trim().parse::<usize>().ok())
                         .unwrap_or(0);
                     if buf.len() >= i + 4 + len {
