@@ -59,7 +59,10 @@ fn emit(meta: *const *mut c_void, skc: *mut c_void, uid: u32) -> Option<*const u
     if tp.is_null() {
         return None;
     }
-    emit_tcp_btf(meta, tp, uid, 0)
+    // A typed `tcp_sock`: every field, and the socket -> file -> inode chain, is a direct load
+    // rather than a `bpf_probe_read_kernel` call per field (those were most of the agent's CPU
+    // with thousands of sockets).
+    emit_tcp::<Direct>(meta, tp, uid, 0)
 }
 
 /// How a program reads a field: a direct load the verifier checks against the kernel's BTF
@@ -149,6 +152,12 @@ fn inode_of<R: Read>(sk: *const u8) -> u64 {
     if file.is_null() {
         return 0;
     }
+    file_inode::<R>(file)
+}
+
+/// A file's inode number read with `R`; 0 where it has none.
+#[inline(always)]
+fn file_inode<R: Read>(file: *const u8) -> u64 {
     let ino: *const u8 = R::at(file, offset!(file_f_inode));
     if ino.is_null() {
         return 0;
@@ -156,13 +165,29 @@ fn inode_of<R: Read>(sk: *const u8) -> u64 {
     R::at(ino, offset!(inode_i_ino))
 }
 
-/// `emit_tcp` for a `struct tcp_sock` pointer the verifier knows by its BTF type (from
-/// `bpf_skc_to_tcp_sock`): every field, and the socket -> file -> inode chain, is a direct
-/// load, not a `bpf_probe_read_kernel` call per field (those were most of the agent's CPU with
-/// thousands of sockets).
+/// Whether `sk` (fields read with `R`) is a full TCP socket, with a `struct tcp_sock` behind
+/// it: MPTCP's own socket has IPPROTO_MPTCP; a raw socket may say IPPROTO_TCP but is not
+/// SOCK_STREAM.
 #[inline(always)]
-fn emit_tcp_btf(meta: *const *mut c_void, tp: *const u8, uid: u32, tgid: u32) -> Option<*const u8> {
-    let rec = record::<Direct, Direct>(tp, || inode_of::<Direct>(tp), uid, tgid)?;
+fn is_tcp_stream<R: Read>(sk: *const u8) -> bool {
+    let family: u16 = R::at(sk, offset!(skc_family));
+    let protocol: u16 = R::at(sk, offset!(sk_protocol));
+    let kind: u16 = R::at(sk, offset!(sk_type));
+    (family == AF_INET as u16 || family == AF_INET6 as u16)
+        && protocol == IPPROTO_TCP
+        && kind == SOCK_STREAM
+}
+
+/// Writes the record of the full TCP socket `tp` (fields read with `R`) if seer reports it;
+/// returns `tp` when it did.
+#[inline(always)]
+fn emit_tcp<R: Read>(
+    meta: *const *mut c_void,
+    tp: *const u8,
+    uid: u32,
+    tgid: u32,
+) -> Option<*const u8> {
+    let rec = record::<R, R>(tp, || inode_of::<R>(tp), uid, tgid)?;
     write_record(meta, &rec);
     Some(tp)
 }
@@ -184,15 +209,6 @@ fn write_record(meta: *const *mut c_void, rec: &SockRecord) {
     {
         d.iter_write += 1;
     }
-}
-
-/// `emit` for a pointer already known to be a full TCP socket (`struct tcp_sock`); every field
-/// is read with `bpf_probe_read_kernel`.
-#[inline(always)]
-fn emit_tcp(meta: *const *mut c_void, tp: *const u8, uid: u32, tgid: u32) -> Option<*const u8> {
-    let rec = record::<Probed, Probed>(tp, || inode_of::<Probed>(tp), uid, tgid)?;
-    write_record(meta, &rec);
-    Some(tp)
 }
 
 #[unsafe(no_mangle)]
@@ -226,15 +242,15 @@ pub fn seer_sock_iter_plain(ctx: *mut c_void) -> i32 {
 /// Sockets held by processes: linked to every process, discovery's socket owners (which
 /// process holds which listener and client socket, in place of reading every /proc/PID/fd);
 /// linked to one watched process (`bpf_iter_link_info.task.pid`, 6.1+), the per-tick walk on
-/// kernels that refuse map-element iterators (some 6.18 builds refuse every one with EPERM):
-/// one iterator per watched process (`bpf_iter_link_info.task.pid`,
-/// 6.1+) over its open files, reporting its TCP sockets. Costs per descriptor of the watched
-/// processes, not per bucket of the host's established hash. A socket shared by several
-/// processes (a listener inherited by workers) is reported once per process: the agent keeps
-/// one record per inode.
-/// `seer_file_iter_compat` with typed pointers (5.11+: `bpf_sock_from_file`): the socket comes
-/// from a helper that returns a BTF-typed pointer, the file's inode and the `struct sock`
-/// fields are direct loads, and only the tcp_sock fields are helper reads.
+/// kernels that refuse map-element iterators (some 6.18 builds refuse every one with EPERM),
+/// costing per descriptor of the watched processes, not per bucket of the host's established
+/// hash. A socket shared by several processes (a listener inherited by workers) is reported
+/// once per process: the agent keeps one record per inode.
+///
+/// Typed pointers (5.11+: `bpf_sock_from_file`): the socket comes from a helper that returns a
+/// BTF-typed pointer, the file's inode and the `struct sock` fields are direct loads, and only
+/// the tcp_sock fields are helper reads (the kernel marks a socket's `sk` untrusted, so it
+/// cannot become a typed tcp_sock). `seer_file_iter_compat` is the same walk for older kernels.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task_file")]
 pub fn seer_file_iter(ctx: *mut c_void) -> i32 {
@@ -260,37 +276,19 @@ pub fn seer_file_iter(ctx: *mut c_void) -> i32 {
     if sk.is_null() {
         return 0;
     }
-    let family: u16 = load_btf(sk, offset!(skc_family));
-    let protocol: u16 = load_btf(sk, offset!(sk_protocol));
-    let kind: u16 = load_btf(sk, offset!(sk_type));
-    if (family != AF_INET as u16 && family != AF_INET6 as u16)
-        || protocol != IPPROTO_TCP
-        || kind != SOCK_STREAM
-    {
+    if !is_tcp_stream::<Direct>(sk) {
         return 0;
     }
-    // `struct sock` fields load directly; the tcp_sock's lie past it, where the verifier
-    // allows only a helper read (the kernel marks a socket's `sk` untrusted, so it cannot
-    // become a typed tcp_sock). The inode comes from the iterator's own (typed) file.
-    let Some(rec) = record::<Direct, Probed>(
-        sk,
-        || {
-            let ino: *const u8 = load_btf(file as *const u8, offset!(file_f_inode));
-            if ino.is_null() {
-                0
-            } else {
-                load_btf(ino, offset!(inode_i_ino))
-            }
-        },
-        0,
-        tgid,
-    ) else {
+    let file = file as *const u8;
+    let Some(rec) = record::<Direct, Probed>(sk, || file_inode::<Direct>(file), 0, tgid) else {
         return 0;
     };
     write_record(ctx.meta, &rec);
     0
 }
 
+/// `seer_file_iter` for kernels without `bpf_sock_from_file` (5.10): every field, the file's
+/// mode and private data included, is a helper read.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task_file")]
 pub fn seer_file_iter_compat(ctx: *mut c_void) -> i32 {
@@ -325,18 +323,15 @@ pub fn seer_file_iter_compat(ctx: *mut c_void) -> i32 {
     if sk.is_null() {
         return 0;
     }
-    let family: u16 = read_kernel(sk, offset!(skc_family));
-    let protocol: u16 = read_kernel(sk, offset!(sk_protocol));
-    let kind: u16 = read_kernel(sk, offset!(sk_type));
-    // Only full TCP sockets have a `struct tcp_sock` behind them (MPTCP's own socket has
-    // IPPROTO_MPTCP; a raw socket may say IPPROTO_TCP but is not SOCK_STREAM).
-    if (family != AF_INET as u16 && family != AF_INET6 as u16)
-        || protocol != IPPROTO_TCP
-        || kind != SOCK_STREAM
-    {
+    if !is_tcp_stream::<Probed>(sk) {
         return 0;
     }
-    let _ = emit_tcp(ctx.meta, sk, 0, tgid);
+    let Some(rec) =
+        record::<Probed, Probed>(sk, || read_kernel(inode, offset!(inode_i_ino)), 0, tgid)
+    else {
+        return 0;
+    };
+    write_record(ctx.meta, &rec);
     0
 }
 
