@@ -213,6 +213,17 @@ impl SocketWalk {
     }
 }
 
+/// Runs one instance of the iterator `link` and appends its records to `out`.
+fn run_iter(
+    link: BorrowedFd<'_>,
+    what: &'static str,
+    buf: &mut [u8],
+    out: &mut Vec<SockRecord>,
+) -> Result<(), ProbeError> {
+    let fd = rawbpf::iter_create(link).map_err(Probes::io(what))?;
+    read_records(fd, buf, out)
+}
+
 /// Reads an iterator instance to EOF, one `SockRecord` per chunk.
 fn read_records(fd: OwnedFd, buf: &mut [u8], out: &mut Vec<SockRecord>) -> Result<(), ProbeError> {
     let mut f = std::fs::File::from(fd);
@@ -776,9 +787,12 @@ impl Probes {
         let Some(link) = &self.owners_link else {
             return Ok(false);
         };
-        let fd = rawbpf::iter_create(link.as_fd())
-            .map_err(Self::io("BPF_ITER_CREATE (iter/task_file, every process)"))?;
-        read_records(fd, &mut self.read_buf, out)?;
+        run_iter(
+            link.as_fd(),
+            "BPF_ITER_CREATE (iter/task_file, every process)",
+            &mut self.read_buf,
+            out,
+        )?;
         Ok(true)
     }
 
@@ -805,26 +819,33 @@ impl Probes {
         out: &mut Vec<SockRecord>,
     ) -> Result<(), ProbeError> {
         match walk {
-            SocketWalk::Full => {
-                let fd = rawbpf::iter_create(self.iter_link.as_fd())
-                    .map_err(Self::io("BPF_ITER_CREATE (iter/tcp)"))?;
-                read_records(fd, &mut self.read_buf, out)
-            }
+            SocketWalk::Full => run_iter(
+                self.iter_link.as_fd(),
+                "BPF_ITER_CREATE (iter/tcp)",
+                &mut self.read_buf,
+                out,
+            ),
             SocketWalk::SocketStorage => {
                 let link = self.sk_iter_link.as_ref().ok_or_else(|| ProbeError::Io {
                     what: "the socket-storage walk".into(),
                     source: std::io::Error::other("refused by this kernel"),
                 })?;
-                let fd = rawbpf::iter_create(link.as_fd())
-                    .map_err(Self::io("BPF_ITER_CREATE (iter/bpf_sk_storage_map)"))?;
-                read_records(fd, &mut self.read_buf, out)
+                run_iter(
+                    link.as_fd(),
+                    "BPF_ITER_CREATE (iter/bpf_sk_storage_map)",
+                    &mut self.read_buf,
+                    out,
+                )
             }
             SocketWalk::ProcessFiles => {
                 let start = out.len();
                 for link in self.file_links.values() {
-                    let fd = rawbpf::iter_create(link.as_fd())
-                        .map_err(Self::io("BPF_ITER_CREATE (iter/task_file)"))?;
-                    read_records(fd, &mut self.read_buf, out)?;
+                    run_iter(
+                        link.as_fd(),
+                        "BPF_ITER_CREATE (iter/task_file)",
+                        &mut self.read_buf,
+                        out,
+                    )?;
                 }
                 dedup_by_inode(out, start);
                 Ok(())
