@@ -39,18 +39,22 @@ pub fn scan_sockets(proc_root: &Path) -> (Vec<ProcInfo>, usize) {
         if inodes.is_empty() {
             continue;
         }
-        let base = proc_root.join(pid.to_string());
-        out.push(ProcInfo {
-            pid,
-            comm: fs::read_to_string(base.join("comm"))
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
-            cgroup: parse_cgroup(&fs::read_to_string(base.join("cgroup")).unwrap_or_default()),
-            socket_inodes: inodes,
-        });
+        out.extend(proc_info(proc_root, pid, inodes));
     }
     (out, unreadable)
+}
+
+/// A process that holds the sockets `socket_inodes`, with its `comm` and `cgroup` from
+/// `proc_root`; None if it is gone (no `comm` to read).
+fn proc_info(proc_root: &Path, pid: u32, socket_inodes: Vec<u64>) -> Option<ProcInfo> {
+    let base = proc_root.join(pid.to_string());
+    let comm = fs::read_to_string(base.join("comm")).ok()?;
+    Some(ProcInfo {
+        pid,
+        comm: comm.trim().to_string(),
+        cgroup: parse_cgroup(&fs::read_to_string(base.join("cgroup")).unwrap_or_default()),
+        socket_inodes,
+    })
 }
 
 /// Processes and the sockets they hold, from the kernel's walk over every process's files
@@ -67,14 +71,7 @@ pub fn owners(records: &[seer_common::SockRecord], proc_root: &Path) -> Vec<Proc
         .filter_map(|(pid, mut inodes)| {
             inodes.sort_unstable();
             inodes.dedup();
-            let base = proc_root.join(pid.to_string());
-            let comm = fs::read_to_string(base.join("comm")).ok()?;
-            Some(ProcInfo {
-                pid,
-                comm: comm.trim().to_string(),
-                cgroup: parse_cgroup(&fs::read_to_string(base.join("cgroup")).unwrap_or_default()),
-                socket_inodes: inodes,
-            })
+            proc_info(proc_root, pid, inodes)
         })
         .collect()
 }
@@ -94,7 +91,6 @@ pub fn status(pid: u32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/status")).ok()
 }
 
-/// `socket:[12345]` -> 12345
 /// utime + stime of process `pid` (all its threads, the exited ones included), in clock ticks;
 /// None if it is gone or its stat line is malformed.
 pub fn process_cpu_ticks(pid: u32) -> Option<u64> {
@@ -121,6 +117,7 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     )
 }
 
+/// `socket:[12345]` -> 12345
 pub fn parse_socket_link(s: &str) -> Option<u64> {
     s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
