@@ -254,6 +254,29 @@ mod tests {
         lat: Vec<[u64; LAT_BUCKETS]>,
     }
 
+    impl FakeKernel {
+        fn new() -> Self {
+            FakeKernel {
+                counters: [SlotCounters::default(); MAX_SLOTS],
+                lat: vec![[0; LAT_BUCKETS]; MAX_SLOTS],
+            }
+        }
+    }
+
+    /// Discovery of one service, "web" (pid 7), that holds the listener with inode 1 in
+    /// `socks`; and the slots that round assigned.
+    fn web(socks: &[SockRecord]) -> (Discovery, Vec<usize>) {
+        let procs = vec![ProcInfo {
+            pid: 7,
+            comm: "web".into(),
+            cgroup: "/".into(),
+            socket_inodes: vec![1],
+        }];
+        let mut d = Discovery::default();
+        let ch = d.refresh(&Config::default(), socks, &procs);
+        (d, ch.new_slots)
+    }
+
     impl KernelSource for FakeKernel {
         fn read_counters(&mut self, out: &mut [SlotCounters; MAX_SLOTS]) -> anyhow::Result<()> {
             *out = self.counters;
@@ -294,22 +317,12 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let procs = vec![ProcInfo {
-            pid: 7,
-            comm: "web".into(),
-            cgroup: "/".into(),
-            socket_inodes: vec![1],
-        }];
-        let mut d = Discovery::default();
-        let ch = d.refresh(&Config::default(), &socks, &procs);
+        let (d, new_slots) = web(&socks);
         let slot = d.services[0].slot.unwrap();
-        let mut k = FakeKernel {
-            counters: [SlotCounters::default(); MAX_SLOTS],
-            lat: vec![[0; LAT_BUCKETS]; MAX_SLOTS],
-        };
+        let mut k = FakeKernel::new();
         k.counters[slot].req_started = 4; // open before this service got its slot
         let mut s = Sampler::new(true, false);
-        s.on_discovery(&mut k, &d, &ch.new_slots).unwrap();
+        s.on_discovery(&mut k, &d, &new_slots).unwrap();
         let mut out = Vec::new();
         s.tick(&mut k, &d, &socks, 1, &mut out).unwrap();
         k.counters[slot].nic_rx_pkts += 10;
@@ -372,20 +385,10 @@ mod tests {
             held(13, 5002),
             held(14, 5003),
         ];
-        let procs = vec![ProcInfo {
-            pid: 7,
-            comm: "web".into(),
-            cgroup: "/".into(),
-            socket_inodes: vec![1],
-        }];
-        let mut d = Discovery::default();
-        let ch = d.refresh(&Config::default(), &socks, &procs);
-        let mut k = FakeKernel {
-            counters: [SlotCounters::default(); MAX_SLOTS],
-            lat: vec![[0; LAT_BUCKETS]; MAX_SLOTS],
-        };
+        let (d, new_slots) = web(&socks);
+        let mut k = FakeKernel::new();
         let mut s = Sampler::new(true, true);
-        s.on_discovery(&mut k, &d, &ch.new_slots).unwrap();
+        s.on_discovery(&mut k, &d, &new_slots).unwrap();
         let mut out = Vec::new();
         for ts in 1..=3 {
             s.tick(&mut k, &d, &socks, ts, &mut out).unwrap();
@@ -424,23 +427,13 @@ mod tests {
             inode: 1,
             ..Default::default()
         };
-        let procs = vec![ProcInfo {
-            pid: 7,
-            comm: "web".into(),
-            cgroup: "/".into(),
-            socket_inodes: vec![1],
-        }];
         let mut socks = vec![listener, conn(11, 5000, 1_000_000, 900)];
-        let mut d = Discovery::default();
-        let ch = d.refresh(&Config::default(), &socks, &procs);
-        let mut k = FakeKernel {
-            counters: [SlotCounters::default(); MAX_SLOTS],
-            lat: vec![[0; LAT_BUCKETS]; MAX_SLOTS],
-        };
+        let (d, new_slots) = web(&socks);
+        let mut k = FakeKernel::new();
         let slot = d.services[0].slot.unwrap();
         k.counters[slot].nic_rx_pkts = 12345; // no tc program: never read
         let mut s = Sampler::new(true, true);
-        s.on_discovery(&mut k, &d, &ch.new_slots).unwrap();
+        s.on_discovery(&mut k, &d, &new_slots).unwrap();
         let mut out = Vec::new();
         s.tick(&mut k, &d, &socks, 1, &mut out).unwrap();
         assert_eq!(out[0].get(Channel::NicRxPkts), 0.0, "history, not arrivals");
