@@ -80,19 +80,18 @@ fn accept_backlog_matches_ss() {
     client.send("");
 }
 
-/// NIC RX: every segment the client emitted to the port is counted at the server's veth.
-#[test]
-fn nic_rx_packets_match_sender_segments() {
-    require_root!();
+/// A server on `port` watched by an agent started with `agent_args`, and a client that sends
+/// it 200 requests: the segments the client emitted (its own TCP_INFO) and the agent's
+/// `nic_rx_pkts` summed over its ticks, and the agent (exited).
+fn nic_rx_against_sender(port: &str, agent_args: &[&str]) -> (f64, f64, Agent) {
     let net = NetPair::new();
-    let _srv = server(&net, &["delay", "7003", "0"]);
-    let mut agent = Agent::start(&net.server, 35, &["--iface", "sv0"]);
+    let _srv = server(&net, &["delay", port, "0"]);
+    let mut agent = Agent::start(&net.server, 35, agent_args);
     agent.wait_service(SVC, T, |_| true);
-    let m = "200";
     let mut client = Proc::spawn(NetPair::cmd(
         &net.client,
         &testsrv_bin(),
-        &["client", SERVER_ADDR, "7003", m],
+        &["client", SERVER_ADDR, port, "200"],
     ));
     let line = client.wait_line("client segs_out", T, |l| l.starts_with("segs_out="));
     let segs: f64 = line
@@ -101,13 +100,22 @@ fn nic_rx_packets_match_sender_segments() {
         .expect("number");
     assert!(agent.wait_exit(T).success());
     let counted = sum_over_ticks(&agent.ticks(), SVC, "nic_rx_pkts");
+    client.send("");
     // 200 requests, their ACKs piggybacked or delayed, plus the handshake's SYN and ACK.
     assert!(segs >= 202.0, "client emitted {segs} segments");
+    (segs, counted, agent)
+}
+
+/// NIC RX with tc ingress (opt-in): every segment the client emitted to the port is counted at
+/// the server's veth.
+#[test]
+fn nic_rx_packets_match_sender_segments() {
+    require_root!();
+    let (segs, counted, _) = nic_rx_against_sender("7003", &["--iface", "sv0"]);
     assert_eq!(
         counted, segs,
         "agent's NIC count == segments the sender emitted"
     );
-    client.send("");
 }
 
 /// NIC RX by default (no per-packet program): the server socket's own segment counter, read
@@ -116,33 +124,16 @@ fn nic_rx_packets_match_sender_segments() {
 #[test]
 fn nic_rx_from_socket_counters_match_sender_segments() {
     require_root!();
-    let net = NetPair::new();
-    let _srv = server(&net, &["delay", "7013", "0"]);
-    let mut agent = Agent::start(&net.server, 35, &[]);
-    agent.wait_service(SVC, T, |_| true);
-    let mut client = Proc::spawn(NetPair::cmd(
-        &net.client,
-        &testsrv_bin(),
-        &["client", SERVER_ADDR, "7013", "200"],
-    ));
-    let line = client.wait_line("client segs_out", T, |l| l.starts_with("segs_out="));
-    let segs: f64 = line
-        .trim_start_matches("segs_out=")
-        .parse()
-        .expect("number");
-    assert!(agent.wait_exit(T).success());
+    let (segs, counted, agent) = nic_rx_against_sender("7013", &[]);
     assert!(
         !agent.proc.stderr().contains("attached seer_tc_ingress"),
         "no per-packet program by default: {}",
         agent.proc.stderr()
     );
-    let counted = sum_over_ticks(&agent.ticks(), SVC, "nic_rx_pkts");
-    assert!(segs >= 202.0, "client emitted {segs} segments");
     assert_eq!(
         counted, segs,
         "agent's per-tick count == segments the sender emitted"
     );
-    client.send("");
 }
 
 /// epoll: exactly E calls returning R events in all.
