@@ -6,6 +6,7 @@
 mod actuate; // carrying decisions out on the host (cgroups, resctrl, tc), journaled
 mod alert; // alerts to Alertmanager / webhooks
 mod cli;
+mod cluster; // NATS JetStream: the agent's publisher and the central predictor (issue 18)
 mod diagnose; // which resource the culprit is short of
 mod discovery; // services, their processes, ports and call graph
 mod infer; // the model: who is about to break the QoS (ONNX Runtime)
@@ -104,6 +105,7 @@ fn main() -> ExitCode {
         Cmd::LlcReadings(a) => cli::diagnose::llc_readings(&a),
         Cmd::BenchInfer(a) => report(cli::bench_infer::run(&a)),
         Cmd::Predict(a) => report(cli::predict::run(&a)),
+        Cmd::Central(a) => report(cli::central::run(&a)),
     }
 }
 

@@ -43,6 +43,17 @@ pub struct RunOptions {
     pub predict: bool,
     pub model: Option<std::path::PathBuf>,
     pub ort_lib: Option<std::path::PathBuf>,
+    /// Cluster mode: publish every tick to NATS (None: this host alone).
+    pub cluster: Option<ClusterRun>,
+}
+
+/// `run --cluster`: where to publish, as whom.
+#[derive(Clone, Debug)]
+pub struct ClusterRun {
+    pub url: String,
+    pub creds: Option<std::path::PathBuf>,
+    pub host: String,
+    pub backlog: usize,
 }
 
 fn apply(probes: &Probes, ch: &MapChanges) -> anyhow::Result<()> {
@@ -78,6 +89,8 @@ struct Agent {
     predictor: Option<crate::infer::Predictor>,
     /// Discovery rounds so far.
     rounds: u64,
+    /// Cluster mode's publisher (None: this host alone).
+    publisher: Option<crate::cluster::publish::Publisher>,
 }
 
 impl Agent {
@@ -140,8 +153,21 @@ impl Agent {
             }
         };
         let predictor = start_predictor(args, cfg.tick_ms);
+        let publisher = match &args.cluster {
+            Some(c) => Some(
+                crate::cluster::publish::Publisher::start(
+                    &c.url,
+                    c.creds.as_deref(),
+                    &c.host,
+                    c.backlog,
+                )
+                .context("cluster mode (--cluster)")?,
+            ),
+            None => None,
+        };
         let mut agent = Agent {
             predictor,
+            publisher,
             rounds: 0,
             responder,
             recorder,
@@ -191,6 +217,9 @@ impl Agent {
         if let Some(p) = &mut self.predictor {
             p.on_tick(ts, &self.disc.services, &self.samples, &self.disc.edges);
         }
+        if let Some(p) = &mut self.publisher {
+            p.on_tick(ts, self.cfg.tick_ms, &self.disc, &self.samples);
+        }
         let prediction = self.predictor.as_ref().and_then(|p| p.latest());
         let status = self.predictor.as_ref().map(|p| p.status());
         // The model in use now (a reload may have changed it) and the alarm policy over it.
@@ -222,6 +251,7 @@ impl Agent {
         stats.store = self.recorder.as_ref().map(Recorder::stats);
         stats.respond = self.responder.as_ref().map(|r| r.stats.clone());
         stats.predict = status.map(|s| (s, prediction.clone()));
+        stats.cluster = self.publisher.as_ref().map(|p| p.stats());
         Ok(TickView {
             ts,
             prediction,
@@ -229,9 +259,12 @@ impl Agent {
         })
     }
 
-    /// Stops the responder (undoing what it enforced) and the model stage, reports kernel
-    /// drops, closes the store, detaches.
-    fn drain(mut self) -> anyhow::Result<()> {
+    /// Stops the responder (undoing what it enforced), the model stage and the cluster
+    /// publisher (a second at most to flush), reports kernel drops, closes the store, detaches.
+    async fn drain(mut self) -> anyhow::Result<()> {
+        if let Some(p) = self.publisher.take() {
+            p.shutdown().await;
+        }
         if let Some(r) = self.responder.take() {
             r.shutdown();
         }
@@ -400,7 +433,7 @@ pub async fn run(args: RunOptions, cfg: Config) -> anyhow::Result<()> {
             break;
         }
     }
-    agent.drain()
+    agent.drain().await
 }
 
 /// Loads and attaches seer's programs as the config asks, logging each with its program id.
@@ -486,6 +519,9 @@ fn report(
             "epoll_full": stats.drops.epoll_full,
             "iter_write": stats.drops.iter_write,
         });
+        if let Some(c) = &stats.cluster {
+            v["cluster"] = c.to_json();
+        }
         output::print_line(&v);
     } else if live {
         let d = stats.drops;
@@ -499,6 +535,9 @@ fn report(
         );
         if let Some(r) = &agent.responder {
             footer = format!("{}\n{footer}", r.status_line());
+        }
+        if let Some(c) = &stats.cluster {
+            footer = format!("{footer}\n{}", c.status_line());
         }
         print!(
             "{}",

@@ -6,7 +6,8 @@ use std::{collections::BTreeSet, path::Path};
 
 /// The stages, bottom first; a module may import those at its level or below. `util` and
 /// `http` are helpers, `config` plain data (it validates URLs with `http`), `output` the live
-/// view the tick loop prints.
+/// view the tick loop prints (and the central's JSON lines), `cluster` the NATS publisher and
+/// the central predictor.
 const LEVELS: &[(&str, u32)] = &[
     ("util", 0),
     ("http", 0),
@@ -25,9 +26,10 @@ const LEVELS: &[(&str, u32)] = &[
     ("alert", 11),
     ("serve", 12),
     ("output", 13),
-    ("tick_loop", 14),
-    ("cli", 15),
-    ("main", 16),
+    ("cluster", 14),
+    ("tick_loop", 15),
+    ("cli", 16),
+    ("main", 17),
 ];
 
 fn level(module: &str) -> Option<u32> {

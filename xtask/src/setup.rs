@@ -10,7 +10,8 @@ use crate::util::{self, have, output, run, step};
 /// and benchmarks, iproute2 (netns/veth/tc), procps (ps), a real Alertmanager for the alert
 /// tests (started by the tests on loopback; the package's own service is not needed),
 /// promtool (package prometheus) to lint /metrics, gcc for the BTF offsets witness, and
-/// systemd's systemd-analyze to check the unit.
+/// systemd's systemd-analyze to check the unit, and nats-server (JetStream) for cluster mode's
+/// tests, started by them on loopback ports (the package's own service is not needed).
 const DEBIAN: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -27,6 +28,7 @@ const DEBIAN: &[&str] = &[
     "prometheus",
     "gcc",
     "systemd",
+    "nats-server",
 ];
 
 const BPF_LINKER: &str = "bpf-linker@0.10.4";

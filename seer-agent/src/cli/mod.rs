@@ -9,6 +9,7 @@ use crate::store;
 
 pub mod act;
 pub mod bench_infer;
+pub mod central;
 pub mod diagnose;
 pub mod doctor;
 pub mod predict;
@@ -32,6 +33,8 @@ pub mod selftest;
                   seer-agent run --ticks 50 --json    50 ticks as JSON lines, then exit\n  \
                   seer-agent run --tc-ingress --iface lo --tick-ms 250 --config /etc/seer/seer.toml\n  \
                   seer-agent run --qos nginx:50 --mode recommend --alertmanager http://127.0.0.1:9093\n  \
+                  seer-agent run --cluster nats://10.0.0.5:4222 --cluster-creds /etc/seer/nats.creds\n  \
+                  seer-agent central --cluster nats://10.0.0.5:4222 --cluster-creds /etc/seer/nats.creds\n  \
                   seer-agent query violations         QoS violations and their initiators\n  \
                   seer-agent query top outstanding    deepest queues in the trace store\n  \
                   seer-agent export --from -1h --out /tmp/ds   a training dataset"
@@ -88,6 +91,11 @@ pub enum Cmd {
     /// window and inference code as `run` (and how far they are from the agent's own stored
     /// predictions of the same model).
     Predict(predict::PredictArgs),
+    /// Cluster mode's predictor: every host's agent (`run --cluster`) publishes its ticks to
+    /// NATS JetStream; `central` assembles them into one cluster-wide tick and runs the model
+    /// over every service of the cluster. Start several: one leads (a JetStream key-value
+    /// lease), the others stand by with a warm window and take over when it stops.
+    Central(central::CentralArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -155,6 +163,29 @@ pub struct RunArgs {
     /// /usr/local/lib/seer, where `cargo xtask setup` puts it).
     #[arg(long, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
+    /// Cluster mode: also publish every tick (services, channels, local and remote calls) to
+    /// NATS JetStream at this URL (nats://HOST:PORT, tls://HOST:PORT for TLS) for `seer-agent
+    /// central`. Never holds a tick up: while NATS is unreachable the agent works alone as
+    /// without this flag, keeps the last --cluster-backlog ticks and sends them when NATS is
+    /// back (the log, /metrics and the live table say which).
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// NATS credentials for --cluster: a .creds file (user JWT and nkey seed), a file holding
+    /// an nkey user seed (SU...), or a file whose first line is USER:PASSWORD.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub cluster_creds: Option<PathBuf>,
+    /// This host's name in the cluster (its subject seer.samples.NAME): 1 to 64 of
+    /// A-Z a-z 0-9 _ - (default: the hostname, other characters as _).
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    pub cluster_host: Option<String>,
+    /// Ticks kept to send while NATS is unreachable; the oldest are dropped (counted) beyond.
+    #[arg(
+        long,
+        value_name = "TICKS",
+        default_value_t = 600,
+        requires = "cluster"
+    )]
+    pub cluster_backlog: usize,
 }
 
 #[derive(clap::Args, Clone, Debug)]

@@ -63,5 +63,17 @@ pub fn options(args: &RunArgs) -> RunOptions {
         predict: !args.no_predict,
         model: args.model.clone(),
         ort_lib: args.ort_lib.clone(),
+        cluster: args
+            .cluster
+            .as_ref()
+            .map(|url| crate::tick_loop::ClusterRun {
+                url: url.clone(),
+                creds: args.cluster_creds.clone(),
+                host: args
+                    .cluster_host
+                    .clone()
+                    .unwrap_or_else(crate::cluster::default_host),
+                backlog: args.cluster_backlog,
+            }),
     }
 }

@@ -24,6 +24,52 @@ pub struct AgentStats {
     pub respond: Option<crate::respond::RespondStats>,
     /// The model stage (None: no model, reactive only; the log says why).
     pub predict: Option<(crate::infer::Status, Option<crate::infer::Prediction>)>,
+    /// Cluster mode's publisher (None: without --cluster).
+    pub cluster: Option<ClusterStats>,
+}
+
+/// Cluster mode's publisher (`run --cluster`): what it did, for /metrics, the live table,
+/// the JSON lines and the log.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterStats {
+    pub url: String,
+    pub host: String,
+    pub connected: bool,
+    pub published: u64,
+    pub dropped: u64,
+    pub backlog: u64,
+    pub last_error: Option<String>,
+}
+
+impl ClusterStats {
+    /// One line for the live table.
+    pub fn status_line(&self) -> String {
+        format!(
+            "cluster {} as {}: {}; {} published, {} in backlog, {} dropped{}",
+            self.url,
+            self.host,
+            if self.connected {
+                "publishing"
+            } else {
+                "UNREACHABLE, working alone"
+            },
+            self.published,
+            self.backlog,
+            self.dropped,
+            self.last_error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        )
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "url": self.url, "host": self.host, "connected": self.connected,
+            "published": self.published, "dropped": self.dropped, "backlog": self.backlog,
+            "last_error": self.last_error,
+        })
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -135,6 +181,20 @@ pub fn render(d: &Discovery, samples: &[Sample], st: &AgentStats) -> String {
             "gauge",
             w.last_write_us as f64 / 1e6,
         );
+    }
+    if let Some(c) = &st.cluster {
+        scalar(
+            "seer_cluster_connected",
+            "gauge",
+            f64::from(u8::from(c.connected)),
+        );
+        scalar(
+            "seer_cluster_published_total",
+            "counter",
+            c.published as f64,
+        );
+        scalar("seer_cluster_dropped_total", "counter", c.dropped as f64);
+        scalar("seer_cluster_backlog", "gauge", c.backlog as f64);
     }
     if let Some(r) = &st.respond {
         scalar("seer_qos_p99_seconds", "gauge", r.qos_p99_us as f64 / 1e6);
@@ -343,6 +403,22 @@ const HELP: &[(&str, &str)] = &[
         "Times the store's disk was full.",
     ),
     ("seer_store_bytes", "Size of the trace store file."),
+    (
+        "seer_cluster_connected",
+        "1 while ticks reach NATS JetStream (run --cluster), 0 while the agent works alone.",
+    ),
+    (
+        "seer_cluster_published_total",
+        "Ticks the cluster stream acknowledged.",
+    ),
+    (
+        "seer_cluster_dropped_total",
+        "Ticks never sent to the cluster: the oldest of a full backlog while NATS was unreachable.",
+    ),
+    (
+        "seer_cluster_backlog",
+        "Ticks waiting to be sent to the cluster.",
+    ),
     (
         "seer_store_last_write_seconds",
         "Time the store's last write took.",

@@ -1,0 +1,409 @@
+//! The cluster-wide tick: every host's samples placed on a shared grid of `tick_ms` slots
+//! (slot = tick time / tick_ms), one [`ClusterTick`] per slot once it is closed. A host with no
+//! message in a slot repeats its previous one, flagged stale; a host silent for `forget_ms` is
+//! left out until it speaks again. Services get cluster-wide ids (one per host and agent id,
+//! never reused), and each remote edge (caller -> address:port) is resolved to the service of
+//! the host that has that address and listens on that port.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::SocketAddr,
+};
+
+use seer_common::sample::{Sample, ServiceId};
+
+use super::wire::HostTick;
+use crate::discovery::{self, Service};
+
+/// At most this many hosts are followed (more are refused, counted).
+pub const MAX_HOSTS: usize = 10_000;
+/// At most this many services in the whole cluster.
+pub const MAX_SERVICES: usize = 100_000;
+/// Messages further ahead of the central's clock than this many slots are refused (skew).
+const MAX_AHEAD_SLOTS: u64 = 50;
+
+/// A service of the cluster tick: which host's, and its id there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    pub host: String,
+    pub name: String,
+    pub local_id: u32,
+    /// Its host's sample is a repeat of an earlier slot's.
+    pub stale: bool,
+}
+
+/// One slot of the whole cluster, back end first.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterTick {
+    pub slot: u64,
+    pub ts_ms: u64,
+    pub services: Vec<Service>,
+    pub samples: Vec<Sample>,
+    /// Cluster ids; local edges and resolved remote ones.
+    pub edges: BTreeSet<(ServiceId, ServiceId)>,
+    /// Parallel to `services`.
+    pub members: Vec<Member>,
+    pub hosts: usize,
+    pub stale_hosts: Vec<String>,
+    /// Remote edges no host's address and port explains (a callee outside the cluster).
+    pub unresolved: usize,
+}
+
+/// Why a message was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Its slot is closed already (kept as the host's latest if it is newer).
+    Late,
+    /// More than MAX_AHEAD_SLOTS ahead of this clock.
+    Ahead,
+    /// Another tick length than the grid's.
+    TickLength(u32),
+    TooManyHosts,
+    TooManyServices,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Late => write!(f, "late: its tick was assembled already"),
+            Refused::Ahead => write!(
+                f,
+                "more than {MAX_AHEAD_SLOTS} ticks ahead of this host's clock (clock skew?)"
+            ),
+            Refused::TickLength(t) => write!(f, "{t} ms ticks, the cluster grid is another"),
+            Refused::TooManyHosts => write!(f, "more than {MAX_HOSTS} hosts"),
+            Refused::TooManyServices => write!(f, "more than {MAX_SERVICES} services"),
+        }
+    }
+}
+
+struct Host {
+    /// Latest message at or before the last closed slot, and its slot.
+    last: Option<(u64, HostTick)>,
+    /// Messages for slots not closed yet.
+    pending: BTreeMap<u64, HostTick>,
+}
+
+pub struct Assembler {
+    tick_ms: u64,
+    forget_slots: u64,
+    hosts: BTreeMap<String, Host>,
+    ids: HashMap<(String, u32), ServiceId>,
+    /// The last slot closed (None: nothing heard yet).
+    closed: Option<u64>,
+}
+
+impl Assembler {
+    pub fn new(tick_ms: u64, forget_ms: u64) -> Self {
+        Assembler {
+            tick_ms: tick_ms.max(1),
+            forget_slots: (forget_ms / tick_ms.max(1)).max(1),
+            hosts: BTreeMap::new(),
+            ids: HashMap::new(),
+            closed: None,
+        }
+    }
+
+    pub fn slot_of(&self, ts_ms: u64) -> u64 {
+        ts_ms / self.tick_ms
+    }
+
+    /// The last slot closed.
+    pub fn closed(&self) -> Option<u64> {
+        self.closed
+    }
+
+    /// Hosts heard from.
+    pub fn hosts(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Places a host's message on the grid. `now_ms`: this central's clock.
+    pub fn insert(&mut self, t: HostTick, now_ms: u64) -> Result<(), Refused> {
+        if u64::from(t.tick_ms) != self.tick_ms {
+            return Err(Refused::TickLength(t.tick_ms));
+        }
+        let slot = self.slot_of(t.ts_ms);
+        if slot > self.slot_of(now_ms) + MAX_AHEAD_SLOTS {
+            return Err(Refused::Ahead);
+        }
+        if !self.hosts.contains_key(&t.host) && self.hosts.len() >= MAX_HOSTS {
+            return Err(Refused::TooManyHosts);
+        }
+        for s in &t.services {
+            let key = (t.host.clone(), s.id);
+            if !self.ids.contains_key(&key) {
+                if self.ids.len() >= MAX_SERVICES {
+                    return Err(Refused::TooManyServices);
+                }
+                let id = ServiceId(self.ids.len() as u32);
+                self.ids.insert(key, id);
+            }
+        }
+        // The first message places the grid's start one slot before it.
+        let closed = *self.closed.get_or_insert(slot.saturating_sub(1));
+        let h = self.hosts.entry(t.host.clone()).or_insert(Host {
+            last: None,
+            pending: BTreeMap::new(),
+        });
+        if slot <= closed {
+            if h.last.as_ref().is_none_or(|(s, _)| *s < slot) {
+                h.last = Some((slot, t));
+            }
+            return Err(Refused::Late);
+        }
+        // Two messages in one slot (the agent's tick drifted): the newer wins.
+        h.pending.insert(slot, t);
+        Ok(())
+    }
+
+    /// Closes `slot` (every slot before it must be closed first, see `close_until`).
+    fn close(&mut self, slot: u64) -> ClusterTick {
+        self.closed = Some(slot);
+        let forget = self.forget_slots;
+        let mut stale_hosts = Vec::new();
+        let mut used: Vec<(String, bool)> = Vec::new();
+        for (name, h) in self.hosts.iter_mut() {
+            // Everything up to this slot becomes the host's latest.
+            let due: Vec<u64> = h.pending.range(..=slot).map(|(s, _)| *s).collect();
+            for s in due {
+                if let Some(t) = h.pending.remove(&s) {
+                    h.last = Some((s, t));
+                }
+            }
+            match &h.last {
+                Some((s, _)) if *s == slot => used.push((name.clone(), false)),
+                Some((s, _)) if slot - *s <= forget => {
+                    stale_hosts.push(name.clone());
+                    used.push((name.clone(), true));
+                }
+                _ => {}
+            }
+        }
+        let mut services = Vec::new();
+        let mut samples = Vec::new();
+        let mut members = Vec::new();
+        let mut edges = BTreeSet::new();
+        let mut listen: HashMap<SocketAddr, ServiceId> = HashMap::new();
+        let ts_ms = slot * self.tick_ms;
+        for (host, stale) in &used {
+            let (host, stale) = (host.as_str(), *stale);
+            let Some((_, t)) = self.hosts.get(host).and_then(|h| h.last.as_ref()) else {
+                continue;
+            };
+            let gid = |local: u32| self.ids.get(&(host.to_string(), local)).copied();
+            for s in &t.services {
+                let Some(id) = gid(s.id) else { continue };
+                services.push(Service {
+                    id,
+                    name: format!("{host}/{}", s.name),
+                    ports: s.ports.clone(),
+                    ..Default::default()
+                });
+                samples.push(Sample {
+                    service: id,
+                    ts_ms,
+                    values: s.values,
+                });
+                members.push(Member {
+                    host: host.to_string(),
+                    name: s.name.clone(),
+                    local_id: s.id,
+                    stale,
+                });
+                for a in &t.addrs {
+                    for &p in &s.ports {
+                        listen.insert(SocketAddr::new(*a, p), id);
+                    }
+                }
+            }
+            for &(a, b) in &t.edges {
+                if let (Some(a), Some(b)) = (gid(a), gid(b)) {
+                    edges.insert((a, b));
+                }
+            }
+        }
+        let mut unresolved = 0;
+        for (host, _) in &used {
+            let host = host.as_str();
+            let Some((_, t)) = self.hosts.get(host).and_then(|h| h.last.as_ref()) else {
+                continue;
+            };
+            for (a, to) in &t.remote_edges {
+                match (
+                    self.ids.get(&(host.to_string(), *a)),
+                    listen.get(to).or_else(|| listen.get(&unmapped(to))),
+                ) {
+                    (Some(&a), Some(&b)) if a != b => {
+                        edges.insert((a, b));
+                    }
+                    _ => unresolved += 1,
+                }
+            }
+        }
+        // Back end first over the whole graph; samples and members follow their services.
+        let mut rest: HashMap<ServiceId, (Sample, Member)> = samples
+            .into_iter()
+            .zip(members)
+            .map(|(smp, m)| (smp.service, (smp, m)))
+            .collect();
+        discovery::order_back_end_first(&mut services, &edges);
+        let (samples, members): (Vec<Sample>, Vec<Member>) =
+            services.iter().filter_map(|s| rest.remove(&s.id)).unzip();
+        ClusterTick {
+            slot,
+            ts_ms,
+            services,
+            samples,
+            edges,
+            members,
+            hosts: used.len(),
+            stale_hosts,
+            unresolved,
+        }
+    }
+
+    /// Closes every slot up to `slot` in order (at most `max` of them, the newest; older ones
+    /// are skipped); the ticks, oldest first.
+    pub fn close_until(&mut self, slot: u64, max: usize) -> Vec<ClusterTick> {
+        let Some(closed) = self.closed else {
+            return Vec::new();
+        };
+        if slot <= closed {
+            return Vec::new();
+        }
+        let first = (closed + 1).max(slot.saturating_sub(max.saturating_sub(1) as u64));
+        (first..=slot).map(|s| self.close(s)).collect()
+    }
+}
+
+/// An IPv4-mapped IPv6 address as plain IPv4 (and the other way), for matching listeners.
+fn unmapped(a: &SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), a.port()),
+            None => *a,
+        },
+        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), a.port()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::wire::WireService;
+    use seer_common::sample::CHANNELS;
+
+    fn host(name: &str, addr: &str, ts: u64, svcs: &[(u32, &str, u16, f32)]) -> HostTick {
+        HostTick {
+            host: name.into(),
+            ts_ms: ts,
+            tick_ms: 100,
+            seq: 0,
+            addrs: vec![addr.parse().unwrap()],
+            services: svcs
+                .iter()
+                .map(|&(id, n, port, v)| WireService {
+                    id,
+                    name: n.into(),
+                    ports: vec![port],
+                    values: [v; CHANNELS],
+                })
+                .collect(),
+            edges: Vec::new(),
+            remote_edges: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn two_hosts_make_one_tick_with_the_remote_edge_resolved_back_end_first() {
+        let mut a = Assembler::new(100, 1000);
+        // Host "front": nginx (id 1) calls 198.51.100.1:11211 on host "back".
+        let mut f = host("front", "198.51.100.2", 10_010, &[(1, "nginx", 80, 1.0)]);
+        f.remote_edges = vec![(1, "198.51.100.1:11211".parse().unwrap())];
+        let b = host(
+            "back",
+            "198.51.100.1",
+            10_040,
+            &[(1, "memcached", 11211, 2.0)],
+        );
+        a.insert(f, 10_050).unwrap();
+        a.insert(b, 10_050).unwrap();
+        let ticks = a.close_until(100, 10);
+        assert_eq!(ticks.len(), 1);
+        let t = &ticks[0];
+        let names: Vec<&str> = t.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["back/memcached", "front/nginx"], "back end first");
+        assert_eq!(t.members[0].host, "back");
+        assert_eq!(t.samples[0].values[0], 2.0, "samples follow their services");
+        assert_eq!(
+            t.edges.iter().copied().collect::<Vec<_>>(),
+            vec![(t.services[1].id, t.services[0].id)],
+            "nginx -> memcached across hosts"
+        );
+        assert_eq!(t.unresolved, 0);
+        assert!(t.stale_hosts.is_empty());
+    }
+
+    #[test]
+    fn a_late_host_repeats_its_last_sample_flagged_then_is_forgotten() {
+        let mut a = Assembler::new(100, 300);
+        a.insert(host("h1", "10.0.0.1", 1000, &[(1, "x", 1, 1.0)]), 1000)
+            .unwrap();
+        a.insert(host("h2", "10.0.0.2", 1000, &[(1, "y", 2, 5.0)]), 1000)
+            .unwrap();
+        assert_eq!(a.close_until(10, 10).len(), 1);
+        // Slot 11: only h1.
+        a.insert(host("h1", "10.0.0.1", 1100, &[(1, "x", 1, 3.0)]), 1100)
+            .unwrap();
+        let t = a.close_until(11, 10).remove(0);
+        assert_eq!(t.hosts, 2);
+        assert_eq!(t.stale_hosts, vec!["h2".to_string()]);
+        let y = t.members.iter().position(|m| m.host == "h2").unwrap();
+        assert!(t.members[y].stale);
+        assert_eq!(t.samples[y].values[0], 5.0, "h2's previous sample repeated");
+        // A message for a closed slot is late, but becomes the host's latest.
+        assert_eq!(
+            a.insert(host("h2", "10.0.0.2", 1100, &[(1, "y", 2, 6.0)]), 1200),
+            Err(Refused::Late)
+        );
+        let t = a.close_until(12, 10).remove(0);
+        let y = t.members.iter().position(|m| m.host == "h2").unwrap();
+        assert_eq!(t.samples[y].values[0], 6.0);
+        // Silent past forget_ms (3 slots): gone from the tick.
+        let t = a.close_until(16, 10).pop().unwrap();
+        assert_eq!(t.hosts, 0);
+        assert!(t.services.is_empty());
+    }
+
+    #[test]
+    fn ids_are_stable_per_host_and_agent_id_and_bad_messages_are_refused() {
+        let mut a = Assembler::new(100, 1000);
+        a.insert(host("h1", "10.0.0.1", 1000, &[(7, "x", 1, 1.0)]), 1000)
+            .unwrap();
+        a.insert(host("h2", "10.0.0.2", 1000, &[(7, "x", 1, 1.0)]), 1000)
+            .unwrap();
+        let t = a.close_until(10, 10).remove(0);
+        assert_ne!(
+            t.services[0].id, t.services[1].id,
+            "same agent id, two hosts"
+        );
+        a.insert(host("h2", "10.0.0.2", 1100, &[(7, "x", 1, 1.0)]), 1100)
+            .unwrap();
+        let t2 = a.close_until(11, 10).remove(0);
+        let id_of = |t: &ClusterTick, h: &str| {
+            t.services[t.members.iter().position(|m| m.host == h).unwrap()].id
+        };
+        assert_eq!(id_of(&t, "h2"), id_of(&t2, "h2"));
+        let mut other = host("h3", "10.0.0.3", 1200, &[]);
+        other.tick_ms = 250;
+        assert_eq!(a.insert(other, 1200), Err(Refused::TickLength(250)));
+        assert_eq!(
+            a.insert(host("h3", "10.0.0.3", 100_000, &[]), 1200),
+            Err(Refused::Ahead)
+        );
+        // Catching up closes at most `max` slots, the newest.
+        let ts = a.close_until(1000, 5);
+        assert_eq!(ts.len(), 5);
+        assert_eq!(ts[0].slot, 996);
+    }
+}

@@ -1,0 +1,450 @@
+//! `seer-agent central`: the cluster's predictor.
+//!
+//! Start-up: connect, create the samples stream if missing (checked if present: a mismatch
+//! stops the central with what differs), open the lease bucket, load the model. Then, each
+//! `tick_ms`: take every host's messages from the stream (an ordered consumer starting a
+//! window's length in the past, so a new or restarted central has a warm window at once),
+//! close the slots older than `lag_ms` into cluster ticks, feed them to the same `infer` stage
+//! the agent runs (all services, back end first) and, only while this central holds the
+//! lease, publish each new result on `seer.predictions`. Standbys do all the same but publish.
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt as _;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{
+    PREDICTIONS, SAMPLES_PREFIX, STREAM,
+    assemble::{Assembler, ClusterTick, Member},
+    lease::{Lease, Role},
+    wire::{HostTick, MAX_MESSAGE},
+};
+use crate::infer::{Predictor, card::MAX_T};
+
+/// What `central` takes from its command line.
+#[derive(Clone, Debug)]
+pub struct CentralOptions {
+    pub url: String,
+    pub creds: Option<PathBuf>,
+    /// This central's name in the lease (and in every prediction it publishes).
+    pub name: String,
+    pub model: Option<PathBuf>,
+    pub ort_lib: Option<PathBuf>,
+    pub tick_ms: u64,
+    pub lease: Duration,
+    pub retention: Duration,
+    /// None: 3 when the NATS cluster has at least 3 servers, else 1.
+    pub replicas: Option<usize>,
+    /// How long after a slot ends it is assembled (late hosts' grace).
+    pub lag_ms: u64,
+    /// A host silent this long is left out of the cluster tick.
+    pub forget_ms: u64,
+    pub json: bool,
+    /// Stop after this many assembled ticks.
+    pub ticks: Option<u64>,
+}
+
+/// The stream as this central wants it.
+fn stream_config(o: &CentralOptions, replicas: usize) -> stream::Config {
+    stream::Config {
+        name: STREAM.into(),
+        description: Some("seer: every host's samples, one message per host per tick".into()),
+        subjects: vec![format!("{SAMPLES_PREFIX}.>")],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: o.retention,
+        max_message_size: MAX_MESSAGE as i32,
+        num_replicas: replicas,
+        duplicate_window: o.retention.min(Duration::from_secs(60)),
+        ..Default::default()
+    }
+}
+
+/// What differs between the stream found and the one wanted (empty: it fits).
+fn mismatches(have: &stream::Config, want: &stream::Config) -> Vec<String> {
+    let mut d = Vec::new();
+    if have.subjects != want.subjects {
+        d.push(format!(
+            "subjects {:?} (want {:?})",
+            have.subjects, want.subjects
+        ));
+    }
+    if have.storage != want.storage {
+        d.push(format!("storage {:?} (want file)", have.storage));
+    }
+    if have.retention != want.retention {
+        d.push(format!("retention {:?} (want limits)", have.retention));
+    }
+    if have.max_age != want.max_age {
+        d.push(format!(
+            "max age {:?} (want {:?}, --retention-s)",
+            have.max_age, want.max_age
+        ));
+    }
+    if have.num_replicas != want.num_replicas {
+        d.push(format!(
+            "replicas {} (want {}, --replicas)",
+            have.num_replicas, want.num_replicas
+        ));
+    }
+    d
+}
+
+/// Creates the samples stream if missing; checks it if present.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    o: &CentralOptions,
+    replicas: usize,
+) -> anyhow::Result<stream::Stream> {
+    let want = stream_config(o, replicas);
+    match js.get_stream(STREAM).await {
+        Ok(s) => {
+            let d = mismatches(&s.cached_info().config, &want);
+            if !d.is_empty() {
+                bail!(
+                    "the stream {STREAM} exists with other settings: {}; give the central the same flags as the others, or delete the stream (`nats stream rm {STREAM}`)",
+                    d.join(", ")
+                );
+            }
+            Ok(s)
+        }
+        Err(e)
+            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            log::info!(
+                "central: creating the stream {STREAM} ({}.>, file storage, {:?} retention, {replicas} replica(s))",
+                SAMPLES_PREFIX,
+                o.retention
+            );
+            js.create_stream(want)
+                .await
+                .with_context(|| format!("creating the stream {STREAM}"))
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "looking up the stream {STREAM}: {e} (is JetStream on? nats-server -js)"
+        )),
+    }
+}
+
+/// An ordered consumer of every host's samples from `start_ms` on.
+async fn consume(st: &stream::Stream, start_ms: u64) -> anyhow::Result<consumer::pull::Ordered> {
+    let start = async_nats::datetime::from_nanos(i128::from(start_ms) * 1_000_000)
+        .map_err(|e| anyhow::anyhow!("start time {start_ms}: {e}"))?;
+    let c = st
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: format!("{SAMPLES_PREFIX}.>"),
+            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: start },
+            ..Default::default()
+        })
+        .await
+        .context("creating the samples consumer")?;
+    c.messages().await.context("reading the samples consumer")
+}
+
+/// Messages not taken, counted by reason, each reason logged once.
+#[derive(Default)]
+struct Refusals {
+    counts: HashMap<String, u64>,
+    logged: HashSet<String>,
+}
+
+impl Refusals {
+    fn note(&mut self, kind: &str, detail: impl FnOnce() -> String) {
+        *self.counts.entry(kind.to_string()).or_default() += 1;
+        if self.logged.insert(kind.to_string()) {
+            log::warn!(
+                "central: refused a message ({}); further ones of this kind are only counted",
+                detail()
+            );
+        }
+    }
+    fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+}
+
+/// One message from the stream: checked, decoded, placed.
+fn take(a: &mut Assembler, subject: &str, payload: &[u8], r: &mut Refusals) {
+    let Some(host) = subject
+        .strip_prefix(SAMPLES_PREFIX)
+        .and_then(|s| s.strip_prefix('.'))
+    else {
+        r.note("subject", || format!("subject {subject:?}"));
+        return;
+    };
+    let t = match HostTick::decode(payload) {
+        Ok(t) => t,
+        Err(e) => {
+            let kind = match e {
+                super::wire::WireError::Version(_) => "version",
+                _ => "decode",
+            };
+            r.note(kind, || format!("on {subject}: {e}"));
+            return;
+        }
+    };
+    if t.host != host {
+        r.note("host", || {
+            format!("on {subject}: the message says host {:?}", t.host)
+        });
+        return;
+    }
+    match a.insert(t, crate::util::now_ms()) {
+        Ok(()) | Err(super::assemble::Refused::Late) => {}
+        Err(e) => r.note(&format!("{e:?}"), || format!("from {host}: {e}")),
+    }
+}
+
+/// The lease in a task of its own (a NATS round trip never holds the tick up); the tick reads
+/// the role from it, judged on the local clock.
+fn spawn_lease(
+    mut lease: Lease,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> (
+    tokio::sync::watch::Receiver<Role>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(lease.role());
+    let task = tokio::spawn(async move {
+        loop {
+            lease.turn().await;
+            let _ = tx.send(lease.role());
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = &mut stop => break,
+            }
+        }
+        lease.release().await;
+        let _ = tx.send(lease.role());
+    });
+    (rx, task)
+}
+
+/// A tick as JSON: the services with their hosts, the edges by name, the prediction if any.
+fn tick_json(
+    t: &ClusterTick,
+    role: &Role,
+    name: &str,
+    pred: Option<&crate::infer::Prediction>,
+) -> serde_json::Value {
+    use serde_json::json;
+    let by_id: HashMap<_, &Member> = t
+        .services
+        .iter()
+        .zip(&t.members)
+        .map(|(s, m)| (s.id, m))
+        .collect();
+    let nm = |id| by_id.get(&id).map(|m| format!("{}/{}", m.host, m.name));
+    let (leader, term) = match role {
+        Role::Leader { term } => (Some(name.to_string()), Some(*term)),
+        Role::Standby { leader } => (leader.clone(), None),
+    };
+    json!({
+        "ts_ms": t.ts_ms,
+        "slot": t.slot,
+        "role": if term.is_some() { "leader" } else { "standby" },
+        "central": name,
+        "leader": leader,
+        "term": term,
+        "hosts": t.hosts,
+        "stale_hosts": t.stale_hosts,
+        "services": t.services.iter().zip(&t.members).zip(&t.samples).map(|((s, m), smp)| json!({
+            "host": m.host, "name": m.name, "local_id": m.local_id, "stale": m.stale,
+            "depth": s.depth,
+            "p": pred.and_then(|p| p.of(s.id)),
+            "channels": smp.values.to_vec(),
+        })).collect::<Vec<_>>(),
+        "edges": t.edges.iter().map(|&(a, b)| json!([nm(a), nm(b)])).collect::<Vec<_>>(),
+        "unresolved_remote_edges": t.unresolved,
+        "prediction": pred.map(|p| json!({"ts_ms": p.ts_ms, "model": p.model, "infer_us": p.infer_us})),
+    })
+}
+
+pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
+    super::check_url(&o.url)?;
+    let opts = super::options(o.creds.as_deref(), &format!("seer-central {}", o.name))?;
+    let client = opts
+        .connect(o.url.as_str())
+        .await
+        .map_err(|e| super::ClusterError::Connect {
+            url: o.url.clone(),
+            msg: e.to_string(),
+        })?;
+    let servers = client.server_info().connect_urls.len().max(1);
+    let replicas = o.replicas.unwrap_or(if servers >= 3 { 3 } else { 1 });
+    let js = jetstream::new(client.clone());
+    let st = ensure_stream(&js, &o, replicas).await?;
+    let lease = Lease::open(&js, &o.name, o.lease, replicas).await?;
+    let model = o
+        .model
+        .clone()
+        .or_else(crate::infer::default_model)
+        .ok_or_else(|| anyhow::anyhow!("no model: give --model PATH"))?;
+    let mut predictor = Predictor::start(&model, o.ort_lib.as_deref(), o.tick_ms)
+        .map_err(|e| anyhow::anyhow!("predict: {e}"))?;
+    let window_ms = (MAX_T as u64 + 10) * o.tick_ms;
+    let mut msgs = consume(&st, crate::util::now_ms().saturating_sub(window_ms)).await?;
+    log::info!(
+        "central {}: following {STREAM} at {} ({servers} server(s) seen), model {}",
+        o.name,
+        o.url,
+        model.display()
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let (roles, lease_task) = spawn_lease(lease, stop_rx);
+
+    let mut asm = Assembler::new(o.tick_ms, o.forget_ms);
+    let mut refused = Refusals::default();
+    let mut interval = tokio::time::interval(Duration::from_millis(o.tick_ms));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let lag_slots = o.lag_ms.div_ceil(o.tick_ms).max(1);
+    let mut published_ts = 0u64;
+    let mut n = 0u64;
+    let mut last_log = Instant::now();
+    let mut stream_errors = 0u64;
+    loop {
+        tokio::select! {
+            m = msgs.next() => match m {
+                Some(Ok(m)) => take(&mut asm, m.subject.as_str(), &m.payload, &mut refused),
+                Some(Err(e)) => {
+                    stream_errors += 1;
+                    if stream_errors == 1 || stream_errors.is_power_of_two() {
+                        log::warn!("central: reading the stream: {e} ({stream_errors} errors so far)");
+                    }
+                }
+                None => {
+                    log::warn!("central: the samples consumer ended; following the stream again");
+                    let from = asm.closed().map_or(crate::util::now_ms(), |s| s * o.tick_ms);
+                    msgs = consume(&st, from).await?;
+                }
+            },
+            _ = interval.tick() => {}
+            _ = term.recv() => { log::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { log::info!("SIGINT: stopping"); break; }
+        }
+        let now_slot = asm.slot_of(crate::util::now_ms());
+        let ticks = asm.close_until(now_slot.saturating_sub(lag_slots), MAX_T + 10);
+        let Some((last, history)) = ticks.split_last() else {
+            continue;
+        };
+        // Older slots (a catch-up) only fill the window; the newest is predicted.
+        for t in history {
+            predictor.window.push(&t.services, &t.samples);
+        }
+        predictor.on_tick(last.ts_ms, &last.services, &last.samples, &last.edges);
+        let role = roles.borrow().clone();
+        let pred = predictor.latest().filter(|p| p.ts_ms > published_ts);
+        if let (Role::Leader { term }, Some(p)) = (&role, &pred) {
+            let v = tick_json(last, &role, &o.name, Some(p));
+            let body = serde_json::json!({
+                "ts_ms": p.ts_ms, "leader": o.name, "term": term, "model": p.model,
+                "services": v["services"].as_array().map(|a| a.iter().map(|s| serde_json::json!({
+                    "host": s["host"], "name": s["name"], "p": s["p"], "stale": s["stale"],
+                })).collect::<Vec<_>>()),
+            });
+            match client.publish(PREDICTIONS, body.to_string().into()).await {
+                Ok(()) => published_ts = p.ts_ms,
+                Err(e) => log::warn!("central: publishing on {PREDICTIONS}: {e}"),
+            }
+        }
+        n += 1;
+        if o.json {
+            crate::output::print_line(&tick_json(
+                last,
+                &role,
+                &o.name,
+                predictor.latest().as_ref(),
+            ));
+        } else if last_log.elapsed() >= Duration::from_secs(1) {
+            last_log = Instant::now();
+            log::info!(
+                "central: tick {n}: {} of {} hosts ({} late), {} services, {} edges, {} refused messages, {:?}",
+                last.hosts,
+                asm.hosts(),
+                last.stale_hosts.len(),
+                last.services.len(),
+                last.edges.len(),
+                refused.total(),
+                role
+            );
+        }
+        if o.ticks.is_some_and(|t| n >= t) {
+            break;
+        }
+    }
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), lease_task).await;
+    predictor.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.drain()).await;
+    log::info!("central {}: stopped", o.name);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> CentralOptions {
+        CentralOptions {
+            url: "nats://127.0.0.1:4222".into(),
+            creds: None,
+            name: "c1".into(),
+            model: None,
+            ort_lib: None,
+            tick_ms: 100,
+            lease: Duration::from_millis(1500),
+            retention: Duration::from_secs(300),
+            replicas: None,
+            lag_ms: 200,
+            forget_ms: 5000,
+            json: false,
+            ticks: None,
+        }
+    }
+
+    #[test]
+    fn a_stream_with_other_settings_is_named_by_what_differs() {
+        let want = stream_config(&opts(), 1);
+        assert!(mismatches(&want, &want).is_empty());
+        let mut have = want.clone();
+        have.max_age = Duration::from_secs(60);
+        have.num_replicas = 3;
+        have.storage = stream::StorageType::Memory;
+        let d = mismatches(&have, &want).join(", ");
+        assert!(d.contains("max age 60s"), "{d}");
+        assert!(d.contains("replicas 3 (want 1"), "{d}");
+        assert!(d.contains("storage Memory"), "{d}");
+    }
+
+    #[test]
+    fn hostile_messages_are_counted_and_never_taken() {
+        let mut a = Assembler::new(100, 5000);
+        let mut r = Refusals::default();
+        take(&mut a, "seer.samples.h1", b"garbage", &mut r);
+        let mut t = super::super::wire::tests::sample_tick();
+        t.ts_ms = crate::util::now_ms();
+        let mut b = Vec::new();
+        t.encode(&mut b);
+        // A host publishing under another host's subject.
+        take(&mut a, "seer.samples.other", &b, &mut r);
+        // A future schema version.
+        let mut v2 = b.clone();
+        v2[2] = 9;
+        take(&mut a, "seer.samples.web-1", &v2, &mut r);
+        assert_eq!(r.counts.get("decode"), Some(&1));
+        assert_eq!(r.counts.get("host"), Some(&1));
+        assert_eq!(r.counts.get("version"), Some(&1));
+        assert_eq!(a.hosts(), 0);
+        take(&mut a, "seer.samples.web-1", &b, &mut r);
+        assert_eq!(a.hosts(), 1);
+        assert_eq!(r.total(), 3);
+    }
+}

@@ -1,0 +1,144 @@
+//! Cluster mode (issue 18): agents on many hosts feed one predictor through NATS JetStream.
+//!
+//! - [`wire`]: the one message per host per tick on `seer.samples.<host>`, and its decoder.
+//! - [`publish`]: the agent's side, a task the tick hands its message to; never blocks a tick,
+//!   keeps a bounded backlog while NATS is away, catches up when it is back.
+//! - [`assemble`]: the central's cluster-wide tick on a shared grid, remote edges resolved.
+//! - [`lease`]: leader election with a JetStream key-value lease.
+//! - [`central`]: `seer-agent central`, the stream, the consumer, the model, the predictions.
+pub mod assemble;
+pub mod central;
+pub mod lease;
+pub mod publish;
+pub mod wire;
+
+use std::{path::Path, time::Duration};
+
+/// Agents publish on `seer.samples.<host>`.
+pub const SAMPLES_PREFIX: &str = "seer.samples";
+/// The stream that keeps every host's samples for a few minutes.
+pub const STREAM: &str = "SEER_SAMPLES";
+/// The leader publishes each tick's probabilities here.
+pub const PREDICTIONS: &str = "seer.predictions";
+/// The key-value bucket holding the leader's lease.
+pub const LEASE_BUCKET: &str = "seer_central";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("--cluster {0:?}: expected nats://HOST:PORT or tls://HOST:PORT")]
+    Url(String),
+    #[error("reading the NATS credentials {path}: {source}")]
+    Creds {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the NATS credentials {0}: expected a .creds file (JWT and seed), an nkey seed (SU...) or one line USER:PASSWORD"
+    )]
+    CredsFormat(String),
+    #[error("connecting to NATS at {url}: {msg}")]
+    Connect { url: String, msg: String },
+}
+
+/// This host's name in the cluster when not given: the hostname, every character that cannot
+/// be in a subject token as `_`, at most 64.
+pub fn default_host() -> String {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let h: String = h
+        .trim()
+        .chars()
+        .take(wire::MAX_HOST)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if h.is_empty() { "localhost".into() } else { h }
+}
+
+/// Checks a `--cluster` URL: nats:// or tls://, with a host.
+pub fn check_url(url: &str) -> Result<(), ClusterError> {
+    let rest = url
+        .strip_prefix("nats://")
+        .or_else(|| url.strip_prefix("tls://"))
+        .ok_or_else(|| ClusterError::Url(url.into()))?;
+    let host = rest.rsplit('@').next().unwrap_or("");
+    if host.is_empty() || host.contains('/') {
+        return Err(ClusterError::Url(url.into()));
+    }
+    Ok(())
+}
+
+/// Connection options from a credentials file: a NATS .creds file (user JWT and nkey seed), an
+/// nkey user seed alone, or one line `USER:PASSWORD`. None: anonymous (or the URL's user).
+pub fn auth(creds: Option<&Path>) -> Result<async_nats::ConnectOptions, ClusterError> {
+    let Some(path) = creds else {
+        return Ok(async_nats::ConnectOptions::new());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ClusterError::Creds {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let bad = || ClusterError::CredsFormat(path.display().to_string());
+    if text.contains("BEGIN NATS USER JWT") {
+        return async_nats::ConnectOptions::with_credentials(&text).map_err(|_| bad());
+    }
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.starts_with("SU") && !line.contains(':') {
+        return Ok(async_nats::ConnectOptions::with_nkey(line.to_string()));
+    }
+    match line.split_once(':') {
+        Some((u, p)) if !u.is_empty() => Ok(async_nats::ConnectOptions::with_user_and_password(
+            u.to_string(),
+            p.to_string(),
+        )),
+        _ => Err(bad()),
+    }
+}
+
+/// Options every seer connection uses: a name, fast reconnects (at most 2 s apart), forever.
+pub fn options(
+    creds: Option<&Path>,
+    name: &str,
+) -> Result<async_nats::ConnectOptions, ClusterError> {
+    Ok(auth(creds)?
+        .name(name)
+        .connection_timeout(Duration::from_secs(2))
+        .request_timeout(Some(Duration::from_secs(2)))
+        .reconnect_delay_callback(|n| Duration::from_millis((100 * n as u64).min(2000)))
+        .max_reconnects(None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(check_url("nats://127.0.0.1:4222").is_ok());
+        assert!(check_url("tls://u:p@nats.example:4222").is_ok());
+        for bad in ["127.0.0.1:4222", "http://x", "nats://", "nats://a/b"] {
+            let e = check_url(bad).unwrap_err().to_string();
+            assert!(e.contains("nats://HOST:PORT"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn credentials_files_are_read_by_their_form() {
+        let d = crate::util::TempDir::new("cluster-creds");
+        let f = d.path().join("c");
+        std::fs::write(&f, "seer:s3cret\n").unwrap();
+        assert!(auth(Some(&f)).is_ok());
+        std::fs::write(&f, "no password here\n").unwrap();
+        let e = auth(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("USER:PASSWORD"), "{e}");
+        let e = auth(Some(&d.path().join("missing")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing"), "{e}");
+    }
+}
