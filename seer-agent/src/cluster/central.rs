@@ -147,6 +147,16 @@ async fn consume(st: &stream::Stream, start_ms: u64) -> anyhow::Result<consumer:
     c.messages().await.context("reading the samples consumer")
 }
 
+/// The consumer's next message; never, while there is no consumer.
+async fn next_msg(
+    m: &mut Option<consumer::pull::Ordered>,
+) -> Option<Result<jetstream::Message, consumer::pull::OrderedError>> {
+    match m {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Messages not taken, counted by reason, each reason logged once.
 #[derive(Default)]
 struct Refusals {
@@ -289,7 +299,8 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
     let mut predictor = Predictor::start(&model, o.ort_lib.as_deref(), o.tick_ms)
         .map_err(|e| anyhow::anyhow!("predict: {e}"))?;
     let window_ms = (MAX_T as u64 + 10) * o.tick_ms;
-    let mut msgs = consume(&st, crate::util::now_ms().saturating_sub(window_ms)).await?;
+    let mut msgs = Some(consume(&st, crate::util::now_ms().saturating_sub(window_ms)).await?);
+    let mut last_follow = Instant::now();
     log::info!(
         "central {}: following {STREAM} at {} ({servers} server(s) seen), model {}",
         o.name,
@@ -309,26 +320,37 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
     let mut published_ts = 0u64;
     let mut n = 0u64;
     let mut last_log = Instant::now();
-    let mut stream_errors = 0u64;
     loop {
         tokio::select! {
-            m = msgs.next() => match m {
+            m = next_msg(&mut msgs) => match m {
                 Some(Ok(m)) => take(&mut asm, m.subject.as_str(), &m.payload, &mut refused),
+                // NATS restarted, the consumer lost: follow the stream again (below).
                 Some(Err(e)) => {
-                    stream_errors += 1;
-                    if stream_errors == 1 || stream_errors.is_power_of_two() {
-                        log::warn!("central: reading the stream: {e} ({stream_errors} errors so far)");
-                    }
+                    log::warn!("central: reading the stream: {e}; following it again");
+                    msgs = None;
                 }
                 None => {
                     log::warn!("central: the samples consumer ended; following the stream again");
-                    let from = asm.closed().map_or(crate::util::now_ms(), |s| s * o.tick_ms);
-                    msgs = consume(&st, from).await?;
+                    msgs = None;
                 }
             },
             _ = interval.tick() => {}
             _ = term.recv() => { log::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { log::info!("SIGINT: stopping"); break; }
+        }
+        if msgs.is_none() && last_follow.elapsed() >= Duration::from_secs(1) {
+            last_follow = Instant::now();
+            // From the last assembled tick: what came meanwhile is taken, nothing twice.
+            let from = asm
+                .closed()
+                .map_or_else(crate::util::now_ms, |s| s * o.tick_ms);
+            match consume(&st, from).await {
+                Ok(m) => {
+                    log::info!("central: following {STREAM} again");
+                    msgs = Some(m);
+                }
+                Err(e) => log::debug!("central: following {STREAM}: {e:#}"),
+            }
         }
         let now_slot = asm.slot_of(crate::util::now_ms());
         let ticks = asm.close_until(now_slot.saturating_sub(lag_slots), MAX_T + 10);

@@ -1,0 +1,553 @@
+//! Cluster mode (issue 18) against a real `nats-server -js` (Debian's, with user/password
+//! auth) in throwaway network namespaces: agents publish their ticks, `seer-agent central`
+//! assembles the cluster and predicts, a standby takes over from a killed leader, and an agent
+//! cut off from NATS works alone and catches up. The predictions are read back on
+//! `seer.predictions` by a subscriber of our own (the NATS text protocol over TCP), not through
+//! the code under test.
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::PathBuf,
+    process::Command,
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use seer_tests::*;
+
+const T: Duration = Duration::from_secs(40);
+const NATS_PORT: u16 = 14222;
+const USER: &str = "seer";
+const PASS: &str = "cluster-test-secret";
+
+fn kernel() {
+    println!("kernel: {}", sh("uname -r").trim());
+}
+
+/// nats-server with JetStream in network namespace `ns`, listening on every address there,
+/// user/password auth, its store in a folder of its own (removed on drop).
+struct Nats {
+    ns: String,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Nats {
+    fn start(ns: &str) -> Nats {
+        let found = Command::new("sh")
+            .args(["-c", "command -v nats-server"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            found,
+            "nats-server is not installed: run `cargo xtask setup` (it installs Debian's nats-server)"
+        );
+        let dir = std::env::temp_dir().join(format!("seer-nats-{ns}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("js")).expect("nats dir");
+        std::fs::write(
+            dir.join("nats.conf"),
+            format!(
+                "listen: \"0.0.0.0:{NATS_PORT}\"\nserver_name: \"seer-test\"\n\
+                 jetstream {{ store_dir: \"{}\" }}\n\
+                 authorization {{ users: [ {{ user: \"{USER}\", password: \"{PASS}\" }} ] }}\n",
+                dir.join("js").display()
+            ),
+        )
+        .expect("nats.conf");
+        let creds = dir.join("creds");
+        std::fs::write(&creds, format!("{USER}:{PASS}\n")).expect("creds");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let mut n = Nats {
+            ns: ns.into(),
+            dir,
+            proc: None,
+        };
+        n.run();
+        n
+    }
+
+    fn run(&mut self) {
+        let conf = self.dir.join("nats.conf").display().to_string();
+        let p = Proc::spawn(NetPair::cmd(
+            &self.ns,
+            std::path::Path::new("nats-server"),
+            &["-c", &conf],
+        ));
+        p.wait_err("nats-server ready", T, |l| l.contains("Server is ready"));
+        self.proc = Some(p);
+    }
+
+    /// Kills the server (SIGKILL, as a crash); its store stays for `run`.
+    fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+
+    fn creds(&self) -> String {
+        self.dir.join("creds").display().to_string()
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn url(addr: &str) -> String {
+    format!("nats://{addr}:{NATS_PORT}")
+}
+
+/// Agent flags for cluster mode as host `host`.
+fn agent_args<'a>(url: &'a str, creds: &'a str, host: &'a str) -> Vec<&'a str> {
+    vec![
+        "--metrics-addr",
+        "off",
+        "--cluster",
+        url,
+        "--cluster-creds",
+        creds,
+        "--cluster-host",
+        host,
+    ]
+}
+
+/// `seer-agent central --json` in `ns`.
+fn central(ns: &str, url: &str, creds: &str, name: &str) -> Proc {
+    let mut c = NetPair::cmd(
+        ns,
+        &agent_bin(),
+        &[
+            "central",
+            "--cluster",
+            url,
+            "--cluster-creds",
+            creds,
+            "--name",
+            name,
+            "--json",
+        ],
+    );
+    c.env("RUST_LOG", "info");
+    Proc::spawn(c)
+}
+
+fn central_ticks(p: &Proc) -> Vec<Value> {
+    p.lines
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Waits for a central tick that satisfies `f`; returns it.
+fn wait_central(p: &Proc, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let t0 = Instant::now();
+    loop {
+        if let Some(t) = central_ticks(p).into_iter().rev().find(|t| f(t)) {
+            return t;
+        }
+        assert!(
+            t0.elapsed() < T,
+            "timed out waiting for {what}; last central tick: {:?}\nstderr: {}",
+            central_ticks(p).last(),
+            p.stderr()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The agent's newest `cluster` object (its JSON lines).
+fn cluster_of(a: &Agent) -> Value {
+    a.ticks()
+        .last()
+        .map(|t| t["cluster"].clone())
+        .unwrap_or(Value::Null)
+}
+
+fn wait_agent(a: &Agent, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let c = cluster_of(a);
+        if f(&c) {
+            return c;
+        }
+        assert!(
+            t0.elapsed() < T,
+            "timed out waiting for {what}; agent's cluster state: {c}\nstderr: {}",
+            a.proc.stderr()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Messages on `subject`, each with when it arrived: a subscriber speaking the NATS text
+/// protocol itself, connected from inside `ns`.
+fn subscribe(ns: &str, subject: &str) -> Arc<Mutex<Vec<(Instant, Value)>>> {
+    let got: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
+    let sink = got.clone();
+    let subject = subject.to_string();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{NATS_PORT}").parse().expect("addr");
+    let stream = in_ns(ns, move || TcpStream::connect(addr))
+        .join()
+        .expect("connect thread")
+        .expect("connect to nats-server");
+    thread::spawn(move || {
+        let mut w = stream.try_clone().expect("clone");
+        let mut r = BufReader::new(stream);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line); // INFO
+        let _ = write!(
+            w,
+            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"user\":\"{USER}\",\"pass\":\"{PASS}\"}}\r\nSUB {subject} 1\r\nPING\r\n"
+        );
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end();
+            if l == "PING" {
+                let _ = w.write_all(b"PONG\r\n");
+            } else if let Some(rest) = l.strip_prefix("MSG ") {
+                let len: usize = rest
+                    .split_whitespace()
+                    .last()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len + 2];
+                if r.read_exact(&mut body).is_err() {
+                    return;
+                }
+                if let Ok(v) = serde_json::from_slice(&body[..len]) {
+                    sink.lock().expect("lock").push((Instant::now(), v));
+                }
+            } else if l.starts_with("-ERR") {
+                panic!("nats-server refused the subscriber: {l}");
+            }
+        }
+    });
+    got
+}
+
+/// A host (the server namespace of a pair) running NATS and a service on `port`; the kernel
+/// printed.
+fn host_with_nats(port: &str) -> (NetPair, Nats, Proc) {
+    kernel();
+    let net = NetPair::new();
+    let nats = Nats::start(&net.server);
+    let srv = Proc::spawn(NetPair::cmd(
+        &net.server,
+        &testsrv_bin(),
+        &["delay", port, "0"],
+    ));
+    srv.wait_line("server ready", T, |l| l == "ready");
+    (net, nats, srv)
+}
+
+fn names(t: &Value) -> Vec<String> {
+    t["services"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    format!(
+                        "{}/{}",
+                        s["host"].as_str().unwrap_or(""),
+                        s["name"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Two hosts (network namespaces joined by veth), an agent on each: the central assembles one
+/// tick with both hosts' services, the front host's call to the back host's address resolved
+/// to the back host's service, back end first, and both hosts fresh in nearly every tick.
+#[test]
+fn two_hosts_make_one_cluster_tick_with_the_remote_call_resolved() {
+    require_root!();
+    kernel();
+    let net = NetPair::new();
+    let nats = Nats::start(&net.server);
+    let creds = nats.creds();
+    // The back end on the server host; the front end on the client host calls it there.
+    let back = Proc::spawn(NetPair::cmd(
+        &net.server,
+        &testsrv_bin(),
+        &["delay", "7020", "0"],
+    ));
+    back.wait_line("back end ready", T, |l| l == "ready");
+    let back_url = url("127.0.0.1");
+    let front_url = url(SERVER_ADDR);
+    let a_back = Agent::start(&net.server, 100_000, &agent_args(&back_url, &creds, "back"));
+    let a_front = Agent::start(
+        &net.client,
+        100_000,
+        &agent_args(&front_url, &creds, "front"),
+    );
+    let c = central(&net.server, &back_url, &creds, "c1");
+    // The call is seen as it is made (connect()): dial once the agents run.
+    wait_until("both agents ticking", T, || {
+        !a_back.ticks().is_empty() && !a_front.ticks().is_empty()
+    });
+    let mut front = Proc::spawn(NetPair::cmd(
+        &net.client,
+        std::path::Path::new("python3"),
+        &[
+            "-c",
+            &format!(
+                "import socket,sys\nl=socket.socket(); l.bind(('127.0.0.1',7021)); l.listen()\n\
+                 r=socket.create_connection(('{SERVER_ADDR}',7020))\nprint('dialled',flush=True)\n\
+                 sys.stdin.readline()"
+            ),
+        ],
+    ));
+    front.wait_line("front end dialled", T, |l| l == "dialled");
+    // The front host's agent sees the call as one to another host's address.
+    let t0 = Instant::now();
+    while !a_front.ticks().last().is_some_and(|t| {
+        t["remote_edges"].as_array().is_some_and(|r| {
+            r.contains(&serde_json::json!([
+                "python3",
+                format!("{SERVER_ADDR}:7020")
+            ]))
+        })
+    }) {
+        assert!(
+            t0.elapsed() < T,
+            "the front agent saw no remote edge: {:?}",
+            a_front.ticks().last()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let edge = serde_json::json!(["front/python3", "back/seer-testsrv"]);
+    let first = wait_central(
+        &c,
+        "one tick with both hosts and the cross-host edge",
+        |t| t["hosts"] == 2 && t["edges"].as_array().is_some_and(|e| e.contains(&edge)),
+    );
+    let order = names(&first);
+    let (b, f) = (
+        order.iter().position(|n| n == "back/seer-testsrv"),
+        order.iter().position(|n| n == "front/python3"),
+    );
+    assert!(b.is_some() && f.is_some(), "both services: {order:?}");
+    assert!(b < f, "back end first across hosts: {order:?}");
+    assert_eq!(first["unresolved_remote_edges"], 0, "{first}");
+    // The next 30 ticks: both hosts in every one, fresh (not repeated) in nearly all.
+    let slot0 = first["slot"].as_u64().expect("slot");
+    wait_central(&c, "30 more ticks", |t| {
+        t["slot"].as_u64().is_some_and(|s| s >= slot0 + 30)
+    });
+    let next: Vec<Value> = central_ticks(&c)
+        .into_iter()
+        .filter(|t| (slot0 + 1..=slot0 + 30).contains(&t["slot"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(next.len(), 30, "one tick per slot, none skipped");
+    for host in ["back", "front"] {
+        let fresh = next
+            .iter()
+            .filter(|t| {
+                t["services"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["host"] == host && s["stale"] == false))
+            })
+            .count();
+        let present = next
+            .iter()
+            .filter(|t| {
+                t["services"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["host"] == host))
+            })
+            .count();
+        println!("{host}: fresh in {fresh} of 30 ticks");
+        assert_eq!(present, 30, "{host} in every tick");
+        assert!(fresh >= 24, "{host} fresh in {fresh} of 30 ticks");
+    }
+    assert!(
+        next.iter()
+            .all(|t| t["role"] == "leader" && t["term"].as_u64().is_some()),
+        "the only central leads"
+    );
+    for a in [&a_back, &a_front] {
+        let st = cluster_of(a);
+        assert_eq!(st["connected"], true, "{st}");
+        assert_eq!(st["dropped"], 0, "{st}");
+    }
+    front.send("");
+}
+
+/// A leader and a standby: the standby's window is warm before it leads; kill -9 the leader and
+/// the standby publishes predictions within a few seconds, under a newer term.
+#[test]
+fn a_standby_takes_over_when_the_leader_is_killed() {
+    require_root!();
+    let (net, nats, _srv) = host_with_nats("7030");
+    let creds = nats.creds();
+    let u = url("127.0.0.1");
+    let _agent = Agent::start(&net.server, 100_000, &agent_args(&u, &creds, "h1"));
+    let preds = subscribe(&net.server, "seer.predictions");
+    let mut c1 = central(&net.server, &u, &creds, "c1");
+    wait_central(&c1, "c1 leading", |t| t["role"] == "leader");
+    let c2 = central(&net.server, &u, &creds, "c2");
+    let warm = wait_central(&c2, "c2 standing by with the cluster's services", |t| {
+        t["role"] == "standby" && t["leader"] == "c1" && !names(t).is_empty()
+    });
+    println!("standby sees {:?}", names(&warm));
+    let from = |who: &str| {
+        preds
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, v)| v["leader"] == who)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    wait_until("predictions from c1", T, || from("c1").len() >= 5);
+    assert!(from("c2").is_empty(), "a standby publishes nothing");
+    let _ = c1.child.kill();
+    let _ = c1.child.wait();
+    let killed = Instant::now();
+    wait_until("predictions from c2", T, || from("c2").len() >= 10);
+    let (c1s, c2s) = (from("c1"), from("c2"));
+    let (last1, first2) = (c1s.last().expect("c1"), c2s.first().expect("c2"));
+    let gap = first2.0.duration_since(last1.0);
+    println!(
+        "takeover: {:.2} s from the leader's last prediction to the standby's first ({:.2} s after kill -9)",
+        gap.as_secs_f64(),
+        first2.0.duration_since(killed).as_secs_f64()
+    );
+    assert!(gap < Duration::from_secs(5), "takeover took {gap:?}");
+    let (t1, t2) = (last1.1["term"].as_u64(), first2.1["term"].as_u64());
+    assert!(t2 > t1, "a newer term: {t1:?} -> {t2:?}");
+    // The new leader predicts from its first tick, for the cluster's services, and goes on.
+    assert!(
+        first2.1["services"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty() && s.iter().all(|s| s["p"].is_number())),
+        "{}",
+        first2.1
+    );
+    let ts: Vec<u64> = c2s
+        .iter()
+        .filter_map(|(_, v)| v["ts_ms"].as_u64())
+        .collect();
+    assert!(
+        ts.windows(2).all(|w| w[0] < w[1]),
+        "one prediction per tick, in order: {ts:?}"
+    );
+}
+
+/// NATS gone: the agent keeps ticking and recording, its backlog fills and the oldest ticks
+/// are dropped (counted); NATS back (same store): it catches up and the central sees the host
+/// again.
+#[test]
+fn an_agent_cut_off_from_nats_works_alone_and_catches_up() {
+    require_root!();
+    let (net, mut nats, _srv) = host_with_nats("7040");
+    let creds = nats.creds();
+    let u = url("127.0.0.1");
+    let c = central(&net.server, &u, &creds, "c1");
+    c.wait_err("the central leading", T, |l| l.contains("leading"));
+    let mut args = agent_args(&u, &creds, "h1");
+    args.extend(["--cluster-backlog", "20"]);
+    let mut agent = Agent::start(&net.server, 100_000, &args);
+    wait_agent(&agent, "publishing", |c| {
+        c["connected"] == true && c["published"].as_u64().is_some_and(|n| n >= 10)
+    });
+    wait_central(&c, "h1 in the cluster", |t| {
+        t["services"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["host"] == "h1" && s["stale"] == false))
+    });
+    nats.kill();
+    let down = Instant::now();
+    let ticks_at_kill = agent.ticks().len();
+    let alone = wait_agent(&agent, "working alone with a full backlog", |c| {
+        c["connected"] == false
+            && c["backlog"] == 20
+            && c["dropped"].as_u64().is_some_and(|n| n >= 10)
+    });
+    let published_down = alone["published"].as_u64().expect("published");
+    let ticked = agent.ticks().len() - ticks_at_kill;
+    println!(
+        "NATS down {:.1} s: {ticked} ticks, {alone}",
+        down.elapsed().as_secs_f64()
+    );
+    assert!(ticked >= 20, "the agent kept ticking: {ticked} ticks");
+    nats.run();
+    let back = wait_agent(&agent, "caught up", |c| {
+        c["connected"] == true
+            && c["backlog"] == 0
+            && c["published"]
+                .as_u64()
+                .is_some_and(|n| n >= published_down + 20)
+    });
+    println!("after NATS came back: {back}");
+    assert!(back["last_error"].is_null(), "{back}");
+    let reconnected = Instant::now();
+    wait_central(&c, "h1 fresh again at the central", |t| {
+        t["ts_ms"]
+            .as_u64()
+            .is_some_and(|ts| ts > now_ms() - reconnected.elapsed().as_millis() as u64)
+            && t["services"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["host"] == "h1" && s["stale"] == false))
+    });
+    // Clean stop on SIGTERM, and the store kept recording while NATS was down.
+    let _ = Command::new("kill")
+        .args(["-TERM", &agent.proc.pid().to_string()])
+        .status();
+    assert!(agent.wait_exit(T).success(), "{}", agent.proc.stderr());
+    assert!(
+        agent.proc.stderr().contains("ticks published"),
+        "{}",
+        agent.proc.stderr()
+    );
+    let out = Command::new(agent_bin())
+        .args(["query", "--json", "--db"])
+        .arg(&agent.db)
+        .args(["service", "seer-testsrv", "-n", "100000"])
+        .output()
+        .expect("query");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let down_ms = now_ms() - down.elapsed().as_millis() as u64;
+    let up_ms = now_ms() - reconnected.elapsed().as_millis() as u64;
+    let stored = v["ticks"]
+        .as_array()
+        .expect("ticks")
+        .iter()
+        .filter(|t| {
+            t["ts_ms"]
+                .as_u64()
+                .is_some_and(|ts| (down_ms..up_ms).contains(&ts))
+        })
+        .count();
+    println!("{stored} ticks stored while NATS was down");
+    assert!(stored >= 20, "{stored} ticks stored while NATS was down");
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
