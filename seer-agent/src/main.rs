@@ -76,9 +76,14 @@ fn main() -> ExitCode {
             interfaces,
             model,
             ort_lib,
+            cluster,
+            cluster_creds,
         } => {
             let ifs = (!interfaces.is_empty()).then_some(interfaces);
-            match cli::doctor::doctor(ifs, json, model.as_deref(), ort_lib.as_deref()) {
+            let cluster = cluster
+                .as_deref()
+                .map(|url| (url, cluster_creds.as_deref()));
+            match cli::doctor::doctor(ifs, json, model.as_deref(), ort_lib.as_deref(), cluster) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => report(Err(e)),

@@ -488,7 +488,14 @@ fn an_agent_cut_off_from_nats_works_alone_and_catches_up() {
         down.elapsed().as_secs_f64()
     );
     assert!(ticked >= 20, "the agent kept ticking: {ticked} ticks");
+    // doctor says the same.
+    let d = doctor_cluster(&net.server, &u, &creds);
+    assert_eq!(d["ok"], false, "{d}");
+    assert!(d["error"].as_str().is_some_and(|e| !e.is_empty()), "{d}");
     nats.run();
+    let d = doctor_cluster(&net.server, &u, &creds);
+    assert_eq!(d["ok"], true, "{d}");
+    assert_eq!(d["stream"]["present"], true, "{d}");
     let back = wait_agent(&agent, "caught up", |c| {
         c["connected"] == true
             && c["backlog"] == 0
@@ -543,6 +550,31 @@ fn an_agent_cut_off_from_nats_works_alone_and_catches_up() {
         .count();
     println!("{stored} ticks stored while NATS was down");
     assert!(stored >= 20, "{stored} ticks stored while NATS was down");
+}
+
+/// `seer-agent doctor --cluster URL --json` in `ns`: its `cluster` object.
+fn doctor_cluster(ns: &str, url: &str, creds: &str) -> Value {
+    let out = NetPair::cmd(
+        ns,
+        &agent_bin(),
+        &[
+            "doctor",
+            "--json",
+            "--cluster",
+            url,
+            "--cluster-creds",
+            creds,
+        ],
+    )
+    .output()
+    .expect("doctor");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor's JSON: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    v["cluster"].clone()
 }
 
 fn now_ms() -> u64 {

@@ -15,6 +15,7 @@ pub fn doctor(
     as_json: bool,
     model: Option<&std::path::Path>,
     ort_lib: Option<&std::path::Path>,
+    cluster: Option<(&str, Option<&std::path::Path>)>,
 ) -> anyhow::Result<bool> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
@@ -60,7 +61,11 @@ pub fn doctor(
             json!({ "channels": label, "ok": available(&hooks, progs), "via": via })
         })
         .collect();
-    let ok = load_error.is_none() && btf.is_ok() && caps_ok.is_ok();
+    let cluster = cluster.map(|(url, creds)| crate::cluster::probe(url, creds));
+    let ok = load_error.is_none()
+        && btf.is_ok()
+        && caps_ok.is_ok()
+        && cluster.as_ref().is_none_or(|c| c["ok"] == true);
     // Prediction is reported apart: without it the agent still senses and reacts.
     let prediction = crate::infer::probe(model, ort_lib, crate::config::Config::default().tick_ms);
     let report = json!({
@@ -75,6 +80,7 @@ pub fn doctor(
         "hook_prices": prices,
         "channels": channels,
         "prediction": prediction,
+        "cluster": cluster,
         "ok": ok,
     });
     if as_json {
@@ -188,6 +194,36 @@ pub fn doctor(
     }
     if prediction["ok"].as_bool() != Some(true) {
         println!("  => `seer-agent run` reacts to violations only (no prediction)");
+    }
+    if let Some(c) = &cluster {
+        println!("\ncluster mode:");
+        let url = c["url"].as_str().unwrap_or("");
+        if c["ok"] == true {
+            let st = &c["stream"];
+            println!(
+                "  NATS {url:<26} ok (nats-server {}, JetStream)",
+                c["server"].as_str().unwrap_or("?")
+            );
+            if st["present"] == true {
+                println!(
+                    "  stream {:<24} ok ({} messages, {} s retention, {} replica(s))",
+                    crate::cluster::STREAM,
+                    st["messages"],
+                    st["max_age_s"],
+                    st["replicas"]
+                );
+            } else {
+                println!(
+                    "  stream {:<24} MISSING: no central has created it yet (`seer-agent central`); agents keep a backlog until then",
+                    crate::cluster::STREAM
+                );
+            }
+        } else {
+            println!(
+                "  NATS {url:<26} FAILED: {}; `run --cluster` would work alone, keeping a backlog",
+                c["error"].as_str().unwrap_or("")
+            );
+        }
     }
     Ok(ok)
 }

@@ -63,6 +63,13 @@ pub enum Cmd {
         /// The ONNX Runtime library to check (default: what `run` would find).
         #[arg(long, value_name = "PATH")]
         ort_lib: Option<PathBuf>,
+        /// Also check cluster mode's NATS (as `run --cluster URL` would reach it): whether it
+        /// answers with these credentials, runs JetStream, and holds the samples stream.
+        #[arg(long, value_name = "URL")]
+        cluster: Option<String>,
+        /// NATS credentials for --cluster (as for `run`).
+        #[arg(long, value_name = "FILE", requires = "cluster")]
+        cluster_creds: Option<PathBuf>,
     },
     /// Check every channel against the kernel's own view, on sockets the test makes itself
     /// (used by `cargo xtask kernels` inside other kernels under QEMU).

@@ -113,6 +113,48 @@ pub fn options(
         .max_reconnects(None))
 }
 
+/// What `doctor --cluster` says: whether NATS answers with these credentials, whether it runs
+/// JetStream, and whether the samples stream exists (a central made it) and how much it holds.
+pub fn probe(url: &str, creds: Option<&Path>) -> serde_json::Value {
+    use serde_json::json;
+    let fail = |e: String| json!({"url": url, "ok": false, "error": e});
+    if let Err(e) = check_url(url) {
+        return fail(e.to_string());
+    }
+    let opts = match options(creds, "seer-agent doctor") {
+        Ok(o) => o,
+        Err(e) => return fail(e.to_string()),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    rt.block_on(async {
+        let client = match tokio::time::timeout(Duration::from_secs(3), opts.connect(url)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return fail(format!("cannot connect: {e}")),
+            Err(_) => return fail("no answer within 3 s".into()),
+        };
+        let info = client.server_info();
+        let js = async_nats::jetstream::new(client);
+        let stream = match js.get_stream(STREAM).await {
+            Ok(s) => {
+                let i = s.cached_info();
+                json!({"present": true, "messages": i.state.messages,
+                       "subjects": i.config.subjects, "max_age_s": i.config.max_age.as_secs(),
+                       "replicas": i.config.num_replicas})
+            }
+            Err(e) => json!({"present": false, "error": e.to_string()}),
+        };
+        json!({"url": url, "ok": info.jetstream, "server": info.version, "jetstream": info.jetstream,
+               "stream": stream,
+               "error": (!info.jetstream).then_some("the server runs without JetStream (nats-server -js)")})
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +182,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn doctor_names_an_unreachable_server() {
+        // A port nothing listens on (bound, then closed).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let v = probe(&format!("nats://127.0.0.1:{port}"), None);
+        assert_eq!(v["ok"], false, "{v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
     }
 }

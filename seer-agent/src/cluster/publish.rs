@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use async_nats::connection::State;
 use seer_common::sample::Sample;
 use tokio::sync::mpsc;
 
@@ -196,12 +197,22 @@ async fn publish_one(
     let msg = async_nats::jetstream::message::PublishMessage::build()
         .payload(bytes.to_vec().into())
         .message_id(id);
+    let why = |e: async_nats::jetstream::context::PublishError| {
+        use async_nats::jetstream::context::PublishErrorKind;
+        match e.kind() {
+            PublishErrorKind::StreamNotFound => format!(
+                "no stream {} takes {subject} yet: is a `seer-agent central` running?",
+                super::STREAM
+            ),
+            _ => e.to_string(),
+        }
+    };
     let ack = tokio::time::timeout(ACK_TIMEOUT, async {
         js.send_publish(subject.to_string(), msg)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(why)?
             .await
-            .map_err(|e| e.to_string())
+            .map_err(why)
     })
     .await
     .map_err(|_| format!("no ack within {ACK_TIMEOUT:?}"))??;
@@ -282,6 +293,11 @@ async fn run(
                 }
             }
             Err(e) => {
+                let e = if js.client().connection_state() == State::Connected {
+                    e
+                } else {
+                    format!("NATS unreachable, reconnecting ({e})")
+                };
                 sh.connected.store(false, Ordering::Relaxed);
                 if !down_since_logged {
                     log::warn!(
