@@ -8,6 +8,7 @@
 #[path = "../../seer-agent/src/cluster"]
 mod cluster {
     pub const SAMPLES_PREFIX: &str = "seer.samples";
+    pub const RESPOND_PREFIX: &str = "seer.respond";
     pub mod wire;
 }
 

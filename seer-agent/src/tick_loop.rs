@@ -219,6 +219,26 @@ impl Agent {
         }
         if let Some(p) = &mut self.publisher {
             p.on_tick(ts, self.cfg.tick_ms, &self.disc, &self.samples);
+            // The central's alarms on this host's services: the same response as our own.
+            for req in p.requests() {
+                let from = format!("{} term {}", req.leader, req.term);
+                match &mut self.responder {
+                    Some(r) => {
+                        r.on_central_alarm(
+                            seer_common::sample::ServiceId(req.service_id),
+                            &self.disc,
+                            req.p,
+                            req.horizon_ms,
+                            req.model,
+                            &from,
+                        );
+                    }
+                    None => log::warn!(
+                        "cluster: {from} asks this host to respond for {}, but there is no [qos] (or --qos) to respond with",
+                        req.service
+                    ),
+                }
+            }
         }
         let prediction = self.predictor.as_ref().and_then(|p| p.latest());
         let status = self.predictor.as_ref().map(|p| p.status());

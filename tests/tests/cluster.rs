@@ -121,22 +121,20 @@ fn agent_args<'a>(url: &'a str, creds: &'a str, host: &'a str) -> Vec<&'a str> {
     ]
 }
 
-/// `seer-agent central --json` in `ns`.
-fn central(ns: &str, url: &str, creds: &str, name: &str) -> Proc {
-    let mut c = NetPair::cmd(
-        ns,
-        &agent_bin(),
-        &[
-            "central",
-            "--cluster",
-            url,
-            "--cluster-creds",
-            creds,
-            "--name",
-            name,
-            "--json",
-        ],
-    );
+/// `seer-agent central --json` in `ns`, with `extra` flags.
+fn central(ns: &str, url: &str, creds: &str, name: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "central",
+        "--cluster",
+        url,
+        "--cluster-creds",
+        creds,
+        "--name",
+        name,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let mut c = NetPair::cmd(ns, &agent_bin(), &args);
     c.env("RUST_LOG", "info");
     Proc::spawn(c)
 }
@@ -297,7 +295,7 @@ fn two_hosts_make_one_cluster_tick_with_the_remote_call_resolved() {
         100_000,
         &agent_args(&front_url, &creds, "front"),
     );
-    let c = central(&net.server, &back_url, &creds, "c1");
+    let c = central(&net.server, &back_url, &creds, "c1", &[]);
     // The call is seen as it is made (connect()): dial once the agents run.
     wait_until("both agents ticking", T, || {
         !a_back.ticks().is_empty() && !a_front.ticks().is_empty()
@@ -400,9 +398,9 @@ fn a_standby_takes_over_when_the_leader_is_killed() {
     let u = url("127.0.0.1");
     let _agent = Agent::start(&net.server, 100_000, &agent_args(&u, &creds, "h1"));
     let preds = subscribe(&net.server, "seer.predictions");
-    let mut c1 = central(&net.server, &u, &creds, "c1");
+    let mut c1 = central(&net.server, &u, &creds, "c1", &[]);
     wait_central(&c1, "c1 leading", |t| t["role"] == "leader");
-    let c2 = central(&net.server, &u, &creds, "c2");
+    let c2 = central(&net.server, &u, &creds, "c2", &[]);
     let warm = wait_central(&c2, "c2 standing by with the cluster's services", |t| {
         t["role"] == "standby" && t["leader"] == "c1" && !names(t).is_empty()
     });
@@ -460,7 +458,7 @@ fn an_agent_cut_off_from_nats_works_alone_and_catches_up() {
     let (net, mut nats, _srv) = host_with_nats("7040");
     let creds = nats.creds();
     let u = url("127.0.0.1");
-    let c = central(&net.server, &u, &creds, "c1");
+    let c = central(&net.server, &u, &creds, "c1", &[]);
     c.wait_err("the central leading", T, |l| l.contains("leading"));
     let mut args = agent_args(&u, &creds, "h1");
     args.extend(["--cluster-backlog", "20"]);
@@ -550,6 +548,80 @@ fn an_agent_cut_off_from_nats_works_alone_and_catches_up() {
         .count();
     println!("{stored} ticks stored while NATS was down");
     assert!(stored >= 20, "{stored} ticks stored while NATS was down");
+}
+
+/// The leader's alarm reaches the culprit's host: its agent answers it as an alarm of its own
+/// model (off here, so that nothing else can start a response) and diagnoses the service. The
+/// central runs the test fixture's model with its card's threshold at 1e-6: every service alarms.
+#[test]
+fn the_leaders_alarm_makes_the_culprits_host_diagnose() {
+    require_root!();
+    let (net, nats, _srv) = host_with_nats("7050");
+    let creds = nats.creds();
+    let u = url("127.0.0.1");
+    let mut args = agent_args(&u, &creds, "h1");
+    args.extend([
+        "--no-predict",
+        "--qos",
+        "seer-testsrv:1000",
+        "--mode",
+        "dry-run",
+    ]);
+    let agent = Agent::start(&net.server, 100_000, &args);
+    let model = alarming_model(&nats.dir);
+    let c = central(&net.server, &u, &creds, "c1", &["--model", &model]);
+    let t = wait_central(&c, "an alarm on one of h1's services", |t| {
+        t["alarms"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["host"] == "h1"))
+    });
+    println!("central alarms: {}", t["alarms"]);
+    let asked = agent
+        .proc
+        .wait_err("the agent taking the central's request", T, |l| {
+            l.contains("predicted by the cluster (c1 term ")
+        });
+    println!("agent: {asked}");
+    let named: Vec<String> = t["alarms"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|a| a["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        named
+            .iter()
+            .any(|n| asked.contains(&format!(": {n} will initiate"))),
+        "the agent answers for a service the central alarmed on: {named:?} / {asked}"
+    );
+    let diag = agent
+        .proc
+        .wait_err("the agent's diagnosis", T, |l| l.contains("diagnosis of "));
+    println!("agent: {diag}");
+}
+
+/// The test fixture's model (models/fixtures/parity) with its card's threshold at 1e-6, in a
+/// folder of its own under `dir` (the agent loads models only from folders others cannot
+/// write).
+fn alarming_model(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/parity");
+    let d = dir.join("model");
+    std::fs::create_dir_all(&d).expect("model dir");
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::copy(fixture.join("model.onnx"), d.join("m.onnx")).expect("copy model");
+    let mut card: Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("model.json")).expect("card"))
+            .expect("card json");
+    card["threshold"] = serde_json::json!(1e-6);
+    std::fs::write(d.join("m.json"), card.to_string()).expect("write card");
+    for f in ["m.onnx", "m.json"] {
+        std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    d.join("m.onnx").display().to_string()
 }
 
 /// `seer-agent doctor --cluster URL --json` in `ns`: its `cluster` object.

@@ -6,7 +6,9 @@
 //! window's length in the past, so a new or restarted central has a warm window at once),
 //! close the slots older than `lag_ms` into cluster ticks, feed them to the same `infer` stage
 //! the agent runs (all services, back end first) and, only while this central holds the
-//! lease, publish each new result on `seer.predictions`. Standbys do all the same but publish.
+//! lease, publish each new result on `seer.predictions`; the agent's alarm policy over the
+//! results, and on an alarm the leader asks the culprit's host agent to respond
+//! (`seer.respond.<host>`). Standbys do all the same but publish.
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
@@ -22,9 +24,12 @@ use super::{
     PREDICTIONS, SAMPLES_PREFIX, STREAM,
     assemble::{Assembler, ClusterTick, Member},
     lease::{Lease, Role},
-    wire::{HostTick, MAX_MESSAGE},
+    wire::{HostTick, MAX_MESSAGE, RespondRequest, respond_subject},
 };
-use crate::infer::{Predictor, card::MAX_T};
+use crate::{
+    infer::{Predictor, card::MAX_T},
+    respond::alarm::{AlarmConfig, AlarmEvent, Alarms},
+};
 
 /// What `central` takes from its command line.
 #[derive(Clone, Debug)]
@@ -318,6 +323,8 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let lag_slots = o.lag_ms.div_ceil(o.tick_ms).max(1);
     let mut published_ts = 0u64;
+    let mut alarmed_ts = 0u64;
+    let mut alarms = Alarms::default();
     let mut n = 0u64;
     let mut last_log = Instant::now();
     loop {
@@ -377,14 +384,56 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                 Err(e) => log::warn!("central: publishing on {PREDICTIONS}: {e}"),
             }
         }
+        // The alarm policy over every new result, leader or not (a standby that takes over
+        // knows which alarms already fired); only the leader asks the culprit's host.
+        let mut fired = Vec::new();
+        if let Some(p) = predictor.latest().filter(|p| p.ts_ms > alarmed_ts) {
+            alarmed_ts = p.ts_ms;
+            let model = predictor.status().model;
+            let cfg = AlarmConfig {
+                threshold: model.as_ref().map_or(0.5, |m| m.threshold),
+                ..AlarmConfig::agent_defaults()
+            };
+            for ev in alarms.update(&cfg, p.ts_ms, &p.pairs()) {
+                let AlarmEvent::Fired { id, p: prob, .. } = ev else {
+                    continue;
+                };
+                let Some(k) = last.services.iter().position(|s| s.id == id) else {
+                    continue;
+                };
+                let m = &last.members[k];
+                fired.push(serde_json::json!({"host": m.host, "name": m.name, "p": prob}));
+                if let Role::Leader { term } = role {
+                    let req = RespondRequest {
+                        v: super::wire::VERSION,
+                        ts_ms: p.ts_ms,
+                        service_id: m.local_id,
+                        service: m.name.clone(),
+                        p: prob,
+                        horizon_ms: model.as_ref().map_or(0, |m| m.horizon_ms),
+                        model: p.model.clone(),
+                        leader: o.name.clone(),
+                        term,
+                    };
+                    let subject = respond_subject(&m.host);
+                    log::warn!(
+                        "central: alarm on {}/{} (p = {prob:.2}): asking its host to respond on {subject}",
+                        m.host,
+                        m.name
+                    );
+                    if let Ok(body) = serde_json::to_vec(&req)
+                        && let Err(e) = client.publish(subject.clone(), body.into()).await
+                    {
+                        log::warn!("central: publishing on {subject}: {e}");
+                    }
+                }
+            }
+        }
         n += 1;
         if o.json {
-            crate::output::print_line(&tick_json(
-                last,
-                &role,
-                &o.name,
-                predictor.latest().as_ref(),
-            ));
+            let mut v = tick_json(last, &role, &o.name, predictor.latest().as_ref());
+            v["alarms"] = serde_json::Value::Array(fired);
+            crate::output::print_line(&v);
         } else if last_log.elapsed() >= Duration::from_secs(1) {
             last_log = Instant::now();
             log::info!(

@@ -20,6 +20,8 @@ pub const SAMPLES_PREFIX: &str = "seer.samples";
 pub const STREAM: &str = "SEER_SAMPLES";
 /// The leader publishes each tick's probabilities here.
 pub const PREDICTIONS: &str = "seer.predictions";
+/// The leader asks a host's agent to respond on `seer.respond.<host>`.
+pub const RESPOND_PREFIX: &str = "seer.respond";
 /// The key-value bucket holding the leader's lease.
 pub const LEASE_BUCKET: &str = "seer_central";
 

@@ -20,11 +20,13 @@ use tokio::sync::mpsc;
 
 pub use crate::serve::metrics::ClusterStats as PublishStats;
 
-use super::wire::{self, HostTick, WireService};
+use super::wire::{self, HostTick, RespondRequest, WireService};
 use crate::discovery::Discovery;
 
 /// Ticks the channel to the task holds (it drains them into its backlog at once).
 const CHANNEL: usize = 64;
+/// Respond requests waiting for the tick loop (more in one tick are dropped).
+const REQUESTS: usize = 16;
 /// How long one publish may wait for its ack before the task calls NATS unreachable.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between tries while unreachable.
@@ -60,6 +62,9 @@ pub struct Publisher {
     boot_ms: u64,
     seq: u64,
     addrs: Vec<std::net::IpAddr>,
+    requests: mpsc::Receiver<RespondRequest>,
+    /// The newest leader term seen in a request.
+    term: u64,
 }
 
 impl Publisher {
@@ -75,11 +80,13 @@ impl Publisher {
         let opts = super::options(creds, &format!("seer-agent {host}"))?;
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel(CHANNEL);
+        let (req_tx, requests) = mpsc::channel(REQUESTS);
         let task = tokio::spawn(run(
             opts,
             url.to_string(),
-            wire::subject(host),
+            host.to_string(),
             rx,
+            req_tx,
             shared.clone(),
             backlog_max.max(1),
         ));
@@ -96,7 +103,30 @@ impl Publisher {
             boot_ms: crate::util::now_ms(),
             seq: 0,
             addrs: Vec::new(),
+            requests,
+            term: 0,
         })
+    }
+
+    /// The central's requests to respond that came since the last call, the leader's term
+    /// checked: one from an older term than a request already taken is from a deposed leader.
+    pub fn requests(&mut self) -> Vec<RespondRequest> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.requests.try_recv() {
+            if r.term < self.term {
+                log::warn!(
+                    "cluster: ignoring {} (term {}) asking to respond for {}: term {} leads",
+                    r.leader,
+                    r.term,
+                    r.service,
+                    self.term
+                );
+                continue;
+            }
+            self.term = r.term;
+            out.push(r);
+        }
+        out
     }
 
     /// This tick's message, handed to the task without waiting (a full channel drops it,
@@ -226,14 +256,50 @@ async fn publish_one(
     Ok(())
 }
 
+/// Takes the central's requests on `seer.respond.<host>` (re-subscribed by the client after
+/// each reconnect) to the tick loop; what does not decode is logged once and dropped.
+async fn listen(client: async_nats::Client, host: String, tx: mpsc::Sender<RespondRequest>) {
+    use futures_util::StreamExt as _;
+    let subject = wire::respond_subject(&host);
+    let mut sub = match client.subscribe(subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!(
+                "cluster: cannot subscribe to {subject}: {e}; the central cannot ask this host to respond"
+            );
+            return;
+        }
+    };
+    let mut warned = false;
+    while let Some(m) = sub.next().await {
+        match RespondRequest::decode(&m.payload) {
+            Ok(r) => {
+                if tx.try_send(r).is_err() && !warned {
+                    log::warn!("cluster: respond requests come faster than ticks; dropping some");
+                    warned = true;
+                }
+            }
+            Err(e) if !warned => {
+                log::warn!(
+                    "cluster: refused a request on {subject}: {e}; further ones are dropped silently"
+                );
+                warned = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 async fn run(
     opts: async_nats::ConnectOptions,
     url: String,
-    subject: String,
+    host: String,
     mut rx: mpsc::Receiver<(String, Vec<u8>)>,
+    req_tx: mpsc::Sender<RespondRequest>,
     sh: Arc<Shared>,
     max: usize,
 ) {
+    let subject = wire::subject(&host);
     let client = match opts.retry_on_initial_connect().connect(url.as_str()).await {
         Ok(c) => c,
         Err(e) => {
@@ -246,6 +312,7 @@ async fn run(
             return;
         }
     };
+    let listener = tokio::spawn(listen(client.clone(), host, req_tx));
     let js = async_nats::jetstream::new(client);
     let mut backlog: VecDeque<(String, Vec<u8>)> = VecDeque::new();
     let mut open = true;
@@ -325,6 +392,7 @@ async fn run(
         }
     }
     sh.backlog.store(backlog.len() as u64, Ordering::Relaxed);
+    listener.abort();
 }
 
 #[cfg(test)]

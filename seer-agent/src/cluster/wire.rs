@@ -85,6 +85,51 @@ pub enum WireError {
     Trailing(usize),
 }
 
+/// The leader's request to a host's agent on `seer.respond.<host>`: the central predictor
+/// alarmed on one of its services; the agent answers as to an alarm of its own model
+/// (diagnosis, then its policy). JSON (rare, small); read with a size limit, refused whole
+/// when any field is missing or of another type.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RespondRequest {
+    /// The schema version (VERSION).
+    pub v: u8,
+    /// The tick the alarm fired on.
+    pub ts_ms: u64,
+    /// The service, by the agent's own id (as its message gave it), and its name.
+    pub service_id: u32,
+    pub service: String,
+    /// The probability that fired the alarm, and the model's horizon.
+    pub p: f32,
+    pub horizon_ms: u64,
+    pub model: String,
+    /// Who asks: the leading central and its term (a request from an older term than one
+    /// already seen comes from a deposed leader and is ignored).
+    pub leader: String,
+    pub term: u64,
+}
+
+/// The largest respond request read.
+pub const MAX_REQUEST: usize = 16 * 1024;
+
+impl RespondRequest {
+    pub fn decode(b: &[u8]) -> Result<RespondRequest, WireError> {
+        if b.len() > MAX_REQUEST {
+            return Err(WireError::TooLarge(b.len()));
+        }
+        let r: RespondRequest = serde_json::from_slice(b)
+            .map_err(|e| WireError::Invalid(format!("respond request: {e}")))?;
+        if r.v != VERSION {
+            return Err(WireError::Version(r.v));
+        }
+        Ok(r)
+    }
+}
+
+/// The subject a host's agent takes requests on.
+pub fn respond_subject(host: &str) -> String {
+    format!("{}.{host}", super::RESPOND_PREFIX)
+}
+
 /// Whether `h` is a valid host name (one NATS subject token).
 pub fn valid_host(h: &str) -> bool {
     !h.is_empty()
@@ -427,6 +472,37 @@ pub(crate) mod tests {
         t.edges.push((3, 99));
         t.encode(&mut b);
         assert!(matches!(HostTick::decode(&b), Err(WireError::Invalid(m)) if m.contains("99")));
+    }
+
+    #[test]
+    fn respond_requests_round_trip_and_bad_ones_are_refused() {
+        let r = RespondRequest {
+            v: VERSION,
+            ts_ms: 5,
+            service_id: 7,
+            service: "memcached".into(),
+            p: 0.9,
+            horizon_ms: 100,
+            model: "m".into(),
+            leader: "c1".into(),
+            term: 3,
+        };
+        let b = serde_json::to_vec(&r).unwrap();
+        assert_eq!(RespondRequest::decode(&b), Ok(r.clone()));
+        let mut future = r.clone();
+        future.v = 2;
+        assert_eq!(
+            RespondRequest::decode(&serde_json::to_vec(&future).unwrap()),
+            Err(WireError::Version(2))
+        );
+        assert!(matches!(
+            RespondRequest::decode(b"{\"v\":1}"),
+            Err(WireError::Invalid(m)) if m.contains("missing field")
+        ));
+        assert_eq!(
+            RespondRequest::decode(&vec![b' '; MAX_REQUEST + 1]),
+            Err(WireError::TooLarge(MAX_REQUEST + 1))
+        );
     }
 
     #[test]

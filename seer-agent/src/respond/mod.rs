@@ -532,6 +532,49 @@ impl Responder {
         }
     }
 
+    /// Cluster mode: the central predictor alarmed on service `id` of this host (its request on
+    /// `seer.respond.<host>`, from `from`). Answered as an alarm of the agent's own model is
+    /// (diagnosis, then the policy's decision, alert), unless a violation's episode owns the
+    /// response now. Whether a response started.
+    pub fn on_central_alarm(
+        &mut self,
+        id: ServiceId,
+        d: &Discovery,
+        probability: f32,
+        horizon_ms: u64,
+        model: String,
+        from: &str,
+    ) -> bool {
+        let Some(name) = d
+            .services
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.name.clone())
+        else {
+            log::warn!(
+                "cluster: {from} asks to respond for service id {}, unknown here",
+                id.0
+            );
+            return false;
+        };
+        log::warn!(
+            "predicted by the cluster ({from}): {name} will initiate a QoS violation within {horizon_ms} ms (p = {probability:.2})"
+        );
+        self.stats.alarms += 1;
+        if self.episode.is_some() {
+            return false;
+        }
+        let origin = Origin::Predicted {
+            probability,
+            horizon_ms,
+            lead_ms: None,
+            channels: format!("the cluster's central predictor ({from})"),
+            model,
+        };
+        self.on_prediction(&name, id, d, origin);
+        true
+    }
+
     /// Turns the alarms on (a model runs) with its name, horizon and alarm policy.
     pub fn set_model(&mut self, m: Option<ModelCtx>) {
         if let Some(new) = &m
