@@ -295,7 +295,13 @@ fn two_hosts_make_one_cluster_tick_with_the_remote_call_resolved() {
         100_000,
         &agent_args(&front_url, &creds, "front"),
     );
-    let c = central(&net.server, &back_url, &creds, "c1", &[]);
+    let c = central(
+        &net.server,
+        &back_url,
+        &creds,
+        "c1",
+        &["--metrics-addr", "127.0.0.1:9470"],
+    );
     // The call is seen as it is made (connect()): dial once the agents run.
     wait_until("both agents ticking", T, || {
         !a_back.ticks().is_empty() && !a_front.ticks().is_empty()
@@ -385,6 +391,21 @@ fn two_hosts_make_one_cluster_tick_with_the_remote_call_resolved() {
         assert_eq!(st["connected"], true, "{st}");
         assert_eq!(st["dropped"], 0, "{st}");
     }
+    // The central's own /metrics.
+    let body = sh(&format!(
+        "ip netns exec {} python3 -c \"import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9470/metrics').read().decode())\"",
+        net.server
+    ));
+    for want in [
+        "seer_central_leader 1\n",
+        "seer_central_hosts 2\n",
+        "seer_central_hosts_in_tick 2\n",
+        "seer_central_unresolved_remote_edges 0\n",
+        "seer_central_probability{host=\"back\",service=\"seer-testsrv\"}",
+    ] {
+        assert!(body.contains(want), "{want:?} in {body}");
+    }
+    promtool_check(&body);
     front.send("");
 }
 

@@ -349,28 +349,7 @@ fn prometheus_endpoint_serves_channels_and_health() {
     );
     // Prometheus' own linter: HELP on every metric, base units in names. Before: no HELP text
     // anywhere, and `seer_epoll_wait_ms`.
-    let mut lint = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; `cargo xtask setup` installs it)");
-    {
-        use std::io::Write as _;
-        lint.stdin
-            .take()
-            .expect("stdin")
-            .write_all(body.as_bytes())
-            .expect("feed promtool");
-    }
-    let out = lint.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&body);
     assert!(body.contains("seer_epoll_wait_seconds{"), "{body}");
 }
 

@@ -56,6 +56,11 @@ pub struct CentralArgs {
     /// Stop after N assembled ticks (default: until SIGINT/SIGTERM).
     #[arg(long)]
     pub ticks: Option<u64>,
+    /// Serve the central's Prometheus metrics at http://ADDR/metrics (role, hosts heard and
+    /// late, assembly and inference time, refused messages, each service's probability;
+    /// "off" to disable).
+    #[arg(long, default_value = "127.0.0.1:9465")]
+    pub metrics_addr: String,
 }
 
 pub fn options(a: &CentralArgs) -> anyhow::Result<CentralOptions> {
@@ -94,6 +99,7 @@ pub fn options(a: &CentralArgs) -> anyhow::Result<CentralOptions> {
         forget_ms: a.forget_ms.max(a.tick_ms),
         json: a.json,
         ticks: a.ticks,
+        metrics_addr: a.metrics_addr.clone(),
     })
 }
 

@@ -24,6 +24,7 @@ use super::{
     PREDICTIONS, SAMPLES_PREFIX, STREAM,
     assemble::{Assembler, ClusterTick, Member},
     lease::{Lease, Role},
+    stats::CentralStats,
     wire::{HostTick, MAX_MESSAGE, RespondRequest, respond_subject},
 };
 use crate::{
@@ -52,6 +53,8 @@ pub struct CentralOptions {
     pub json: bool,
     /// Stop after this many assembled ticks.
     pub ticks: Option<u64>,
+    /// Its own /metrics ("off": none).
+    pub metrics_addr: String,
 }
 
 /// The stream as this central wants it.
@@ -294,7 +297,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
     let servers = client.server_info().connect_urls.len().max(1);
     let replicas = o.replicas.unwrap_or(if servers >= 3 { 3 } else { 1 });
     let js = jetstream::new(client.clone());
-    let st = ensure_stream(&js, &o, replicas).await?;
+    let stream = ensure_stream(&js, &o, replicas).await?;
     let lease = Lease::open(&js, &o.name, o.lease, replicas).await?;
     let model = o
         .model
@@ -304,7 +307,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
     let mut predictor = Predictor::start(&model, o.ort_lib.as_deref(), o.tick_ms)
         .map_err(|e| anyhow::anyhow!("predict: {e}"))?;
     let window_ms = (MAX_T as u64 + 10) * o.tick_ms;
-    let mut msgs = Some(consume(&st, crate::util::now_ms().saturating_sub(window_ms)).await?);
+    let mut msgs = Some(consume(&stream, crate::util::now_ms().saturating_sub(window_ms)).await?);
     let mut last_follow = Instant::now();
     log::info!(
         "central {}: following {STREAM} at {} ({servers} server(s) seen), model {}",
@@ -327,6 +330,16 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
     let mut alarms = Alarms::default();
     let mut n = 0u64;
     let mut last_log = Instant::now();
+    let mut st = CentralStats::default();
+    // /metrics asks for a rendering; the loop answers between two ticks.
+    let (scrapes, mut scrape_rx) = tokio::sync::mpsc::channel(16);
+    if o.metrics_addr != "off" {
+        tokio::spawn(crate::serve::server::serve(
+            o.metrics_addr.clone(),
+            scrapes,
+            None,
+        ));
+    }
     loop {
         tokio::select! {
             m = next_msg(&mut msgs) => match m {
@@ -342,6 +355,12 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                 }
             },
             _ = interval.tick() => {}
+            Some(reply) = scrape_rx.recv() => {
+                st.hosts_heard = asm.hosts();
+                st.refused = refused.counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                let _ = reply.send(super::stats::render(&st));
+                continue;
+            }
             _ = term.recv() => { log::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { log::info!("SIGINT: stopping"); break; }
         }
@@ -351,7 +370,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
             let from = asm
                 .closed()
                 .map_or_else(crate::util::now_ms, |s| s * o.tick_ms);
-            match consume(&st, from).await {
+            match consume(&stream, from).await {
                 Ok(m) => {
                     log::info!("central: following {STREAM} again");
                     msgs = Some(m);
@@ -360,10 +379,17 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
             }
         }
         let now_slot = asm.slot_of(crate::util::now_ms());
+        let t0 = Instant::now();
         let ticks = asm.close_until(now_slot.saturating_sub(lag_slots), MAX_T + 10);
         let Some((last, history)) = ticks.split_last() else {
             continue;
         };
+        st.assembly_us = t0.elapsed().as_micros() as u64;
+        st.max_assembly_us = st.max_assembly_us.max(st.assembly_us);
+        st.late_host_ticks += ticks
+            .iter()
+            .map(|t| t.stale_hosts.len() as u64)
+            .sum::<u64>();
         // Older slots (a catch-up) only fill the window; the newest is predicted.
         for t in history {
             predictor.window.push(&t.services, &t.samples);
@@ -380,7 +406,10 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                 })).collect::<Vec<_>>()),
             });
             match client.publish(PREDICTIONS, body.to_string().into()).await {
-                Ok(()) => published_ts = p.ts_ms,
+                Ok(()) => {
+                    published_ts = p.ts_ms;
+                    st.published += 1;
+                }
                 Err(e) => log::warn!("central: publishing on {PREDICTIONS}: {e}"),
             }
         }
@@ -402,6 +431,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                     continue;
                 };
                 let m = &last.members[k];
+                st.alarms += 1;
                 fired.push(serde_json::json!({"host": m.host, "name": m.name, "p": prob}));
                 if let Role::Leader { term } = role {
                     let req = RespondRequest {
@@ -421,15 +451,35 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                         m.host,
                         m.name
                     );
-                    if let Ok(body) = serde_json::to_vec(&req)
-                        && let Err(e) = client.publish(subject.clone(), body.into()).await
-                    {
-                        log::warn!("central: publishing on {subject}: {e}");
+                    if let Ok(body) = serde_json::to_vec(&req) {
+                        match client.publish(subject.clone(), body.into()).await {
+                            Ok(()) => st.requests += 1,
+                            Err(e) => log::warn!("central: publishing on {subject}: {e}"),
+                        }
                     }
                 }
             }
         }
         n += 1;
+        st.ticks = n;
+        (st.leader, st.term) = match role {
+            Role::Leader { term } => (true, term),
+            Role::Standby { .. } => (false, 0),
+        };
+        st.hosts_in_tick = last.hosts;
+        st.late_hosts = last.stale_hosts.len();
+        st.services = last.services.len();
+        st.edges = last.edges.len();
+        st.unresolved = last.unresolved;
+        if let Some(p) = predictor.latest() {
+            st.infer_us = p.infer_us;
+            st.probabilities = last
+                .services
+                .iter()
+                .zip(&last.members)
+                .filter_map(|(s, m)| Some((m.host.clone(), m.name.clone(), p.of(s.id)?)))
+                .collect();
+        }
         if o.json {
             let mut v = tick_json(last, &role, &o.name, predictor.latest().as_ref());
             v["alarms"] = serde_json::Value::Array(fired);
@@ -478,6 +528,7 @@ mod tests {
             forget_ms: 5000,
             json: false,
             ticks: None,
+            metrics_addr: "off".into(),
         }
     }
 

@@ -6,10 +6,12 @@
 //! - [`assemble`]: the central's cluster-wide tick on a shared grid, remote edges resolved.
 //! - [`lease`]: leader election with a JetStream key-value lease.
 //! - [`central`]: `seer-agent central`, the stream, the consumer, the model, the predictions.
+//! - [`stats`]: the central's own `/metrics`.
 pub mod assemble;
 pub mod central;
 pub mod lease;
 pub mod publish;
+pub mod stats;
 pub mod wire;
 
 use std::{path::Path, time::Duration};
@@ -188,12 +190,9 @@ mod tests {
 
     #[test]
     fn doctor_names_an_unreachable_server() {
-        // A port nothing listens on (bound, then closed).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let v = probe(&format!("nats://127.0.0.1:{port}"), None);
+        // Port 1 (tcpmux): nothing listens there (no port is bound here, so no other test's
+        // free port can be taken).
+        let v = probe("nats://127.0.0.1:1", None);
         assert_eq!(v["ok"], false, "{v}");
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
     }

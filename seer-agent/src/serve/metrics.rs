@@ -72,7 +72,8 @@ impl ClusterStats {
     }
 }
 
-fn esc(s: &str) -> String {
+/// A label value as Prometheus' text format quotes it.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
