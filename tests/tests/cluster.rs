@@ -28,15 +28,22 @@ fn kernel() {
 }
 
 /// nats-server with JetStream in network namespace `ns`, listening on every address there,
-/// user/password auth, its store in a folder of its own (removed on drop).
+/// user/password auth, its store in a folder of its own (removed on drop); one server on
+/// NATS_PORT, or a cluster of several on the ports after it (routes on ROUTE_PORT and after).
 struct Nats {
     ns: String,
     dir: PathBuf,
-    proc: Option<Proc>,
+    procs: Vec<Option<Proc>>,
 }
+
+const ROUTE_PORT: u16 = 16222;
 
 impl Nats {
     fn start(ns: &str) -> Nats {
+        Nats::start_n(ns, 1)
+    }
+
+    fn start_n(ns: &str, n: usize) -> Nats {
         let found = Command::new("sh")
             .args(["-c", "command -v nats-server"])
             .output()
@@ -48,44 +55,72 @@ impl Nats {
         );
         let dir = std::env::temp_dir().join(format!("seer-nats-{ns}"));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("js")).expect("nats dir");
-        std::fs::write(
-            dir.join("nats.conf"),
-            format!(
-                "listen: \"0.0.0.0:{NATS_PORT}\"\nserver_name: \"seer-test\"\n\
-                 jetstream {{ store_dir: \"{}\" }}\n\
-                 authorization {{ users: [ {{ user: \"{USER}\", password: \"{PASS}\" }} ] }}\n",
-                dir.join("js").display()
-            ),
-        )
-        .expect("nats.conf");
+        let routes: Vec<String> = (0..n)
+            .map(|i| format!("\"nats-route://127.0.0.1:{}\"", ROUTE_PORT + i as u16))
+            .collect();
+        for i in 0..n {
+            let store = dir.join(format!("js{i}"));
+            std::fs::create_dir_all(&store).expect("nats dir");
+            let cluster = if n > 1 {
+                format!(
+                    "cluster {{ name: \"seer\", listen: \"127.0.0.1:{}\", routes: [{}] }}\n",
+                    ROUTE_PORT + i as u16,
+                    routes.join(", ")
+                )
+            } else {
+                String::new()
+            };
+            std::fs::write(
+                dir.join(format!("nats{i}.conf")),
+                format!(
+                    "listen: \"0.0.0.0:{}\"\nserver_name: \"n{i}\"\n\
+                     jetstream {{ store_dir: \"{}\" }}\n{cluster}\
+                     authorization {{ users: [ {{ user: \"{USER}\", password: \"{PASS}\" }} ] }}\n",
+                    NATS_PORT + i as u16,
+                    store.display()
+                ),
+            )
+            .expect("nats.conf");
+        }
         let creds = dir.join("creds");
         std::fs::write(&creds, format!("{USER}:{PASS}\n")).expect("creds");
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let mut n = Nats {
+        let mut nats = Nats {
             ns: ns.into(),
             dir,
-            proc: None,
+            procs: (0..n).map(|_| None).collect(),
         };
-        n.run();
-        n
+        for i in 0..n {
+            nats.run(i);
+        }
+        if n > 1 {
+            wait_until("a JetStream metadata leader", T, || {
+                nats.procs.iter().flatten().any(|p| {
+                    p.stderr().contains("JetStream cluster new metadata leader")
+                        || p.stderr()
+                            .contains("Self is new JetStream cluster metadata leader")
+                })
+            });
+        }
+        nats
     }
 
-    fn run(&mut self) {
-        let conf = self.dir.join("nats.conf").display().to_string();
+    /// Starts server `i` (again: its store is kept).
+    fn run(&mut self, i: usize) {
+        let conf = self.dir.join(format!("nats{i}.conf")).display().to_string();
         let p = Proc::spawn(NetPair::cmd(
             &self.ns,
             std::path::Path::new("nats-server"),
             &["-c", &conf],
         ));
         p.wait_err("nats-server ready", T, |l| l.contains("Server is ready"));
-        self.proc = Some(p);
+        self.procs[i] = Some(p);
     }
 
-    /// Kills the server (SIGKILL, as a crash); its store stays for `run`.
-    fn kill(&mut self) {
-        if let Some(mut p) = self.proc.take() {
+    /// Kills server `i` (SIGKILL, as a crash); its store stays for `run`.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.procs[i].take() {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
@@ -98,7 +133,9 @@ impl Nats {
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        self.kill();
+        for i in 0..self.procs.len() {
+            self.kill(i);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -241,9 +278,14 @@ fn subscribe(ns: &str, subject: &str) -> Arc<Mutex<Vec<(Instant, Value)>>> {
 /// A host (the server namespace of a pair) running NATS and a service on `port`; the kernel
 /// printed.
 fn host_with_nats(port: &str) -> (NetPair, Nats, Proc) {
+    host_with_nats_n(port, 1)
+}
+
+/// The same with a NATS cluster of `n` servers.
+fn host_with_nats_n(port: &str, n: usize) -> (NetPair, Nats, Proc) {
     kernel();
     let net = NetPair::new();
-    let nats = Nats::start(&net.server);
+    let nats = Nats::start_n(&net.server, n);
     let srv = Proc::spawn(NetPair::cmd(
         &net.server,
         &testsrv_bin(),
@@ -251,6 +293,13 @@ fn host_with_nats(port: &str) -> (NetPair, Nats, Proc) {
     ));
     srv.wait_line("server ready", T, |l| l == "ready");
     (net, nats, srv)
+}
+
+/// Whether the cluster tick `t` has a service of `host` with a sample of its own (not a repeat).
+fn fresh(t: &Value, host: &str) -> bool {
+    t["services"]
+        .as_array()
+        .is_some_and(|s| s.iter().any(|s| s["host"] == host && s["stale"] == false))
 }
 
 fn names(t: &Value) -> Vec<String> {
@@ -361,14 +410,7 @@ fn two_hosts_make_one_cluster_tick_with_the_remote_call_resolved() {
         .collect();
     assert_eq!(next.len(), 30, "one tick per slot, none skipped");
     for host in ["back", "front"] {
-        let fresh = next
-            .iter()
-            .filter(|t| {
-                t["services"]
-                    .as_array()
-                    .is_some_and(|s| s.iter().any(|s| s["host"] == host && s["stale"] == false))
-            })
-            .count();
+        let fresh_in = next.iter().filter(|t| fresh(t, host)).count();
         let present = next
             .iter()
             .filter(|t| {
@@ -377,9 +419,9 @@ fn two_hosts_make_one_cluster_tick_with_the_remote_call_resolved() {
                     .is_some_and(|s| s.iter().any(|s| s["host"] == host))
             })
             .count();
-        println!("{host}: fresh in {fresh} of 30 ticks");
+        println!("{host}: fresh in {fresh_in} of 30 ticks");
         assert_eq!(present, 30, "{host} in every tick");
-        assert!(fresh >= 24, "{host} fresh in {fresh} of 30 ticks");
+        assert!(fresh_in >= 24, "{host} fresh in {fresh_in} of 30 ticks");
     }
     assert!(
         next.iter()
@@ -487,12 +529,8 @@ fn an_agent_cut_off_from_nats_works_alone_and_catches_up() {
     wait_agent(&agent, "publishing", |c| {
         c["connected"] == true && c["published"].as_u64().is_some_and(|n| n >= 10)
     });
-    wait_central(&c, "h1 in the cluster", |t| {
-        t["services"]
-            .as_array()
-            .is_some_and(|s| s.iter().any(|s| s["host"] == "h1" && s["stale"] == false))
-    });
-    nats.kill();
+    wait_central(&c, "h1 in the cluster", |t| fresh(t, "h1"));
+    nats.kill(0);
     let down = Instant::now();
     let ticks_at_kill = agent.ticks().len();
     let alone = wait_agent(&agent, "working alone with a full backlog", |c| {
@@ -511,7 +549,7 @@ fn an_agent_cut_off_from_nats_works_alone_and_catches_up() {
     let d = doctor_cluster(&net.server, &u, &creds);
     assert_eq!(d["ok"], false, "{d}");
     assert!(d["error"].as_str().is_some_and(|e| !e.is_empty()), "{d}");
-    nats.run();
+    nats.run(0);
     let d = doctor_cluster(&net.server, &u, &creds);
     assert_eq!(d["ok"], true, "{d}");
     assert_eq!(d["stream"]["present"], true, "{d}");
@@ -529,9 +567,7 @@ fn an_agent_cut_off_from_nats_works_alone_and_catches_up() {
         t["ts_ms"]
             .as_u64()
             .is_some_and(|ts| ts > now_ms() - reconnected.elapsed().as_millis() as u64)
-            && t["services"]
-                .as_array()
-                .is_some_and(|s| s.iter().any(|s| s["host"] == "h1" && s["stale"] == false))
+            && fresh(t, "h1")
     });
     // Clean stop on SIGTERM, and the store kept recording while NATS was down.
     let _ = Command::new("kill")
@@ -643,6 +679,70 @@ fn alarming_model(dir: &std::path::Path) -> String {
         std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o644)).expect("chmod");
     }
     d.join("m.onnx").display().to_string()
+}
+
+/// A 3-server NATS cluster: the central makes the stream with 3 replicas by itself; the server
+/// the agent and the central were given is killed, they go on through the others, and nothing
+/// is lost: the stream holds exactly the ticks the agent had acknowledged, none dropped.
+#[test]
+fn a_nats_server_lost_of_three_loses_no_tick() {
+    require_root!();
+    let (net, mut nats, _srv) = host_with_nats_n("7060", 3);
+    let creds = nats.creds();
+    // Only the first server: the clients learn the others from it.
+    let u = url("127.0.0.1");
+    let c = central(&net.server, &u, &creds, "c1", &["--metrics-addr", "off"]);
+    c.wait_err("the stream made with 3 replicas", T, |l| {
+        l.contains("3 replica(s)")
+    });
+    let mut agent = Agent::start(&net.server, 100_000, &agent_args(&u, &creds, "h1"));
+    let before = wait_agent(&agent, "publishing", |c| {
+        c["connected"] == true && c["published"].as_u64().is_some_and(|n| n >= 20)
+    });
+    wait_central(&c, "h1 at the central", |t| fresh(t, "h1"));
+    nats.kill(0);
+    let killed_ms = now_ms();
+    let n0 = before["published"].as_u64().unwrap_or(0);
+    let after = wait_agent(&agent, "publishing through another server", |c| {
+        c["connected"] == true && c["published"].as_u64().is_some_and(|n| n >= n0 + 30)
+    });
+    println!("before: {before}\nafter the kill: {after}");
+    wait_central(&c, "h1 fresh at the central after the kill", |t| {
+        t["ts_ms"].as_u64().is_some_and(|ts| ts > killed_ms + 1000) && fresh(t, "h1")
+    });
+    wait_agent(&agent, "an empty backlog", |c| c["backlog"] == 0);
+    let _ = Command::new("kill")
+        .args(["-TERM", &agent.proc.pid().to_string()])
+        .status();
+    assert!(agent.wait_exit(T).success(), "{}", agent.proc.stderr());
+    let log = agent.proc.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("ticks published"))
+        .unwrap_or_else(|| panic!("no final count: {log}"));
+    let nums: Vec<u64> = line
+        .split(|ch: char| !ch.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .take(3)
+        .collect();
+    // "... N ticks published, D dropped, B left unsent" (read from the end).
+    let (unsent, dropped, published) = (nums[0], nums[1], nums[2]);
+    println!("{line}");
+    assert_eq!((dropped, unsent), (0, 0), "{line}");
+    let d = doctor_cluster(
+        &net.server,
+        &format!("nats://127.0.0.1:{}", NATS_PORT + 1),
+        &creds,
+    );
+    assert_eq!(d["stream"]["replicas"], 3, "{d}");
+    assert_eq!(
+        d["stream"]["messages"].as_u64(),
+        Some(published),
+        "the stream holds every acknowledged tick once: {d}"
+    );
 }
 
 /// `seer-agent doctor --cluster URL --json` in `ns`: its `cluster` object.

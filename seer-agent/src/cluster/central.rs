@@ -308,7 +308,8 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("predict: {e}"))?;
     let window_ms = (MAX_T as u64 + 10) * o.tick_ms;
     let mut msgs = Some(consume(&stream, crate::util::now_ms().saturating_sub(window_ms)).await?);
-    let mut last_follow = Instant::now();
+    let mut last_follow: Option<Instant> = None;
+    let mut was_connected = true;
     log::info!(
         "central {}: following {STREAM} at {} ({servers} server(s) seen), model {}",
         o.name,
@@ -364,8 +365,17 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
             _ = term.recv() => { log::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { log::info!("SIGINT: stopping"); break; }
         }
-        if msgs.is_none() && last_follow.elapsed() >= Duration::from_secs(1) {
-            last_follow = Instant::now();
+        // Back from a disconnection (a NATS server restarted or lost): the consumer may be gone
+        // with it; follow the stream again at once rather than wait for its heartbeats to fail.
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        if connected && !was_connected && msgs.is_some() {
+            log::info!("central: reconnected to NATS; following {STREAM} again");
+            msgs = None;
+            last_follow = None;
+        }
+        was_connected = connected;
+        if msgs.is_none() && last_follow.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            last_follow = Some(Instant::now());
             // From the last assembled tick: what came meanwhile is taken, nothing twice.
             let from = asm
                 .closed()

@@ -29,7 +29,9 @@ pub const LEASE_BUCKET: &str = "seer_central";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("--cluster {0:?}: expected nats://HOST:PORT or tls://HOST:PORT")]
+    #[error(
+        "--cluster {0:?}: expected nats://HOST:PORT or tls://HOST:PORT (several: comma-separated)"
+    )]
     Url(String),
     #[error("reading the NATS credentials {path}: {source}")]
     Creds {
@@ -64,15 +66,19 @@ pub fn default_host() -> String {
     if h.is_empty() { "localhost".into() } else { h }
 }
 
-/// Checks a `--cluster` URL: nats:// or tls://, with a host.
+/// Checks a `--cluster` URL: nats:// or tls://, with a host; or several, comma-separated (the
+/// servers of one NATS cluster; the client also learns the others from any of them).
 pub fn check_url(url: &str) -> Result<(), ClusterError> {
-    let rest = url
-        .strip_prefix("nats://")
-        .or_else(|| url.strip_prefix("tls://"))
-        .ok_or_else(|| ClusterError::Url(url.into()))?;
-    let host = rest.rsplit('@').next().unwrap_or("");
-    if host.is_empty() || host.contains('/') {
-        return Err(ClusterError::Url(url.into()));
+    for one in url.split(',') {
+        let rest = one
+            .trim()
+            .strip_prefix("nats://")
+            .or_else(|| one.trim().strip_prefix("tls://"))
+            .ok_or_else(|| ClusterError::Url(url.into()))?;
+        let host = rest.rsplit('@').next().unwrap_or("");
+        if host.is_empty() || host.contains('/') {
+            return Err(ClusterError::Url(url.into()));
+        }
     }
     Ok(())
 }
@@ -167,6 +173,8 @@ mod tests {
     fn urls_are_checked() {
         assert!(check_url("nats://127.0.0.1:4222").is_ok());
         assert!(check_url("tls://u:p@nats.example:4222").is_ok());
+        assert!(check_url("nats://10.0.0.1:4222,nats://10.0.0.2:4222").is_ok());
+        assert!(check_url("nats://10.0.0.1:4222,10.0.0.2:4222").is_err());
         for bad in ["127.0.0.1:4222", "http://x", "nats://", "nats://a/b"] {
             let e = check_url(bad).unwrap_err().to_string();
             assert!(e.contains("nats://HOST:PORT"), "{bad}: {e}");
