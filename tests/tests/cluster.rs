@@ -302,6 +302,46 @@ fn fresh(t: &Value, host: &str) -> bool {
         .is_some_and(|s| s.iter().any(|s| s["host"] == host && s["stale"] == false))
 }
 
+/// Publishes `payload` on `subject` as any NATS client could (the text protocol, from inside
+/// `ns`), and waits for the server's PONG: the message is in.
+fn publish_raw(ns: &str, subject: &str, payload: &[u8]) {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{NATS_PORT}").parse().expect("addr");
+    let stream = in_ns(ns, move || TcpStream::connect(addr))
+        .join()
+        .expect("connect thread")
+        .expect("connect to nats-server");
+    let mut w = stream.try_clone().expect("clone");
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).expect("INFO");
+    write!(
+        w,
+        "CONNECT {{\"verbose\":false,\"user\":\"{USER}\",\"pass\":\"{PASS}\"}}\r\nPUB {subject} {}\r\n",
+        payload.len()
+    )
+    .expect("PUB");
+    w.write_all(payload).expect("payload");
+    w.write_all(b"\r\nPING\r\n").expect("PING");
+    loop {
+        line.clear();
+        assert!(
+            r.read_line(&mut line).expect("read") > 0,
+            "nats-server closed"
+        );
+        assert!(!line.starts_with("-ERR"), "nats-server refused: {line}");
+        if line.starts_with("PONG") {
+            return;
+        }
+    }
+}
+
+/// GET http://127.0.0.1:PORT/metrics inside `ns`.
+fn metrics_in(ns: &str, port: u16) -> String {
+    sh(&format!(
+        "ip netns exec {ns} python3 -c \"import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:{port}/metrics').read().decode())\""
+    ))
+}
+
 fn names(t: &Value) -> Vec<String> {
     t["services"]
         .as_array()
@@ -434,10 +474,7 @@ fn two_hosts_make_one_cluster_tick_with_the_remote_call_resolved() {
         assert_eq!(st["dropped"], 0, "{st}");
     }
     // The central's own /metrics.
-    let body = sh(&format!(
-        "ip netns exec {} python3 -c \"import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9470/metrics').read().decode())\"",
-        net.server
-    ));
+    let body = metrics_in(&net.server, 9470);
     for want in [
         "seer_central_leader 1\n",
         "seer_central_hosts 2\n",
@@ -743,6 +780,51 @@ fn a_nats_server_lost_of_three_loses_no_tick() {
         Some(published),
         "the stream holds every acknowledged tick once: {d}"
     );
+}
+
+/// Hostile samples (bytes that are no message, a future schema version), published by any
+/// client allowed on seer.samples.>: counted by reason in the central's /metrics, each reason
+/// logged once, and the central goes on assembling the real host.
+#[test]
+fn hostile_samples_are_counted_and_never_stop_the_central() {
+    require_root!();
+    let (net, nats, _srv) = host_with_nats("7070");
+    let creds = nats.creds();
+    let u = url("127.0.0.1");
+    let c = central(
+        &net.server,
+        &u,
+        &creds,
+        "c1",
+        &["--metrics-addr", "127.0.0.1:9471"],
+    );
+    let _agent = Agent::start(&net.server, 100_000, &agent_args(&u, &creds, "h1"));
+    wait_central(&c, "h1 at the central", |t| fresh(t, "h1"));
+    for _ in 0..3 {
+        publish_raw(&net.server, "seer.samples.evil", b"\x00garbage\xff");
+        publish_raw(
+            &net.server,
+            "seer.samples.future",
+            b"SR\x09 from a newer agent",
+        );
+    }
+    let sent_ms = now_ms();
+    let metrics = || metrics_in(&net.server, 9471);
+    wait_until("the refusals counted", T, || {
+        let m = metrics();
+        m.contains("seer_central_refused_messages_total{reason=\"decode\"} 3")
+            && m.contains("seer_central_refused_messages_total{reason=\"version\"} 3")
+    });
+    let logged = c
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("refused a message"))
+        .count();
+    assert_eq!(logged, 2, "each reason logged once: {}", c.stderr());
+    assert!(c.stderr().contains("schema version 9"), "{}", c.stderr());
+    wait_central(&c, "h1 still assembled after the garbage", |t| {
+        t["ts_ms"].as_u64().is_some_and(|ts| ts > sent_ms) && fresh(t, "h1") && t["hosts"] == 1
+    });
 }
 
 /// `seer-agent doctor --cluster URL --json` in `ns`: its `cluster` object.

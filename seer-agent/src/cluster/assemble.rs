@@ -172,7 +172,7 @@ impl Assembler {
             }
             match &h.last {
                 Some((s, _)) if *s == slot => used.push((name.clone(), false)),
-                Some((s, _)) if slot - *s <= forget => {
+                Some((s, _)) if slot.saturating_sub(*s) <= forget => {
                     stale_hosts.push(name.clone());
                     used.push((name.clone(), true));
                 }

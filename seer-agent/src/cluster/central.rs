@@ -437,10 +437,14 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                 let AlarmEvent::Fired { id, p: prob, .. } = ev else {
                     continue;
                 };
-                let Some(k) = last.services.iter().position(|s| s.id == id) else {
+                let Some(m) = last
+                    .services
+                    .iter()
+                    .position(|s| s.id == id)
+                    .and_then(|k| last.members.get(k))
+                else {
                     continue;
                 };
-                let m = &last.members[k];
                 st.alarms += 1;
                 fired.push(serde_json::json!({"host": m.host, "name": m.name, "p": prob}));
                 if let Role::Leader { term } = role {
