@@ -108,14 +108,73 @@ class GraphHybrid(nn.Module):
         return torch.sigmoid(self.out(h).squeeze(-1))
 
 
-NETS = {"cnn": PaperCNN, "lstm": PaperLSTM, "hybrid": PaperHybrid, "graph": GraphHybrid}
+class GraphFactored(nn.Module):
+    """The graph network with its output factored in two: p[n] = P(a violation within the
+    horizon) x P(n initiates it | a violation). The first factor is one sigmoid over the whole
+    application (a pooled summary of every service), trained on every violation, including the
+    ones no injected fault explains (their initiator is unknown, but that a violation came is
+    known); the second is a softmax over the services, trained only where the initiator is known.
+    Per service: a temporal CNN and an LSTM over its channels, then message passing over the call
+    graph where each service sees the mean of its callees and of its callers and their
+    attention-weighted mean (a slow service is told apart from its callers by the one callee
+    that explains them). Any N,
+    any topology; the exported graph computes p as one tensor [batch, N]."""
+
+    factored = True
+
+    def __init__(self, t_len: int, channels: int, hidden: int = 32, rounds: int = 2):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv1d(channels, hidden, kernel_size=3, padding=1), nn.ReLU())
+        self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
+        self.mix = nn.ModuleList(nn.Linear(5 * hidden, hidden) for _ in range(rounds))
+        self.salience = nn.ModuleList(nn.Linear(hidden, 1) for _ in range(rounds))
+        self.culprit = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.coming = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    @staticmethod
+    def _attend(h: torch.Tensor, score: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """Per service, its neighbours (m[i, j] = 1: j is one of i's) averaged with weights
+        softmax(score) over them: a learned, soft "which neighbour stands out" (a maximum would
+        need a [B, N, N, H] tensor; this needs [B, N, N] scalars). h [B, N, H], score [B, N]."""
+        s = score - score.max(dim=1, keepdim=True).values
+        w = m.unsqueeze(0) * torch.exp(s).unsqueeze(1)  # [B, N, N]
+        w = w / w.sum(dim=2, keepdim=True).clamp(min=1e-9)
+        return torch.matmul(w, h)
+
+    def parts(self, x: torch.Tensor, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(violation logit [B], culprit logits [B, N])."""
+        b, t, n, c = x.shape
+        z = x.permute(0, 2, 3, 1).reshape(b * n, c, t)
+        z = self.conv(z).permute(0, 2, 1)
+        h, _ = self.lstm(z)
+        h = h[:, -1].reshape(b, n, -1)
+        callees = adj / adj.sum(dim=1, keepdim=True).clamp(min=1.0)
+        callers_adj = adj.transpose(0, 1)
+        callers = callers_adj / callers_adj.sum(dim=1, keepdim=True).clamp(min=1.0)
+        for layer, salience in zip(self.mix, self.salience):
+            sc = salience(h).squeeze(-1)
+            feats = [h, callees @ h, callers @ h, self._attend(h, sc, adj), self._attend(h, sc, callers_adj)]
+            h = torch.relu(layer(torch.cat(feats, dim=-1))) + h
+        pooled = torch.cat([h.mean(dim=1), h.max(dim=1).values], dim=-1)
+        return self.coming(pooled).squeeze(-1), self.culprit(h).squeeze(-1)
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        v, c = self.parts(x, adj)
+        return torch.sigmoid(v).unsqueeze(-1) * torch.softmax(c, dim=-1)
+
+
+NETS = {"cnn": PaperCNN, "lstm": PaperLSTM, "hybrid": PaperHybrid, "graph": GraphHybrid, "graph-factored": GraphFactored}
 
 
 def build(name: str, t_len: int, channels: int, n_max: int) -> nn.Module:
-    if name == "graph":
-        return GraphHybrid(t_len, channels)
+    if takes_graph(name):
+        return NETS[name](t_len, channels)
     return NETS[name](t_len, channels, n_max)
 
 
 def takes_graph(name: str) -> bool:
-    return name == "graph"
+    return name in ("graph", "graph-factored")
+
+
+def factored(name: str) -> bool:
+    return name == "graph-factored"

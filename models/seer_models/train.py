@@ -36,6 +36,7 @@ class Prepared:
         self.run = run
         self.xn = D.normalise(run.x, norm)
         self.y = M.labels(run, horizon_ms)
+        self.coming, self.unknown = M.coming(run, horizon_ms)
         self.t_len = t_len
         self.n = run.x.shape[1]
 
@@ -100,9 +101,18 @@ def fit(
             y = prep.y[t_len - 1 :]
             if len(w) == 0:
                 continue
-            # Every positive window, and as many negatives (sampled), per run per epoch.
-            posi = np.nonzero(y.any(axis=1))[0]
-            negi = np.nonzero(~y.any(axis=1))[0]
+            yv = prep.coming[t_len - 1 :]
+            known = ~prep.unknown[t_len - 1 :] | y.any(axis=1)
+            # Every positive window, and as many negatives (sampled), per run per epoch. The
+            # factored network also learns from violations without a known initiator (that
+            # one came is known); the per-service network cannot (its labels are unknown
+            # there), so it skips them rather than learn them as negatives.
+            if nets.factored(net):
+                posi = np.nonzero(yv.astype(bool))[0]
+                negi = np.nonzero(~yv.astype(bool))[0]
+            else:
+                posi = np.nonzero(y.any(axis=1))[0]
+                negi = np.nonzero(~y.any(axis=1) & known)[0]
             k = max(len(posi) * 3, batch)
             pick = np.concatenate([posi, rng.choice(negi, size=min(k, len(negi)), replace=False)])
             rng.shuffle(pick)
@@ -113,10 +123,13 @@ def fit(
                 yb = torch.from_numpy((y[idx] if nets.takes_graph(net) else pad(y[idx], n_max, 1)).astype(np.float32)).to(device)
                 mask = torch.zeros_like(yb)
                 mask[:, : prep.n] = 1.0
-                p = model(xb, adj) if nets.takes_graph(net) else model(xb)
-                p = p.clamp(1e-6, 1 - 1e-6)
-                loss = -(pos_w * yb * torch.log(p) + (1 - yb) * torch.log(1 - p))
-                loss = (loss * mask).sum() / mask.sum()
+                if nets.factored(net):
+                    loss = factored_loss(model, xb, adj, yb, torch.from_numpy(yv[idx].astype(np.float32)).to(device))
+                else:
+                    p = model(xb, adj) if nets.takes_graph(net) else model(xb)
+                    p = p.clamp(1e-6, 1 - 1e-6)
+                    loss = -(pos_w * yb * torch.log(p) + (1 - yb) * torch.log(1 - p))
+                    loss = (loss * mask).sum() / mask.sum()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -131,9 +144,21 @@ def fit(
     return model, {"epochs_run": ep + 1, "steps": steps, "seconds": time.time() - started, "pos_weight": pos_w}
 
 
+def factored_loss(model, xb, adj, yb, yv) -> torch.Tensor:
+    """The factored network's two terms: binary cross-entropy of "a violation comes" on every
+    window, and cross-entropy of the initiator over the services on the windows whose
+    initiator is known."""
+    v, c = model.parts(xb, adj)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(v, yv)
+    known = yb.sum(dim=1) > 0
+    if known.any():
+        loss = loss + torch.nn.functional.cross_entropy(c[known], yb[known].argmax(dim=1))
+    return loss
+
+
 def choose_threshold(scores_fn, grid=None) -> tuple[float, dict]:
     """The threshold that maximises anticipated% x precision on the validation runs."""
-    grid = grid if grid is not None else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99]
+    grid = grid if grid is not None else [0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99]
     best = (0.5, None, -1.0)
     for thr in grid:
         s = scores_fn(thr)

@@ -14,6 +14,7 @@ import pytest
 
 from seer_models import data as D
 from seer_models import metrics as M
+from seer_models import nets
 from seer_models import train as T
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,7 +47,7 @@ def test_python_labels_equal_the_testbeds():
             assert np.array_equal(mine, y), f"{r.name} horizon {h}: {np.argwhere(mine != y)[:5]}"
 
 
-@pytest.mark.parametrize("net", ["graph", "hybrid"])
+@pytest.mark.parametrize("net", ["graph", "graph-factored", "hybrid"])
 def test_train_export_parity_and_card(tmp_path, net):
     out = str(tmp_path / f"smoke-{net}")
     rc = T.main(["--corpus", FIXTURE, "--net", net, "--epochs", "1", "--t-len", "5", "--n-max", "12", "--out", out])
@@ -58,9 +59,10 @@ def test_train_export_parity_and_card(tmp_path, net):
     assert 0.0 < card["threshold"] < 1.0
     sess = ort.InferenceSession(out + ".onnx", providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
-    n = 6 if net == "graph" else 12
+    graph = nets.takes_graph(net)
+    n = 6 if graph else 12
     feeds = {"x": np.zeros((1, 5, n, card["c"]), np.float32)}
-    if net == "graph":
+    if graph:
         assert names == ["x", "adj"]
         feeds["adj"] = np.zeros((n, n), np.float32)
     else:
