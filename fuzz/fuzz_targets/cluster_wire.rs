@@ -9,6 +9,7 @@
 mod cluster {
     pub const SAMPLES_PREFIX: &str = "seer.samples";
     pub const RESPOND_PREFIX: &str = "seer.respond";
+    pub const EVENTS_PREFIX: &str = "seer.events";
     pub mod wire;
 }
 

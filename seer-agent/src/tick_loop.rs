@@ -254,6 +254,12 @@ impl Agent {
         }
         if let Some(r) = &mut self.responder {
             r.on_tick(ts, &self.disc, &self.samples, &self.sampler.watched);
+            // Answers to the central's requests, diagnosed and decided by now.
+            if let Some(p) = &self.publisher {
+                for a in r.take_cluster_answers() {
+                    p.answer(a);
+                }
+            }
             // Each result once (a late inference leaves the previous one in place).
             if let Some(pred) = fresh {
                 r.set_model(model.clone());

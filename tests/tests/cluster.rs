@@ -645,7 +645,8 @@ fn an_agent_cut_off_from_nats_works_alone_and_catches_up() {
 }
 
 /// The leader's alarm reaches the culprit's host: its agent answers it as an alarm of its own
-/// model (off here, so that nothing else can start a response) and diagnoses the service. The
+/// model (off here, so that nothing else can start a response), diagnoses the service and
+/// sends its diagnosis and decision back on seer.events.<host>. The
 /// central runs the test fixture's model with its card's threshold at 1e-6: every service alarms.
 #[test]
 fn the_leaders_alarm_makes_the_culprits_host_diagnose() {
@@ -694,6 +695,26 @@ fn the_leaders_alarm_makes_the_culprits_host_diagnose() {
         .proc
         .wait_err("the agent's diagnosis", T, |l| l.contains("diagnosis of "));
     println!("agent: {diag}");
+    // Its answer reaches the central on seer.events.h1: the diagnosis and the decision.
+    let t = wait_central(&c, "the host's answer", |t| {
+        t["answers"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    let a = &t["answers"][0];
+    println!("answer: {a}");
+    assert_eq!(a["host"], "h1", "{a}");
+    let ans = &a["answer"];
+    assert!(
+        ans["asked_by"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("c1 term ")),
+        "{a}"
+    );
+    assert!(named.iter().any(|n| ans["service"] == n.as_str()), "{a}");
+    assert_eq!(ans["mode"], "dry-run", "{a}");
+    assert!(
+        ans["resource"].is_string() && ans["actions"].is_object(),
+        "{a}"
+    );
 }
 
 /// The test fixture's model (models/fixtures/parity) with its card's threshold at 1e-6, in a

@@ -219,6 +219,16 @@ fn take(a: &mut Assembler, subject: &str, payload: &[u8], r: &mut Refusals) {
     }
 }
 
+/// A host's answer on `seer.events.<host>`, if it is one (JSON object, at most 64 KiB,
+/// this schema version).
+fn answer(payload: &[u8]) -> Option<serde_json::Value> {
+    if payload.len() > 64 * 1024 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    (v["v"] == super::wire::VERSION && v["answer"].is_object()).then_some(v)
+}
+
 /// The lease in a task of its own (a NATS round trip never holds the tick up); the tick reads
 /// the role from it, judged on the local clock.
 fn spawn_lease(
@@ -316,6 +326,13 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
         o.url,
         model.display()
     );
+    let events_subject = format!("{}.>", super::EVENTS_PREFIX);
+    let mut events = client
+        .subscribe(events_subject.clone())
+        .await
+        .with_context(|| format!("subscribing to {events_subject}"))?;
+    // Hosts' answers (diagnosis, decision) since the last tick printed.
+    let mut answers: Vec<serde_json::Value> = Vec::new();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let (roles, lease_task) = spawn_lease(lease, stop_rx);
 
@@ -356,6 +373,18 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                 }
             },
             _ = interval.tick() => {}
+            Some(m) = events.next() => {
+                match answer(&m.payload) {
+                    Some(a) => {
+                        log::info!("central: {} answered: {}", m.subject, a["answer"]);
+                        if answers.len() < 64 {
+                            answers.push(a);
+                        }
+                    }
+                    None => refused.note("answer", || format!("an answer on {} that is not one", m.subject)),
+                }
+                continue;
+            }
             Some(reply) = scrape_rx.recv() => {
                 st.hosts_heard = asm.hosts();
                 st.refused = refused.counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
@@ -497,6 +526,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
         if o.json {
             let mut v = tick_json(last, &role, &o.name, predictor.latest().as_ref());
             v["alarms"] = serde_json::Value::Array(fired);
+            v["answers"] = serde_json::Value::Array(std::mem::take(&mut answers));
             crate::output::print_line(&v);
         } else if last_log.elapsed() >= Duration::from_secs(1) {
             last_log = Instant::now();
@@ -511,6 +541,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                 role
             );
         }
+        answers.clear();
         if o.ticks.is_some_and(|t| n >= t) {
             break;
         }

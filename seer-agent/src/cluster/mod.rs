@@ -24,6 +24,8 @@ pub const STREAM: &str = "SEER_SAMPLES";
 pub const PREDICTIONS: &str = "seer.predictions";
 /// The leader asks a host's agent to respond on `seer.respond.<host>`.
 pub const RESPOND_PREFIX: &str = "seer.respond";
+/// Agents answer (diagnosis, decision) on `seer.events.<host>`.
+pub const EVENTS_PREFIX: &str = "seer.events";
 /// The key-value bucket holding the leader's lease.
 pub const LEASE_BUCKET: &str = "seer_central";
 

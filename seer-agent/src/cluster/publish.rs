@@ -63,6 +63,7 @@ pub struct Publisher {
     seq: u64,
     addrs: Vec<std::net::IpAddr>,
     requests: mpsc::Receiver<RespondRequest>,
+    answers: mpsc::Sender<serde_json::Value>,
     /// The newest leader term seen in a request.
     term: u64,
 }
@@ -81,12 +82,13 @@ impl Publisher {
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel(CHANNEL);
         let (req_tx, requests) = mpsc::channel(REQUESTS);
+        let (answers, ans_rx) = mpsc::channel(REQUESTS);
         let task = tokio::spawn(run(
             opts,
             url.to_string(),
             host.to_string(),
             rx,
-            req_tx,
+            (req_tx, ans_rx),
             shared.clone(),
             backlog_max.max(1),
         ));
@@ -104,8 +106,18 @@ impl Publisher {
             seq: 0,
             addrs: Vec::new(),
             requests,
+            answers,
             term: 0,
         })
+    }
+
+    /// Sends the central an answer (the diagnosis and decision for a service it asked about)
+    /// on `seer.events.<host>`; never waits (a full channel drops it, logged).
+    pub fn answer(&self, a: serde_json::Value) {
+        let msg = serde_json::json!({"v": wire::VERSION, "host": self.host, "answer": a});
+        if self.answers.try_send(msg).is_err() {
+            log::warn!("cluster: an answer to the central was dropped (NATS too slow)");
+        }
     }
 
     /// The central's requests to respond that came since the last call, the leader's term
@@ -257,10 +269,17 @@ async fn publish_one(
 }
 
 /// Takes the central's requests on `seer.respond.<host>` (re-subscribed by the client after
-/// each reconnect) to the tick loop; what does not decode is logged once and dropped.
-async fn listen(client: async_nats::Client, host: String, tx: mpsc::Sender<RespondRequest>) {
+/// each reconnect) to the tick loop, and sends the agent's answers on `seer.events.<host>`;
+/// what does not decode is logged once and dropped.
+async fn listen(
+    client: async_nats::Client,
+    host: String,
+    tx: mpsc::Sender<RespondRequest>,
+    mut answers: mpsc::Receiver<serde_json::Value>,
+) {
     use futures_util::StreamExt as _;
     let subject = wire::respond_subject(&host);
+    let events = wire::events_subject(&host);
     let mut sub = match client.subscribe(subject.clone()).await {
         Ok(s) => s,
         Err(e) => {
@@ -271,21 +290,32 @@ async fn listen(client: async_nats::Client, host: String, tx: mpsc::Sender<Respo
         }
     };
     let mut warned = false;
-    while let Some(m) = sub.next().await {
-        match RespondRequest::decode(&m.payload) {
-            Ok(r) => {
-                if tx.try_send(r).is_err() && !warned {
-                    log::warn!("cluster: respond requests come faster than ticks; dropping some");
-                    warned = true;
+    loop {
+        tokio::select! {
+            m = sub.next() => {
+                let Some(m) = m else { return };
+                match RespondRequest::decode(&m.payload) {
+                    Ok(r) => {
+                        if tx.try_send(r).is_err() && !warned {
+                            log::warn!("cluster: respond requests come faster than ticks; dropping some");
+                            warned = true;
+                        }
+                    }
+                    Err(e) if !warned => {
+                        log::warn!(
+                            "cluster: refused a request on {subject}: {e}; further ones are dropped silently"
+                        );
+                        warned = true;
+                    }
+                    Err(_) => {}
                 }
             }
-            Err(e) if !warned => {
-                log::warn!(
-                    "cluster: refused a request on {subject}: {e}; further ones are dropped silently"
-                );
-                warned = true;
+            a = answers.recv() => {
+                let Some(a) = a else { return };
+                if let Err(e) = client.publish(events.clone(), a.to_string().into()).await {
+                    log::warn!("cluster: answering on {events}: {e}");
+                }
             }
-            Err(_) => {}
         }
     }
 }
@@ -295,7 +325,10 @@ async fn run(
     url: String,
     host: String,
     mut rx: mpsc::Receiver<(String, Vec<u8>)>,
-    req_tx: mpsc::Sender<RespondRequest>,
+    (req_tx, ans_rx): (
+        mpsc::Sender<RespondRequest>,
+        mpsc::Receiver<serde_json::Value>,
+    ),
     sh: Arc<Shared>,
     max: usize,
 ) {
@@ -312,7 +345,7 @@ async fn run(
             return;
         }
     };
-    let listener = tokio::spawn(listen(client.clone(), host, req_tx));
+    let listener = tokio::spawn(listen(client.clone(), host, req_tx, ans_rx));
     let js = async_nats::jetstream::new(client);
     let mut backlog: VecDeque<(String, Vec<u8>)> = VecDeque::new();
     let mut open = true;

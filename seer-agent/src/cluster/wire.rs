@@ -130,6 +130,12 @@ pub fn respond_subject(host: &str) -> String {
     format!("{}.{host}", super::RESPOND_PREFIX)
 }
 
+/// The subject a host's agent answers on (JSON: `{"v", "host", "answer"}`, the answer being
+/// the diagnosis and decision for the service the central asked about).
+pub fn events_subject(host: &str) -> String {
+    format!("{}.{host}", super::EVENTS_PREFIX)
+}
+
 /// Whether `h` is a valid host name (one NATS subject token).
 pub fn valid_host(h: &str) -> bool {
     !h.is_empty()

@@ -197,6 +197,10 @@ pub struct Responder {
     /// taken over by the episode when the violation comes.
     predicted_alerts: HashMap<String, AlertInfo>,
     model: Option<ModelCtx>,
+    /// Cluster mode: culprits the central asked about (who asked), and the answers (the
+    /// diagnosis and decision) waiting to be sent back.
+    cluster_asked: HashMap<String, String>,
+    cluster_answers: Vec<serde_json::Value>,
 }
 
 /// The policy's resource for a diagnosed one; None where no local mechanism exists.
@@ -290,6 +294,8 @@ impl Responder {
             alarms: alarm::Alarms::default(),
             fired: Default::default(),
             predicted_alerts: HashMap::new(),
+            cluster_asked: HashMap::new(),
+            cluster_answers: Vec::new(),
             model: None,
         })
     }
@@ -571,8 +577,18 @@ impl Responder {
             channels: format!("the cluster's central predictor ({from})"),
             model,
         };
+        let busy = self.pending.is_some();
         self.on_prediction(&name, id, d, origin);
-        true
+        let started = !busy && self.pending.is_some();
+        if started {
+            self.cluster_asked.insert(name, from.to_string());
+        }
+        started
+    }
+
+    /// The answers to the central's requests whose diagnosis and decision are done.
+    pub fn take_cluster_answers(&mut self) -> Vec<serde_json::Value> {
+        std::mem::take(&mut self.cluster_answers)
     }
 
     /// Turns the alarms on (a model runs) with its name, horizon and alarm policy.
@@ -824,6 +840,18 @@ impl Responder {
             ends_ms: ts + 10 * 60 * 1000,
             origin,
         };
+        if let Some(asked_by) = self.cluster_asked.remove(&done.culprit) {
+            self.cluster_answers.push(json!({
+                "ts_ms": ts,
+                "asked_by": asked_by,
+                "service": a.culprit,
+                "resource": a.resource,
+                "confidence": a.confidence,
+                "mode": a.mode,
+                "diagnosis": a.diagnosis,
+                "actions": a.actions,
+            }));
+        }
         match &mut self.episode {
             Some(e) => e.alert = Some(a.clone()),
             None if predicted_now => {
