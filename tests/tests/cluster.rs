@@ -717,6 +717,67 @@ fn the_leaders_alarm_makes_the_culprits_host_diagnose() {
     );
 }
 
+/// Alarms are not sent twice when the leader changes: the standby runs the same alarm policy
+/// over the same results, so after kill -9 of the leader it knows which alarms already fired
+/// (and are cooling down) and does not ask the host again.
+#[test]
+fn a_new_leader_does_not_send_an_alarm_twice() {
+    require_root!();
+    let (net, nats, _srv) = host_with_nats("7080");
+    let creds = nats.creds();
+    let u = url("127.0.0.1");
+    let _agent = Agent::start(&net.server, 100_000, &agent_args(&u, &creds, "h1"));
+    let reqs = subscribe(&net.server, "seer.respond.h1");
+    let model = alarming_model(&nats.dir);
+    let mut c1 = central(
+        &net.server,
+        &u,
+        &creds,
+        "c1",
+        &["--model", &model, "--metrics-addr", "off"],
+    );
+    wait_central(&c1, "c1 leading", |t| t["role"] == "leader");
+    let c2 = central(
+        &net.server,
+        &u,
+        &creds,
+        "c2",
+        &["--model", &model, "--metrics-addr", "off"],
+    );
+    let asked = |who: &str| {
+        reqs.lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, v)| {
+                v["service"] == "seer-testsrv" && (who.is_empty() || v["leader"] == who)
+            })
+            .count()
+    };
+    wait_until("c1 asking about seer-testsrv", T, || asked("c1") == 1);
+    wait_central(&c2, "the standby's own alarm on seer-testsrv", |t| {
+        t["role"] == "standby"
+            && t["alarms"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|a| a["name"] == "seer-testsrv"))
+    });
+    let _ = c1.child.kill();
+    let _ = c1.child.wait();
+    let led = wait_central(&c2, "c2 leading", |t| t["role"] == "leader");
+    let slot = led["slot"].as_u64().unwrap_or(0);
+    // 3 s of c2 leading, while seer-testsrv's probability stays over the threshold.
+    wait_central(&c2, "3 s of c2 leading", |t| {
+        t["role"] == "leader" && t["slot"].as_u64().is_some_and(|s| s >= slot + 30)
+    });
+    let all: Vec<Value> = reqs
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, v)| v.clone())
+        .collect();
+    println!("requests on seer.respond.h1: {all:?}");
+    assert_eq!(asked(""), 1, "seer-testsrv asked about once: {all:?}");
+}
+
 /// The test fixture's model (models/fixtures/parity) with its card's threshold at 1e-6, in a
 /// folder of its own under `dir` (the agent loads models only from folders others cannot
 /// write).
