@@ -22,6 +22,8 @@ const T: Duration = Duration::from_secs(40);
 const NATS_PORT: u16 = 14222;
 const USER: &str = "seer";
 const PASS: &str = "cluster-test-secret";
+/// Alertmanager's API inside the test's namespace.
+const AM_PORT: u16 = 19393;
 
 fn kernel() {
     println!("kernel: {}", sh("uname -r").trim());
@@ -646,7 +648,8 @@ fn an_agent_cut_off_from_nats_works_alone_and_catches_up() {
 
 /// The leader's alarm reaches the culprit's host: its agent answers it as an alarm of its own
 /// model (off here, so that nothing else can start a response), diagnoses the service and
-/// sends its diagnosis and decision back on seer.events.<host>. The
+/// sends its diagnosis and decision back on seer.events.<host>; the leader alerts a real
+/// Alertmanager with them. The
 /// central runs the test fixture's model with its card's threshold at 1e-6: every service alarms.
 #[test]
 fn the_leaders_alarm_makes_the_culprits_host_diagnose() {
@@ -664,7 +667,40 @@ fn the_leaders_alarm_makes_the_culprits_host_diagnose() {
     ]);
     let agent = Agent::start(&net.server, 100_000, &args);
     let model = alarming_model(&nats.dir);
-    let c = central(&net.server, &u, &creds, "c1", &["--model", &model]);
+    // A real Alertmanager the leader alerts once the host answered.
+    let am_bin = std::path::Path::new("/usr/bin/prometheus-alertmanager");
+    assert!(
+        am_bin.exists(),
+        "prometheus-alertmanager is missing: run `cargo xtask setup`"
+    );
+    let am_dir = nats.dir.join("am");
+    std::fs::create_dir_all(&am_dir).expect("am dir");
+    std::fs::write(
+        am_dir.join("am.yml"),
+        "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n",
+    )
+    .expect("am config");
+    let _am = Proc::spawn(NetPair::cmd(
+        &net.server,
+        am_bin,
+        &[
+            &format!("--config.file={}", am_dir.join("am.yml").display()),
+            &format!("--storage.path={}", am_dir.join("data").display()),
+            &format!("--web.listen-address=127.0.0.1:{AM_PORT}"),
+            "--cluster.listen-address=",
+        ],
+    ));
+    let db_dir = nats.dir.join("central");
+    std::fs::create_dir_all(&db_dir).expect("db dir");
+    let db = db_dir.join("central.redb").display().to_string();
+    let am_url = format!("http://127.0.0.1:{AM_PORT}");
+    let c = central(
+        &net.server,
+        &u,
+        &creds,
+        "c1",
+        &["--model", &model, "--alertmanager", &am_url, "--db", &db],
+    );
     let t = wait_central(&c, "an alarm on one of h1's services", |t| {
         t["alarms"]
             .as_array()
@@ -714,6 +750,30 @@ fn the_leaders_alarm_makes_the_culprits_host_diagnose() {
     assert!(
         ans["resource"].is_string() && ans["actions"].is_object(),
         "{a}"
+    );
+    // The leader's alert reaches Alertmanager: the culprit as host/service, who predicted it.
+    let mut alerts = Value::Null;
+    wait_until("the alert in Alertmanager", T, || {
+        let body = sh(&format!(
+            "ip netns exec {} sh -c 'curl -s --max-time 2 http://127.0.0.1:{AM_PORT}/api/v2/alerts || true'",
+            net.server
+        ));
+        alerts = serde_json::from_str(&body).unwrap_or(Value::Null);
+        alerts.as_array().is_some_and(|a| !a.is_empty())
+    });
+    let al = &alerts[0];
+    println!("alert: {al}");
+    assert_eq!(
+        al["labels"]["service"],
+        format!("h1/{}", ans["service"].as_str().unwrap_or("")),
+        "{al}"
+    );
+    assert_eq!(al["labels"]["origin"], "predicted", "{al}");
+    assert!(
+        al["annotations"]["qos"]
+            .as_str()
+            .is_some_and(|q| q.contains("central c1 (term ")),
+        "{al}"
     );
 }
 

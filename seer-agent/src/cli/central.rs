@@ -61,6 +61,17 @@ pub struct CentralArgs {
     /// "off" to disable).
     #[arg(long, default_value = "127.0.0.1:9465")]
     pub metrics_addr: String,
+    /// The leader alerts this Alertmanager (http://host:port; API v2) when a host answers its
+    /// request with a diagnosis and a decision. Kept in --db until delivered.
+    #[arg(long, value_name = "URL")]
+    pub alertmanager: Option<String>,
+    /// The same alerts as a JSON POST to this URL.
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// The store holding the leader's alerts until delivered (only with --alertmanager or
+    /// --webhook).
+    #[arg(long, default_value = "/var/lib/seer/central.redb")]
+    pub db: PathBuf,
 }
 
 pub fn options(a: &CentralArgs) -> anyhow::Result<CentralOptions> {
@@ -81,6 +92,14 @@ pub fn options(a: &CentralArgs) -> anyhow::Result<CentralOptions> {
     if a.replicas.is_some_and(|r| !(1..=5).contains(&r)) {
         anyhow::bail!("--replicas: 1 to 5");
     }
+    for u in [&a.alertmanager, &a.webhook].into_iter().flatten() {
+        crate::http::HttpUrl::parse(u).map_err(|e| anyhow::anyhow!("{u}: {e}"))?;
+    }
+    let alerts = crate::config::AlertsConfig {
+        alertmanager: a.alertmanager.clone(),
+        webhook: a.webhook.clone(),
+        ..Default::default()
+    };
     let name = a
         .name
         .clone()
@@ -100,6 +119,8 @@ pub fn options(a: &CentralArgs) -> anyhow::Result<CentralOptions> {
         json: a.json,
         ticks: a.ticks,
         metrics_addr: a.metrics_addr.clone(),
+        alerts,
+        db: a.db.clone(),
     })
 }
 

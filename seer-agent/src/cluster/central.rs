@@ -55,6 +55,10 @@ pub struct CentralOptions {
     pub ticks: Option<u64>,
     /// Its own /metrics ("off": none).
     pub metrics_addr: String,
+    /// Where the leader's alerts go (none: no alerts), and the store keeping them until
+    /// delivered (the outbox).
+    pub alerts: crate::config::AlertsConfig,
+    pub db: PathBuf,
 }
 
 /// The stream as this central wants it.
@@ -229,6 +233,43 @@ fn answer(payload: &[u8]) -> Option<serde_json::Value> {
     (v["v"] == super::wire::VERSION && v["answer"].is_object()).then_some(v)
 }
 
+/// The leader's alert for a host's answer to its request: the culprit as host/service, what
+/// the host diagnosed and decided, and who predicted it (the leader and its term).
+fn alert_of(
+    host: &str,
+    req: &RespondRequest,
+    answer: &serde_json::Value,
+) -> crate::alert::AlertInfo {
+    let now = crate::util::now_ms();
+    let mut actions = answer["actions"].clone();
+    if actions.is_object() {
+        actions["leader"] = serde_json::json!(req.leader);
+        actions["term"] = serde_json::json!(req.term);
+    }
+    crate::alert::AlertInfo {
+        culprit: format!("{host}/{}", req.service),
+        qos: format!(
+            "the cluster's QoS, predicted by central {} (term {})",
+            req.leader, req.term
+        ),
+        resource: answer["resource"].as_str().unwrap_or("unknown").to_string(),
+        confidence: answer["confidence"].as_f64().unwrap_or(0.0),
+        mode: answer["mode"].as_str().unwrap_or("").to_string(),
+        diagnosis: answer.get("diagnosis").cloned(),
+        actions,
+        starts_ms: req.ts_ms,
+        // Firing for a while (a new alarm refreshes it).
+        ends_ms: now + 10 * 60 * 1000,
+        origin: crate::alert::Origin::Predicted {
+            probability: req.p,
+            horizon_ms: req.horizon_ms,
+            lead_ms: None,
+            channels: format!("central {} term {}", req.leader, req.term),
+            model: req.model.clone(),
+        },
+    }
+}
+
 /// The lease in a task of its own (a NATS round trip never holds the tick up); the tick reads
 /// the role from it, judged on the local clock.
 fn spawn_lease(
@@ -326,6 +367,26 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
         o.url,
         model.display()
     );
+    let mut outbox = match o.alerts.any() {
+        false => None,
+        true => {
+            let store = seer_store::Store::open(
+                &o.db,
+                seer_store::StoreConfig {
+                    tick_ms: o.tick_ms,
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("opening the alerts' outbox {} (--db)", o.db.display()))?;
+            Some(crate::alert::Outbox::start(
+                store,
+                &o.alerts,
+                &o.metrics_addr,
+            )?)
+        }
+    };
+    // What the leader asked each host about: (host, service) -> the alarm, for its alert.
+    let mut asked: HashMap<(String, String), RespondRequest> = HashMap::new();
     let events_subject = format!("{}.>", super::EVENTS_PREFIX);
     let mut events = client
         .subscribe(events_subject.clone())
@@ -377,6 +438,16 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                 match answer(&m.payload) {
                     Some(a) => {
                         log::info!("central: {} answered: {}", m.subject, a["answer"]);
+                        let key = (
+                            a["host"].as_str().unwrap_or("").to_string(),
+                            a["answer"]["service"].as_str().unwrap_or("").to_string(),
+                        );
+                        if let (Some(req), Some(ob), Role::Leader { .. }) =
+                            (asked.remove(&key), outbox.as_mut(), &*roles.borrow())
+                        {
+                            use crate::respond::Alerts as _;
+                            ob.queue(&alert_of(&key.0, &req, &a["answer"]));
+                        }
                         if answers.len() < 64 {
                             answers.push(a);
                         }
@@ -500,6 +571,9 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                             Err(e) => log::warn!("central: publishing on {subject}: {e}"),
                         }
                     }
+                    if asked.len() < 4096 {
+                        asked.insert((m.host.clone(), m.name.clone()), req);
+                    }
                 }
             }
         }
@@ -549,6 +623,10 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), lease_task).await;
     predictor.shutdown();
+    if let Some(mut ob) = outbox.take() {
+        use crate::respond::Alerts as _;
+        ob.shutdown(Duration::from_secs(2));
+    }
     let _ = tokio::time::timeout(Duration::from_secs(1), client.drain()).await;
     log::info!("central {}: stopped", o.name);
     Ok(())
@@ -574,6 +652,8 @@ mod tests {
             json: false,
             ticks: None,
             metrics_addr: "off".into(),
+            alerts: Default::default(),
+            db: PathBuf::from("/nonexistent"),
         }
     }
 
