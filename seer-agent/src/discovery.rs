@@ -471,37 +471,28 @@ impl Discovery {
 
     /// Orders services back-end first and computes each one's depth from the front end.
     pub(crate) fn order(&mut self) {
-        order_back_end_first(&mut self.services, &self.edges);
-    }
-}
-
-/// Orders `services` back-end first (deepest in the call graph `edges` first, then by id) and
-/// sets each one's depth from the front end. Used for one host here and for the whole cluster
-/// by the central predictor.
-pub fn order_back_end_first(services: &mut [Service], edges: &BTreeSet<(ServiceId, ServiceId)>) {
-    let ids: Vec<ServiceId> = services.iter().map(|s| s.id).collect();
-    let mut depth: HashMap<ServiceId, u32> = ids.iter().map(|&i| (i, 0)).collect();
-    // Longest path from a root; bounded relaxation so cycles cannot loop forever.
-    for _ in 0..ids.len() {
-        let mut changed = false;
-        for &(a, b) in edges {
-            let (Some(&da), Some(&db)) = (depth.get(&a), depth.get(&b)) else {
-                continue;
-            };
-            let d = da + 1;
-            if d > db && (d as usize) <= ids.len() {
-                depth.insert(b, d);
-                changed = true;
+        let ids: Vec<ServiceId> = self.services.iter().map(|s| s.id).collect();
+        let mut depth: HashMap<ServiceId, u32> = ids.iter().map(|&i| (i, 0)).collect();
+        // Longest path from a root; bounded relaxation so cycles cannot loop forever.
+        for _ in 0..ids.len() {
+            let mut changed = false;
+            for &(a, b) in &self.edges {
+                let d = depth[&a] + 1;
+                if d > depth[&b] && (d as usize) <= ids.len() {
+                    depth.insert(b, d);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
             }
         }
-        if !changed {
-            break;
+        for s in &mut self.services {
+            s.depth = depth[&s.id];
         }
+        self.services
+            .sort_by(|a, b| b.depth.cmp(&a.depth).then(a.id.cmp(&b.id)));
     }
-    for s in services.iter_mut() {
-        s.depth = depth.get(&s.id).copied().unwrap_or(0);
-    }
-    services.sort_by(|a, b| b.depth.cmp(&a.depth).then(a.id.cmp(&b.id)));
 }
 
 #[cfg(test)]

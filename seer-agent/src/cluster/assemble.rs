@@ -3,7 +3,8 @@
 //! message in a slot repeats its previous one, flagged stale; a host silent for `forget_ms` is
 //! left out until it speaks again. Services get cluster-wide ids (one per host and agent id,
 //! never reused), and each remote edge (caller -> address:port) is resolved to the service of
-//! the host that has that address and listens on that port.
+//! the host that has that address and listens on that port. Services are in the order the
+//! model was trained on: the testbed's datasets' (`seer_store::graph::topo_order`).
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
@@ -12,7 +13,9 @@ use std::{
 use seer_common::sample::{Sample, ServiceId};
 
 use super::wire::HostTick;
-use crate::discovery::{self, Service};
+use seer_store::graph::topo_order;
+
+use crate::discovery::Service;
 
 /// At most this many hosts are followed (more are refused, counted).
 pub const MAX_HOSTS: usize = 10_000;
@@ -179,9 +182,9 @@ impl Assembler {
                 _ => {}
             }
         }
-        let mut services = Vec::new();
-        let mut samples = Vec::new();
-        let mut members = Vec::new();
+        let mut services: Vec<Service> = Vec::new();
+        let mut samples: Vec<Sample> = Vec::new();
+        let mut members: Vec<Member> = Vec::new();
         let mut edges = BTreeSet::new();
         let mut listen: HashMap<SocketAddr, ServiceId> = HashMap::new();
         let ts_ms = slot * self.tick_ms;
@@ -240,15 +243,26 @@ impl Assembler {
                 }
             }
         }
-        // Back end first over the whole graph; samples and members follow their services.
-        let mut rest: HashMap<ServiceId, (Sample, Member)> = samples
+        // The model's service order: the training datasets' (seer_store::graph::topo_order,
+        // callees before callers, ties to the lower id), over the whole graph.
+        let ids: Vec<ServiceId> = services.iter().map(|s| s.id).collect();
+        let edge_list: Vec<(ServiceId, ServiceId)> = edges.iter().copied().collect();
+        let mut rest: HashMap<ServiceId, (Service, Sample, Member)> = services
             .into_iter()
+            .zip(samples)
             .zip(members)
-            .map(|(smp, m)| (smp.service, (smp, m)))
+            .map(|((s, smp), m)| (s.id, (s, smp, m)))
             .collect();
-        discovery::order_back_end_first(&mut services, &edges);
-        let (samples, members): (Vec<Sample>, Vec<Member>) =
-            services.iter().filter_map(|s| rest.remove(&s.id)).unzip();
+        let mut services = Vec::with_capacity(rest.len());
+        let mut samples = Vec::with_capacity(rest.len());
+        let mut members = Vec::with_capacity(rest.len());
+        for id in topo_order(&ids, &edge_list) {
+            if let Some((s, smp, m)) = rest.remove(&id) {
+                services.push(s);
+                samples.push(smp);
+                members.push(m);
+            }
+        }
         ClusterTick {
             slot,
             ts_ms,

@@ -325,7 +325,6 @@ fn tick_json(
         "stale_hosts": t.stale_hosts,
         "services": t.services.iter().zip(&t.members).zip(&t.samples).map(|((s, m), smp)| json!({
             "host": m.host, "name": m.name, "local_id": m.local_id, "stale": m.stale,
-            "depth": s.depth,
             "p": pred.and_then(|p| p.of(s.id)),
             "channels": smp.values.to_vec(),
         })).collect::<Vec<_>>(),
