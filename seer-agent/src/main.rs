@@ -78,11 +78,12 @@ fn main() -> ExitCode {
             ort_lib,
             cluster,
             cluster_creds,
+            cluster_ca,
         } => {
             let ifs = (!interfaces.is_empty()).then_some(interfaces);
             let cluster = cluster
                 .as_deref()
-                .map(|url| (url, cluster_creds.as_deref()));
+                .map(|url| (url, cluster_creds.as_deref(), cluster_ca.as_deref()));
             match cli::doctor::doctor(ifs, json, model.as_deref(), ort_lib.as_deref(), cluster) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,

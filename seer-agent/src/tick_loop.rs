@@ -52,6 +52,7 @@ pub struct RunOptions {
 pub struct ClusterRun {
     pub url: String,
     pub creds: Option<std::path::PathBuf>,
+    pub ca: Option<std::path::PathBuf>,
     pub host: String,
     pub backlog: usize,
 }
@@ -158,6 +159,7 @@ impl Agent {
                 crate::cluster::publish::Publisher::start(
                     &c.url,
                     c.creds.as_deref(),
+                    c.ca.as_deref(),
                     &c.host,
                     c.backlog,
                 )

@@ -46,6 +46,20 @@ impl Nats {
     }
 
     fn start_n(ns: &str, n: usize) -> Nats {
+        Nats::start_with(ns, n, false)
+    }
+
+    /// One server with TLS only, its certificate (for 127.0.0.1) signed by a CA made here
+    /// (`ca()`), which no client trusts unless told to.
+    fn start_tls(ns: &str) -> Nats {
+        Nats::start_with(ns, 1, true)
+    }
+
+    fn ca(&self) -> String {
+        self.dir.join("ca.pem").display().to_string()
+    }
+
+    fn start_with(ns: &str, n: usize, tls: bool) -> Nats {
         let found = Command::new("sh")
             .args(["-c", "command -v nats-server"])
             .output()
@@ -57,6 +71,17 @@ impl Nats {
         );
         let dir = std::env::temp_dir().join(format!("seer-nats-{ns}"));
         let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("nats dir");
+        let tls_conf = if tls {
+            make_certs(&dir);
+            format!(
+                "tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
+                dir.join("srv.pem").display(),
+                dir.join("srv.key").display()
+            )
+        } else {
+            String::new()
+        };
         let routes: Vec<String> = (0..n)
             .map(|i| format!("\"nats-route://127.0.0.1:{}\"", ROUTE_PORT + i as u16))
             .collect();
@@ -76,7 +101,7 @@ impl Nats {
                 dir.join(format!("nats{i}.conf")),
                 format!(
                     "listen: \"0.0.0.0:{}\"\nserver_name: \"n{i}\"\n\
-                     jetstream {{ store_dir: \"{}\" }}\n{cluster}\
+                     jetstream {{ store_dir: \"{}\" }}\n{cluster}{tls_conf}\
                      authorization {{ users: [ {{ user: \"{USER}\", password: \"{PASS}\" }} ] }}\n",
                     NATS_PORT + i as u16,
                     store.display()
@@ -144,6 +169,18 @@ impl Drop for Nats {
 
 fn url(addr: &str) -> String {
     format!("nats://{addr}:{NATS_PORT}")
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, in `dir` (openssl).
+fn make_certs(dir: &std::path::Path) {
+    let d = dir.display();
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("san.ext");
+    sh(&format!(
+        "set -e; cd {d}; \
+         openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=seer-test-ca -keyout ca.key -out ca.pem 2>/dev/null; \
+         openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout srv.key -out srv.csr 2>/dev/null; \
+         openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile san.ext -out srv.pem 2>/dev/null"
+    ));
 }
 
 /// Agent flags for cluster mode as host `host`.
@@ -969,22 +1006,62 @@ fn hostile_samples_are_counted_and_never_stop_the_central() {
     });
 }
 
+/// TLS to NATS with a CA of our own: with --cluster-ca the agent and the central speak TLS and
+/// the central assembles the host; without it the server's certificate is refused (doctor says
+/// so, and an agent publishes nothing).
+#[test]
+fn tls_to_nats_with_a_private_ca() {
+    require_root!();
+    kernel();
+    let net = NetPair::new();
+    let nats = Nats::start_tls(&net.server);
+    let (creds, ca) = (nats.creds(), nats.ca());
+    let u = format!("tls://127.0.0.1:{NATS_PORT}");
+    let c = central(
+        &net.server,
+        &u,
+        &creds,
+        "c1",
+        &["--cluster-ca", &ca, "--metrics-addr", "off"],
+    );
+    let mut args = agent_args(&u, &creds, "h1");
+    args.extend(["--cluster-ca", &ca]);
+    let _a1 = Agent::start(&net.server, 100_000, &args);
+    wait_central(&c, "h1 over TLS", |t| fresh(t, "h1"));
+    let a2 = Agent::start(&net.server, 100_000, &agent_args(&u, &creds, "h2"));
+    let with_ca = doctor_cluster_with(&net.server, &u, &creds, &["--cluster-ca", &ca]);
+    assert_eq!(with_ca["ok"], true, "{with_ca}");
+    let without = doctor_cluster_with(&net.server, &u, &creds, &[]);
+    assert_eq!(without["ok"], false, "{without}");
+    println!("doctor without the CA: {}", without["error"]);
+    thread::sleep(Duration::from_secs(3));
+    let st = cluster_of(&a2);
+    assert_eq!(st["connected"], false, "{st}");
+    assert_eq!(st["published"], 0, "{st}");
+    assert!(
+        central_ticks(&c).iter().all(|t| !fresh(t, "h2")),
+        "the central never heard h2"
+    );
+}
+
 /// `seer-agent doctor --cluster URL --json` in `ns`: its `cluster` object.
 fn doctor_cluster(ns: &str, url: &str, creds: &str) -> Value {
-    let out = NetPair::cmd(
-        ns,
-        &agent_bin(),
-        &[
-            "doctor",
-            "--json",
-            "--cluster",
-            url,
-            "--cluster-creds",
-            creds,
-        ],
-    )
-    .output()
-    .expect("doctor");
+    doctor_cluster_with(ns, url, creds, &[])
+}
+
+fn doctor_cluster_with(ns: &str, url: &str, creds: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "doctor",
+        "--json",
+        "--cluster",
+        url,
+        "--cluster-creds",
+        creds,
+    ];
+    args.extend_from_slice(extra);
+    let out = NetPair::cmd(ns, &agent_bin(), &args)
+        .output()
+        .expect("doctor");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "doctor's JSON: {e}: {}",

@@ -10,8 +10,9 @@ use crate::util::{self, have, output, run, step};
 /// and benchmarks, iproute2 (netns/veth/tc), procps (ps), a real Alertmanager for the alert
 /// tests (started by the tests on loopback; the package's own service is not needed),
 /// promtool (package prometheus) to lint /metrics, gcc for the BTF offsets witness, and
-/// systemd's systemd-analyze to check the unit, and nats-server (JetStream) for cluster mode's
-/// tests, started by them on loopback ports (the package's own service is not needed).
+/// systemd's systemd-analyze to check the unit, nats-server (JetStream) for cluster mode's
+/// tests, started by them on loopback ports (the package's own service is not needed), and
+/// openssl to make the TLS test's certificates.
 const DEBIAN: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -29,6 +30,7 @@ const DEBIAN: &[&str] = &[
     "gcc",
     "systemd",
     "nats-server",
+    "openssl",
 ];
 
 const BPF_LINKER: &str = "bpf-linker@0.10.4";

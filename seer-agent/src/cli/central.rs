@@ -21,6 +21,10 @@ pub struct CentralArgs {
     /// is USER:PASSWORD.
     #[arg(long, value_name = "FILE")]
     pub cluster_creds: Option<PathBuf>,
+    /// The CA that signs the NATS servers' certificates (PEM), for tls:// servers whose
+    /// certificate no public CA signs (TLS is then required).
+    #[arg(long, value_name = "FILE")]
+    pub cluster_ca: Option<PathBuf>,
     /// This central's name in the lease and in its predictions (default: hostname-pid).
     #[arg(long)]
     pub name: Option<String>,
@@ -107,6 +111,7 @@ pub fn options(a: &CentralArgs) -> anyhow::Result<CentralOptions> {
     Ok(CentralOptions {
         url: a.cluster.clone(),
         creds: a.cluster_creds.clone(),
+        ca: a.cluster_ca.clone(),
         name,
         model: a.model.clone(),
         ort_lib: a.ort_lib.clone(),

@@ -15,7 +15,7 @@ pub fn doctor(
     as_json: bool,
     model: Option<&std::path::Path>,
     ort_lib: Option<&std::path::Path>,
-    cluster: Option<(&str, Option<&std::path::Path>)>,
+    cluster: Option<(&str, Option<&std::path::Path>, Option<&std::path::Path>)>,
 ) -> anyhow::Result<bool> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
@@ -61,7 +61,7 @@ pub fn doctor(
             json!({ "channels": label, "ok": available(&hooks, progs), "via": via })
         })
         .collect();
-    let cluster = cluster.map(|(url, creds)| crate::cluster::probe(url, creds));
+    let cluster = cluster.map(|(url, creds, ca)| crate::cluster::probe(url, creds, ca));
     let ok = load_error.is_none()
         && btf.is_ok()
         && caps_ok.is_ok()

@@ -70,6 +70,9 @@ pub enum Cmd {
         /// NATS credentials for --cluster (as for `run`).
         #[arg(long, value_name = "FILE", requires = "cluster")]
         cluster_creds: Option<PathBuf>,
+        /// The NATS servers' CA for --cluster (as for `run`).
+        #[arg(long, value_name = "FILE", requires = "cluster")]
+        cluster_ca: Option<PathBuf>,
     },
     /// Check every channel against the kernel's own view, on sockets the test makes itself
     /// (used by `cargo xtask kernels` inside other kernels under QEMU).
@@ -181,6 +184,10 @@ pub struct RunArgs {
     /// an nkey user seed (SU...), or a file whose first line is USER:PASSWORD.
     #[arg(long, value_name = "FILE", requires = "cluster")]
     pub cluster_creds: Option<PathBuf>,
+    /// The CA that signs the NATS servers' certificates (PEM), for tls:// servers whose
+    /// certificate no public CA signs (TLS is then required).
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub cluster_ca: Option<PathBuf>,
     /// This host's name in the cluster (its subject seer.samples.NAME): 1 to 64 of
     /// A-Z a-z 0-9 _ - (default: the hostname, other characters as _).
     #[arg(long, value_name = "NAME", requires = "cluster")]

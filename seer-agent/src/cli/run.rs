@@ -69,6 +69,7 @@ pub fn options(args: &RunArgs) -> RunOptions {
             .map(|url| crate::tick_loop::ClusterRun {
                 url: url.clone(),
                 creds: args.cluster_creds.clone(),
+                ca: args.cluster_ca.clone(),
                 host: args
                     .cluster_host
                     .clone()

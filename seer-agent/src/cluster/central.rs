@@ -37,6 +37,8 @@ use crate::{
 pub struct CentralOptions {
     pub url: String,
     pub creds: Option<PathBuf>,
+    /// The CA of the NATS servers' certificates (TLS).
+    pub ca: Option<PathBuf>,
     /// This central's name in the lease (and in every prediction it publishes).
     pub name: String,
     pub model: Option<PathBuf>,
@@ -336,7 +338,11 @@ fn tick_json(
 
 pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
     super::check_url(&o.url)?;
-    let opts = super::options(o.creds.as_deref(), &format!("seer-central {}", o.name))?;
+    let opts = super::options(
+        o.creds.as_deref(),
+        o.ca.as_deref(),
+        &format!("seer-central {}", o.name),
+    )?;
     let client = opts
         .connect(o.url.as_str())
         .await
@@ -639,6 +645,7 @@ mod tests {
         CentralOptions {
             url: "nats://127.0.0.1:4222".into(),
             creds: None,
+            ca: None,
             name: "c1".into(),
             model: None,
             ort_lib: None,

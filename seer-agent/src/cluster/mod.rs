@@ -45,6 +45,8 @@ pub enum ClusterError {
         "the NATS credentials {0}: expected a .creds file (JWT and seed), an nkey seed (SU...) or one line USER:PASSWORD"
     )]
     CredsFormat(String),
+    #[error("the NATS servers' CA {0}: no such file (--cluster-ca: PEM certificates)")]
+    Ca(String),
     #[error("connecting to NATS at {url}: {msg}")]
     Connect { url: String, msg: String },
 }
@@ -112,13 +114,21 @@ pub fn auth(creds: Option<&Path>) -> Result<async_nats::ConnectOptions, ClusterE
     }
 }
 
-/// Options every seer connection uses: a name, fast reconnects (at most 2 s apart), forever.
+/// Options every seer connection uses: the credentials, the CA that signs the servers'
+/// certificates (TLS required then), a name, fast reconnects (at most 2 s apart), forever.
 pub fn options(
     creds: Option<&Path>,
+    ca: Option<&Path>,
     name: &str,
 ) -> Result<async_nats::ConnectOptions, ClusterError> {
-    Ok(auth(creds)?
-        .name(name)
+    let mut o = auth(creds)?;
+    if let Some(ca) = ca {
+        if !ca.is_file() {
+            return Err(ClusterError::Ca(ca.display().to_string()));
+        }
+        o = o.add_root_certificates(ca.to_path_buf()).require_tls(true);
+    }
+    Ok(o.name(name)
         .connection_timeout(Duration::from_secs(2))
         .request_timeout(Some(Duration::from_secs(2)))
         .reconnect_delay_callback(|n| Duration::from_millis((100 * n as u64).min(2000)))
@@ -127,13 +137,13 @@ pub fn options(
 
 /// What `doctor --cluster` says: whether NATS answers with these credentials, whether it runs
 /// JetStream, and whether the samples stream exists (a central made it) and how much it holds.
-pub fn probe(url: &str, creds: Option<&Path>) -> serde_json::Value {
+pub fn probe(url: &str, creds: Option<&Path>, ca: Option<&Path>) -> serde_json::Value {
     use serde_json::json;
     let fail = |e: String| json!({"url": url, "ok": false, "error": e});
     if let Err(e) = check_url(url) {
         return fail(e.to_string());
     }
-    let opts = match options(creds, "seer-agent doctor") {
+    let opts = match options(creds, ca, "seer-agent doctor") {
         Ok(o) => o,
         Err(e) => return fail(e.to_string()),
     };
@@ -202,7 +212,7 @@ mod tests {
     fn doctor_names_an_unreachable_server() {
         // Port 1 (tcpmux): nothing listens there (no port is bound here, so no other test's
         // free port can be taken).
-        let v = probe("nats://127.0.0.1:1", None);
+        let v = probe("nats://127.0.0.1:1", None, None);
         assert_eq!(v["ok"], false, "{v}");
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
     }

@@ -74,11 +74,12 @@ impl Publisher {
     pub fn start(
         url: &str,
         creds: Option<&std::path::Path>,
+        ca: Option<&std::path::Path>,
         host: &str,
         backlog_max: usize,
     ) -> Result<Publisher, super::ClusterError> {
         super::check_url(url)?;
-        let opts = super::options(creds, &format!("seer-agent {host}"))?;
+        let opts = super::options(creds, ca, &format!("seer-agent {host}"))?;
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel(CHANNEL);
         let (req_tx, requests) = mpsc::channel(REQUESTS);
