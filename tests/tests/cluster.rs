@@ -1044,6 +1044,49 @@ fn tls_to_nats_with_a_private_ca() {
     );
 }
 
+/// nkey authentication: nats-server knows only a user's public key; the agent and the central
+/// hold its seed (--cluster-creds with the seed alone) and sign the server's nonce with it.
+#[test]
+fn nkey_credentials_sign_in() {
+    require_root!();
+    let (net, nats, _srv) = host_with_nats("7090");
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().expect("seed");
+    // The same server, its users replaced by this one nkey.
+    let conf = nats.dir.join("nats0.conf");
+    let text = std::fs::read_to_string(&conf).expect("conf");
+    let start = text.find("authorization").expect("authorization block");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}authorization {{ users: [ {{ nkey: \"{}\" }} ] }}\n",
+            &text[..start],
+            user.public_key()
+        ),
+    )
+    .expect("conf");
+    let mut nats = nats;
+    nats.kill(0);
+    nats.run(0);
+    let seed_file = nats.dir.join("seed");
+    std::fs::write(&seed_file, format!("{seed}\n")).expect("seed");
+    let seed_file = seed_file.display().to_string();
+    let u = url("127.0.0.1");
+    let c = central(
+        &net.server,
+        &u,
+        &seed_file,
+        "c1",
+        &["--metrics-addr", "off"],
+    );
+    let _agent = Agent::start(&net.server, 100_000, &agent_args(&u, &seed_file, "h1"));
+    wait_central(&c, "h1 signed in with its nkey", |t| fresh(t, "h1"));
+    // The user/password of the other tests no longer opens this server.
+    let refused = doctor_cluster(&net.server, &u, &nats.creds());
+    assert_eq!(refused["ok"], false, "{refused}");
+    println!("user/password now: {}", refused["error"]);
+}
+
 /// `seer-agent doctor --cluster URL --json` in `ns`: its `cluster` object.
 fn doctor_cluster(ns: &str, url: &str, creds: &str) -> Value {
     doctor_cluster_with(ns, url, creds, &[])
