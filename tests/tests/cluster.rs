@@ -381,6 +381,19 @@ fn metrics_in(ns: &str, port: u16) -> String {
     ))
 }
 
+/// A central (c1, with `extra` flags, and the same ones for the agent when they name the CA)
+/// and an agent publishing as h1, once the central assembles h1.
+fn central_and_h1(ns: &str, url: &str, creds: &str, extra: &[&str]) -> (Proc, Agent) {
+    let c = central(ns, url, creds, "c1", extra);
+    let mut args = agent_args(url, creds, "h1");
+    if let Some(i) = extra.iter().position(|a| *a == "--cluster-ca") {
+        args.extend_from_slice(&extra[i..(i + 2).min(extra.len())]);
+    }
+    let agent = Agent::start(ns, 100_000, &args);
+    wait_central(&c, "h1 at the central", |t| fresh(t, "h1"));
+    (c, agent)
+}
+
 fn names(t: &Value) -> Vec<String> {
     t["services"]
         .as_array()
@@ -970,15 +983,12 @@ fn hostile_samples_are_counted_and_never_stop_the_central() {
     let (net, nats, _srv) = host_with_nats("7070");
     let creds = nats.creds();
     let u = url("127.0.0.1");
-    let c = central(
+    let (c, _agent) = central_and_h1(
         &net.server,
         &u,
         &creds,
-        "c1",
         &["--metrics-addr", "127.0.0.1:9471"],
     );
-    let _agent = Agent::start(&net.server, 100_000, &agent_args(&u, &creds, "h1"));
-    wait_central(&c, "h1 at the central", |t| fresh(t, "h1"));
     for _ in 0..3 {
         publish_raw(&net.server, "seer.samples.evil", b"\x00garbage\xff");
         publish_raw(
@@ -1017,17 +1027,13 @@ fn tls_to_nats_with_a_private_ca() {
     let nats = Nats::start_tls(&net.server);
     let (creds, ca) = (nats.creds(), nats.ca());
     let u = format!("tls://127.0.0.1:{NATS_PORT}");
-    let c = central(
+    // h1 over TLS.
+    let (c, _a1) = central_and_h1(
         &net.server,
         &u,
         &creds,
-        "c1",
         &["--cluster-ca", &ca, "--metrics-addr", "off"],
     );
-    let mut args = agent_args(&u, &creds, "h1");
-    args.extend(["--cluster-ca", &ca]);
-    let _a1 = Agent::start(&net.server, 100_000, &args);
-    wait_central(&c, "h1 over TLS", |t| fresh(t, "h1"));
     let a2 = Agent::start(&net.server, 100_000, &agent_args(&u, &creds, "h2"));
     let with_ca = doctor_cluster_with(&net.server, &u, &creds, &["--cluster-ca", &ca]);
     assert_eq!(with_ca["ok"], true, "{with_ca}");
@@ -1072,15 +1078,8 @@ fn nkey_credentials_sign_in() {
     std::fs::write(&seed_file, format!("{seed}\n")).expect("seed");
     let seed_file = seed_file.display().to_string();
     let u = url("127.0.0.1");
-    let c = central(
-        &net.server,
-        &u,
-        &seed_file,
-        "c1",
-        &["--metrics-addr", "off"],
-    );
-    let _agent = Agent::start(&net.server, 100_000, &agent_args(&u, &seed_file, "h1"));
-    wait_central(&c, "h1 signed in with its nkey", |t| fresh(t, "h1"));
+    // h1 signs in with its nkey.
+    let (_c, _agent) = central_and_h1(&net.server, &u, &seed_file, &["--metrics-addr", "off"]);
     // The user/password of the other tests no longer opens this server.
     let refused = doctor_cluster(&net.server, &u, &nats.creds());
     assert_eq!(refused["ok"], false, "{refused}");
