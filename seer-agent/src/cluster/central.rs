@@ -15,8 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
-use async_nats::jetstream::{self, consumer, stream};
+use anyhow::Context as _;
+use async_nats::jetstream;
 use futures_util::StreamExt as _;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -25,7 +25,8 @@ use super::{
     assemble::{Assembler, ClusterTick, Member},
     lease::{Lease, Role},
     stats::CentralStats,
-    wire::{HostTick, MAX_MESSAGE, RespondRequest, respond_subject},
+    stream::{consume, ensure_stream, next_msg},
+    wire::{HostTick, RespondRequest, respond_subject},
 };
 use crate::{
     infer::{Predictor, card::MAX_T},
@@ -61,114 +62,6 @@ pub struct CentralOptions {
     /// delivered (the outbox).
     pub alerts: crate::config::AlertsConfig,
     pub db: PathBuf,
-}
-
-/// The stream as this central wants it.
-fn stream_config(o: &CentralOptions, replicas: usize) -> stream::Config {
-    stream::Config {
-        name: STREAM.into(),
-        description: Some("seer: every host's samples, one message per host per tick".into()),
-        subjects: vec![format!("{SAMPLES_PREFIX}.>")],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        max_age: o.retention,
-        max_message_size: MAX_MESSAGE as i32,
-        num_replicas: replicas,
-        duplicate_window: o.retention.min(Duration::from_secs(60)),
-        ..Default::default()
-    }
-}
-
-/// What differs between the stream found and the one wanted (empty: it fits).
-fn mismatches(have: &stream::Config, want: &stream::Config) -> Vec<String> {
-    let mut d = Vec::new();
-    if have.subjects != want.subjects {
-        d.push(format!(
-            "subjects {:?} (want {:?})",
-            have.subjects, want.subjects
-        ));
-    }
-    if have.storage != want.storage {
-        d.push(format!("storage {:?} (want file)", have.storage));
-    }
-    if have.retention != want.retention {
-        d.push(format!("retention {:?} (want limits)", have.retention));
-    }
-    if have.max_age != want.max_age {
-        d.push(format!(
-            "max age {:?} (want {:?}, --retention-s)",
-            have.max_age, want.max_age
-        ));
-    }
-    if have.num_replicas != want.num_replicas {
-        d.push(format!(
-            "replicas {} (want {}, --replicas)",
-            have.num_replicas, want.num_replicas
-        ));
-    }
-    d
-}
-
-/// Creates the samples stream if missing; checks it if present.
-async fn ensure_stream(
-    js: &jetstream::Context,
-    o: &CentralOptions,
-    replicas: usize,
-) -> anyhow::Result<stream::Stream> {
-    let want = stream_config(o, replicas);
-    match js.get_stream(STREAM).await {
-        Ok(s) => {
-            let d = mismatches(&s.cached_info().config, &want);
-            if !d.is_empty() {
-                bail!(
-                    "the stream {STREAM} exists with other settings: {}; give the central the same flags as the others, or delete the stream (`nats stream rm {STREAM}`)",
-                    d.join(", ")
-                );
-            }
-            Ok(s)
-        }
-        Err(e)
-            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
-                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-        {
-            log::info!(
-                "central: creating the stream {STREAM} ({}.>, file storage, {:?} retention, {replicas} replica(s))",
-                SAMPLES_PREFIX,
-                o.retention
-            );
-            js.create_stream(want)
-                .await
-                .with_context(|| format!("creating the stream {STREAM}"))
-        }
-        Err(e) => Err(anyhow::anyhow!(
-            "looking up the stream {STREAM}: {e} (is JetStream on? nats-server -js)"
-        )),
-    }
-}
-
-/// An ordered consumer of every host's samples from `start_ms` on.
-async fn consume(st: &stream::Stream, start_ms: u64) -> anyhow::Result<consumer::pull::Ordered> {
-    let start = async_nats::datetime::from_nanos(i128::from(start_ms) * 1_000_000)
-        .map_err(|e| anyhow::anyhow!("start time {start_ms}: {e}"))?;
-    let c = st
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: format!("{SAMPLES_PREFIX}.>"),
-            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: start },
-            ..Default::default()
-        })
-        .await
-        .context("creating the samples consumer")?;
-    c.messages().await.context("reading the samples consumer")
-}
-
-/// The consumer's next message; never, while there is no consumer.
-async fn next_msg(
-    m: &mut Option<consumer::pull::Ordered>,
-) -> Option<Result<jetstream::Message, consumer::pull::OrderedError>> {
-    match m {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Messages not taken, counted by reason, each reason logged once.
@@ -353,7 +246,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
     let servers = client.server_info().connect_urls.len().max(1);
     let replicas = o.replicas.unwrap_or(if servers >= 3 { 3 } else { 1 });
     let js = jetstream::new(client.clone());
-    let stream = ensure_stream(&js, &o, replicas).await?;
+    let stream = ensure_stream(&js, o.retention, replicas).await?;
     let lease = Lease::open(&js, &o.name, o.lease, replicas).await?;
     let model = o
         .model
@@ -640,42 +533,6 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn opts() -> CentralOptions {
-        CentralOptions {
-            url: "nats://127.0.0.1:4222".into(),
-            creds: None,
-            ca: None,
-            name: "c1".into(),
-            model: None,
-            ort_lib: None,
-            tick_ms: 100,
-            lease: Duration::from_millis(1500),
-            retention: Duration::from_secs(300),
-            replicas: None,
-            lag_ms: 200,
-            forget_ms: 5000,
-            json: false,
-            ticks: None,
-            metrics_addr: "off".into(),
-            alerts: Default::default(),
-            db: PathBuf::from("/nonexistent"),
-        }
-    }
-
-    #[test]
-    fn a_stream_with_other_settings_is_named_by_what_differs() {
-        let want = stream_config(&opts(), 1);
-        assert!(mismatches(&want, &want).is_empty());
-        let mut have = want.clone();
-        have.max_age = Duration::from_secs(60);
-        have.num_replicas = 3;
-        have.storage = stream::StorageType::Memory;
-        let d = mismatches(&have, &want).join(", ");
-        assert!(d.contains("max age 60s"), "{d}");
-        assert!(d.contains("replicas 3 (want 1"), "{d}");
-        assert!(d.contains("storage Memory"), "{d}");
-    }
 
     #[test]
     fn hostile_messages_are_counted_and_never_taken() {

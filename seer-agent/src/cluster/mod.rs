@@ -7,11 +7,13 @@
 //! - [`lease`]: leader election with a JetStream key-value lease.
 //! - [`central`]: `seer-agent central`, the stream, the consumer, the model, the predictions.
 //! - [`stats`]: the central's own `/metrics`.
+//! - [`stream`]: the samples stream, created or checked, and its consumer.
 pub mod assemble;
 pub mod central;
 pub mod lease;
 pub mod publish;
 pub mod stats;
+pub mod stream;
 pub mod wire;
 
 use std::{path::Path, time::Duration};
