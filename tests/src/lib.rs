@@ -219,6 +219,24 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Waits for the process to exit and returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                // give the reader threads a moment to drain stdout and stderr
+                thread::sleep(Duration::from_millis(100));
+                return st;
+            }
+            assert!(
+                t0.elapsed() < timeout,
+                "{:?} did not exit in {timeout:?}",
+                self.child.id()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -322,16 +340,7 @@ impl Agent {
 
     /// Waits for the agent to exit by itself (after --ticks) and returns its exit status.
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let t0 = Instant::now();
-        loop {
-            if let Some(st) = self.proc.child.try_wait().expect("try_wait") {
-                // give the reader thread a moment to drain stdout
-                thread::sleep(Duration::from_millis(100));
-                return st;
-            }
-            assert!(t0.elapsed() < timeout, "agent did not exit in {timeout:?}");
-            thread::sleep(Duration::from_millis(50));
-        }
+        self.proc.wait_exit(timeout)
     }
 }
 

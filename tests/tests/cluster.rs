@@ -541,7 +541,8 @@ fn two_hosts_make_one_cluster_tick_with_the_remote_call_resolved() {
 }
 
 /// A leader and a standby: the standby's window is warm before it leads; kill -9 the leader and
-/// the standby publishes predictions within a few seconds, under a newer term.
+/// the standby publishes predictions within a few seconds, under a newer term. A central given
+/// other stream settings stops and says what differs; SIGTERM stops the leader cleanly.
 #[test]
 fn a_standby_takes_over_when_the_leader_is_killed() {
     require_root!();
@@ -598,6 +599,27 @@ fn a_standby_takes_over_when_the_leader_is_killed() {
     assert!(
         ts.windows(2).all(|w| w[0] < w[1]),
         "one prediction per tick, in order: {ts:?}"
+    );
+    // A central given other stream settings stops at once and says what differs.
+    let mut c3 = central(&net.server, &u, &creds, "c3", &["--retention-s", "60"]);
+    let st = c3.wait_exit(T);
+    assert!(!st.success(), "c3 ran with a stream it does not fit");
+    let err = c3.stderr();
+    assert!(
+        err.contains("exists with other settings") && err.contains("max age 300s"),
+        "{err}"
+    );
+    // SIGTERM: the leader gives the lease up and exits cleanly.
+    let mut c2 = c2;
+    let _ = Command::new("kill")
+        .args(["-TERM", &c2.pid().to_string()])
+        .status();
+    let st = c2.wait_exit(T);
+    assert!(st.success(), "{st:?}: {}", c2.stderr());
+    assert!(
+        c2.stderr().contains("released the lease (term "),
+        "{}",
+        c2.stderr()
     );
 }
 
