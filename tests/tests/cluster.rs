@@ -515,6 +515,15 @@ fn two_hosts_make_one_cluster_tick_with_the_remote_call_resolved() {
         assert_eq!(present, 30, "{host} in every tick");
         assert!(fresh_in >= 24, "{host} fresh in {fresh_in} of 30 ticks");
     }
+    // A tick both hosts sent is assembled at once, not after the 200 ms lag.
+    let mut after: Vec<i64> = next
+        .iter()
+        .filter_map(|t| t["assembled_after_slot_ms"].as_i64())
+        .collect();
+    after.sort_unstable();
+    let median = after.get(after.len() / 2).copied().unwrap_or(i64::MAX);
+    println!("assembled after the slot's end, ms: median {median}, all {after:?}");
+    assert!(median < 200, "median {median} ms: {after:?}");
     assert!(
         next.iter()
             .all(|t| t["role"] == "leader" && t["term"].as_u64().is_some()),

@@ -276,6 +276,36 @@ impl Assembler {
         }
     }
 
+    /// The newest slot up to which every slot after the last closed one has a message from
+    /// every host still followed (not silent for `forget_ms`): those can be closed now, with
+    /// no one to wait for. None: nothing to close early.
+    pub fn complete_through(&self) -> Option<u64> {
+        let closed = self.closed?;
+        let active: Vec<&Host> = self
+            .hosts
+            .values()
+            .filter(|h| {
+                let newest = h
+                    .pending
+                    .keys()
+                    .next_back()
+                    .copied()
+                    .or(h.last.as_ref().map(|(s, _)| *s));
+                newest.is_some_and(|n| n + self.forget_slots > closed)
+            })
+            .collect();
+        if active.is_empty() {
+            return None;
+        }
+        let mut upto = None;
+        let mut s = closed + 1;
+        while active.iter().all(|h| h.pending.contains_key(&s)) {
+            upto = Some(s);
+            s += 1;
+        }
+        upto
+    }
+
     /// Closes every slot up to `slot` in order (at most `max` of them, the newest; older ones
     /// are skipped); the ticks, oldest first.
     pub fn close_until(&mut self, slot: u64, max: usize) -> Vec<ClusterTick> {
@@ -387,6 +417,39 @@ mod tests {
         let t = a.close_until(16, 10).pop().unwrap();
         assert_eq!(t.hosts, 0);
         assert!(t.services.is_empty());
+    }
+
+    #[test]
+    fn a_slot_every_host_has_sent_can_close_before_its_lag() {
+        let mut a = Assembler::new(100, 500);
+        a.insert(host("h1", "10.0.0.1", 1000, &[(1, "x", 1, 1.0)]), 1000)
+            .unwrap();
+        a.insert(host("h2", "10.0.0.2", 1010, &[(1, "y", 2, 1.0)]), 1010)
+            .unwrap();
+        assert_eq!(a.complete_through(), Some(10), "both hosts sent slot 10");
+        a.close_until(10, 10);
+        a.insert(host("h1", "10.0.0.1", 1100, &[(1, "x", 1, 1.0)]), 1100)
+            .unwrap();
+        assert_eq!(a.complete_through(), None, "h2 has not sent slot 11 yet");
+        a.insert(host("h2", "10.0.0.2", 1190, &[(1, "y", 2, 1.0)]), 1190)
+            .unwrap();
+        a.insert(host("h1", "10.0.0.1", 1200, &[(1, "x", 1, 1.0)]), 1200)
+            .unwrap();
+        assert_eq!(a.complete_through(), Some(11), "slot 12 waits for h2");
+        // A host silent past forget_ms is not waited for.
+        a.close_until(12, 10);
+        for ts in [1300, 1400, 1500, 1600, 1700, 1800] {
+            a.insert(host("h1", "10.0.0.1", ts, &[(1, "x", 1, 1.0)]), ts)
+                .unwrap();
+        }
+        assert_eq!(
+            a.complete_through(),
+            None,
+            "h2 (last slot 11) is still waited for"
+        );
+        // Once the lag has closed slot 16, h2 is forgotten (5 slots silent): no more waiting.
+        a.close_until(16, 10);
+        assert_eq!(a.complete_through(), Some(18), "h2 forgotten after 5 slots");
     }
 
     #[test]

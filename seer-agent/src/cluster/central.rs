@@ -388,11 +388,18 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
         }
         let now_slot = asm.slot_of(crate::util::now_ms());
         let t0 = Instant::now();
-        let ticks = asm.close_until(now_slot.saturating_sub(lag_slots), MAX_T + 10);
+        // A slot closes when every host has sent it, or `lag_ms` after it ended at the latest.
+        let due = now_slot.saturating_sub(lag_slots);
+        let target = asm
+            .complete_through()
+            .map_or(due, |c| c.min(now_slot).max(due));
+        let ticks = asm.close_until(target, MAX_T + 10);
         let Some((last, history)) = ticks.split_last() else {
             continue;
         };
         st.assembly_us = t0.elapsed().as_micros() as u64;
+        // How long after the end of its slot the newest tick was assembled (negative: before).
+        let after_slot_ms = crate::util::now_ms() as i64 - ((last.slot + 1) * o.tick_ms) as i64;
         st.max_assembly_us = st.max_assembly_us.max(st.assembly_us);
         st.late_host_ticks += ticks
             .iter()
@@ -498,6 +505,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
         if o.json {
             let mut v = tick_json(last, &role, &o.name, predictor.latest().as_ref());
             v["alarms"] = serde_json::Value::Array(fired);
+            v["assembled_after_slot_ms"] = serde_json::json!(after_slot_ms);
             v["answers"] = serde_json::Value::Array(std::mem::take(&mut answers));
             crate::output::print_line(&v);
         } else if last_log.elapsed() >= Duration::from_secs(1) {
