@@ -81,6 +81,10 @@ impl Refusals {
             );
         }
     }
+    /// (reason, count), for /metrics and the live table.
+    fn list(&self) -> Vec<(String, u64)> {
+        self.counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
     fn total(&self) -> u64 {
         self.counts.values().sum()
     }
@@ -308,6 +312,8 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
     let mut n = 0u64;
     let mut last_log = Instant::now();
     let mut st = CentralStats::default();
+    // On a terminal without --json: the live table, each second.
+    let live = !o.json && std::io::IsTerminal::is_terminal(&std::io::stdout());
     // /metrics asks for a rendering; the loop answers between two ticks.
     let (scrapes, mut scrape_rx) = tokio::sync::mpsc::channel(16);
     if o.metrics_addr != "off" {
@@ -356,7 +362,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
             }
             Some(reply) = scrape_rx.recv() => {
                 st.hosts_heard = asm.hosts();
-                st.refused = refused.counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                st.refused = refused.list();
                 let _ = reply.send(super::stats::render(&st));
                 continue;
             }
@@ -508,6 +514,11 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
             v["assembled_after_slot_ms"] = serde_json::json!(after_slot_ms);
             v["answers"] = serde_json::Value::Array(std::mem::take(&mut answers));
             crate::output::print_line(&v);
+        } else if live && last_log.elapsed() >= Duration::from_secs(1) {
+            last_log = Instant::now();
+            st.hosts_heard = asm.hosts();
+            st.refused = refused.list();
+            print!("{}", super::stats::live_table(&o.name, &st));
         } else if last_log.elapsed() >= Duration::from_secs(1) {
             last_log = Instant::now();
             log::info!(

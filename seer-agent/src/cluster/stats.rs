@@ -162,6 +162,49 @@ pub fn render(st: &CentralStats) -> String {
     o
 }
 
+/// Rows of the live table: the services most likely to break the QoS first.
+const TABLE_ROWS: usize = 25;
+
+/// The central's live table (on a terminal, without --json): its role, the hosts, and the
+/// services most likely to initiate a QoS violation, highest first.
+pub fn live_table(name: &str, st: &CentralStats) -> String {
+    let mut o = String::from("\x1b[H\x1b[2J");
+    let role = if st.leader {
+        format!("LEADER (term {})", st.term)
+    } else {
+        "standby".to_string()
+    };
+    let _ = writeln!(
+        o,
+        "seer central {name}: {role}; {} hosts ({} in the last tick, {} late), {} services, {} calls ({} unresolved); tick {} assembled in {:.2} ms, inference {:.2} ms\n",
+        st.hosts_heard,
+        st.hosts_in_tick,
+        st.late_hosts,
+        st.services,
+        st.edges,
+        st.unresolved,
+        st.ticks,
+        st.assembly_us as f64 / 1000.0,
+        st.infer_us as f64 / 1000.0,
+    );
+    let _ = writeln!(o, "{:<24} {:<28} {:>6}", "HOST", "SERVICE", "P");
+    let mut rows: Vec<&(String, String, f32)> = st.probabilities.iter().collect();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    for (host, svc, p) in rows.iter().take(TABLE_ROWS) {
+        let _ = writeln!(o, "{host:<24} {svc:<28} {p:>6.3}");
+    }
+    if rows.len() > TABLE_ROWS {
+        let _ = writeln!(o, "... and {} more", rows.len() - TABLE_ROWS);
+    }
+    let refused: u64 = st.refused.iter().map(|(_, n)| n).sum();
+    let _ = writeln!(
+        o,
+        "\n{} predictions published, {} alarms, {} requests to hosts, {} messages refused",
+        st.published, st.alarms, st.requests, refused
+    );
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +233,24 @@ mod tests {
         );
         let helps = m.matches("# HELP ").count();
         assert_eq!(helps, SCALARS.len() + 2, "{m}");
+    }
+
+    #[test]
+    fn the_live_table_lists_the_likeliest_culprits_first() {
+        let st = CentralStats {
+            leader: true,
+            term: 2,
+            probabilities: (0..30)
+                .map(|i| ("h1".to_string(), format!("s{i}"), i as f32 / 100.0))
+                .collect(),
+            ..Default::default()
+        };
+        let t = live_table("c1", &st);
+        assert!(t.contains("LEADER (term 2)"), "{t}");
+        let s29 = t.find("s29").unwrap();
+        let s28 = t.find("s28").unwrap();
+        assert!(s29 < s28, "highest first:\n{t}");
+        assert!(!t.contains(" s0 "), "only the top {TABLE_ROWS}:\n{t}");
+        assert!(t.contains("... and 5 more"), "{t}");
     }
 }
