@@ -436,6 +436,7 @@ fn two_hosts_make_one_cluster_tick_with_the_remote_call_resolved() {
         100_000,
         &agent_args(&front_url, &creds, "front"),
     );
+    let preds = subscribe(&net.server, "seer.predictions");
     let c = central(
         &net.server,
         &back_url,
@@ -524,6 +525,26 @@ fn two_hosts_make_one_cluster_tick_with_the_remote_call_resolved() {
     let median = after.get(after.len() / 2).copied().unwrap_or(i64::MAX);
     println!("assembled after the slot's end, ms: median {median}, all {after:?}");
     assert!(median < 200, "median {median} ms: {after:?}");
+    // Each tick's probabilities are on seer.predictions right after its inference (tick to
+    // prediction, from the end of the tick's slot; the target for 100 hosts: 50 ms).
+    let mut lat: Vec<i64> = preds
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|(at, v)| {
+            let arrived = now_ms() as i64 - at.elapsed().as_millis() as i64;
+            Some(arrived - (v["ts_ms"].as_i64()? + 100))
+        })
+        .collect();
+    lat.sort_unstable();
+    let median = lat.get(lat.len() / 2).copied().unwrap_or(i64::MAX);
+    println!(
+        "prediction published after its slot's end, ms: median {median}, {} predictions, max {:?}",
+        lat.len(),
+        lat.last()
+    );
+    assert!(lat.len() >= 20, "{} predictions", lat.len());
+    assert!(median < 50, "median {median} ms: {lat:?}");
     assert!(
         next.iter()
             .all(|t| t["role"] == "leader" && t["term"].as_u64().is_some()),

@@ -309,6 +309,11 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
     let mut published_ts = 0u64;
     let mut alarmed_ts = 0u64;
     let mut alarms = Alarms::default();
+    // Alarms and hosts' answers since the last tick printed.
+    let mut fired: Vec<serde_json::Value> = Vec::new();
+    // The newest cluster tick, and since when its inference result is awaited.
+    let mut cur: Option<ClusterTick> = None;
+    let mut awaiting: Option<Instant> = None;
     let mut n = 0u64;
     let mut last_log = Instant::now();
     let mut st = CentralStats::default();
@@ -338,6 +343,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                 }
             },
             _ = interval.tick() => {}
+            _ = tokio::time::sleep(Duration::from_millis(2)), if awaiting.is_some() => {}
             Some(m) = events.next() => {
                 match answer(&m.payload) {
                     Some(a) => {
@@ -400,22 +406,39 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
             .complete_through()
             .map_or(due, |c| c.min(now_slot).max(due));
         let ticks = asm.close_until(target, MAX_T + 10);
-        let Some((last, history)) = ticks.split_last() else {
+        let assembled = !ticks.is_empty();
+        let mut after_slot_ms = 0i64;
+        if let Some((last, history)) = ticks.split_last() {
+            st.assembly_us = t0.elapsed().as_micros() as u64;
+            // How long after the end of its slot the newest tick was assembled (negative:
+            // before).
+            after_slot_ms = crate::util::now_ms() as i64 - ((last.slot + 1) * o.tick_ms) as i64;
+            st.max_assembly_us = st.max_assembly_us.max(st.assembly_us);
+            st.late_host_ticks += ticks
+                .iter()
+                .map(|t| t.stale_hosts.len() as u64)
+                .sum::<u64>();
+            // Older slots (a catch-up) only fill the window; the newest is predicted.
+            for t in history {
+                predictor.window.push(&t.services, &t.samples);
+            }
+            predictor.on_tick(last.ts_ms, &last.services, &last.samples, &last.edges);
+            awaiting = Some(Instant::now());
+        }
+        if let Some(t) = ticks.into_iter().next_back() {
+            cur = Some(t);
+        }
+        let Some(last) = cur.as_ref() else {
             continue;
         };
-        st.assembly_us = t0.elapsed().as_micros() as u64;
-        // How long after the end of its slot the newest tick was assembled (negative: before).
-        let after_slot_ms = crate::util::now_ms() as i64 - ((last.slot + 1) * o.tick_ms) as i64;
-        st.max_assembly_us = st.max_assembly_us.max(st.assembly_us);
-        st.late_host_ticks += ticks
-            .iter()
-            .map(|t| t.stale_hosts.len() as u64)
-            .sum::<u64>();
-        // Older slots (a catch-up) only fill the window; the newest is predicted.
-        for t in history {
-            predictor.window.push(&t.services, &t.samples);
+        // The result of this tick's inference is published as soon as it is there (polled
+        // every 2 ms for up to a tick), not at the next tick.
+        if awaiting.is_some_and(|t| {
+            predictor.latest().is_some_and(|p| p.ts_ms >= last.ts_ms)
+                || t.elapsed() >= Duration::from_millis(o.tick_ms)
+        }) {
+            awaiting = None;
         }
-        predictor.on_tick(last.ts_ms, &last.services, &last.samples, &last.edges);
         let role = roles.borrow().clone();
         let pred = predictor.latest().filter(|p| p.ts_ms > published_ts);
         if let (Role::Leader { term }, Some(p)) = (&role, &pred) {
@@ -436,7 +459,6 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
         }
         // The alarm policy over every new result, leader or not (a standby that takes over
         // knows which alarms already fired); only the leader asks the culprit's host.
-        let mut fired = Vec::new();
         if let Some(p) = predictor.latest().filter(|p| p.ts_ms > alarmed_ts) {
             alarmed_ts = p.ts_ms;
             let model = predictor.status().model;
@@ -488,6 +510,9 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                 }
             }
         }
+        if !assembled {
+            continue;
+        }
         n += 1;
         st.ticks = n;
         (st.leader, st.term) = match role {
@@ -510,7 +535,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
         }
         if o.json {
             let mut v = tick_json(last, &role, &o.name, predictor.latest().as_ref());
-            v["alarms"] = serde_json::Value::Array(fired);
+            v["alarms"] = serde_json::Value::Array(std::mem::take(&mut fired));
             v["assembled_after_slot_ms"] = serde_json::json!(after_slot_ms);
             v["answers"] = serde_json::Value::Array(std::mem::take(&mut answers));
             crate::output::print_line(&v);
@@ -533,6 +558,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
             );
         }
         answers.clear();
+        fired.clear();
         if o.ticks.is_some_and(|t| n >= t) {
             break;
         }
