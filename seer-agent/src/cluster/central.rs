@@ -314,6 +314,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
     // The newest cluster tick, and since when its inference result is awaited.
     let mut cur: Option<ClusterTick> = None;
     let mut awaiting: Option<Instant> = None;
+    let mut assembled_at = Instant::now();
     let mut n = 0u64;
     let mut last_log = Instant::now();
     let mut st = CentralStats::default();
@@ -424,6 +425,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
             }
             predictor.on_tick(last.ts_ms, &last.services, &last.samples, &last.edges);
             awaiting = Some(Instant::now());
+            assembled_at = Instant::now();
         }
         if let Some(t) = ticks.into_iter().next_back() {
             cur = Some(t);
@@ -443,8 +445,13 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
         let pred = predictor.latest().filter(|p| p.ts_ms > published_ts);
         if let (Role::Leader { term }, Some(p)) = (&role, &pred) {
             let v = tick_json(last, &role, &o.name, Some(p));
+            // From the tick's assembly to this publication (inference included), when this is
+            // the newest tick's result.
+            let after_assembly_ms =
+                (p.ts_ms == last.ts_ms).then(|| assembled_at.elapsed().as_secs_f64() * 1000.0);
             let body = serde_json::json!({
                 "ts_ms": p.ts_ms, "leader": o.name, "term": term, "model": p.model,
+                "infer_us": p.infer_us, "published_after_assembly_ms": after_assembly_ms,
                 "services": v["services"].as_array().map(|a| a.iter().map(|s| serde_json::json!({
                     "host": s["host"], "name": s["name"], "p": s["p"], "stale": s["stale"],
                 })).collect::<Vec<_>>()),
