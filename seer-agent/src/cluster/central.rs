@@ -419,9 +419,14 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                 .iter()
                 .map(|t| t.stale_hosts.len() as u64)
                 .sum::<u64>();
-            // Older slots (a catch-up) only fill the window; the newest is predicted.
+            // Older slots (a catch-up, or a loop that fell behind) only fill the window; the
+            // newest is predicted. Each has its JSON line all the same.
+            let role = roles.borrow().clone();
             for t in history {
                 predictor.window.push(&t.services, &t.samples);
+                if o.json {
+                    crate::output::print_line(&tick_json(t, &role, &o.name, None));
+                }
             }
             predictor.on_tick(last.ts_ms, &last.services, &last.samples, &last.edges);
             awaiting = Some(Instant::now());
