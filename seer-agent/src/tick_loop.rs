@@ -432,11 +432,14 @@ pub async fn run(args: RunOptions, cfg: Config) -> anyhow::Result<()> {
     let live = !args.json && std::io::stdout().is_terminal();
     // /metrics asks for a rendering; the loop answers between ticks (a tick renders nothing).
     let (scrapes, mut scrape_rx) = tokio::sync::mpsc::channel(16);
+    // The live view's snapshots (at most two a second), on the same listener.
+    let ui = (args.metrics_addr != "off").then(crate::serve::ui::Feed::default);
     if args.metrics_addr != "off" {
-        tokio::spawn(crate::serve::server::serve(
+        tokio::spawn(crate::serve::server::serve_with_ui(
             args.metrics_addr.clone(),
             scrapes,
             agent.recorder.as_ref().map(Recorder::store),
+            ui.clone(),
         ));
     }
     let mut stats = AgentStats::default();
@@ -456,6 +459,11 @@ pub async fn run(args: RunOptions, cfg: Config) -> anyhow::Result<()> {
         // An Err leaves by `?`: the responder's drop still undoes what it enforced.
         let view = agent.tick(n, &mut fed_ms, &mut stats)?;
         n += 1;
+        if let Some(feed) = &ui
+            && feed.due()
+        {
+            feed.publish(&ui_snapshot(&agent, &view));
+        }
         report(&args, live, &agent, &stats, &view, n);
         if args.ticks.is_some_and(|t| n >= t) {
             break;
@@ -523,6 +531,35 @@ struct TickView {
     ts: u64,
     prediction: Option<crate::infer::Prediction>,
     model: Option<crate::respond::ModelCtx>,
+}
+
+/// The live view's snapshot of this tick: its JSON, the alarm threshold, the QoS verdict and
+/// the response's recent events.
+fn ui_snapshot(agent: &Agent, view: &TickView) -> serde_json::Value {
+    let tick = output::tick_json(
+        view.ts,
+        &agent.disc,
+        &agent.samples,
+        view.prediction.as_ref(),
+    );
+    let (qos, episodes) = match &agent.responder {
+        Some(r) => (
+            Some(serde_json::json!({
+                "front_end": r.qos_service(),
+                "target_ms": r.watch.cfg.p99_ms,
+                "p99_ms": r.stats.qos_p99_us as f64 / 1000.0,
+                "violated": r.stats.qos_violated,
+            })),
+            r.timeline.recent(),
+        ),
+        None => (None, Vec::new()),
+    };
+    crate::serve::ui::snapshot(
+        tick,
+        view.model.as_ref().map(|m| m.alarm.threshold),
+        qos,
+        episodes,
+    )
 }
 
 /// Prints the tick: a JSON line, the live table, or a log line each second.

@@ -441,3 +441,39 @@ pub fn promtool_check(body: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A fresh v1 cpu cgroup (`/sys/fs/cgroup/cpu/seer-NAME-PID`) holding the memcached that
+/// listens on 127.0.0.1:`port` (a test's fault target); on drop its processes go back to the
+/// root cgroup and it is removed.
+pub struct CpuCgroup(pub std::path::PathBuf);
+
+impl CpuCgroup {
+    pub fn memcached(name: &str, port: u16) -> Self {
+        let pid = sh(&format!(
+            "pgrep -f 'memcached -u root -l 127.0.0.1 -p {port}'"
+        ))
+        .trim()
+        .lines()
+        .next()
+        .expect("memcached pid")
+        .to_string();
+        let cg = CpuCgroup(std::path::PathBuf::from(format!(
+            "/sys/fs/cgroup/cpu/seer-{name}-{}",
+            std::process::id()
+        )));
+        std::fs::create_dir_all(&cg.0).expect("mkdir cgroup");
+        std::fs::write(cg.0.join("cgroup.procs"), &pid).expect("move memcached");
+        cg
+    }
+}
+
+impl Drop for CpuCgroup {
+    fn drop(&mut self) {
+        if let Ok(t) = std::fs::read_to_string(self.0.join("cgroup.procs")) {
+            for pid in t.lines() {
+                let _ = std::fs::write("/sys/fs/cgroup/cpu/cgroup.procs", pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}

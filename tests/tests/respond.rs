@@ -41,24 +41,11 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-struct Cgroup(PathBuf);
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        if let Ok(t) = std::fs::read_to_string(self.0.join("cgroup.procs")) {
-            for pid in t.lines() {
-                let _ = std::fs::write("/sys/fs/cgroup/cpu/cgroup.procs", pid);
-            }
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 struct Scenario {
     net: NetPair,
     ns: String,
     _stack: Stack,
-    cg: Cgroup,
+    cg: CpuCgroup,
     dir: PathBuf,
     journal: PathBuf,
     conf: PathBuf,
@@ -77,20 +64,7 @@ impl Scenario {
         let net = NetPair::new();
         let ns = net.server.clone();
         let stack = Stack::start(&ns, http, mc, 16 * 1024);
-        let mc_pid = sh(&format!(
-            "pgrep -f 'memcached -u root -l 127.0.0.1 -p {mc}'"
-        ))
-        .trim()
-        .lines()
-        .next()
-        .expect("memcached pid")
-        .to_string();
-        let cg = Cgroup(PathBuf::from(format!(
-            "/sys/fs/cgroup/cpu/seer-{name}-{}",
-            std::process::id()
-        )));
-        std::fs::create_dir_all(&cg.0).expect("mkdir cgroup");
-        std::fs::write(cg.0.join("cgroup.procs"), &mc_pid).expect("move memcached");
+        let cg = CpuCgroup::memcached(name, mc);
         let dir = std::env::temp_dir().join(format!("seer-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let journal = dir.join("actions.json");

@@ -11,8 +11,9 @@ use crate::util::{self, have, output, run, step};
 /// tests (started by the tests on loopback; the package's own service is not needed),
 /// promtool (package prometheus) to lint /metrics, gcc for the BTF offsets witness, and
 /// systemd's systemd-analyze to check the unit, nats-server (JetStream) for cluster mode's
-/// tests, started by them on loopback ports (the package's own service is not needed), and
-/// openssl to make the TLS test's certificates.
+/// tests, started by them on loopback ports (the package's own service is not needed),
+/// openssl to make the TLS test's certificates, and chromium (headless) for the live view's
+/// browser test.
 const DEBIAN: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -31,6 +32,7 @@ const DEBIAN: &[&str] = &[
     "systemd",
     "nats-server",
     "openssl",
+    "chromium",
 ];
 
 const BPF_LINKER: &str = "bpf-linker@0.10.4";

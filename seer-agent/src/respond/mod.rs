@@ -23,6 +23,7 @@
 pub mod alarm;
 pub mod alert_info;
 pub mod policy;
+pub mod timeline;
 
 use std::{
     collections::HashMap,
@@ -201,6 +202,8 @@ pub struct Responder {
     /// diagnosis and decision) waiting to be sent back.
     cluster_asked: HashMap<String, String>,
     cluster_answers: Vec<serde_json::Value>,
+    /// Recent events, for the live view.
+    pub timeline: timeline::Timeline,
 }
 
 /// The policy's resource for a diagnosed one; None where no local mechanism exists.
@@ -296,6 +299,7 @@ impl Responder {
             predicted_alerts: HashMap::new(),
             cluster_asked: HashMap::new(),
             cluster_answers: Vec::new(),
+            timeline: timeline::Timeline::default(),
             model: None,
         })
     }
@@ -381,6 +385,19 @@ impl Responder {
                     }
                 }
                 self.stats.violations += 1;
+                self.timeline.note(
+                    ts_ms,
+                    "violation",
+                    "",
+                    match &predicted {
+                        Some(f) => format!(
+                            "QoS violated: {qos} (predicted: {} alarmed {} ms before)",
+                            f.name,
+                            ts_ms.saturating_sub(f.at_ms)
+                        ),
+                        None => format!("QoS violated: {qos}"),
+                    },
+                );
                 // The predicted alert becomes the episode's, now with its lead time.
                 let alert = predicted.as_ref().and_then(|f| {
                     let mut a = self.predicted_alerts.remove(&f.name)?;
@@ -421,6 +438,12 @@ impl Responder {
                             "not named"
                         }
                     );
+                    self.timeline.note(
+                        end,
+                        "recovered",
+                        "",
+                        format!("QoS holds again: {}", self.watch.describe(st)),
+                    );
                     self.record_event(end);
                     if let Some(mut a) = self.episode.as_mut().and_then(|e| e.alert.take()) {
                         a.ends_ms = end;
@@ -451,6 +474,8 @@ impl Responder {
         e.why = why;
         e.named = true;
         log::warn!("initiator of the violation: {} ({})", e.culprit, e.why);
+        self.timeline
+            .note(ts_ms, "initiator", &e.culprit, e.why.clone());
         if let Some(f) = &e.predicted {
             // Counted once per episode (a renaming after an inconclusive diagnosis is not).
             if e.name_at_ms == e.start_ms + NAME_AFTER_MS {
@@ -494,6 +519,15 @@ impl Responder {
                         m.horizon_ms
                     );
                     self.stats.alarms += 1;
+                    self.timeline.note(
+                        at_ms,
+                        "alarm",
+                        &name,
+                        format!(
+                            "p = {p:.2} within {} ms ({}): {channels}",
+                            m.horizon_ms, m.name
+                        ),
+                    );
                     let f = Fired {
                         id,
                         name: name.clone(),
@@ -567,6 +601,12 @@ impl Responder {
             "predicted by the cluster ({from}): {name} will initiate a QoS violation within {horizon_ms} ms (p = {probability:.2})"
         );
         self.stats.alarms += 1;
+        self.timeline.note(
+            crate::util::now_ms(),
+            "alarm",
+            &name,
+            format!("p = {probability:.2} within {horizon_ms} ms (the cluster's {model}, {from})"),
+        );
         if self.episode.is_some() {
             return false;
         }
@@ -719,6 +759,17 @@ impl Responder {
                 let fresh = self.last_diag.get(&done.culprit) != Some(r);
                 if fresh {
                     self.stats.diagnoses += 1;
+                    self.timeline.note(
+                        ts,
+                        "diagnosis",
+                        &done.culprit,
+                        format!(
+                            "{} (confidence {:.2}): {}",
+                            r.resource.map_or("inconclusive", |x| x.name()),
+                            r.confidence,
+                            r.reason
+                        ),
+                    );
                     log::info!(
                         "diagnosis of {}: {} (confidence {:.2}): {}",
                         done.culprit,
@@ -738,6 +789,8 @@ impl Responder {
             }
             Err(e) => {
                 log::warn!("respond: diagnosis of {} failed: {e}", done.culprit);
+                self.timeline
+                    .note(ts, "diagnosis", &done.culprit, format!("failed: {e}"));
                 (None, 0.0, Some(json!({ "error": e })))
             }
         };
@@ -876,6 +929,12 @@ impl Responder {
             && out.queue(a)
         {
             self.stats.alerts_queued += 1;
+            self.timeline.note(
+                crate::util::now_ms(),
+                "alert",
+                &a.culprit,
+                format!("queued for the cluster manager ({})", a.qos),
+            );
         }
     }
 
@@ -900,22 +959,24 @@ impl Responder {
         };
         let ts = crate::util::now_ms();
         for o in &outcomes {
+            let (kind, service) = match o.action() {
+                Action::Set { service, .. } => ("action", service.as_str()),
+                Action::Revert { service, .. } => ("rollback", service.as_str()),
+            };
+            self.timeline.note(ts, kind, service, o.describe());
             match o {
-                Outcome::Applied { action, note } => {
+                Outcome::Applied { action, .. } => {
                     self.stats.applied += 1;
-                    match note {
-                        Some(n) => log::info!("respond: applied {action:?}: {n}"),
-                        None => log::info!("respond: applied {action:?}"),
-                    }
+                    log::info!("respond: {}", o.describe());
                     self.log_action(ts, action, d);
                 }
-                Outcome::Unchanged { action, reason } => {
+                Outcome::Unchanged { .. } => {
                     self.stats.unchanged += 1;
-                    log::info!("respond: {action:?} changes nothing: {reason}");
+                    log::info!("respond: {}", o.describe());
                 }
-                Outcome::Failed { action, error } => {
+                Outcome::Failed { .. } => {
                     self.stats.failed += 1;
-                    log::warn!("respond: could not apply {action:?}: {error}");
+                    log::warn!("respond: {}", o.describe());
                 }
                 Outcome::Recommended { .. } => self.stats.recommended += 1,
                 Outcome::DryRun { .. } => {}

@@ -332,6 +332,34 @@ pub enum Outcome {
     Failed { action: Action, error: String },
 }
 
+impl Outcome {
+    pub fn action(&self) -> &Action {
+        match self {
+            Outcome::Applied { action, .. }
+            | Outcome::Unchanged { action, .. }
+            | Outcome::Recommended { action }
+            | Outcome::DryRun { action }
+            | Outcome::Failed { action, .. } => action,
+        }
+    }
+
+    /// One line for people: what happened to the action, and why where it says.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Applied { action, note } => match note {
+                Some(n) => format!("applied {action:?}: {n}"),
+                None => format!("applied {action:?}"),
+            },
+            Outcome::Unchanged { action, reason } => {
+                format!("{action:?} changes nothing: {reason}")
+            }
+            Outcome::Recommended { action } => format!("recommended {action:?}"),
+            Outcome::DryRun { action } => format!("dry-run: would {action:?}"),
+            Outcome::Failed { action, error } => format!("could not apply {action:?}: {error}"),
+        }
+    }
+}
+
 /// The outcomes of a decision that nothing applies: `recommend` hands each action to the alert,
 /// `dry-run` logs it; `enforce` with no actuator at hand fails each, saying so.
 pub fn not_applied(d: &Decision) -> Vec<Outcome> {

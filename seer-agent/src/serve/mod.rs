@@ -1,5 +1,7 @@
-//! HTTP: the Prometheus /metrics endpoint and the query API (`/api/query/...`).
+//! HTTP: the Prometheus /metrics endpoint, the query API (`/api/query/...`) and the live view
+//! in the browser (`/ui`).
 pub mod answer;
 pub mod metrics;
 pub mod query;
 pub mod server;
+pub mod ui;

@@ -1,4 +1,5 @@
-//! The HTTP listener (hyper, HTTP/1.1) for `/metrics` and `/api/query/...`, with the limits a
+//! The HTTP listener (hyper, HTTP/1.1) for `/metrics`, `/api/query/...` and the live view
+//! (`/ui`, `/api/ui/stream`: see [`super::ui`]), with the limits a
 //! root agent's listener needs beside services and users it does not trust:
 //! - at most [`MAX_CONNECTIONS`] at once (more are closed at once, counted), each closed after
 //!   [`HEADER_TIMEOUT`] without a complete request head and after [`CONNECTION_TIMEOUT`] in
@@ -6,7 +7,9 @@
 //! - GET only, no body;
 //! - `/api/query/...` (cgroup paths, diagnoses, actions) answers only root on this host: the
 //!   peer must be a loopback socket whose owner uid is 0 (read from the kernel's socket table);
-//!   queries run on a blocking thread, [`MAX_QUERIES`] at once, `n` capped by the parser.
+//!   queries run on a blocking thread, [`MAX_QUERIES`] at once, `n` capped by the parser;
+//! - `/api/ui/...` (the same private data, live) answers root only too; the page's own files
+//!   (`/ui`) anyone who may connect.
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -17,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use hyper::{
     Method, Request, Response, StatusCode,
     body::{Bytes, Incoming},
@@ -49,6 +52,16 @@ const SCRAPE_WAIT: Duration = Duration::from_secs(5);
 /// process exits. A bind failure is logged, not fatal: the agent's main job does not depend
 /// on it.
 pub async fn serve(addr: String, scrapes: Scrapes, store: Option<seer_store::Store>) {
+    serve_with_ui(addr, scrapes, store, None).await
+}
+
+/// [`serve`], and the live view from `ui` where given.
+pub async fn serve_with_ui(
+    addr: String,
+    scrapes: Scrapes,
+    store: Option<seer_store::Store>,
+    ui: Option<super::ui::Feed>,
+) {
     let listener = match TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -77,12 +90,16 @@ pub async fn serve(addr: String, scrapes: Scrapes, store: Option<seer_store::Sto
             continue;
         };
         let local = sock.local_addr().ok();
-        let (scrapes, store, queries) = (scrapes.clone(), store.clone(), queries.clone());
+        let (scrapes, store, queries, ui) =
+            (scrapes.clone(), store.clone(), queries.clone(), ui.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let (scrapes, store, queries) = (scrapes.clone(), store.clone(), queries.clone());
+                let (scrapes, store, queries, ui) =
+                    (scrapes.clone(), store.clone(), queries.clone(), ui.clone());
                 async move {
-                    Ok::<_, Infallible>(answer(req, peer, local, &scrapes, store, &queries).await)
+                    Ok::<_, Infallible>(
+                        answer(req, peer, local, &scrapes, store, &queries, ui.as_ref()).await,
+                    )
                 }
             });
             let conn = http1::Builder::new()
@@ -97,8 +114,14 @@ pub async fn serve(addr: String, scrapes: Scrapes, store: Option<seer_store::Sto
     }
 }
 
-fn reply(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+type Body = BoxBody<Bytes, Infallible>;
+
+fn reply(status: StatusCode, ctype: &str, body: String) -> Response<Body> {
+    with_type(status, ctype, Full::new(Bytes::from(body)).boxed())
+}
+
+fn with_type(status: StatusCode, ctype: &str, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     if let Ok(v) = ctype.parse() {
         r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
@@ -113,7 +136,8 @@ async fn answer(
     scrapes: &Scrapes,
     store: Option<seer_store::Store>,
     queries: &Semaphore,
-) -> Response<Full<Bytes>> {
+    ui: Option<&super::ui::Feed>,
+) -> Response<Body> {
     if req.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -148,20 +172,23 @@ async fn answer(
         ));
         return reply(StatusCode::OK, "text/plain; version=0.0.4", body);
     }
+    if let Some(feed) = ui
+        && (path == "/ui" || path.starts_with("/ui/") || path.starts_with("/api/ui/"))
+    {
+        return answer_ui(&path, peer, local, feed);
+    }
     if !path.starts_with("/api/query/") {
         return reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try GET /metrics or /api/query/services here\n".into(),
+            format!(
+                "try GET /metrics{} or /api/query/services here\n",
+                if ui.is_some() { ", /ui" } else { "" }
+            ),
         );
     }
     if let Err(why) = peer_is_root(peer, local) {
-        return reply(
-            StatusCode::FORBIDDEN,
-            "application/json",
-            serde_json::json!({ "error": format!("the query API answers root on this host only: {why}") })
-                .to_string(),
-        );
+        return forbidden("the query API", &why);
     }
     let Ok(_turn) = queries.try_acquire() else {
         return reply(
@@ -173,6 +200,71 @@ async fn answer(
     };
     let (code, v) = api_answer(path, store).await;
     reply(code, "application/json", v.to_string())
+}
+
+/// The live view: the page's files to anyone who may connect, its data to root only.
+fn answer_ui(
+    path: &str,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    feed: &super::ui::Feed,
+) -> Response<Body> {
+    use super::ui;
+    let asset = match path {
+        "/ui" | "/ui/" | "/ui/index.html" => Some(("text/html; charset=utf-8", ui::INDEX_HTML)),
+        "/ui/app.js" => Some(("text/javascript; charset=utf-8", ui::APP_JS)),
+        "/ui/app.css" => Some(("text/css; charset=utf-8", ui::APP_CSS)),
+        _ => None,
+    };
+    if let Some((ctype, body)) = asset {
+        // The page carries the latest snapshot for root (drawn at once, before the stream's
+        // first event); for others it is the bare page, and the stream says why it is refused.
+        let body = match (ctype.starts_with("text/html"), peer_is_root(peer, local)) {
+            (true, Ok(())) => ui::with_first_snapshot(body, &feed.latest()),
+            _ => body.to_string(),
+        };
+        return reply(StatusCode::OK, ctype, body);
+    }
+    if let Err(why) = peer_is_root(peer, local) {
+        return forbidden("the live view's data", &why);
+    }
+    match path {
+        "/api/ui/stream" => {
+            let mut r = with_type(StatusCode::OK, "text/event-stream", feed.stream().boxed());
+            r.headers_mut().insert(
+                hyper::header::CACHE_CONTROL,
+                hyper::header::HeaderValue::from_static("no-cache"),
+            );
+            r
+        }
+        "/api/ui/snapshot" => {
+            let latest = feed.latest();
+            if latest.is_empty() {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    serde_json::json!({"error": "no tick yet"}).to_string(),
+                )
+            } else {
+                reply(StatusCode::OK, "application/json", latest.to_string())
+            }
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "the live view: GET /ui (the page), /api/ui/stream (server-sent events), /api/ui/snapshot (the latest)\n".into(),
+        ),
+    }
+}
+
+/// 403 for private data asked by someone other than root on this host.
+fn forbidden(what: &str, why: &str) -> Response<Body> {
+    reply(
+        StatusCode::FORBIDDEN,
+        "application/json",
+        serde_json::json!({ "error": format!("{what} answers root on this host only: {why}") })
+            .to_string(),
+    )
 }
 
 /// Whether the peer is a socket on this host owned by root: a loopback peer's socket is in

@@ -1,0 +1,208 @@
+//! The live view in a real browser: nginx -> memcached under open-loop load in a network
+//! namespace, the agent with the shipped model and a QoS (recommend mode: it changes nothing),
+//! and headless Chromium (Debian's `chromium`) opening `/ui` on the agent's own listener. The
+//! page must draw a node per service with its probability, the call, the QoS verdict; after
+//! memcached's CPU is cut to 1% the violation, its initiator and the response's events must be
+//! in the page's timeline. The last screenshot is saved (`target/ui-live-view.png`, printed).
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use seer_tests::{stack::Stack, *};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Headless Chromium in namespace `ns` on `url`, for `ms` of page time: the DOM as the page's
+/// script left it, and a screenshot to `png` when given.
+fn browse(ns: &str, url: &str, ms: u32, png: Option<&Path>) -> String {
+    let profile = std::env::temp_dir().join(format!("seer-ui-chromium-{}", std::process::id()));
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}"))
+        .arg(CHROMIUM)
+        .args(["--headless", "--no-sandbox", "--disable-gpu"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--timeout={ms}"))
+        .arg("--window-size=1280,900")
+        .arg("--enable-logging=stderr");
+    match png {
+        Some(p) => c.arg(format!("--screenshot={}", p.display())),
+        None => c.arg("--dump-dom"),
+    };
+    let out = c.arg(url).output().expect("run chromium");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        out.status.success(),
+        "chromium: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The page's console (script errors) after its DOM.
+    let console: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .map(str::to_string)
+        .collect();
+    format!(
+        "{}\n<!-- console: {} -->",
+        String::from_utf8_lossy(&out.stdout),
+        console.join(" | ")
+    )
+}
+
+/// GET `path` on the agent's listener in namespace `ns` (curl): the body, or curl's error.
+fn get(ns: &str, path: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(["curl", "-sS", "--max-time", "2"])
+        .arg(format!("http://127.0.0.1:9464{path}"))
+        .output()
+        .expect("curl");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn metric(ns: &str, name: &str) -> f64 {
+    get(ns, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1.0)
+}
+
+/// The attribute `attr` of every element carrying `marker` (e.g. `data-service="nginx"`).
+fn attr_of(dom: &str, marker: &str, attr: &str) -> Vec<String> {
+    dom.match_indices(marker)
+        .filter_map(|(i, _)| {
+            let tag = &dom[dom[..i].rfind('<')?..i + dom[i..].find('>')?];
+            let at = tag.find(&format!("{attr}=\""))? + attr.len() + 2;
+            Some(tag[at..at + tag[at..].find('"')?].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_live_view_draws_the_graph_the_qos_and_the_violation_in_a_real_browser() {
+    assert!(
+        is_root(),
+        "the integration tests run as root (cargo xtask test)"
+    );
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: run the set-up (`cargo xtask setup`), which installs Debian's chromium"
+    );
+    println!(
+        "kernel {}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    if !Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
+        println!("SKIP: needs a v1 cpu hierarchy at /sys/fs/cgroup/cpu for the fault");
+        return;
+    }
+    let (http, mc) = (8096, 11496);
+    let net = NetPair::new();
+    let ns = net.server.clone();
+    let _stack = Stack::start(&ns, http, mc, 16 * 1024);
+    let cg = CpuCgroup::memcached("ui", mc);
+    let dir = std::env::temp_dir().join(format!("seer-ui-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let conf = dir.join("seer.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[service]]\nname = \"memcached\"\ncomm = \"memcached\"\n\
+             [qos]\nservice = \"nginx\"\np99_ms = 20\nwindow_ms = 1000\n\
+             [respond]\nmode = \"recommend\"\ncooldown_s = 30\nhold_s = 600\njournal = \"{}\"\n",
+            dir.join("actions.json").display()
+        ),
+    )
+    .expect("config");
+    let agent = Agent::start_net_only(&ns, 100_000, &["--config", &conf.display().to_string()]);
+    agent.wait_service("memcached", Duration::from_secs(30), |_| true);
+    agent.wait_service("nginx", Duration::from_secs(30), |_| true);
+    let load = in_ns(&net.client, move || {
+        loadgen::run(
+            &format!("198.51.100.1:{http}"),
+            "/",
+            800.0,
+            Duration::from_secs(25),
+            32,
+        )
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let url = "http://127.0.0.1:9464/ui";
+
+    // Before the fault: the graph, the probabilities, the QoS holding.
+    let dom = browse(&ns, url, 8000, None);
+    for svc in ["nginx", "memcached"] {
+        let ps = attr_of(&dom, &format!("data-service=\"{svc}\""), "data-p");
+        let p: Vec<f64> = ps.iter().filter_map(|p| p.parse().ok()).collect();
+        assert!(
+            p.len() == 1 && (0.0..=1.0).contains(&p[0]),
+            "node {svc}: data-p {ps:?}; page:\n{dom}\nthe agent's latest snapshot: {}\nagent log:\n{}",
+            get(&ns, "/api/ui/stream"),
+            agent.proc.stderr()
+        );
+    }
+    assert_eq!(
+        attr_of(&dom, "class=\"edge\"", "data-to"),
+        vec!["memcached".to_string()],
+        "one call, nginx -> memcached: {dom}"
+    );
+    assert_eq!(
+        attr_of(&dom, "class=\"edge\"", "data-from"),
+        vec!["nginx".to_string()]
+    );
+    assert!(
+        dom.contains("id=\"qos\" data-state=\"ok\"") && dom.contains("against 20 ms"),
+        "the QoS holds before the fault: {dom}"
+    );
+    assert!(
+        dom.contains("model seer-graph-h100"),
+        "the model named: {dom}"
+    );
+
+    // The fault: memcached gets 1% of a CPU; the QoS breaks and the agent names it.
+    std::fs::write(cg.0.join("cpu.cfs_quota_us"), "1000").expect("fault");
+    let t0 = Instant::now();
+    while metric(&ns, "seer_qos_violations_total") < 1.0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no violation within 30 s of the fault; agent log:\n{}",
+            agent.proc.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The initiator is named 300 ms into the violation: give the page that and a snapshot.
+    std::thread::sleep(Duration::from_secs(2));
+    let dom = browse(&ns, url, 8000, None);
+    let kinds = attr_of(&dom, "<li data-kind=", "data-kind");
+    assert!(
+        kinds.iter().any(|k| k == "violation"),
+        "the violation in the timeline: {kinds:?}\n{dom}\nagent log:\n{}",
+        agent.proc.stderr()
+    );
+    let named: Vec<String> = attr_of(&dom, "data-kind=\"initiator\"", "data-service");
+    assert!(
+        named.iter().any(|s| s == "memcached"),
+        "memcached named as the initiator in the timeline: {named:?} ({kinds:?})\nagent log:\n{}",
+        agent.proc.stderr()
+    );
+    let png = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ui-live-view.png");
+    browse(&ns, url, 8000, Some(&png));
+    assert!(
+        std::fs::metadata(&png).is_ok_and(|m| m.len() > 10_000),
+        "screenshot {}",
+        png.display()
+    );
+    println!("screenshot: {}", png.display());
+    std::fs::write(cg.0.join("cpu.cfs_quota_us"), "-1").expect("undo the fault");
+    let _ = load.join();
+    let _ = std::fs::remove_dir_all(&dir);
+}
