@@ -477,3 +477,29 @@ impl Drop for CpuCgroup {
         let _ = std::fs::remove_dir(&self.0);
     }
 }
+
+/// GET `path` on an agent's listener at 127.0.0.1:9464 (its default) in namespace `ns`, with
+/// curl (2 s): the body, or curl's error after it.
+pub fn agent_get(ns: &str, path: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(["curl", "-sS", "--max-time", "2"])
+        .arg(format!("http://127.0.0.1:9464{path}"))
+        .output()
+        .expect("curl");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The value of metric `name` on the agent's `/metrics` in namespace `ns`; -1 when the
+/// listener does not answer or has no such line.
+pub fn agent_metric(ns: &str, name: &str) -> f64 {
+    agent_get(ns, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1.0)
+}

@@ -22,17 +22,6 @@ fn ns_sh(ns: &str, cmd: &str) -> String {
     sh(&format!("ip netns exec {ns} {cmd}"))
 }
 
-fn metric(ns: &str, name: &str) -> f64 {
-    let body = ns_sh(
-        ns,
-        "sh -c 'curl -s --max-time 2 http://127.0.0.1:9464/metrics || true'",
-    );
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(-1.0)
-}
-
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
@@ -108,7 +97,7 @@ impl Scenario {
         });
         std::thread::sleep(Duration::from_secs(5));
         assert_eq!(
-            metric(&ns, "seer_qos_violations_total"),
+            agent_metric(&ns, "seer_qos_violations_total"),
             0.0,
             "healthy baseline"
         );
@@ -145,12 +134,12 @@ impl Scenario {
                 .as_millis()
         );
         let t0 = Instant::now();
-        while metric(&self.ns, "seer_alerts_queued_total") < 1.0 {
+        while agent_metric(&self.ns, "seer_alerts_queued_total") < 1.0 {
             assert!(
                 t0.elapsed() < Duration::from_secs(30),
                 "no alert: violations {}, QoS p99 {} s; agent log:\n{}\nmemcached's last ticks: {:?}",
-                metric(&self.ns, "seer_qos_violations_total"),
-                metric(&self.ns, "seer_qos_p99_seconds"),
+                agent_metric(&self.ns, "seer_qos_violations_total"),
+                agent_metric(&self.ns, "seer_qos_p99_seconds"),
                 self.agent.proc.stderr(),
                 self.agent
                     .ticks()
@@ -212,7 +201,7 @@ impl Scenario {
                 t0.elapsed() < Duration::from_secs(30),
                 "no enforced step in 30 s (quota {}): violations {}; agent log:\n{}",
                 self.quota(),
-                metric(&self.ns, "seer_qos_violations_total"),
+                agent_metric(&self.ns, "seer_qos_violations_total"),
                 self.agent.proc.stderr()
             );
             std::thread::sleep(Duration::from_millis(200));
@@ -282,7 +271,8 @@ fn enforce_steps_alerts_a_late_alertmanager_and_undoes_on_sigterm() {
     sc.inject_and_wait_for_the_alert();
     // Alertmanager is down so far: the alert waits in the outbox.
     wait_for("a failed delivery, kept", Duration::from_secs(10), || {
-        metric(&ns, "seer_alert_failures_total") >= 1.0 && metric(&ns, "seer_alerts_pending") >= 1.0
+        agent_metric(&ns, "seer_alert_failures_total") >= 1.0
+            && agent_metric(&ns, "seer_alerts_pending") >= 1.0
     });
     assert_eq!(
         sc.quota(),

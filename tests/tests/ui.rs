@@ -51,29 +51,6 @@ fn browse(ns: &str, url: &str, ms: u32, png: Option<&Path>) -> String {
     )
 }
 
-/// GET `path` on the agent's listener in namespace `ns` (curl): the body, or curl's error.
-fn get(ns: &str, path: &str) -> String {
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{ns}"))
-        .args(["curl", "-sS", "--max-time", "2"])
-        .arg(format!("http://127.0.0.1:9464{path}"))
-        .output()
-        .expect("curl");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn metric(ns: &str, name: &str) -> f64 {
-    get(ns, "/metrics")
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(-1.0)
-}
-
 /// The attribute `attr` of every element carrying `marker` (e.g. `data-service="nginx"`).
 fn attr_of(dom: &str, marker: &str, attr: &str) -> Vec<String> {
     dom.match_indices(marker)
@@ -146,7 +123,7 @@ fn the_live_view_draws_the_graph_the_qos_and_the_violation_in_a_real_browser() {
         assert!(
             p.len() == 1 && (0.0..=1.0).contains(&p[0]),
             "node {svc}: data-p {ps:?}; page:\n{dom}\nthe agent's latest snapshot: {}\nagent log:\n{}",
-            get(&ns, "/api/ui/stream"),
+            agent_get(&ns, "/api/ui/snapshot"),
             agent.proc.stderr()
         );
     }
@@ -171,7 +148,7 @@ fn the_live_view_draws_the_graph_the_qos_and_the_violation_in_a_real_browser() {
     // The fault: memcached gets 1% of a CPU; the QoS breaks and the agent names it.
     std::fs::write(cg.0.join("cpu.cfs_quota_us"), "1000").expect("fault");
     let t0 = Instant::now();
-    while metric(&ns, "seer_qos_violations_total") < 1.0 {
+    while agent_metric(&ns, "seer_qos_violations_total") < 1.0 {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "no violation within 30 s of the fault; agent log:\n{}",
