@@ -63,6 +63,7 @@ mod error;
 mod events;
 pub mod export;
 pub mod graph;
+pub mod grid;
 mod manifest;
 mod open;
 pub mod query;

@@ -10,7 +10,9 @@
 //! first tick to the earliest last tick). Every tick has one row per service, in the
 //! manifest's service order (topological over the observed call graph, callees first), so
 //! `samples.arrow` reshapes to `[T, N, ...]` as it is. A bucket where a service's agent wrote
-//! no sample repeats its previous sample (`filled = 1`; zeros before the first one).
+//! no sample repeats its latest earlier one (`filled = 1`; zeros for a service no agent had
+//! sampled yet). The join is `seer_store::grid`, the code cluster mode's central predictor
+//! assembles its live ticks with, so training rows and live rows are made the same way.
 //!
 //! **Services** are the scenario's names: an agent service whose cgroup is the testbed's
 //! cgroup for a scenario service on that host gets that name; anything else an agent found is
@@ -44,7 +46,7 @@ use arrow_ipc::{
 };
 use arrow_schema::{DataType, Field, Schema};
 use seer_common::sample::{CHANNEL_NAMES, CHANNELS, ServiceId};
-use seer_store::{Store, StoreConfig, TickSamples, graph::topo_order};
+use seer_store::{Store, StoreConfig, TickSamples, graph::topo_order, grid::Grid};
 use serde::Serialize;
 
 use crate::{
@@ -376,8 +378,17 @@ pub fn build(inp: Input<'_>) -> Result<DatasetSummary> {
         .map(|w| (inp.t0_unix_ms as i64 + w.t_ms, w.p99_us))
         .collect();
     let mut cols = Cols::new(inp.horizons_ms.len());
-    let mut last_seen: HashMap<&str, (u64, [f32; CHANNELS])> = HashMap::new();
-    let samples_of = |n: &str| traces.iter().find_map(|(_, t)| t.samples.get(n));
+    // The grid the central predictor joins hosts on (seer_store::grid), one lane per service.
+    let mut grid: Grid<&str, (u64, [f32; CHANNELS])> = Grid::new(tick_ms, None);
+    grid.start_at(grid.slot_of(first));
+    for (_, t) in &traces {
+        for (n, m) in &t.samples {
+            for &(sample_ts, values) in m.values() {
+                // Before the first tick every host covered: refused, kept as the latest.
+                let _ = grid.insert(n.as_str(), sample_ts, (sample_ts, values));
+            }
+        }
+    }
     let mut ticks = 0;
     let mut violation_ticks = 0;
     let mut ts = first;
@@ -393,15 +404,16 @@ pub fn build(inp: Input<'_>) -> Result<DatasetSummary> {
             .next_back()
             .filter(|(t, _)| ts as i64 - **t < step_ms as i64)
             .map_or(-1, |(_, &p)| p as i64);
+        let cells: HashMap<&str, (u8, (u64, [f32; CHANNELS]))> = match grid.close_next() {
+            Some((_, cells)) => cells
+                .iter()
+                .map(|c| (*c.key, (u8::from(c.repeated), *c.value)))
+                .collect(),
+            None => HashMap::new(),
+        };
         for (i, n) in order.iter().enumerate() {
-            let fresh = samples_of(n).and_then(|m| m.get(&ts)).copied();
-            let (filled, (sample_ts, values)) = match fresh {
-                Some(x) => {
-                    last_seen.insert(n, x);
-                    (0, x)
-                }
-                None => (1, last_seen.get(n).copied().unwrap_or((0, [0.0; CHANNELS]))),
-            };
+            let (filled, (sample_ts, values)) =
+                cells.get(n).copied().unwrap_or((1, (0, [0.0; CHANNELS])));
             cols.ts.push(ts as i64);
             cols.t.push(ts as i64 - inp.t0_unix_ms as i64);
             cols.idx.push(i as u16);
@@ -683,7 +695,7 @@ fn column_docs(horizons: &[u64]) -> Vec<(String, String, String)> {
         c(
             "filled",
             "uint8",
-            "1: no sample of this service in this tick; values repeat its previous sample (zeros before the first)",
+            "1: no sample of this service in this tick; values repeat its latest earlier sample (zeros while no agent had sampled it)",
         ),
         c(
             "sample_ts_ms",

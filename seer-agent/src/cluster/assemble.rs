@@ -1,19 +1,23 @@
 //! The cluster-wide tick: every host's samples placed on a shared grid of `tick_ms` slots
 //! (slot = tick time / tick_ms), one [`ClusterTick`] per slot once it is closed. A host with no
 //! message in a slot repeats its previous one, flagged stale; a host silent for `forget_ms` is
-//! left out until it speaks again. Services get cluster-wide ids (one per host and agent id,
+//! left out until it speaks again. The grid is `seer_store::grid`, the one the testbed's
+//! training datasets join their hosts' traces with. Services get cluster-wide ids (one per host and agent id,
 //! never reused), and each remote edge (caller -> address:port) is resolved to the service of
 //! the host that has that address and listens on that port. Services are in the order the
 //! model was trained on: the testbed's datasets' (`seer_store::graph::topo_order`).
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     net::SocketAddr,
 };
 
 use seer_common::sample::{Sample, ServiceId};
 
 use super::wire::HostTick;
-use seer_store::graph::topo_order;
+use seer_store::{
+    graph::topo_order,
+    grid::{Grid, Late},
+};
 
 use crate::discovery::Service;
 
@@ -79,57 +83,44 @@ impl std::fmt::Display for Refused {
     }
 }
 
-struct Host {
-    /// Latest message at or before the last closed slot, and its slot.
-    last: Option<(u64, HostTick)>,
-    /// Messages for slots not closed yet.
-    pending: BTreeMap<u64, HostTick>,
-}
-
 pub struct Assembler {
-    tick_ms: u64,
-    forget_slots: u64,
-    hosts: BTreeMap<String, Host>,
+    /// One lane per host (`seer_store::grid`: the testbed's dataset join is the same code).
+    grid: Grid<String, HostTick>,
     ids: HashMap<(String, u32), ServiceId>,
-    /// The last slot closed (None: nothing heard yet).
-    closed: Option<u64>,
 }
 
 impl Assembler {
     pub fn new(tick_ms: u64, forget_ms: u64) -> Self {
+        let tick_ms = tick_ms.max(1);
         Assembler {
-            tick_ms: tick_ms.max(1),
-            forget_slots: (forget_ms / tick_ms.max(1)).max(1),
-            hosts: BTreeMap::new(),
+            grid: Grid::new(tick_ms, Some((forget_ms / tick_ms).max(1))),
             ids: HashMap::new(),
-            closed: None,
         }
     }
 
     pub fn slot_of(&self, ts_ms: u64) -> u64 {
-        ts_ms / self.tick_ms
+        self.grid.slot_of(ts_ms)
     }
 
     /// The last slot closed.
     pub fn closed(&self) -> Option<u64> {
-        self.closed
+        self.grid.closed()
     }
 
     /// Hosts heard from.
     pub fn hosts(&self) -> usize {
-        self.hosts.len()
+        self.grid.lanes()
     }
 
     /// Places a host's message on the grid. `now_ms`: this central's clock.
     pub fn insert(&mut self, t: HostTick, now_ms: u64) -> Result<(), Refused> {
-        if u64::from(t.tick_ms) != self.tick_ms {
+        if u64::from(t.tick_ms) != self.grid.tick_ms() {
             return Err(Refused::TickLength(t.tick_ms));
         }
-        let slot = self.slot_of(t.ts_ms);
-        if slot > self.slot_of(now_ms) + MAX_AHEAD_SLOTS {
+        if self.slot_of(t.ts_ms) > self.slot_of(now_ms) + MAX_AHEAD_SLOTS {
             return Err(Refused::Ahead);
         }
-        if !self.hosts.contains_key(&t.host) && self.hosts.len() >= MAX_HOSTS {
+        if !self.grid.has_lane(&t.host) && self.grid.lanes() >= MAX_HOSTS {
             return Err(Refused::TooManyHosts);
         }
         for s in &t.services {
@@ -142,58 +133,28 @@ impl Assembler {
                 self.ids.insert(key, id);
             }
         }
-        // The first message places the grid's start one slot before it.
-        let closed = *self.closed.get_or_insert(slot.saturating_sub(1));
-        let h = self.hosts.entry(t.host.clone()).or_insert(Host {
-            last: None,
-            pending: BTreeMap::new(),
-        });
-        if slot <= closed {
-            if h.last.as_ref().is_none_or(|(s, _)| *s < slot) {
-                h.last = Some((slot, t));
-            }
-            return Err(Refused::Late);
-        }
-        // Two messages in one slot (the agent's tick drifted): the newer wins.
-        h.pending.insert(slot, t);
-        Ok(())
+        let (host, ts) = (t.host.clone(), t.ts_ms);
+        self.grid.insert(host, ts, t).map_err(|Late| Refused::Late)
     }
 
-    /// Closes `slot` (every slot before it must be closed first, see `close_until`).
-    fn close(&mut self, slot: u64) -> ClusterTick {
-        self.closed = Some(slot);
-        let forget = self.forget_slots;
+    /// Closes the next slot of the grid.
+    fn close_next(&mut self) -> Option<ClusterTick> {
+        let tick_ms = self.grid.tick_ms();
+        let (slot, cells) = self.grid.close_next()?;
+        let ids = &self.ids;
         let mut stale_hosts = Vec::new();
-        let mut used: Vec<(String, bool)> = Vec::new();
-        for (name, h) in self.hosts.iter_mut() {
-            // Everything up to this slot becomes the host's latest.
-            let due: Vec<u64> = h.pending.range(..=slot).map(|(s, _)| *s).collect();
-            for s in due {
-                if let Some(t) = h.pending.remove(&s) {
-                    h.last = Some((s, t));
-                }
-            }
-            match &h.last {
-                Some((s, _)) if *s == slot => used.push((name.clone(), false)),
-                Some((s, _)) if slot.saturating_sub(*s) <= forget => {
-                    stale_hosts.push(name.clone());
-                    used.push((name.clone(), true));
-                }
-                _ => {}
-            }
-        }
         let mut services: Vec<Service> = Vec::new();
         let mut samples: Vec<Sample> = Vec::new();
         let mut members: Vec<Member> = Vec::new();
         let mut edges = BTreeSet::new();
         let mut listen: HashMap<SocketAddr, ServiceId> = HashMap::new();
-        let ts_ms = slot * self.tick_ms;
-        for (host, stale) in &used {
-            let (host, stale) = (host.as_str(), *stale);
-            let Some((_, t)) = self.hosts.get(host).and_then(|h| h.last.as_ref()) else {
-                continue;
-            };
-            let gid = |local: u32| self.ids.get(&(host.to_string(), local)).copied();
+        let ts_ms = slot * tick_ms;
+        for c in &cells {
+            let (host, t, stale) = (c.key.as_str(), c.value, c.repeated);
+            if stale {
+                stale_hosts.push(host.to_string());
+            }
+            let gid = |local: u32| ids.get(&(host.to_string(), local)).copied();
             for s in &t.services {
                 let Some(id) = gid(s.id) else { continue };
                 services.push(Service {
@@ -226,14 +187,11 @@ impl Assembler {
             }
         }
         let mut unresolved = 0;
-        for (host, _) in &used {
-            let host = host.as_str();
-            let Some((_, t)) = self.hosts.get(host).and_then(|h| h.last.as_ref()) else {
-                continue;
-            };
-            for (a, to) in &t.remote_edges {
+        for c in &cells {
+            let host = c.key.as_str();
+            for (a, to) in &c.value.remote_edges {
                 match (
-                    self.ids.get(&(host.to_string(), *a)),
+                    ids.get(&(host.to_string(), *a)),
                     listen.get(to).or_else(|| listen.get(&unmapped(to))),
                 ) {
                     (Some(&a), Some(&b)) if a != b => {
@@ -243,6 +201,7 @@ impl Assembler {
                 }
             }
         }
+        let hosts = cells.len();
         // The model's service order: the training datasets' (seer_store::graph::topo_order,
         // callees before callers, ties to the lower id), over the whole graph.
         let ids: Vec<ServiceId> = services.iter().map(|s| s.id).collect();
@@ -263,60 +222,45 @@ impl Assembler {
                 members.push(m);
             }
         }
-        ClusterTick {
+        Some(ClusterTick {
             slot,
             ts_ms,
             services,
             samples,
             edges,
             members,
-            hosts: used.len(),
+            hosts,
             stale_hosts,
             unresolved,
-        }
+        })
     }
 
     /// The newest slot up to which every slot after the last closed one has a message from
     /// every host still followed (not silent for `forget_ms`): those can be closed now, with
     /// no one to wait for. None: nothing to close early.
     pub fn complete_through(&self) -> Option<u64> {
-        let closed = self.closed?;
-        let active: Vec<&Host> = self
-            .hosts
-            .values()
-            .filter(|h| {
-                let newest = h
-                    .pending
-                    .keys()
-                    .next_back()
-                    .copied()
-                    .or(h.last.as_ref().map(|(s, _)| *s));
-                newest.is_some_and(|n| n + self.forget_slots > closed)
-            })
-            .collect();
-        if active.is_empty() {
-            return None;
-        }
-        let mut upto = None;
-        let mut s = closed + 1;
-        while active.iter().all(|h| h.pending.contains_key(&s)) {
-            upto = Some(s);
-            s += 1;
-        }
-        upto
+        self.grid.complete_through()
     }
 
     /// Closes every slot up to `slot` in order (at most `max` of them, the newest; older ones
     /// are skipped); the ticks, oldest first.
     pub fn close_until(&mut self, slot: u64, max: usize) -> Vec<ClusterTick> {
-        let Some(closed) = self.closed else {
+        let Some(next) = self.grid.next_slot() else {
             return Vec::new();
         };
-        if slot <= closed {
+        if slot < next {
             return Vec::new();
         }
-        let first = (closed + 1).max(slot.saturating_sub(max.saturating_sub(1) as u64));
-        (first..=slot).map(|s| self.close(s)).collect()
+        self.grid
+            .skip_to(slot.saturating_sub(max.saturating_sub(1) as u64));
+        let mut out = Vec::new();
+        while self.grid.next_slot().is_some_and(|n| n <= slot) {
+            match self.close_next() {
+                Some(t) => out.push(t),
+                None => break,
+            }
+        }
+        out
     }
 }
 
