@@ -41,6 +41,18 @@ pub enum Bench {
         #[arg(long, default_value_t = 300)]
         iters: usize,
     },
+    /// Cluster mode: simulated hosts (10, 100, 500 x 10 services) publish real-sized
+    /// messages at 100 ms ticks to a NATS server of the benchmark's own, one `central` runs
+    /// the shipped model. Last line: `cluster: hosts100_assembly_p99_ms=..
+    /// hosts100_tick_to_alarm_p99_ms=.. hosts500_tick_to_alarm_p99_ms=.. central_cpu_pct=..`.
+    Cluster {
+        /// Host counts, comma-separated.
+        #[arg(long, default_value = "10,100,500")]
+        hosts: String,
+        /// Seconds measured per host count.
+        #[arg(long, default_value_t = 20)]
+        secs: u64,
+    },
     /// The trace store: 1000 services at 100 ms ticks for a simulated hour.
     Store {
         /// Ticks to simulate (36000 = one hour at 100 ms).
@@ -119,6 +131,16 @@ pub fn run(b: Bench) -> Result<()> {
                     "--iters",
                     &iters.to_string(),
                 ]),
+            )
+        }
+        Bench::Cluster { hosts, secs } => {
+            util::step("build (release)");
+            util::cargo(&["build", "--release", "-p", "seer-agent"])?;
+            util::step("cluster benchmark");
+            util::run(
+                std::process::Command::new(util::root().join("target/release/seer-agent"))
+                    .args(["bench-cluster", "--hosts", &hosts])
+                    .args(["--secs", &secs.to_string()]),
             )
         }
         Bench::Store { ticks } => {

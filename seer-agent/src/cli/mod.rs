@@ -8,6 +8,7 @@ use crate::serve::query::QueryWhat;
 use crate::store;
 
 pub mod act;
+pub mod bench_cluster;
 pub mod bench_infer;
 pub mod central;
 pub mod diagnose;
@@ -97,6 +98,10 @@ pub enum Cmd {
     /// What the model costs: inference p50/p99 for 36 .. 1000 services (one thread) and a
     /// whole tick for 100 services (`cargo xtask bench infer` runs it on a release build).
     BenchInfer(bench_infer::BenchInferArgs),
+    /// What cluster mode costs: simulated hosts (10, 100, 500 x 10 services) publishing to a
+    /// NATS server of its own, one central with the shipped model; tick-to-alarm, assembly,
+    /// inference, CPU (`cargo xtask bench cluster` runs it on a release build).
+    BenchCluster(bench_cluster::BenchClusterArgs),
     /// Replay the model over a recorded trace store: each tick's probabilities, with the same
     /// window and inference code as `run` (and how far they are from the agent's own stored
     /// predictions of the same model).

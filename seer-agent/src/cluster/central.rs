@@ -456,7 +456,8 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                 (p.ts_ms == last.ts_ms).then(|| assembled_at.elapsed().as_secs_f64() * 1000.0);
             let body = serde_json::json!({
                 "ts_ms": p.ts_ms, "leader": o.name, "term": term, "model": p.model,
-                "infer_us": p.infer_us, "published_after_assembly_ms": after_assembly_ms,
+                "infer_us": p.infer_us, "assembly_us": st.assembly_us,
+                "published_after_assembly_ms": after_assembly_ms,
                 "services": v["services"].as_array().map(|a| a.iter().map(|s| serde_json::json!({
                     "host": s["host"], "name": s["name"], "p": s["p"], "stale": s["stale"],
                 })).collect::<Vec<_>>()),
