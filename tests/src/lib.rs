@@ -57,6 +57,58 @@ pub fn agent_bin() -> PathBuf {
     target_bin("seer-agent")
 }
 
+/// A shipped systemd unit (`deploy/...`), its ExecStart pointed at the built agent: asserts
+/// that `systemd-analyze verify` has nothing to say about it and returns the exposure level
+/// `systemd-analyze security` rates it (lower is better; "OK" up to 5).
+pub fn unit_exposure(unit: &std::path::Path) -> f64 {
+    let text = std::fs::read_to_string(unit).unwrap_or_else(|e| panic!("{}: {e}", unit.display()));
+    let name = unit
+        .file_name()
+        .expect("unit name")
+        .to_string_lossy()
+        .to_string();
+    let dir = std::env::temp_dir().join(format!("seer-unit-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let copy = dir.join(&name);
+    std::fs::write(
+        &copy,
+        text.replace(
+            "/usr/local/bin/seer-agent",
+            &agent_bin().display().to_string(),
+        ),
+    )
+    .expect("unit copy");
+    let run = |args: &[&str]| {
+        Command::new("systemd-analyze")
+            .args(args)
+            .arg(&copy)
+            .output()
+            .expect("systemd-analyze (Debian package systemd) must be installed")
+    };
+    let v = run(&["verify"]);
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert!(
+        v.status.success() && err.trim().is_empty(),
+        "verify {name}: {err}"
+    );
+    let s = run(&["security", "--offline=yes"]);
+    let out = String::from_utf8_lossy(&s.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    out.lines()
+        .find_map(|l| {
+            l.split(&format!("Overall exposure level for {name}:"))
+                .nth(1)
+        })
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure level in: {out}{}",
+                String::from_utf8_lossy(&s.stderr)
+            )
+        })
+}
+
 pub fn testsrv_bin() -> PathBuf {
     target_bin("seer-testsrv")
 }

@@ -36,6 +36,8 @@ struct Nats {
     ns: String,
     dir: PathBuf,
     procs: Vec<Option<Proc>>,
+    /// nats-server's environment (the deployment example reads its passwords from it).
+    env: Vec<(String, String)>,
 }
 
 const ROUTE_PORT: u16 = 16222;
@@ -60,6 +62,15 @@ impl Nats {
     }
 
     fn start_with(ns: &str, n: usize, tls: bool) -> Nats {
+        let auth = format!(
+            "authorization {{ users: [ {{ user: \"{USER}\", password: \"{PASS}\" }} ] }}\n"
+        );
+        Nats::start_auth(ns, n, tls, &auth, Vec::new())
+    }
+
+    /// `auth`: the configuration's users (an authorization block, or an include of one);
+    /// `env`: nats-server's environment.
+    fn start_auth(ns: &str, n: usize, tls: bool, auth: &str, env: Vec<(String, String)>) -> Nats {
         let found = Command::new("sh")
             .args(["-c", "command -v nats-server"])
             .output()
@@ -101,8 +112,7 @@ impl Nats {
                 dir.join(format!("nats{i}.conf")),
                 format!(
                     "listen: \"0.0.0.0:{}\"\nserver_name: \"n{i}\"\n\
-                     jetstream {{ store_dir: \"{}\" }}\n{cluster}{tls_conf}\
-                     authorization {{ users: [ {{ user: \"{USER}\", password: \"{PASS}\" }} ] }}\n",
+                     jetstream {{ store_dir: \"{}\" }}\n{cluster}{tls_conf}{auth}",
                     NATS_PORT + i as u16,
                     store.display()
                 ),
@@ -117,6 +127,7 @@ impl Nats {
             ns: ns.into(),
             dir,
             procs: (0..n).map(|_| None).collect(),
+            env,
         };
         for i in 0..n {
             nats.run(i);
@@ -136,11 +147,13 @@ impl Nats {
     /// Starts server `i` (again: its store is kept).
     fn run(&mut self, i: usize) {
         let conf = self.dir.join(format!("nats{i}.conf")).display().to_string();
-        let p = Proc::spawn(NetPair::cmd(
+        let mut c = NetPair::cmd(
             &self.ns,
             std::path::Path::new("nats-server"),
             &["-c", &conf],
-        ));
+        );
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let p = Proc::spawn(c);
         p.wait_err("nats-server ready", T, |l| l.contains("Server is ready"));
         self.procs[i] = Some(p);
     }
@@ -268,6 +281,17 @@ fn wait_agent(a: &Agent, what: &str, f: impl Fn(&Value) -> bool) -> Value {
 /// Messages on `subject`, each with when it arrived: a subscriber speaking the NATS text
 /// protocol itself, connected from inside `ns`.
 fn subscribe(ns: &str, subject: &str) -> Arc<Mutex<Vec<(Instant, Value)>>> {
+    subscribe_as(ns, subject, USER, PASS)
+}
+
+/// The same, signed in as `user`.
+fn subscribe_as(
+    ns: &str,
+    subject: &str,
+    user: &str,
+    pass: &str,
+) -> Arc<Mutex<Vec<(Instant, Value)>>> {
+    let (user, pass) = (user.to_string(), pass.to_string());
     let got: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
     let sink = got.clone();
     let subject = subject.to_string();
@@ -283,7 +307,7 @@ fn subscribe(ns: &str, subject: &str) -> Arc<Mutex<Vec<(Instant, Value)>>> {
         let _ = r.read_line(&mut line); // INFO
         let _ = write!(
             w,
-            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"user\":\"{USER}\",\"pass\":\"{PASS}\"}}\r\nSUB {subject} 1\r\nPING\r\n"
+            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"user\":\"{user}\",\"pass\":\"{pass}\"}}\r\nSUB {subject} 1\r\nPING\r\n"
         );
         loop {
             line.clear();
@@ -344,6 +368,19 @@ fn fresh(t: &Value, host: &str) -> bool {
 /// Publishes `payload` on `subject` as any NATS client could (the text protocol, from inside
 /// `ns`), and waits for the server's PONG: the message is in.
 fn publish_raw(ns: &str, subject: &str, payload: &[u8]) {
+    if let Err(e) = publish_as(ns, subject, payload, USER, PASS) {
+        panic!("nats-server refused: {e}");
+    }
+}
+
+/// The same, signed in as `user`; the server's refusal (`-ERR ...`) as an error.
+fn publish_as(
+    ns: &str,
+    subject: &str,
+    payload: &[u8],
+    user: &str,
+    pass: &str,
+) -> Result<(), String> {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{NATS_PORT}").parse().expect("addr");
     let stream = in_ns(ns, move || TcpStream::connect(addr))
         .join()
@@ -355,7 +392,7 @@ fn publish_raw(ns: &str, subject: &str, payload: &[u8]) {
     r.read_line(&mut line).expect("INFO");
     write!(
         w,
-        "CONNECT {{\"verbose\":false,\"user\":\"{USER}\",\"pass\":\"{PASS}\"}}\r\nPUB {subject} {}\r\n",
+        "CONNECT {{\"verbose\":false,\"user\":\"{user}\",\"pass\":\"{pass}\"}}\r\nPUB {subject} {}\r\n",
         payload.len()
     )
     .expect("PUB");
@@ -363,13 +400,14 @@ fn publish_raw(ns: &str, subject: &str, payload: &[u8]) {
     w.write_all(b"\r\nPING\r\n").expect("PING");
     loop {
         line.clear();
-        assert!(
-            r.read_line(&mut line).expect("read") > 0,
-            "nats-server closed"
-        );
-        assert!(!line.starts_with("-ERR"), "nats-server refused: {line}");
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return Err("nats-server closed the connection".into());
+        }
+        if line.starts_with("-ERR") {
+            return Err(line.trim_end().to_string());
+        }
         if line.starts_with("PONG") {
-            return;
+            return Ok(());
         }
     }
 }
@@ -780,15 +818,7 @@ fn the_leaders_alarm_makes_the_culprits_host_diagnose() {
     let (net, nats, _srv) = host_with_nats("7050");
     let creds = nats.creds();
     let u = url("127.0.0.1");
-    let mut args = agent_args(&u, &creds, "h1");
-    args.extend([
-        "--no-predict",
-        "--qos",
-        "seer-testsrv:1000",
-        "--mode",
-        "dry-run",
-    ]);
-    let agent = Agent::start(&net.server, 100_000, &args);
+    let agent = responding_agent(&net.server, &u, &creds);
     let model = alarming_model(&nats.dir);
     // A real Alertmanager the leader alerts once the host answered.
     let am_bin = std::path::Path::new("/usr/bin/prometheus-alertmanager");
@@ -964,6 +994,20 @@ fn a_new_leader_does_not_send_an_alarm_twice() {
 /// The test fixture's model (models/fixtures/parity) with its card's threshold at 1e-6, in a
 /// folder of its own under `dir` (the agent loads models only from folders others cannot
 /// write).
+/// An agent publishing as h1 that answers the central's requests (the QoS of the test
+/// server's service watched, its own model off, dry-run actions).
+fn responding_agent(ns: &str, url: &str, creds: &str) -> Agent {
+    let mut args = agent_args(url, creds, "h1");
+    args.extend([
+        "--no-predict",
+        "--qos",
+        "seer-testsrv:1000",
+        "--mode",
+        "dry-run",
+    ]);
+    Agent::start(ns, 100_000, &args)
+}
+
 fn alarming_model(dir: &std::path::Path) -> String {
     use std::os::unix::fs::PermissionsExt as _;
     let fixture =
@@ -1191,4 +1235,105 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis() as u64
+}
+
+/// The deployment example (`deploy/cluster/`) is the one a real agent and central work with:
+/// the node's configuration passes `nats-server -t`; a server with the example's users (its
+/// `nats-auth.conf` included as shipped, the passwords from the environment) refuses anonymous
+/// clients, lets the agent publish, answer and run `doctor`, lets the central make the stream,
+/// hold the lease, publish predictions and ask the host, and refuses an agent that publishes
+/// predictions; the central's systemd unit verifies with an exposure of at most 2.0.
+#[test]
+fn the_deployment_example_signs_in_and_confines_the_agents() {
+    require_root!();
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cluster");
+    let (apw, cpw) = ("agent-example-secret", "central-example-secret");
+    let env = vec![
+        ("SEER_AGENT_PASSWORD".to_string(), apw.to_string()),
+        ("SEER_CENTRAL_PASSWORD".to_string(), cpw.to_string()),
+    ];
+    let t = Command::new("nats-server")
+        .args(["-t", "-c"])
+        .arg(deploy.join("nats-node.conf"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("nats-server -t");
+    assert!(
+        t.status.success(),
+        "nats-node.conf: {}{}",
+        String::from_utf8_lossy(&t.stdout),
+        String::from_utf8_lossy(&t.stderr)
+    );
+    let level = unit_exposure(&deploy.join("seer-central.service"));
+    println!("seer-central.service: systemd-analyze security exposure {level}");
+    assert!(level <= 2.0, "exposure {level} > 2.0");
+
+    kernel();
+    let net = NetPair::new();
+    // As shipped (an include is relative to the including file: the text itself goes in).
+    let auth = std::fs::read_to_string(deploy.join("nats-auth.conf")).expect("nats-auth.conf");
+    let nats = Nats::start_auth(&net.server, 1, false, &auth, env);
+    let srv = Proc::spawn(NetPair::cmd(
+        &net.server,
+        &testsrv_bin(),
+        &["delay", "7060", "0"],
+    ));
+    srv.wait_line("server ready", T, |l| l == "ready");
+    use std::os::unix::fs::PermissionsExt as _;
+    let creds = |name: &str, line: String| {
+        let p = nats.dir.join(name);
+        std::fs::write(&p, line).expect("creds");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        p.display().to_string()
+    };
+    let agent_creds = creds("agent.creds", format!("seer-agent:{apw}\n"));
+    let central_creds = creds("central.creds", format!("seer-central:{cpw}\n"));
+    let u = url("127.0.0.1");
+
+    let anon = publish_as(&net.server, "seer.samples.h1", b"x", "", "");
+    println!("anonymous: {anon:?}");
+    assert!(
+        anon.as_ref()
+            .is_err_and(|e| e.contains("Authorization Violation")),
+        "an anonymous client must be refused: {anon:?}"
+    );
+    let preds = subscribe_as(&net.server, "seer.predictions", "seer-central", cpw);
+    let model = alarming_model(&nats.dir);
+    let c = central(
+        &net.server,
+        &u,
+        &central_creds,
+        "c1",
+        &["--model", &model, "--metrics-addr", "off"],
+    );
+    let agent = responding_agent(&net.server, &u, &agent_creds);
+    wait_central(&c, "h1's samples at the central", |t| fresh(t, "h1"));
+    // The leader's request reaches the host, and the host's answer the central.
+    let t = wait_central(&c, "h1's answer to the leader's request", |t| {
+        t["answers"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    println!("answer: {}", t["answers"][0]);
+    assert_eq!(t["answers"][0]["host"], "h1");
+    wait_until("a prediction on seer.predictions", T, || {
+        !preds.lock().expect("lock").is_empty()
+    });
+    let doc = doctor_cluster(&net.server, &u, &agent_creds);
+    println!("doctor as the agent: {doc}");
+    assert_eq!(doc["ok"], true, "{doc}");
+    assert_eq!(doc["stream"]["present"], true, "{doc}");
+    let forged = publish_as(&net.server, "seer.predictions", b"{}", "seer-agent", apw);
+    println!("an agent publishing a prediction: {forged:?}");
+    assert!(
+        forged
+            .as_ref()
+            .is_err_and(|e| e.contains("Permissions Violation")),
+        "the agent's user must not publish predictions: {forged:?}"
+    );
+    assert!(
+        !agent.proc.stderr().contains("Permissions Violation")
+            && !c.stderr().contains("Permissions Violation"),
+        "agent or central hit a permission they need:\nagent: {}\ncentral: {}",
+        agent.proc.stderr(),
+        c.stderr()
+    );
 }

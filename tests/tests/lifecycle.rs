@@ -206,49 +206,11 @@ fn every_thread_runs_with_the_least_privilege_after_attaching() {
 /// its exposure at most 5.0 ("OK"; it was 8.2, "EXPOSED", before the sandboxing).
 #[test]
 fn the_systemd_unit_verifies_and_is_sandboxed() {
-    let unit =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/seer-agent.service");
-    let text = std::fs::read_to_string(&unit).expect("deploy/seer-agent.service");
-    let dir = std::env::temp_dir().join(format!("seer-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let copy = dir.join("seer-agent.service");
-    std::fs::write(
-        &copy,
-        text.replace(
-            "/usr/local/bin/seer-agent",
-            &agent_bin().display().to_string(),
-        ),
-    )
-    .expect("unit copy");
-    let run = |args: &[&str]| {
-        Command::new("systemd-analyze")
-            .args(args)
-            .arg(&copy)
-            .output()
-            .expect("systemd-analyze (Debian package systemd) must be installed")
-    };
-    let v = run(&["verify"]);
-    let err = String::from_utf8_lossy(&v.stderr);
-    assert!(v.status.success() && err.trim().is_empty(), "verify: {err}");
-    let s = run(&["security", "--offline=yes"]);
-    let out = String::from_utf8_lossy(&s.stdout);
-    let level: f64 = out
-        .lines()
-        .find_map(|l| {
-            l.split("Overall exposure level for seer-agent.service:")
-                .nth(1)
-        })
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|x| x.parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "no exposure level in: {out}{}",
-                String::from_utf8_lossy(&s.stderr)
-            )
-        });
+    let level = unit_exposure(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/seer-agent.service"),
+    );
     println!("systemd-analyze security: exposure {level}");
-    assert!(level <= 5.0, "exposure {level} > 5.0:\n{out}");
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(level <= 5.0, "exposure {level} > 5.0");
 }
 
 #[test]
