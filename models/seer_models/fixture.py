@@ -39,7 +39,8 @@ def main() -> int:
     fed[..., zeroed] = 0.0
     x = D.normalise(fed, card["normalisation"])[None]
     sess = ort.InferenceSession(base + ".onnx", providers=["CPUExecutionProvider"])
-    (p,) = sess.run(["p"], {"x": x, "adj": run.adj})
+    edges = np.argwhere(run.adj != 0).astype(np.int64)
+    (p,) = sess.run(["p"], {"x": x, "edges": edges})
     with open(os.path.join(out, "window.json"), "w") as f:
         json.dump(
             {
@@ -49,7 +50,7 @@ def main() -> int:
                 "n": int(raw.shape[1]),
                 "services": run.services,
                 "raw": raw.astype(float).ravel().tolist(),
-                "adj": run.adj.astype(float).ravel().tolist(),
+                "edges": edges.tolist(),
                 "p": p[0].astype(float).tolist(),
             },
             f,
@@ -60,7 +61,7 @@ def main() -> int:
     wins = D.windows(full.astype(np.float32), t)
     probs = np.zeros(run.x.shape[:2], np.float32)
     for i in range(len(wins)):
-        (pp,) = sess.run(["p"], {"x": wins[i : i + 1], "adj": run.adj})
+        (pp,) = sess.run(["p"], {"x": wins[i : i + 1], "edges": edges})
         probs[t - 1 + i] = pp[0]
     rows = []
     for thr in sorted({float(card["threshold"]), 0.5}):

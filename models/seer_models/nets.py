@@ -7,8 +7,8 @@ p [B, N], the probability that each service initiates a QoS violation within the
 The paper's networks have a fixed N: they see services as positions. Trained over many
 topologies they are padded to `n_max` services (zeros past the real ones; the output there is
 ignored), which is how one would run them across deployments, and why they cannot know which
-service calls which. The graph network takes `adj` [N, N] (adj[i, j] = 1: i calls j) as a
-second input and works for any N and any topology.
+service calls which. The graph networks take the call graph as a second input (`adj` [N, N]
+in training, `edges` [E, 2] when exported: see `Graph`) and work for any N and any topology.
 """
 
 from __future__ import annotations
@@ -77,6 +77,69 @@ class PaperHybrid(nn.Module):
         return torch.sigmoid(self.out(h[:, -1]))
 
 
+class Graph:
+    """The call graph as the graph networks use it, from either form of their second input:
+    `adj` float [N, N] (adj[i, j] = 1: service i calls j; training) or `edges` int64 [E, 2]
+    ((i, j) rows, each call once, no self-calls; the exported models, so that the agent's and
+    the central's inference costs memory and time linear in the calls, not quadratic in N: a
+    dense [5000, 5000] adjacency alone is 100 MB a tick). Both give the same results, which
+    `train.export_onnx` checks against the dense form before it writes a model."""
+
+    def __init__(self, g: torch.Tensor, n: int):
+        self.n = n
+        self.sparse = not torch.is_floating_point(g)
+        if self.sparse:
+            self.src, self.dst = g[:, 0], g[:, 1]
+        else:
+            self.adj = g
+
+    def _gather_sum(self, to: torch.Tensor, frm: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Per service i: the sum of v[:, j] over the edges with to = i and frm = j. v [B, N, K]."""
+        out = torch.zeros(v.shape[0], self.n, v.shape[2], dtype=v.dtype)
+        return out.index_add(1, to, v[:, frm])
+
+    def _degree(self, to: torch.Tensor) -> torch.Tensor:
+        ones = torch.ones(to.shape[0], dtype=torch.float32)
+        return torch.zeros(self.n, dtype=torch.float32).index_add(0, to, ones).clamp(min=1.0)
+
+    def callees_mean(self, h: torch.Tensor) -> torch.Tensor:
+        """Per service, the mean of its callees' h (0 for none). h [B, N, H]."""
+        if self.sparse:
+            return self._gather_sum(self.src, self.dst, h) / self._degree(self.src)[None, :, None]
+        return (self.adj / self.adj.sum(dim=1, keepdim=True).clamp(min=1.0)) @ h
+
+    def callers_mean(self, h: torch.Tensor) -> torch.Tensor:
+        """Per service, the mean of its callers' h (0 for none)."""
+        if self.sparse:
+            return self._gather_sum(self.dst, self.src, h) / self._degree(self.dst)[None, :, None]
+        at = self.adj.transpose(0, 1)
+        return (at / at.sum(dim=1, keepdim=True).clamp(min=1.0)) @ h
+
+    def _attend(self, h, score, to, frm, m):
+        """Per service, its neighbours averaged with weights softmax(score) over them: a
+        learned, soft "which neighbour stands out" (a maximum would need a [B, N, N, H]
+        tensor). h [B, N, H], score [B, N]; sparse: neighbours j of i are the edges (to = i,
+        frm = j); dense: m[i, j] = 1."""
+        e = torch.exp(score - score.max(dim=1, keepdim=True).values)  # [B, N]
+        if self.sparse:
+            num = self._gather_sum(to, frm, e.unsqueeze(-1) * h)
+            den = self._gather_sum(to, frm, e.unsqueeze(-1))
+            return num / den.clamp(min=1e-9)
+        w = m.unsqueeze(0) * e.unsqueeze(1)  # [B, N, N]
+        w = w / w.sum(dim=2, keepdim=True).clamp(min=1e-9)
+        return torch.matmul(w, h)
+
+    def attend_callees(self, h: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        if self.sparse:
+            return self._attend(h, score, self.src, self.dst, None)
+        return self._attend(h, score, None, None, self.adj)
+
+    def attend_callers(self, h: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        if self.sparse:
+            return self._attend(h, score, self.dst, self.src, None)
+        return self._attend(h, score, None, None, self.adj.transpose(0, 1))
+
+
 class GraphHybrid(nn.Module):
     """The hybrid with weights shared across services: per service, a temporal CNN then an LSTM
     over its own channels; then rounds of message passing over the call graph (what its
@@ -98,13 +161,10 @@ class GraphHybrid(nn.Module):
         z = self.conv(z).permute(0, 2, 1)  # [B*N, T, H]
         h, _ = self.lstm(z)
         h = h[:, -1].reshape(b, n, -1)  # [B, N, H]
-        # Mean over callees (adj rows) and over callers (adj columns).
-        callees = adj / adj.sum(dim=1, keepdim=True).clamp(min=1.0)
-        callers = adj.transpose(0, 1) / adj.sum(dim=0).unsqueeze(1).clamp(min=1.0)
+        # Mean over callees and over callers.
+        g = Graph(adj, n)
         for layer in self.mix:
-            down = torch.matmul(callees, h)
-            up = torch.matmul(callers, h)
-            h = torch.relu(layer(torch.cat([h, down, up], dim=-1))) + h
+            h = torch.relu(layer(torch.cat([h, g.callees_mean(h), g.callers_mean(h)], dim=-1))) + h
         return torch.sigmoid(self.out(h).squeeze(-1))
 
 
@@ -131,16 +191,6 @@ class GraphFactored(nn.Module):
         self.culprit = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self.coming = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
-    @staticmethod
-    def _attend(h: torch.Tensor, score: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        """Per service, its neighbours (m[i, j] = 1: j is one of i's) averaged with weights
-        softmax(score) over them: a learned, soft "which neighbour stands out" (a maximum would
-        need a [B, N, N, H] tensor; this needs [B, N, N] scalars). h [B, N, H], score [B, N]."""
-        s = score - score.max(dim=1, keepdim=True).values
-        w = m.unsqueeze(0) * torch.exp(s).unsqueeze(1)  # [B, N, N]
-        w = w / w.sum(dim=2, keepdim=True).clamp(min=1e-9)
-        return torch.matmul(w, h)
-
     def parts(self, x: torch.Tensor, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(violation logit [B], culprit logits [B, N])."""
         b, t, n, c = x.shape
@@ -148,12 +198,10 @@ class GraphFactored(nn.Module):
         z = self.conv(z).permute(0, 2, 1)
         h, _ = self.lstm(z)
         h = h[:, -1].reshape(b, n, -1)
-        callees = adj / adj.sum(dim=1, keepdim=True).clamp(min=1.0)
-        callers_adj = adj.transpose(0, 1)
-        callers = callers_adj / callers_adj.sum(dim=1, keepdim=True).clamp(min=1.0)
+        g = Graph(adj, n)
         for layer, salience in zip(self.mix, self.salience):
             sc = salience(h).squeeze(-1)
-            feats = [h, callees @ h, callers @ h, self._attend(h, sc, adj), self._attend(h, sc, callers_adj)]
+            feats = [h, g.callees_mean(h), g.callers_mean(h), g.attend_callees(h, sc), g.attend_callers(h, sc)]
             h = torch.relu(layer(torch.cat(feats, dim=-1))) + h
         pooled = torch.cat([h.mean(dim=1), h.max(dim=1).values], dim=-1)
         return self.coming(pooled).squeeze(-1), self.culprit(h).squeeze(-1)

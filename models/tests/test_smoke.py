@@ -63,8 +63,8 @@ def test_train_export_parity_and_card(tmp_path, net):
     n = 6 if graph else 12
     feeds = {"x": np.zeros((1, 5, n, card["c"]), np.float32)}
     if graph:
-        assert names == ["x", "adj"]
-        feeds["adj"] = np.zeros((n, n), np.float32)
+        assert names == ["x", "edges"]
+        feeds["edges"] = np.array([[1, 0], [2, 1]], np.int64)
     else:
         assert names == ["x"]
     (p,) = sess.run(["p"], feeds)

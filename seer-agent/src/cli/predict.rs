@@ -171,7 +171,8 @@ pub struct Dataset {
     /// [T][N][C]
     pub raw: Vec<Vec<[f32; seer_common::sample::CHANNELS]>>,
     pub ts_ms: Vec<u64>,
-    pub adj: Vec<f32>,
+    /// The call graph, (caller, callee) service indices.
+    pub edges: Vec<[i64; 2]>,
     pub violations: Vec<crate::cli::score::Violation>,
 }
 
@@ -269,15 +270,15 @@ pub fn read_dataset(dir: &std::path::Path) -> anyhow::Result<Dataset> {
         .enumerate()
         .map(|(i, s)| (s.as_str(), i))
         .collect();
-    let mut adj = vec![0f32; n * n];
-    let edges = std::fs::read_to_string(dir.join("edges.csv")).unwrap_or_default();
-    for line in edges.lines().skip(1) {
+    let mut edges = std::collections::BTreeSet::new();
+    let csv = std::fs::read_to_string(dir.join("edges.csv")).unwrap_or_default();
+    for line in csv.lines().skip(1) {
         let mut f = line.split(',');
         if let (Some(a), Some(b)) = (f.next(), f.next())
             && let (Some(&i), Some(&j)) = (index.get(a), index.get(b))
             && i != j
         {
-            adj[i * n + j] = 1.0;
+            edges.insert([i as i64, j as i64]);
         }
     }
     let mut violations = Vec::new();
@@ -298,7 +299,7 @@ pub fn read_dataset(dir: &std::path::Path) -> anyhow::Result<Dataset> {
         services,
         raw,
         ts_ms,
-        adj,
+        edges: edges.into_iter().collect(),
         violations,
     })
 }
@@ -325,7 +326,7 @@ pub fn replay_dataset(
             ids: (0..n as u32).map(ServiceId).collect(),
             t: t_len,
             raw,
-            adj: ds.adj.clone(),
+            edges: ds.edges.clone(),
             version: 0,
         };
         *out = m

@@ -65,23 +65,46 @@ impl Window {
             .enumerate()
             .map(|(i, s)| (s.id, i))
             .collect();
-        let mut adj = vec![0f32; n * n];
-        for (a, b) in edges {
-            if let (Some(&i), Some(&j)) = (index.get(a), index.get(b))
-                && i != j
-            {
-                adj[i * n + j] = 1.0;
-            }
-        }
+        let edges = edges
+            .iter()
+            .filter_map(|(a, b)| Some((*index.get(a)?, *index.get(b)?)))
+            .filter(|(i, j)| i != j)
+            .map(|(i, j)| [i as i64, j as i64])
+            .collect();
         Request {
             ts_ms,
             ids: services.iter().map(|s| s.id).collect(),
             t,
             raw,
-            adj,
+            edges,
             version,
         }
     }
+}
+
+/// `adj` [n, n] (adj[i * n + j] = 1: i calls j) from an edge list, for models that take it.
+pub fn dense_adj(n: usize, edges: &[[i64; 2]]) -> Vec<f32> {
+    let mut adj = vec![0f32; n * n];
+    for &[i, j] in edges {
+        if let (Ok(i), Ok(j)) = (usize::try_from(i), usize::try_from(j))
+            && i < n
+            && j < n
+        {
+            adj[i * n + j] = 1.0;
+        }
+    }
+    adj
+}
+
+/// The edge list of a dense `adj` [n, n] (non-zero off the diagonal), row by row (fixtures
+/// written with `adj`).
+#[cfg(test)]
+pub fn edges_of_dense(n: usize, adj: &[f32]) -> Vec<[i64; 2]> {
+    (0..n)
+        .flat_map(|i| (0..n).map(move |j| (i, j)))
+        .filter(|&(i, j)| i != j && adj.get(i * n + j).is_some_and(|&v| v != 0.0))
+        .map(|(i, j)| [i as i64, j as i64])
+        .collect()
 }
 
 /// `x` [t, n_in, C] from the request's raw [t, n, C]: v' = (ln(1 + max(v, 0)) - mean) / std per
@@ -153,8 +176,10 @@ mod tests {
             [at(0, 1), at(1, 1), at(2, 1), at(3, 1)],
             [0.0, 0.0, 0.0, 30.0]
         );
-        // adj[i][j]: s2 (index 1) calls s1 (index 0).
-        assert_eq!(r.adj, vec![0.0, 0.0, 1.0, 0.0]);
+        // s2 (index 1) calls s1 (index 0); dense, adj[1][0].
+        assert_eq!(r.edges, vec![[1, 0]]);
+        assert_eq!(dense_adj(2, &r.edges), vec![0.0, 0.0, 1.0, 0.0]);
+        assert_eq!(edges_of_dense(2, &dense_adj(2, &r.edges)), r.edges);
         // A service gone from discovery is forgotten.
         w.push(&[svc(2)], &[sample(2, 31.0)]);
         assert_eq!(w.len_of(ServiceId(1)), 0);
@@ -189,7 +214,7 @@ mod tests {
             raw: (0..CHANNELS)
                 .map(|c| if c == 0 { -5.0 } else { 9.0 })
                 .collect(),
-            adj: vec![0.0],
+            edges: Vec::new(),
             version: 1,
         };
         let mut x = Vec::new();

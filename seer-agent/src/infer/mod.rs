@@ -60,8 +60,9 @@ pub struct Request {
     pub t: usize,
     /// [t, n, C], raw channel values.
     pub raw: Vec<f32>,
-    /// [n, n], adj[i * n + j] = 1 when service i calls j.
-    pub adj: Vec<f32>,
+    /// The call graph as (i, j) index pairs, service i calls j (i != j, each pair once): fed
+    /// as it is to a model that takes `edges` [E, 2], or as `adj` [n, n] to one that takes that.
+    pub edges: Vec<[i64; 2]>,
     /// The card version the request was shaped for (a reload in between voids it).
     pub version: u64,
 }
@@ -148,9 +149,20 @@ pub const INFER_BUCKETS_US: [u64; 10] = [
     100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000,
 ];
 
+/// How a graph model takes the call graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GraphInput {
+    /// `edges` int64 [E, 2]: memory and time linear in the calls (the shipped models).
+    Edges,
+    /// `adj` float32 [N, N] (models exported before the edge list): quadratic in N.
+    Adj,
+}
+
 struct Loaded {
     card: Card,
     session: ort::session::Session,
+    /// None: a fixed-N network without the call graph.
+    graph: Option<GraphInput>,
     stamp: (u64, u64, i64, i64),
     /// Channel index -> zeroed.
     zeroed: [bool; CHANNELS],
@@ -170,18 +182,23 @@ fn load(env: &ort::environment::Environment, path: &Path, tick_ms: u64) -> Resul
     card.check(tick_ms).map_err(|e| e.to_string())?;
     let session = runtime::session(env, path)?;
     let ins: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
-    let want: &[&str] = if card.takes_graph() {
-        &["x", "adj"]
-    } else {
-        &["x"]
+    let graph = match (card.takes_graph(), &ins[..]) {
+        (true, ["x", "edges"]) => Some(GraphInput::Edges),
+        (true, ["x", "adj"]) => Some(GraphInput::Adj),
+        (false, ["x"]) => None,
+        _ => {
+            let want = if card.takes_graph() {
+                "[\"x\", \"edges\"] (or [\"x\", \"adj\"])"
+            } else {
+                "[\"x\"]"
+            };
+            return Err(format!(
+                "model {}: inputs {ins:?}, its card ({} network) says {want}",
+                path.display(),
+                card.network
+            ));
+        }
     };
-    if ins != want {
-        return Err(format!(
-            "model {}: inputs {ins:?}, its card ({} network) says {want:?}",
-            path.display(),
-            card.network
-        ));
-    }
     if !session.outputs().iter().any(|o| o.name() == "p") {
         return Err(format!("model {}: no output named \"p\"", path.display()));
     }
@@ -198,6 +215,7 @@ fn load(env: &ort::environment::Environment, path: &Path, tick_ms: u64) -> Resul
         zeroed[i] = card.zeroed_channels.iter().any(|z| z == name);
     }
     Ok(Loaded {
+        graph,
         card,
         session,
         stamp: st,
@@ -234,7 +252,7 @@ pub fn probe(model: Option<&Path>, ort_lib: Option<&Path>, tick_ms: u64) -> serd
                 ids: (0..n as u32).map(ServiceId).collect(),
                 t,
                 raw: vec![1.0; t * n * CHANNELS],
-                adj: vec![0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+                edges: vec![[0, 1], [1, 2]],
                 version: 0,
             };
             let t0 = Instant::now();
@@ -528,9 +546,9 @@ fn worker(
 
 fn run(cur: &mut Loaded, req: &Request, x: &mut Vec<f32>) -> Result<Vec<f32>, String> {
     let n = req.ids.len();
-    let (n_in, pad) = match cur.card.services.n_max {
-        Some(m) => (m, true),
-        None => (n, false),
+    let n_in = match cur.card.services.n_max {
+        Some(m) => m,
+        None => n,
     };
     if n > n_in {
         return Err(format!(
@@ -540,12 +558,20 @@ fn run(cur: &mut Loaded, req: &Request, x: &mut Vec<f32>) -> Result<Vec<f32>, St
     input::normalise(&cur.card, &cur.zeroed, req, n_in, x);
     let shape = [1usize, req.t, n_in, CHANNELS];
     let xv = ort::value::TensorRef::from_array_view((shape, &x[..])).map_err(|e| e.to_string())?;
-    let out = if pad {
-        cur.session.run(ort::inputs!["x" => xv])
-    } else {
-        let a = ort::value::TensorRef::from_array_view(([n, n], &req.adj[..]))
-            .map_err(|e| e.to_string())?;
-        cur.session.run(ort::inputs!["x" => xv, "adj" => a])
+    let out = match cur.graph {
+        None => cur.session.run(ort::inputs!["x" => xv]),
+        Some(GraphInput::Edges) => {
+            let flat: &[i64] = req.edges.as_flattened();
+            let e = ort::value::TensorRef::from_array_view(([req.edges.len(), 2], flat))
+                .map_err(|e| e.to_string())?;
+            cur.session.run(ort::inputs!["x" => xv, "edges" => e])
+        }
+        Some(GraphInput::Adj) => {
+            let adj = input::dense_adj(n, &req.edges);
+            let a = ort::value::TensorRef::from_array_view(([n, n], &adj[..]))
+                .map_err(|e| e.to_string())?;
+            cur.session.run(ort::inputs!["x" => xv, "adj" => a])
+        }
     }
     .map_err(|e| e.to_string())?;
     let (shape, p) = out["p"]
@@ -611,7 +637,12 @@ mod tests {
             ids: (0..n as u32).map(ServiceId).collect(),
             t: v["t"].as_u64().unwrap() as usize,
             raw: f("raw"),
-            adj: f("adj"),
+            edges: v["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| [e[0].as_i64().unwrap(), e[1].as_i64().unwrap()])
+                .collect(),
             version: 1,
         };
         (req, f("p"))
