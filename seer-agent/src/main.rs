@@ -111,6 +111,7 @@ fn main() -> ExitCode {
         Cmd::LlcReadings(a) => cli::diagnose::llc_readings(&a),
         Cmd::BenchInfer(a) => report(cli::bench_infer::run(&a)),
         Cmd::BenchCluster(a) => report(cli::bench_cluster::run(&a)),
+        Cmd::Ui(a) => report(cli::ui::run(&a)),
         Cmd::Predict(a) => report(cli::predict::run(&a)),
         Cmd::Central(a) => report(cli::central::run(&a)),
     }

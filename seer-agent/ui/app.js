@@ -1,8 +1,8 @@
 // seer's live view: the call graph coloured by each service's predicted probability of
 // initiating a QoS violation, the QoS at the top, a service's recent channels on click, and
 // the episodes (alarms, violations, diagnoses, actions, rollbacks, alerts) as they happen.
-// It reads one stream, /api/ui/stream (server-sent events, one snapshot per event, at most a
-// few a second); the snapshot is the agent's per-tick JSON (`seer-agent run --json`) plus
+// It reads one stream, /api/ui/stream (server-sent events: first the history, the last minutes'
+// snapshots in one event; then one snapshot per event, at most a few a second); the snapshot is the agent's per-tick JSON (`seer-agent run --json`) plus
 // `threshold`, `qos` and `episodes`. Nothing here fetches anything but the agent itself.
 "use strict";
 
@@ -186,49 +186,78 @@ function drawTimeline(snap) {
   }
 }
 
-function onSnapshot(snap) {
-  state.last = snap;
-  // Until someone clicks, show the service the model thinks most likely to break the QoS.
-  if (!state.clicked) {
-    const ranked = [...snap.services].sort((a, b) => (b.p ?? -1) - (a.p ?? -1));
-    state.selected = ranked.length ? ranked[0].name : null;
-  }
+// Keeps a snapshot's channels and episodes (older or repeated snapshots are ignored);
+// whether it was new.
+function remember(snap) {
+  if (state.lastTs !== undefined && snap.ts_ms <= state.lastTs) return false;
+  state.lastTs = snap.ts_ms;
   for (const s of snap.services) {
     if (!state.history.has(s.name)) state.history.set(s.name, []);
     const h = state.history.get(s.name);
     h.push(s);
     if (h.length > HISTORY) h.shift();
   }
+  drawTimeline(snap);
+  return true;
+}
+
+function draw(snap) {
+  state.last = snap;
+  // Until someone clicks, show the service the model thinks most likely to break the QoS.
+  if (!state.clicked) {
+    const ranked = [...snap.services].sort((a, b) => (b.p ?? -1) - (a.p ?? -1));
+    state.selected = ranked.length ? ranked[0].name : null;
+  }
   drawQos(snap);
   drawGraph(snap);
-  drawTimeline(snap);
   drawDetail();
   document.body.dataset.ticks = String((Number(document.body.dataset.ticks) || 0) + 1);
   document.getElementById("source").textContent = `${snap.source || "live"} · tick ${new Date(snap.ts_ms).toISOString().slice(11, 23)} UTC`;
 }
 
+function onSnapshot(snap) {
+  if (remember(snap)) draw(snap);
+}
+
+// The minutes before the page opened (or the recorded range, for `seer-agent ui --db`): the
+// stream's first event. The page may already show a newer snapshot (embedded in it): the
+// history goes before it.
+function onHistory(snaps) {
+  const shown = state.last;
+  state.history = new Map();
+  state.lastTs = undefined;
+  for (const snap of snaps) remember(snap);
+  if (shown) remember(shown);
+  const newest = shown && (!snaps.length || shown.ts_ms >= snaps[snaps.length - 1].ts_ms) ? shown : snaps[snaps.length - 1];
+  document.body.dataset.history = String(snaps.length);
+  if (newest) draw(newest);
+}
+
 function connect() {
   const es = new EventSource("/api/ui/stream");
-  es.addEventListener("tick", (ev) => {
-    try {
-      onSnapshot(JSON.parse(ev.data));
-      delete document.body.dataset.error;
-    } catch (e) {
-      // Said on the page, not only in a console nobody opened.
-      document.body.dataset.error = String(e);
-      document.getElementById("source").textContent = `cannot draw this snapshot: ${e}`;
-    }
-  });
+  const on = (name, f) =>
+    es.addEventListener(name, (ev) => {
+      try {
+        f(JSON.parse(ev.data));
+        delete document.body.dataset.error;
+      } catch (e) {
+        // Said on the page, not only in a console nobody opened.
+        document.body.dataset.error = String(e);
+        document.getElementById("source").textContent = `cannot draw this ${name}: ${e}`;
+      }
+    });
+  on("tick", onSnapshot);
+  on("history", onHistory);
   es.onerror = () => {
     document.getElementById("source").textContent = "disconnected from the agent: retrying";
   };
 }
 
-// The snapshot the page came with (root's page only), then the stream.
-const first = document.getElementById("first-snapshot");
-if (first) {
+// The history the page came with (root's page only), then the stream.
+const embedded = document.getElementById("history");
+if (embedded) {
   try {
-    onSnapshot(JSON.parse(first.textContent));
+    onHistory(JSON.parse(embedded.textContent));
   } catch (e) {
     document.body.dataset.error = String(e);
   }

@@ -3,7 +3,9 @@
 //! and headless Chromium (Debian's `chromium`) opening `/ui` on the agent's own listener. The
 //! page must draw a node per service with its probability, the call, the QoS verdict; after
 //! memcached's CPU is cut to 1% the violation, its initiator and the response's events must be
-//! in the page's timeline. The last screenshot is saved (`target/ui-live-view.png`, printed).
+//! in the page's timeline, and a page opened late must have the minutes before it. The last
+//! screenshot is saved (`target/ui-live-view.png`, printed). Then `seer-agent ui --db` over the
+//! store the agent recorded: the same page, the services, the minutes, the initiator.
 use std::{
     path::Path,
     process::Command,
@@ -100,7 +102,7 @@ fn the_live_view_draws_the_graph_the_qos_and_the_violation_in_a_real_browser() {
         ),
     )
     .expect("config");
-    let agent = Agent::start_net_only(&ns, 100_000, &["--config", &conf.display().to_string()]);
+    let mut agent = Agent::start_net_only(&ns, 100_000, &["--config", &conf.display().to_string()]);
     agent.wait_service("memcached", Duration::from_secs(30), |_| true);
     agent.wait_service("nginx", Duration::from_secs(30), |_| true);
     let load = in_ns(&net.client, move || {
@@ -171,6 +173,17 @@ fn the_live_view_draws_the_graph_the_qos_and_the_violation_in_a_real_browser() {
         "memcached named as the initiator in the timeline: {named:?} ({kinds:?})\nagent log:\n{}",
         agent.proc.stderr()
     );
+    // A page opened now has the minutes before it: the agent has run for over 10 s, two
+    // snapshots a second.
+    let history: Vec<usize> = attr_of(&dom, "<body", "data-history")
+        .iter()
+        .filter_map(|h| h.parse().ok())
+        .collect();
+    println!("snapshots from before the page opened: {history:?}");
+    assert!(
+        history.first().is_some_and(|&h| h >= 10),
+        "the page's history: {history:?}"
+    );
     let png = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ui-live-view.png");
     browse(&ns, url, 8000, Some(&png));
     assert!(
@@ -181,5 +194,51 @@ fn the_live_view_draws_the_graph_the_qos_and_the_violation_in_a_real_browser() {
     println!("screenshot: {}", png.display());
     std::fs::write(cg.0.join("cpu.cfs_quota_us"), "-1").expect("undo the fault");
     let _ = load.join();
+
+    // The same page over the store the agent recorded, once it stopped (`seer-agent ui --db`).
+    sh(&format!("kill -TERM {}", agent.proc.child.id()));
+    let t0 = Instant::now();
+    while agent.proc.child.try_wait().ok().flatten().is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the agent did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let db = agent.db.display().to_string();
+    let ui = Proc::spawn(NetPair::cmd(
+        &ns,
+        &agent_bin(),
+        &["ui", "--db", &db, "--metrics-addr", "127.0.0.1:9467"],
+    ));
+    let said = ui.wait_line("seer-agent ui serving", Duration::from_secs(30), |l| {
+        l.starts_with("seer-agent ui: http://127.0.0.1:9467/ui")
+    });
+    println!("{said}");
+    let dom = browse(&ns, "http://127.0.0.1:9467/ui", 6000, None);
+    for svc in ["nginx", "memcached"] {
+        assert_eq!(
+            attr_of(&dom, &format!("data-service=\"{svc}\""), "data-p").len(),
+            1,
+            "node {svc} in the recorded view: {dom}"
+        );
+    }
+    assert!(
+        dom.contains("recorded "),
+        "the page says it is a recording: {dom}"
+    );
+    let history: Vec<usize> = attr_of(&dom, "<body", "data-history")
+        .iter()
+        .filter_map(|h| h.parse().ok())
+        .collect();
+    assert!(
+        history.first().is_some_and(|&h| h >= 20),
+        "the recorded minutes: {history:?}"
+    );
+    let named: Vec<String> = attr_of(&dom, "data-kind=\"initiator\"", "data-service");
+    assert!(
+        named.iter().any(|s| s == "memcached"),
+        "the recorded initiator in the timeline: {named:?}\n{dom}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

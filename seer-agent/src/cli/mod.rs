@@ -18,6 +18,7 @@ pub mod query;
 pub mod run;
 pub mod score;
 pub mod selftest;
+pub mod ui;
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +99,9 @@ pub enum Cmd {
     /// What the model costs: inference p50/p99 for 36 .. 1000 services (one thread) and a
     /// whole tick for 100 services (`cargo xtask bench infer` runs it on a release build).
     BenchInfer(bench_infer::BenchInferArgs),
+    /// The live view's page over a recorded trace store, for review after the fact: the call
+    /// graph, channels and predicted probabilities of the last minutes, the episodes kept.
+    Ui(ui::UiArgs),
     /// What cluster mode costs: simulated hosts (10, 100, 500 x 10 services) publishing to a
     /// NATS server of its own, one central with the shipped model; tick-to-alarm, assembly,
     /// inference, CPU (`cargo xtask bench cluster` runs it on a release build).

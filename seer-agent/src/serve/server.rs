@@ -217,10 +217,10 @@ fn answer_ui(
         _ => None,
     };
     if let Some((ctype, body)) = asset {
-        // The page carries the latest snapshot for root (drawn at once, before the stream's
+        // The page carries the history for root (drawn at once, before the stream's
         // first event); for others it is the bare page, and the stream says why it is refused.
         let body = match (ctype.starts_with("text/html"), peer_is_root(peer, local)) {
-            (true, Ok(())) => ui::with_first_snapshot(body, &feed.latest()),
+            (true, Ok(())) => ui::with_history(body, &feed.history_json()),
             _ => body.to_string(),
         };
         return reply(StatusCode::OK, ctype, body);

@@ -3,8 +3,11 @@
 //! nothing is fetched from anywhere but the agent) and `/api/ui/stream`, server-sent events,
 //! one snapshot per event, at most one per [`MIN_INTERVAL`]: the tick's JSON as `--json`
 //! prints it (services with their channels and `p`, calls, calls to other hosts, the model)
-//! plus `threshold`, `qos` and the latest `episodes`. The page keeps the history it draws; it
-//! never asks the store per tick.
+//! plus `threshold`, `qos` and the latest `episodes`. A stream begins with one `history` event,
+//! the snapshots of the last minutes (at most [`HISTORY`], [`HISTORY_BYTES`]), so a page opened
+//! late still draws the channels and the probability from before it opened; then the page
+//! keeps the history it draws; it never asks the store per tick. `seer-agent ui --db STORE`
+//! fills the same feed from a recorded store (`recorded.rs`).
 //!
 //! The stream carries what the query API carries (pids, cgroup paths, diagnoses), so it obeys
 //! the same rule: root on this host only. Each stream lives at most as long as any connection
@@ -27,13 +30,24 @@ pub const APP_CSS: &str = include_str!("../../ui/app.css");
 
 /// The most often a snapshot goes out.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
+/// Snapshots a new page gets of the past: 5 minutes at one per [`MIN_INTERVAL`]...
+pub const HISTORY: usize = 600;
+/// ...and at most this many bytes of them (many services make big snapshots).
+pub const HISTORY_BYTES: usize = 4 << 20;
 
 /// The latest snapshot, shared with every open stream (a slow page skips snapshots, it never
-/// holds the tick loop).
+/// holds the tick loop), and the last minutes of them for pages that open later.
 #[derive(Clone)]
 pub struct Feed {
     tx: Arc<watch::Sender<Arc<str>>>,
     last: Arc<std::sync::Mutex<Option<Instant>>>,
+    history: Arc<std::sync::Mutex<History>>,
+}
+
+#[derive(Default)]
+struct History {
+    snaps: std::collections::VecDeque<Arc<str>>,
+    bytes: usize,
 }
 
 impl Default for Feed {
@@ -41,6 +55,7 @@ impl Default for Feed {
         Feed {
             tx: Arc::new(watch::channel(Arc::from("")).0),
             last: Arc::new(std::sync::Mutex::new(None)),
+            history: Arc::default(),
         }
     }
 }
@@ -60,7 +75,34 @@ impl Feed {
     }
 
     pub fn publish(&self, snapshot: &Value) {
-        self.tx.send_replace(Arc::from(snapshot.to_string()));
+        let snap: Arc<str> = Arc::from(snapshot.to_string());
+        if let Ok(mut h) = self.history.lock() {
+            h.bytes += snap.len();
+            h.snaps.push_back(snap.clone());
+            while h.snaps.len() > HISTORY || (h.bytes > HISTORY_BYTES && h.snaps.len() > 1) {
+                if let Some(old) = h.snaps.pop_front() {
+                    h.bytes -= old.len();
+                }
+            }
+        }
+        self.tx.send_replace(snap);
+    }
+
+    /// Every kept snapshot, oldest first, as one JSON array ("[]" when none).
+    pub fn history_json(&self) -> String {
+        let Ok(h) = self.history.lock() else {
+            return "[]".into();
+        };
+        let mut b = String::with_capacity(h.bytes + h.snaps.len() + 2);
+        b.push('[');
+        for (i, s) in h.snaps.iter().enumerate() {
+            if i > 0 {
+                b.push(',');
+            }
+            b.push_str(s);
+        }
+        b.push(']');
+        b
     }
 
     /// The latest snapshot (empty before the first).
@@ -68,15 +110,27 @@ impl Feed {
         self.tx.borrow().clone()
     }
 
+    /// The `history` event (None when there is nothing yet).
+    fn history_event(&self) -> Option<Bytes> {
+        let h = self.history_json();
+        (h != "[]").then(|| Bytes::from(format!("event: history\ndata: {h}\n\n")))
+    }
+
     /// A server-sent-events body that follows this feed until the client goes.
     pub fn stream(&self) -> SseBody {
         let mut rx = self.tx.subscribe();
         let (tx, body) = mpsc::channel::<Bytes>(4);
+        let history = self.history_event();
         tokio::spawn(async move {
             if tx
                 .send(Bytes::from_static(b"retry: 1000\n\n"))
                 .await
                 .is_err()
+            {
+                return;
+            }
+            if let Some(h) = history
+                && tx.send(h).await.is_err()
             {
                 return;
             }
@@ -113,18 +167,19 @@ pub fn snapshot(
     tick
 }
 
-/// The page with `snapshot` embedded (`<script id="first-snapshot" type="application/json">`)
-/// before its script, which draws it at once: the first paint needs no round trip, and a
-/// page loaded now shows now. `<` is escaped so no value can close the element.
-pub fn with_first_snapshot(page: &str, snapshot: &str) -> String {
+/// The page with `history` (a JSON array of snapshots, [`Feed::history_json`]) embedded
+/// (`<script id="history" type="application/json">`) before its script, which draws it at
+/// once: the first paint needs no round trip, and a page loaded now shows now, with the
+/// minutes before it. `<` is escaped so no value can close the element.
+pub fn with_history(page: &str, history: &str) -> String {
     const AT: &str = "<script src=\"/ui/app.js\">";
-    if snapshot.is_empty() || !page.contains(AT) {
+    if history.is_empty() || history == "[]" || !page.contains(AT) {
         return page.to_string();
     }
-    let json = snapshot.replace('<', "\\u003c");
+    let json = history.replace('<', "\\u003c");
     page.replacen(
         AT,
-        &format!("<script id=\"first-snapshot\" type=\"application/json\">{json}</script>\n{AT}"),
+        &format!("<script id=\"history\" type=\"application/json\">{json}</script>\n{AT}"),
         1,
     )
 }
@@ -158,9 +213,14 @@ mod tests {
     #[tokio::test]
     async fn a_stream_gets_the_latest_snapshot_then_each_new_one() {
         let feed = Feed::default();
+        feed.publish(&serde_json::json!({"ts_ms": 0}));
         feed.publish(&serde_json::json!({"ts_ms": 1}));
         let mut body = feed.stream();
         assert_eq!(next(&mut body).await, "retry: 1000\n\n");
+        assert_eq!(
+            next(&mut body).await,
+            "event: history\ndata: [{\"ts_ms\":0},{\"ts_ms\":1}]\n\n"
+        );
         assert_eq!(
             next(&mut body).await,
             "event: tick\ndata: {\"ts_ms\":1}\n\n"
@@ -182,13 +242,32 @@ mod tests {
     }
 
     #[test]
-    fn the_first_snapshot_is_embedded_and_cannot_close_its_element() {
-        let page = with_first_snapshot(INDEX_HTML, r#"{"name":"</script><b>x"}"#);
-        let at = page.find("id=\"first-snapshot\"").expect("embedded");
+    fn the_history_is_embedded_and_cannot_close_its_element() {
+        let page = with_history(INDEX_HTML, r#"[{"name":"</script><b>x"}]"#);
+        let at = page.find("id=\"history\"").expect("embedded");
         assert!(at < page.find("<script src=\"/ui/app.js\">").expect("script"));
-        assert!(page.contains(r#"{"name":"\u003c/script>\u003cb>x"}"#));
+        assert!(page.contains(r#"[{"name":"\u003c/script>\u003cb>x"}]"#));
         assert_eq!(page.matches("</script>").count(), 2, "{page}");
-        assert_eq!(with_first_snapshot(INDEX_HTML, ""), INDEX_HTML);
+        assert_eq!(with_history(INDEX_HTML, "[]"), INDEX_HTML);
+    }
+
+    #[test]
+    fn the_history_keeps_the_newest_within_its_bounds() {
+        let feed = Feed::default();
+        for i in 0..(HISTORY + 5) {
+            feed.publish(&serde_json::json!({ "ts_ms": i }));
+        }
+        let h = feed.history.lock().unwrap();
+        assert_eq!(h.snaps.len(), HISTORY);
+        assert_eq!(&*h.snaps[0], "{\"ts_ms\":5}");
+        drop(h);
+        let big = "x".repeat(HISTORY_BYTES / 3);
+        for i in 0..5 {
+            feed.publish(&serde_json::json!({ "ts_ms": i, "pad": big }));
+        }
+        let h = feed.history.lock().unwrap();
+        assert!(h.bytes <= HISTORY_BYTES, "{} bytes kept", h.bytes);
+        assert_eq!(h.bytes, h.snaps.iter().map(|s| s.len()).sum::<usize>());
     }
 
     #[test]
