@@ -435,7 +435,7 @@ pub async fn run(args: RunOptions, cfg: Config) -> anyhow::Result<()> {
     // The live view's snapshots (at most two a second), on the same listener.
     let ui = (args.metrics_addr != "off").then(crate::serve::ui::Feed::default);
     if args.metrics_addr != "off" {
-        tokio::spawn(crate::serve::server::serve_with_ui(
+        tokio::spawn(crate::serve::server::serve(
             args.metrics_addr.clone(),
             scrapes,
             agent.recorder.as_ref().map(Recorder::store),

@@ -113,6 +113,14 @@ pub fn testsrv_bin() -> PathBuf {
     target_bin("seer-testsrv")
 }
 
+/// GET http://127.0.0.1:PORT/PATH from inside namespace `ns` (as root, as the agent's
+/// listener wants for its data): the body.
+pub fn http_in(ns: &str, port: u16, path: &str) -> String {
+    sh(&format!(
+        "ip netns exec {ns} python3 -c \"import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:{port}{path}').read().decode())\""
+    ))
+}
+
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
     assert!(

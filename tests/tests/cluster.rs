@@ -414,9 +414,7 @@ fn publish_as(
 
 /// GET http://127.0.0.1:PORT/metrics inside `ns`.
 fn metrics_in(ns: &str, port: u16) -> String {
-    sh(&format!(
-        "ip netns exec {ns} python3 -c \"import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:{port}/metrics').read().decode())\""
-    ))
+    http_in(ns, port, "/metrics")
 }
 
 /// A central (c1, with `extra` flags, and the same ones for the agent when they name the CA)
@@ -626,6 +624,36 @@ fn two_hosts_make_one_cluster_tick_with_the_remote_call_resolved() {
         assert!(body.contains(want), "{want:?} in {body}");
     }
     promtool_check(&body);
+    // The live view of the whole cluster on the same listener: both hosts' services in one
+    // graph, the cross-host call an edge, the front end above the back end.
+    let snap: Value = serde_json::from_str(&http_in(&net.server, 9470, "/api/ui/snapshot"))
+        .expect("the central's /api/ui/snapshot is JSON");
+    println!("central's live view: {}", snap["source"]);
+    let depth = |n: &str| {
+        snap["services"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == n))
+            .and_then(|s| s["depth"].as_u64())
+    };
+    assert!(
+        depth("front/python3").is_some() && depth("front/python3") < depth("back/seer-testsrv"),
+        "front end above the back end: {snap}"
+    );
+    assert!(
+        snap["edges"].as_array().is_some_and(|e| e.contains(&edge)),
+        "the cross-host call in the page's graph: {snap}"
+    );
+    assert!(
+        snap["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("central c1 (leader)")),
+        "{snap}"
+    );
+    let page = http_in(&net.server, 9470, "/ui");
+    assert!(
+        page.contains("id=\"history\""),
+        "the page comes with its history: {page}"
+    );
     front.send("");
 }
 

@@ -292,10 +292,7 @@ fn prometheus_endpoint_serves_channels_and_health() {
         &["--iface", "lo", "--metrics-addr", "127.0.0.1:9464"],
     );
     agent.wait_service("seer-testsrv", T, |_| true);
-    let body = sh(&format!(
-        "ip netns exec {} python3 -c \"import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9464/metrics').read().decode())\"",
-        net.server
-    ));
+    let body = http_in(&net.server, 9464, "/metrics");
     assert!(
         body.contains("seer_rx_queue_bytes{service=\"seer-testsrv\""),
         "{body}"

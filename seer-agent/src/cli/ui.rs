@@ -36,7 +36,7 @@ pub fn run(a: &UiArgs) -> anyhow::Result<()> {
                 let _ = reply.send("# seer-agent ui --db: a recorded store, no live metrics\n".into());
             }
         });
-        let server = tokio::spawn(crate::serve::server::serve_with_ui(
+        let server = tokio::spawn(crate::serve::server::serve(
             a.metrics_addr.clone(),
             scrapes,
             Some(store),

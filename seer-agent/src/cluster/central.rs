@@ -195,6 +195,24 @@ fn spawn_lease(
 }
 
 /// A tick as JSON: the services with their hosts, the edges by name, the prediction if any.
+/// The cluster tick as the live view's page reads an agent's (`output::tick_json`): services
+/// named `host/service`, ordered and layered from the front ends down over the whole
+/// cluster's call graph, calls to hosts outside the cluster left out.
+fn ui_tick_json(t: &ClusterTick, pred: Option<&crate::infer::Prediction>) -> serde_json::Value {
+    let mut d = crate::discovery::Discovery::default();
+    d.services = t.services.clone();
+    d.edges = t.edges.clone();
+    d.order();
+    let by_id: HashMap<_, &seer_common::sample::Sample> =
+        t.samples.iter().map(|s| (s.service, s)).collect();
+    let samples: Vec<seer_common::sample::Sample> = d
+        .services
+        .iter()
+        .filter_map(|s| by_id.get(&s.id).map(|x| **x))
+        .collect();
+    crate::output::tick_json(t.ts_ms, &d, &samples, pred)
+}
+
 fn tick_json(
     t: &ClusterTick,
     role: &Role,
@@ -322,11 +340,15 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
     let live = !o.json && std::io::IsTerminal::is_terminal(&std::io::stdout());
     // /metrics asks for a rendering; the loop answers between two ticks.
     let (scrapes, mut scrape_rx) = tokio::sync::mpsc::channel(16);
+    // The live view of the whole cluster (`/ui` on the same listener).
+    let feed = crate::serve::ui::Feed::default();
+    let mut timeline = crate::respond::timeline::Timeline::default();
     if o.metrics_addr != "off" {
         tokio::spawn(crate::serve::server::serve(
             o.metrics_addr.clone(),
             scrapes,
             None,
+            Some(feed.clone()),
         ));
     }
     loop {
@@ -349,6 +371,17 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                 match answer(&m.payload) {
                     Some(a) => {
                         log::info!("central: {} answered: {}", m.subject, a["answer"]);
+                        let ans = &a["answer"];
+                        timeline.note(
+                            ans["ts_ms"].as_u64().unwrap_or_else(crate::util::now_ms),
+                            "diagnosis",
+                            &format!("{}/{}", a["host"].as_str().unwrap_or(""), ans["service"].as_str().unwrap_or("")),
+                            format!(
+                                "{} ({} mode), answered by its host",
+                                ans["resource"].as_str().unwrap_or("inconclusive"),
+                                ans["mode"].as_str().unwrap_or("?")
+                            ),
+                        );
                         let key = (
                             a["host"].as_str().unwrap_or("").to_string(),
                             a["answer"]["service"].as_str().unwrap_or("").to_string(),
@@ -493,6 +526,12 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                 };
                 st.alarms += 1;
                 fired.push(serde_json::json!({"host": m.host, "name": m.name, "p": prob}));
+                timeline.note(
+                    p.ts_ms,
+                    "alarm",
+                    &format!("{}/{}", m.host, m.name),
+                    format!("p = {prob:.2}, the model's (cluster)"),
+                );
                 if let Role::Leader { term } = role {
                     let req = RespondRequest {
                         v: super::wire::VERSION,
@@ -545,6 +584,22 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
                 .zip(&last.members)
                 .filter_map(|(s, m)| Some((m.host.clone(), m.name.clone(), p.of(s.id)?)))
                 .collect();
+        }
+        if o.metrics_addr != "off" && feed.due() {
+            let model = predictor.status().model;
+            let mut snap = crate::serve::ui::snapshot(
+                ui_tick_json(last, predictor.latest().as_ref()),
+                model.as_ref().map(|m| m.threshold),
+                None,
+                timeline.recent(),
+            );
+            snap["source"] = serde_json::json!(format!(
+                "central {} ({}), {} hosts",
+                o.name,
+                if st.leader { "leader" } else { "standby" },
+                last.hosts
+            ));
+            feed.publish(&snap);
         }
         if o.json {
             let mut v = tick_json(last, &role, &o.name, predictor.latest().as_ref());

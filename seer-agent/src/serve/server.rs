@@ -47,16 +47,11 @@ pub type Scrapes = tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<String
 /// How long a scrape waits for the tick loop (which answers between two ticks).
 const SCRAPE_WAIT: Duration = Duration::from_secs(5);
 
-/// Serves `/metrics` (rendered by the tick loop when asked), and answers `seer-agent query` at
-/// `/api/query/...` from `store` (the CLI cannot open a store the agent holds), until the
-/// process exits. A bind failure is logged, not fatal: the agent's main job does not depend
-/// on it.
-pub async fn serve(addr: String, scrapes: Scrapes, store: Option<seer_store::Store>) {
-    serve_with_ui(addr, scrapes, store, None).await
-}
-
-/// [`serve`], and the live view from `ui` where given.
-pub async fn serve_with_ui(
+/// Serves `/metrics` (rendered by the tick loop when asked), answers `seer-agent query` at
+/// `/api/query/...` from `store` (the CLI cannot open a store the agent holds), and the live
+/// view from `ui` where given, until the process exits. A bind failure is logged, not fatal:
+/// the agent's main job does not depend on it.
+pub async fn serve(
     addr: String,
     scrapes: Scrapes,
     store: Option<seer_store::Store>,
