@@ -41,6 +41,11 @@ pub enum Eval {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The closed loop: a scenario run with no seer, with seer reacting after the violation,
+    /// and with seer acting on its predictions -> eval/closed-loop/REPORT.md and plots. Last
+    /// line: `closed-loop: avoided_pct=.. time_in_violation_ratio_reactive_over_proactive=..
+    /// unnecessary_actions_per_10min=..`.
+    ClosedLoop(crate::closed_loop::ClosedLoopArgs),
 }
 
 #[derive(Args)]
@@ -81,6 +86,7 @@ pub struct DiagnosisArgs {
 pub fn run(which: Eval) -> Result<()> {
     match which {
         Eval::Diagnosis(a) => diagnosis(&a),
+        Eval::ClosedLoop(a) => crate::closed_loop::run(&a),
         Eval::Model { args } => {
             let py = crate::setup::train_venv()?;
             let args = util::with_default(

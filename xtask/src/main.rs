@@ -1,5 +1,6 @@
 //! `cargo xtask ...`: set up a fresh machine, build, run, test and benchmark seer.
 mod bench;
+mod closed_loop;
 mod corpus;
 mod demo;
 mod eval;
