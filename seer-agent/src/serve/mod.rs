@@ -3,6 +3,5 @@
 pub mod answer;
 pub mod metrics;
 pub mod query;
-pub mod recorded;
 pub mod server;
 pub mod ui;

@@ -7,7 +7,7 @@
 //! the snapshots of the last minutes (at most [`HISTORY`], [`HISTORY_BYTES`]), so a page opened
 //! late still draws the channels and the probability from before it opened; then the page
 //! keeps the history it draws; it never asks the store per tick. `seer-agent ui --db STORE`
-//! fills the same feed from a recorded store (`recorded.rs`).
+//! fills the same feed from a recorded store (`cli/ui.rs`).
 //!
 //! The stream carries what the query API carries (pids, cgroup paths, diagnoses), so it obeys
 //! the same rule: root on this host only. Each stream lives at most as long as any connection
