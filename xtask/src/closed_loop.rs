@@ -153,8 +153,8 @@ pub fn run(a: &ClosedLoopArgs) -> Result<()> {
         for scenario in &a.scenario {
             let text = std::fs::read_to_string(scenario)
                 .with_context(|| format!("reading {}", scenario.display()))?;
-            let sc: toml::Value = toml::from_str(&text)
-                .with_context(|| format!("parsing {}", scenario.display()))?;
+            let sc: toml::Value =
+                toml::from_str(&text).with_context(|| format!("parsing {}", scenario.display()))?;
             let (front, target) = qos_of(&sc).with_context(|| scenario.display().to_string())?;
             let qos = format!("{front}:{target}");
             let duration = a.duration.unwrap_or_else(|| duration_of(&sc));
