@@ -9,9 +9,11 @@ is made at e_i = ts_i + tick):
   it fires when p[i, n] >= threshold (chosen on the validation runs) for CONSECUTIVE ticks in a
   row, clears after CONSECUTIVE ticks under HYSTERESIS x threshold, and a service that fired
   cannot fire again for COOLDOWN_MS; an alarm is "on" from the tick it fires until it clears;
-- anticipated: the model alarms on the violation's initiator at some tick with
-  start - H - window <= e_i < start (at least one tick before the start, at most the horizon
-  plus one QoS window before it); lead time = start - the earliest such e_i;
+- anticipated: an alarm on the violation's initiator fires (its rising edge) at some tick
+  with start - H - window <= e_i < start (at least one tick before the start, at most the
+  horizon plus one QoS window before it); an alarm already on since earlier does not count
+  (it foresaw nothing: it rose with nothing coming, and is judged false there); lead time =
+  start - the earliest such e_i;
 - culprit top-1: argmax_n p[i, n] at the last tick with e_i <= start is the initiator;
 - false alarm: an alarm episode (a rising edge of the alarm on one service) such that no
   violation initiated by that service is active at e_i or starts within (e_i, e_i + H + window];
@@ -126,7 +128,10 @@ def score_run(run: Run, p: np.ndarray, threshold: float, horizon_ms: int, first_
         if v.start_unix_ms - horizon_ms - WINDOW_MS < e[min(first_tick, len(e) - 1)]:
             continue
         look = (e >= v.start_unix_ms - horizon_ms - WINDOW_MS) & (e < v.start_unix_ms)
-        hits = np.nonzero(look & alarm[:, j])[0]
+        # The alarm must fire (rise) inside the look window: an alarm that rose long before
+        # and never cleared foresaw nothing (its episode is judged false where it rose).
+        rise = alarm[:, j] & ~np.concatenate([[False], alarm[:-1, j]])
+        hits = np.nonzero(look & rise)[0]
         at = np.nonzero(e <= v.start_unix_ms)[0]
         top1 = bool(len(at) and int(np.argmax(p[at[-1]])) == j)
         out["violations"].append(

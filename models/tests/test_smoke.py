@@ -71,6 +71,24 @@ def test_train_export_parity_and_card(tmp_path, net):
     assert p.shape == (1, n) and np.all((p >= 0) & (p <= 1))
 
 
+def test_label_horizon_and_threshold_runs_are_options(tmp_path):
+    """Training labels of another horizon than the card's, the threshold chosen on train+val:
+    the card says both, and keeps the horizon the agent predicts at."""
+    out = str(tmp_path / "smoke-options")
+    argv = ["--corpus", FIXTURE, "--net", "graph", "--epochs", "1", "--t-len", "5", "--out", out]
+    assert T.main(argv + ["--label-horizon-ms", "1100", "--threshold-on", "train+val"]) == 0
+    card = T.read_card(out + ".json")
+    assert card["horizon_ms"] == 100
+    assert card["training"]["label_horizon_ms"] == 1100
+    assert card["training"]["threshold_on"] == "train+val"
+    runs = D.read_corpus(FIXTURE)
+    train, val = [r for r in runs if r.split == "train"], [r for r in runs if r.split == "val"]
+    assert [id(r) for r in T.threshold_runs("val", train, val)] == [id(r) for r in val]
+    assert [id(r) for r in T.threshold_runs("train+val", train, val)] == [id(r) for r in train + val]
+    with pytest.raises(ValueError):
+        T.threshold_runs("test", train, val)
+
+
 def test_a_card_of_another_format_is_refused(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "something-else"}))

@@ -104,7 +104,10 @@ pub fn score_run(
         }
         s.violations += 1;
         let lo = v.start_unix_ms.saturating_sub(horizon_ms + WINDOW_MS);
-        let hit = (0..e.len()).find(|&i| e[i] >= lo && e[i] < v.start_unix_ms && alarm[i][j]);
+        // The alarm must fire (rise) inside the look window: one that rose long before and never
+        // cleared foresaw nothing (and its episode is judged false where it rose).
+        let rises = |i: usize| alarm[i][j] && (i == 0 || !alarm[i - 1][j]);
+        let hit = (0..e.len()).find(|&i| e[i] >= lo && e[i] < v.start_unix_ms && rises(i));
         if let Some(i) = hit {
             s.anticipated += 1;
             s.leads_ms.push(v.start_unix_ms - e[i]);
