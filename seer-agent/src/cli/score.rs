@@ -145,3 +145,41 @@ pub fn score_run(
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One service, 100 ms ticks from 0; a violation it initiates starts at 5 s.
+    fn run_with(p: impl Fn(usize) -> f32) -> Scores {
+        let ts: Vec<u64> = (0..60).map(|i| i * 100).collect();
+        let p: Vec<Vec<f32>> = (0..60).map(|i| vec![p(i)]).collect();
+        let v = [Violation {
+            start_unix_ms: 5000,
+            end_unix_ms: 5500,
+            initiator: Some(0),
+        }];
+        let cfg = AlarmConfig {
+            threshold: 0.5,
+            ..AlarmConfig::agent_defaults()
+        };
+        score_run(&p, &ts, 100, &v, &cfg, 100, 0)
+    }
+
+    #[test]
+    fn an_alarm_that_fires_in_the_look_window_anticipates() {
+        // p high from tick 44 (e = 4.5 s): fires after the policy's consecutive ticks, < 5 s.
+        let s = run_with(|i| if i >= 44 { 0.9 } else { 0.0 });
+        assert_eq!((s.violations, s.anticipated), (1, 1), "{s:?}");
+        assert!(s.leads_ms[0] > 0 && s.leads_ms[0] <= 1100, "{s:?}");
+        assert_eq!(s.false_episodes, 0);
+    }
+
+    #[test]
+    fn an_alarm_on_since_long_before_anticipates_nothing() {
+        // p high from the first tick: the alarm rose 5 s before with nothing coming.
+        let s = run_with(|_| 0.9);
+        assert_eq!((s.violations, s.anticipated), (1, 0), "{s:?}");
+        assert_eq!((s.episodes, s.false_episodes), (1, 1), "{s:?}");
+    }
+}
