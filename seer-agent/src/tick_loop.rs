@@ -604,6 +604,9 @@ fn report(
         if let Some(c) = &stats.cluster {
             footer = format!("{footer}\n{}", c.status_line());
         }
+        if args.metrics_addr != "off" {
+            footer = format!("{footer}\nlive view: http://{}/ui", args.metrics_addr);
+        }
         print!(
             "{}",
             output::live_table(

@@ -3,7 +3,9 @@
 //! network namespace, 300 requests/s, the cache's CPU quota ramped down three times), runs the
 //! agent in that namespace with the shipped model and the QoS `nginx:30` in recommend mode
 //! (nothing on the host is changed), and tears everything down when the scenario ends or on
-//! Ctrl-C (the testbed and the agent both take the terminal's SIGINT and clean up).
+//! Ctrl-C (the testbed and the agent both take the terminal's SIGINT and clean up). The live
+//! view's URL is printed: the agent's page, forwarded from the host's loopback into the
+//! testbed's namespace for root.
 use std::{
     process::Command,
     time::{Duration, Instant},
@@ -24,6 +26,77 @@ fn testbed_namespaces() -> Vec<String> {
         .filter(|n| n.starts_with("seer-tb-") && n.ends_with("-app"))
         .map(str::to_string)
         .collect()
+}
+
+/// The agent's listener inside the testbed's namespace, and the port tried first on the host.
+const LIVE_PORT: u16 = 9464;
+
+/// The live view from the host: the agent listens on the loopback of the testbed's namespace,
+/// so this forwards 127.0.0.1:LIVE_PORT on the host (or a free port) into it. Only root's
+/// connections are forwarded (the agent's own rule: its data is root's on this host); another
+/// user's connection is closed at once.
+fn forward_live_view(ns: String) -> Result<u16> {
+    use std::net::TcpListener;
+    let l = TcpListener::bind(("127.0.0.1", LIVE_PORT))
+        .or_else(|_| TcpListener::bind(("127.0.0.1", 0)))
+        .context("binding a loopback port for the live view")?;
+    let port = l.local_addr()?.port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let ns = ns.clone();
+            std::thread::spawn(move || relay(c, &ns));
+        }
+    });
+    Ok(port)
+}
+
+/// The owner uid of the TCP connection `peer` -> `local` in this thread's namespace.
+fn socket_uid(peer: std::net::SocketAddr, local: std::net::SocketAddr) -> Option<u32> {
+    let hex = |a: std::net::SocketAddr| match a.ip() {
+        std::net::IpAddr::V4(ip) => Some(format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(ip.octets()),
+            a.port()
+        )),
+        std::net::IpAddr::V6(_) => None,
+    };
+    let (p, l) = (hex(peer)?, hex(local)?);
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let c: Vec<&str> = line.split_whitespace().collect();
+        (c.get(1) == Some(&p.as_str()) && c.get(2) == Some(&l.as_str()))
+            .then(|| c.get(7)?.parse().ok())
+            .flatten()
+    })
+}
+
+fn relay(client: std::net::TcpStream, ns: &str) {
+    let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
+        return;
+    };
+    if socket_uid(peer, local) != Some(0) {
+        return;
+    }
+    // This thread only moves into the testbed's namespace (setns is per thread).
+    let Ok(f) = std::fs::File::open(format!("/run/netns/{ns}")) else {
+        return;
+    };
+    if nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
+        return;
+    }
+    let Ok(up) = std::net::TcpStream::connect(("127.0.0.1", LIVE_PORT)) else {
+        return;
+    };
+    let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), up.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut u2, &mut c2);
+        let _ = c2.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut c, mut u) = (client, up);
+    let _ = std::io::copy(&mut c, &mut u);
+    let _ = u.shutdown(std::net::Shutdown::Write);
 }
 
 extern "C" fn on_sigint(_: libc::c_int) {}
@@ -98,9 +171,15 @@ pub fn run() -> Result<()> {
             "recommend",
             "--no-store",
         ])
-        .args(["--metrics-addr", "off"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{LIVE_PORT}")])
         .spawn()
         .context("starting the agent")?;
+    match forward_live_view(ns.clone()) {
+        Ok(port) => println!(
+            "\nlive view: http://127.0.0.1:{port}/ui  (root on this host; from another machine: ssh -L {port}:127.0.0.1:{port} THIS-HOST)\n"
+        ),
+        Err(e) => println!("\nno live view from the host ({e}); the agent's table follows\n"),
+    }
     // The scenario ends (the testbed tears down and exits) or Ctrl-C ends both.
     let st = loop {
         if let Some(st) = testbed.try_wait()? {
