@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     ap.add_argument("--t-len", type=int, default=10)
     ap.add_argument("--horizon-ms", type=int, default=100, help="the horizon of the main table and the shipped model")
     ap.add_argument("--label-horizon-ms", type=int, default=None, help="horizon of the networks' training labels in the main table (default: --horizon-ms)")
-    ap.add_argument("--threshold-on", default="val", choices=T.THRESHOLD_ON, help="the runs every method's threshold is chosen on")
+    ap.add_argument("--threshold-on", default="train+val", choices=T.THRESHOLD_ON, help="the runs every method's threshold is chosen on")
     ap.add_argument("--n-max", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ship", action="store_true", help="write the shipped model (models/seer-graph-h100)")
@@ -256,7 +256,7 @@ def incremental(a, by, norm, t_len, first, net, base, base_info):
     deployments. For each, its first k runs are the new traces and the rest are judged; the
     shipped model as trained (no retraining), continued from its weights on the new traces only
     (a few epochs), and trained from scratch on the training runs plus the new traces, each
-    with its threshold chosen on the validation runs. Returns rows of (k, way, anticipated %,
+    with its threshold chosen as `--threshold-on` says. Returns rows of (k, way, anticipated %,
     precision %, culprit top-1 %, training s, new hours)."""
     import copy
 

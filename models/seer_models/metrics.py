@@ -6,7 +6,7 @@ is made at e_i = ts_i + tick):
 - label: service n initiates a violation within H of tick i when a violation whose initiator is
   n is active at e_i (start <= e_i < end + step) or starts in (e_i, e_i + H];
 - alarm: the agent's alarm policy over p (`seer-agent/src/respond/alarm.rs`, same defaults):
-  it fires when p[i, n] >= threshold (chosen on the validation runs) for CONSECUTIVE ticks in a
+  it fires when p[i, n] >= threshold (chosen on the training and validation runs, `--threshold-on`) for CONSECUTIVE ticks in a
   row, clears after CONSECUTIVE ticks under HYSTERESIS x threshold, and a service that fired
   cannot fire again for COOLDOWN_MS; an alarm is "on" from the tick it fires until it clears;
 - anticipated: an alarm on the violation's initiator fires (its rising edge) at some tick
