@@ -55,11 +55,13 @@ function layout(snap, width, height) {
   if (remotes.length) rows.push(remotes);
   const pos = new Map();
   const dy = height / (rows.length + 1);
+  let minDx = Infinity;
   rows.forEach((row, i) => {
     const dx = width / (row.length + 1);
+    minDx = Math.min(minDx, dx);
     row.forEach((name, j) => pos.set(name, { x: dx * (j + 1), y: dy * (i + 1) }));
   });
-  return { pos, remotes };
+  return { pos, remotes, minDx };
 }
 
 function drawGraph(snap) {
@@ -72,8 +74,9 @@ function drawGraph(snap) {
   const m = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, defs);
   el("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#90a4ae" }, m);
   const thr = snap.threshold || 0.5;
-  const { pos, remotes } = layout(snap, width, height);
-  const W = 120, H = 34;
+  const { pos, remotes, minDx } = layout(snap, width, height);
+  // Nodes narrow where a row is crowded, so they never overlap.
+  const W = Math.max(40, Math.min(120, minDx - 6)), H = 34;
   const edge = (a, b, cls) => {
     const p = pos.get(a), q = pos.get(b);
     if (!p || !q) return;
@@ -109,7 +112,7 @@ function drawQos(snap) {
   const q = document.getElementById("qos");
   if (!snap.qos) {
     q.dataset.state = "unknown";
-    q.textContent = "QoS: none given (--qos-p99-ms, or [qos] in the config)";
+    q.textContent = "QoS: none given (--qos SERVICE:P99_MS, or [qos] in the config)";
     return;
   }
   const { target_ms, p99_ms, violated, front_end } = snap.qos;
