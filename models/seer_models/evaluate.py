@@ -420,9 +420,10 @@ def write_report(a, by, results, train_info, figs, infer_ms, best_net, ship_net,
         w(f"| {what} | {want} | {fmt(got)}% | {'met' if ok else 'missed'} |")
     n_train = sum(len([v for v in r.violations if v.initiator]) for r in by["train"])
     w(f"\nThe networks learned from {n_train} labelled violations in {sum(r.hours for r in by['train']):.2f} h of training runs (the corpus plan asks for >= 300 violations in >= 2 h); "
-      "with so few examples of each fault kind and onset, and thresholds chosen on a validation set of a few violations, these figures say more about the corpus than about the networks. "
-      "The simple per-service latency threshold anticipates most violations (its latency rises before the end-to-end window's p99 crosses the target) but at a precision of a few percent: "
-      "the task is telling a coming violation from the many latency bumps that come to nothing.\n")
+      "with so few examples of each fault kind and onset, these figures say more about the corpus than about the networks. "
+      "A violation counts as anticipated only when an alarm fires inside its look window (an alarm on since long before foresaw nothing): "
+      "counted so, no method here anticipates more than a few violations, a per-service latency threshold included, "
+      "and the precision tells how many latency bumps that come to nothing each one alarms on.\n")
     L.extend(F.report_lines(facts, fmt))
     w("## Beside the paper\n")
     w(f"| figure | paper | here ({ship_net} network, test runs) |\n|---|---|---|")
