@@ -124,3 +124,23 @@ def test_the_alarm_policy_is_the_agents():
     assert events([0.6, 0.1, 0.7, 0.9, 0.45, 0.45, 0.3, 0.2]) == [(400, "fired"), (800, "cleared")]
     # The agent's cooldown there is 1 s; here the default 30 s: no second alarm within it.
     assert events([0.9, 0.9, 0.1, 0.1] + [0.9] * 8) == [(200, "fired"), (400, "cleared")]
+
+
+def test_an_anticipation_needs_an_alarm_that_fires_in_the_look_window():
+    """The same cases as seer-agent/src/cli/score.rs's tests: one service, 100 ms ticks from 0,
+    a violation it initiates from 5 s; an alarm firing at ~4.5 s anticipates it, an alarm on
+    since the first tick does not (and is a false episode where it rose)."""
+    from types import SimpleNamespace
+
+    v = D.Violation(id=0, start_unix_ms=5000, end_unix_ms=5500, initiator="s", fault_kind="cpu_quota", onset="ramp", random=False)
+    run = SimpleNamespace(name="r", services=["s"], tick_ms=100, ts_ms=np.arange(60) * 100, violations=[v])
+
+    def score(p):
+        return M.score_run(run, np.array(p, np.float32)[:, None], 0.5, 100, 0)
+
+    late = score([0.9 if i >= 44 else 0.0 for i in range(60)])
+    assert late["violations"][0]["anticipated"] and 0 < late["violations"][0]["lead_ms"] <= 1100
+    assert late["false_episodes"] == 0
+    always = score([0.9] * 60)
+    assert not always["violations"][0]["anticipated"]
+    assert (always["episodes"], always["false_episodes"]) == (1, 1)
