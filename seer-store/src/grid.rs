@@ -25,6 +25,18 @@ struct Lane<V> {
     pending: BTreeMap<u64, V>,
 }
 
+impl<V> Lane<V> {
+    /// Every pending sample up to slot `upto` becomes the lane's latest, in slot order.
+    fn settle(&mut self, upto: u64) {
+        while let Some(e) = self.pending.first_entry() {
+            if *e.key() > upto {
+                break;
+            }
+            self.last = Some(e.remove_entry());
+        }
+    }
+}
+
 /// One lane's value in a closed slot.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cell<'a, K, V> {
@@ -113,13 +125,7 @@ impl<K: Ord + Clone, V> Grid<K, V> {
         let slot = self.next?;
         self.next = Some(slot + 1);
         for lane in self.lanes.values_mut() {
-            while let Some(e) = lane.pending.first_entry() {
-                if *e.key() > slot {
-                    break;
-                }
-                let (s, v) = e.remove_entry();
-                lane.last = Some((s, v));
-            }
+            lane.settle(slot);
         }
         let forget = self.forget_slots;
         let cells = self
@@ -150,13 +156,7 @@ impl<K: Ord + Clone, V> Grid<K, V> {
             return;
         }
         for lane in self.lanes.values_mut() {
-            while let Some(e) = lane.pending.first_entry() {
-                if *e.key() >= slot {
-                    break;
-                }
-                let (s, v) = e.remove_entry();
-                lane.last = Some((s, v));
-            }
+            lane.settle(slot - 1);
         }
         self.next = Some(slot);
     }

@@ -95,13 +95,14 @@ fn err(what: String) -> Error {
     Error::Setup(format!("dataset: {what}"))
 }
 
-/// One host's trace, resampled to tick buckets, by dataset service name.
+/// One host's trace, by dataset service name (the grid puts it in tick buckets).
 struct HostTrace {
     tick_ms: u64,
+    /// The first and last tick buckets it covers.
     first: u64,
     last: u64,
-    /// name -> bucket -> (agent ts, values)
-    samples: HashMap<String, BTreeMap<u64, (u64, [f32; CHANNELS])>>,
+    /// (dataset name, agent ts, values), oldest first.
+    samples: Vec<(String, u64, [f32; CHANNELS])>,
     /// (dataset name, agent id, identity)
     services: Vec<(String, u32, String)>,
     edges: Vec<(String, String)>,
@@ -144,7 +145,7 @@ fn read_host(plan: &Plan, host: &str, db: &Path) -> Result<HostTrace> {
         .into_iter()
         .map(|(a, b)| (name_of(a.0), name_of(b.0)))
         .collect();
-    let mut samples: HashMap<String, BTreeMap<u64, (u64, [f32; CHANNELS])>> = HashMap::new();
+    let mut samples = Vec::new();
     let mut iter = store.range(0, u64::MAX).map_err(st)?;
     let mut tick = TickSamples::default();
     let (mut first, mut last) = (u64::MAX, 0);
@@ -153,10 +154,7 @@ fn read_host(plan: &Plan, host: &str, db: &Path) -> Result<HostTrace> {
         first = first.min(b);
         last = last.max(b);
         for s in &tick.samples {
-            samples
-                .entry(name_of(s.service.0))
-                .or_default()
-                .insert(b, (tick.ts_ms, s.values));
+            samples.push((name_of(s.service.0), tick.ts_ms, s.values));
         }
     }
     Ok(HostTrace {
@@ -382,11 +380,9 @@ pub fn build(inp: Input<'_>) -> Result<DatasetSummary> {
     let mut grid: Grid<&str, (u64, [f32; CHANNELS])> = Grid::new(tick_ms, None);
     grid.start_at(grid.slot_of(first));
     for (_, t) in &traces {
-        for (n, m) in &t.samples {
-            for &(sample_ts, values) in m.values() {
-                // Before the first tick every host covered: refused, kept as the latest.
-                let _ = grid.insert(n.as_str(), sample_ts, (sample_ts, values));
-            }
+        for (n, sample_ts, values) in &t.samples {
+            // Before the first tick every host covered: refused, kept as the latest.
+            let _ = grid.insert(n.as_str(), *sample_ts, (*sample_ts, *values));
         }
     }
     let mut ticks = 0;
