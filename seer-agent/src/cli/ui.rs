@@ -89,12 +89,19 @@ pub struct Loaded {
     pub episodes: usize,
 }
 
-/// The episodes the store keeps in `[from, to]`, oldest first, as the timeline writes them.
-fn episodes(store: &Store, d: &Discovery, from: u64, to: u64) -> anyhow::Result<Vec<Value>> {
+/// The episodes the store keeps in `[from, to]`, oldest first, as the timeline writes them
+/// (`qos`: the store's violations up to `to`).
+fn episodes(
+    store: &Store,
+    qos: &[seer_store::QosEvent],
+    d: &Discovery,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<Vec<Value>> {
     let name = |s: Option<ServiceId>| s.map_or(String::new(), |s| d.name_of(s).to_string());
     let ep = |ts: u64, kind: &str, service: String, text: String| json!({"ts_ms": ts, "kind": kind, "service": service, "text": text});
     let mut out = Vec::new();
-    for q in store.qos_events(0, to + 1)? {
+    for q in qos {
         if q.start_ms < from && q.end_ms != 0 && q.end_ms < from {
             continue;
         }
@@ -108,7 +115,7 @@ fn episodes(store: &Store, d: &Discovery, from: u64, to: u64) -> anyhow::Result<
             ));
         }
         if q.end_ms != 0 && q.end_ms <= to {
-            out.push(ep(q.end_ms, "recovered", String::new(), q.kind));
+            out.push(ep(q.end_ms, "recovered", String::new(), q.kind.clone()));
         }
     }
     for r in store.diagnoses(from, to + 1)? {
@@ -190,7 +197,7 @@ pub fn load(store: &Store, db: &str, minutes: u64) -> anyhow::Result<(Feed, Load
         .map(|p| (p.ts_ms, p))
         .collect();
     let qos_events = store.qos_events(0, to + 1)?;
-    let eps = episodes(store, &d, from, to)?;
+    let eps = episodes(store, &qos_events, &d, from, to)?;
     let every = MIN_INTERVAL.as_millis() as u64 / tick_ms;
     let feed = Feed::default();
     let mut iter = store.range(from, to + 1)?;
