@@ -88,10 +88,16 @@ class Graph:
     def __init__(self, g: torch.Tensor, n: int):
         self.n = n
         self.sparse = not torch.is_floating_point(g)
+        # Each service's callee and caller counts (or the row-normalised matrices), once for
+        # every round of message passing.
         if self.sparse:
             self.src, self.dst = g[:, 0], g[:, 1]
+            self.out_deg = self._degree(self.src)[None, :, None]
+            self.in_deg = self._degree(self.dst)[None, :, None]
         else:
-            self.adj = g
+            self.adj, self.adj_t = g, g.transpose(0, 1)
+            self.callees = g / g.sum(dim=1, keepdim=True).clamp(min=1.0)
+            self.callers = self.adj_t / self.adj_t.sum(dim=1, keepdim=True).clamp(min=1.0)
 
     def _gather_sum(self, to: torch.Tensor, frm: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Per service i: the sum of v[:, j] over the edges with to = i and frm = j. v [B, N, K]."""
@@ -105,15 +111,14 @@ class Graph:
     def callees_mean(self, h: torch.Tensor) -> torch.Tensor:
         """Per service, the mean of its callees' h (0 for none). h [B, N, H]."""
         if self.sparse:
-            return self._gather_sum(self.src, self.dst, h) / self._degree(self.src)[None, :, None]
-        return (self.adj / self.adj.sum(dim=1, keepdim=True).clamp(min=1.0)) @ h
+            return self._gather_sum(self.src, self.dst, h) / self.out_deg
+        return self.callees @ h
 
     def callers_mean(self, h: torch.Tensor) -> torch.Tensor:
         """Per service, the mean of its callers' h (0 for none)."""
         if self.sparse:
-            return self._gather_sum(self.dst, self.src, h) / self._degree(self.dst)[None, :, None]
-        at = self.adj.transpose(0, 1)
-        return (at / at.sum(dim=1, keepdim=True).clamp(min=1.0)) @ h
+            return self._gather_sum(self.dst, self.src, h) / self.in_deg
+        return self.callers @ h
 
     def _attend(self, h, score, to, frm, m):
         """Per service, its neighbours averaged with weights softmax(score) over them: a
@@ -137,7 +142,7 @@ class Graph:
     def attend_callers(self, h: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         if self.sparse:
             return self._attend(h, score, self.dst, self.src, None)
-        return self._attend(h, score, None, None, self.adj.transpose(0, 1))
+        return self._attend(h, score, None, None, self.adj_t)
 
 
 class GraphHybrid(nn.Module):
