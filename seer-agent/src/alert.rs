@@ -611,6 +611,32 @@ mod tests {
         }
     }
 
+    /// Reads one whole request: headers, then `Content-Length` bytes of body. Before, one
+    /// `read` could end after the headers (the client writes the body separately); the answer
+    /// and close then left the body unread, the kernel reset the connection, and the client
+    /// saw an error instead of the status (a test that failed one run in many).
+    fn read_request(c: &mut std::net::TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + len {
+                    return got;
+                }
+            }
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
     /// A receiver answering `status` to every request, counting them (real loopback HTTP).
     fn answering(port: u16, status: u16) -> Arc<AtomicU64> {
         let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
@@ -619,9 +645,8 @@ mod tests {
         std::thread::spawn(move || {
             for c in l.incoming() {
                 let Ok(mut c) = c else { break };
-                let mut buf = vec![0u8; 64 * 1024];
-                let _ = c.set_read_timeout(Some(Duration::from_millis(300)));
-                let _ = c.read(&mut buf);
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                read_request(&mut c);
                 seen.fetch_add(1, Ordering::Relaxed);
                 let _ = write!(c, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
             }
