@@ -23,7 +23,8 @@
 //! [respond]                     # what happens when the QoS is violated (needs [qos])
 //! mode = "recommend"            # enforce | recommend | dry-run
 //! diagnose = true               # find the culprit's saturated resource (microbenchmarks)
-//! cooldown_s = 10               # at most one diagnosis/step per culprit this often
+//! cooldown_s = 10               # at most one diagnosis per culprit this often
+//! check_ms = 1500               # after a step: the violation still on then -> one more step
 //! hold_s = 30                   # healthy this long -> actions for the culprit rolled back
 //! cpu_floor_pct = 20            # nobody's CPU quota goes below this (% of its CPU before seer)
 //! mb_floor_pct = 30             # nobody's memory bandwidth below this (MBA %)
@@ -163,6 +164,9 @@ pub struct RespondConfig {
     pub mode: Mode,
     pub diagnose: bool,
     pub cooldown_s: u64,
+    /// After a step, how long before checking that it worked: a violation still going on
+    /// then gets one more step (the same diagnosis, the next level), up to the knob's bounds.
+    pub check_ms: u64,
     pub hold_s: u64,
     pub cpu_floor_pct: u32,
     pub mb_floor_pct: u32,
@@ -176,6 +180,7 @@ impl Default for RespondConfig {
             mode: Mode::Recommend,
             diagnose: true,
             cooldown_s: 10,
+            check_ms: 1500,
             hold_s: 30,
             cpu_floor_pct: 20,
             mb_floor_pct: 30,
@@ -364,6 +369,14 @@ impl Config {
             return Err(format!(
                 "[predict] min_precision_pct = {}: expected 0 ..= 100",
                 p.min_precision_pct
+            ));
+        }
+        let r = &self.respond;
+        if r.check_ms < self.tick_ms || r.check_ms > 600_000 {
+            return Err(format!(
+                "[respond] check_ms = {}: expected a tick ({} ms) ..= 600000: it is how long a \
+                 step has to work before the next one",
+                r.check_ms, self.tick_ms
             ));
         }
         if p.cooldown_s > 86_400 {

@@ -55,8 +55,14 @@ pub struct CpuLimit {
 /// A service's CPU as seer found it before its first change: what its levels (percent) are of.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum CpuBaseline {
-    /// A CFS quota was set.
-    Quota { quota_us: u64, period_us: u64 },
+    /// A CFS quota was set. `wanted`: the CPUs it would have used over a short window, what
+    /// it used plus the time it was throttled (0 where unmeasured): a service squeezed under
+    /// its need wants more than its quota, and raises start from that, not from the squeeze.
+    Quota {
+        quota_us: u64,
+        period_us: u64,
+        wanted: f64,
+    },
     /// No quota: the CPUs it used over a short window (at most the CPUs it may run on).
     Unlimited { used: f64 },
 }
@@ -68,8 +74,19 @@ impl CpuBaseline {
             CpuBaseline::Quota {
                 quota_us,
                 period_us,
+                ..
             } => quota_us as f64 / period_us.max(1) as f64,
             CpuBaseline::Unlimited { used } => used.max(MIN_USED_CPUS),
+        }
+    }
+
+    /// In CPUs, what raises (levels of 100% and more) are percent of: the quota, or what the
+    /// service wanted when that was more (a quota squeezed to 1% of a CPU raised by 25% is
+    /// still nothing it can run on); with no quota, as [`Self::cpus`].
+    pub fn raise_base(&self) -> f64 {
+        match *self {
+            CpuBaseline::Quota { wanted, .. } => self.cpus().max(wanted),
+            CpuBaseline::Unlimited { .. } => self.cpus(),
         }
     }
 }
@@ -339,6 +356,53 @@ impl CpuCgroup {
         }
     }
 
+    /// How the cgroup's CFS quota held it back, cumulative: (periods, periods throttled,
+    /// microseconds throttled). v2 `cpu.stat` nr_periods, nr_throttled, throttled_usec; v1
+    /// `cpu.stat` nr_periods, nr_throttled, throttled_time (ns). The time is summed over the
+    /// CPUs' run queues and the kernel adds it when a queue is let run again (in jumps of a
+    /// few hundred ms under a tight quota); the counts move every period.
+    pub fn throttling(&self) -> Result<(u64, u64, u64), CgroupError> {
+        let (path, time_key, per_us) = match self {
+            CpuCgroup::V2 { dir } => (dir.join("cpu.stat"), "throttled_usec", 1),
+            CpuCgroup::V1 { cpu, .. } => (cpu.join("cpu.stat"), "throttled_time", 1000),
+        };
+        let stat = read_knob(&path)?;
+        let field = |key: &str| -> Result<u64, CgroupError> {
+            let v = stat
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+                .ok_or_else(|| CgroupError::Parse {
+                    path: path.clone(),
+                    value: stat.clone(),
+                    why: format!("no {key} line"),
+                })?;
+            parse_u64(&path, v)
+        };
+        Ok((
+            field("nr_periods")?,
+            field("nr_throttled")?,
+            field(time_key)? / per_us,
+        ))
+    }
+
+    /// The CPUs the cgroup wanted over `window`, at most the CPUs it may run on: what it used
+    /// plus the time its quota held it back. Throttled in most of the window's periods, it is
+    /// held at its quota whatever it needs, and its need cannot be read under the squeeze: at
+    /// least one CPU then (a raise must give it something it can run on; the escalation and
+    /// the rollback bound the rest).
+    pub fn wanted_cpus(&self, window: Duration) -> Result<f64, CgroupError> {
+        let t0 = Instant::now();
+        let (u0, (p0, n0, h0)) = (self.usage_us()?, self.throttling()?);
+        std::thread::sleep(window);
+        let (u1, (p1, n1, h1)) = (self.usage_us()?, self.throttling()?);
+        let secs = t0.elapsed().as_secs_f64().max(1e-3);
+        let busy = (u1.saturating_sub(u0) + h1.saturating_sub(h0)) as f64 / 1e6 / secs;
+        let (periods, throttled) = (p1.saturating_sub(p0), n1.saturating_sub(n0));
+        let held = throttled > 0 && 2 * throttled >= periods;
+        let may = self.allowed_cpus() as f64;
+        Ok(if held { busy.max(1.0) } else { busy }.min(may))
+    }
+
     /// How many CPUs the service may run on: its cpuset, else its processes' affinity, else
     /// the host's online CPUs.
     pub fn allowed_cpus(&self) -> usize {
@@ -388,8 +452,9 @@ impl CpuCgroup {
         Ok(u1.saturating_sub(u0) as f64 / 1e6 / secs)
     }
 
-    /// What the service has now: its quota (read with `read`, as in [`Self::limit_with`]), or
-    /// with none what it used over `window`, at most the CPUs it may run on.
+    /// What the service has now: its quota (read with `read`, as in [`Self::limit_with`]) and
+    /// what it wanted over `window`, or with none what it used over `window`, at most the
+    /// CPUs it may run on.
     pub fn baseline_with(
         &self,
         read: impl Fn(&Path) -> Result<String, CgroupError>,
@@ -400,6 +465,10 @@ impl CpuCgroup {
             Some(quota_us) => CpuBaseline::Quota {
                 quota_us,
                 period_us: lim.period_us,
+                wanted: self.wanted_cpus(window).unwrap_or_else(|e| {
+                    log::debug!("cgroup: what the service wants, unmeasured: {e}");
+                    0.0
+                }),
             },
             None => CpuBaseline::Unlimited {
                 used: self.used_cpus(window)?.min(self.allowed_cpus() as f64),

@@ -328,6 +328,94 @@ fn raising_a_4_cpu_quota_by_25_percent_gives_5_cpus_and_undo_restores_it() {
     }
 }
 
+/// The closed loop's first run (issue 19): a back end squeezed to 1% of a CPU was "raised" by
+/// 25% of its squeeze, to 1.25%, which changed nothing. Raises of a throttled service start
+/// from what it wanted (used plus throttled), here on this host's real v1 cpu hierarchy with a
+/// real busy loop held to 1% of a CPU.
+#[test]
+fn a_squeezed_quota_is_raised_from_what_the_service_wanted_not_from_the_squeeze() {
+    let Some(cg) = V1Cgroup::new("squeezed") else {
+        println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
+        return;
+    };
+    let quota = cg.0.join("cpu.cfs_quota_us");
+    std::fs::write(&quota, "1000").expect("squeeze to 1% of a CPU");
+    let busy = Busy::loop_in(&cg);
+    let pid = busy.0.id();
+    let squeezed = share(pid, Duration::from_millis(600));
+    let found = CpuCgroup::of_pid(pid).expect("cgroup of pid");
+    let d = TempDir::new("cg-squeezed-j");
+    let (act, _) = Actuator::open(&d.path().join("j.json"), None).expect("actuator");
+    let mut e = Enforcer::new(act);
+    e.targets.insert(
+        "cache".into(),
+        ServiceKnobs {
+            cpu: Some(found),
+            pids: vec![pid],
+        },
+    );
+    let mut p = Policy::new(
+        PolicyConfig {
+            mode: Mode::Enforce,
+            ..Default::default()
+        },
+        SystemClock::default(),
+    );
+    let j = json(&e.carry_out(&p.on_alert("cache", Control::Cpu, &[])));
+    let raised: f64 = std::fs::read_to_string(&quota)
+        .expect("quota")
+        .trim()
+        .parse::<f64>()
+        .expect("number")
+        / 100_000.0;
+    let after = share(pid, Duration::from_millis(1000));
+    println!(
+        "kernel {}: busy loop at a 0.01-CPU quota used {squeezed:.3} CPUs; raised to {raised:.2} \
+         CPUs it used {after:.2}; {j}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    assert!(squeezed < 0.05, "the squeeze holds it: {squeezed:.3}");
+    assert!(
+        raised >= 0.5,
+        "one step gives a CPU-bound loop at least half a CPU, not 1.25% of one: {raised:.3}: {j}"
+    );
+    assert!(j.contains("it wanted under its 0.01-CPU quota"), "{j}");
+    assert!(after > 0.4, "it runs again: {after:.2}");
+    let rep = e.actuator.undo_all();
+    assert!(rep.failed.is_empty(), "{rep:?}");
+    assert_eq!(
+        std::fs::read_to_string(&quota).expect("quota").trim(),
+        "1000",
+        "undo: the squeeze as it was (seer restores, it does not judge)"
+    );
+}
+
+/// v2's `throttled_usec`: a 1-CPU quota over a service using 1 CPU and held back by another
+/// one is raised from the 2 it wanted (125% of 2 = 2.5 CPUs); a cut of an antagonist stays
+/// relative to its quota.
+#[test]
+fn v2_raises_start_from_used_plus_throttled_cuts_from_the_quota() {
+    let api = FakeCpuCgroup::v2_throttled("wanted-v2", "100000 100000", 1.0, 1.0, "0-3");
+    let batch = FakeCpuCgroup::v2_throttled("wanted-v2-b", "200000 100000", 2.0, 1.0, "0-3");
+    let (_d, mut e, _) = enforcing("wanted-v2-j", &[("api", &api), ("batch", &batch)]);
+    let set = |service: &str, level| crate::respond::policy::Decision {
+        mode: Mode::Enforce,
+        actions: vec![Action::Set {
+            service: service.into(),
+            resource: Control::Cpu,
+            level,
+        }],
+        note: None,
+    };
+    let j = json(&e.carry_out(&set("api", 125)));
+    let q = api.quota_cpus().expect("a quota");
+    assert!((2.2..=2.8).contains(&q), "125% of ~2 wanted CPUs: {q}: {j}");
+    let j = json(&e.carry_out(&set("batch", 75)));
+    assert_eq!(batch.quota_cpus(), Some(1.5), "75% of its 2-CPU quota: {j}");
+}
+
 #[test]
 fn cutting_an_unlimited_antagonist_starts_from_what_it_uses_and_undo_lifts_the_cap() {
     for burn in [

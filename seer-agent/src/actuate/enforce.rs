@@ -245,8 +245,13 @@ impl Enforcer {
             CpuBaseline::Quota {
                 quota_us,
                 period_us,
-            } => (
+                ..
+            } if level < 100 => (
                 (u128::from(quota_us) * u128::from(level) / 100) as u64,
+                period_us,
+            ),
+            CpuBaseline::Quota { period_us, .. } => (
+                (base.raise_base() * pct * period_us as f64) as u64,
                 period_us,
             ),
             CpuBaseline::Unlimited { used } if level >= 100 => {
@@ -273,6 +278,11 @@ impl Enforcer {
         let quota_us = quota_us.max(MIN_QUOTA_US);
         let new = quota_us as f64 / period_us.max(1) as f64;
         let of = match base {
+            CpuBaseline::Quota { wanted, .. } if level >= 100 && wanted > base.cpus() => format!(
+                "{level}% of the {} CPUs it wanted under its {}-CPU quota: what it used plus the time the quota held it back",
+                cpus(wanted),
+                cpus(base.cpus())
+            ),
             CpuBaseline::Quota { .. } => format!("{level}% of its {}-CPU quota", cpus(base.cpus())),
             CpuBaseline::Unlimited { used } if used < MIN_USED_CPUS => format!(
                 "{level}% of {MIN_USED_CPUS} CPUs, the least a step starts from: it used {} with no quota",

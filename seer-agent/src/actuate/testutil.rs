@@ -38,6 +38,12 @@ impl FakeCpuCgroup {
 
     /// v2: `max` as the kernel shows `cpu.max` (`max 100000` = no quota).
     pub fn v2(name: &str, max: &str, burning: f64, cpus: &str) -> Self {
+        Self::v2_throttled(name, max, burning, 0.0, cpus)
+    }
+
+    /// v2, its quota holding it back: `throttled` CPUs' worth of throttled time a second
+    /// (`throttled_usec` in `cpu.stat`) beside the `burning` it uses.
+    pub fn v2_throttled(name: &str, max: &str, burning: f64, throttled: f64, cpus: &str) -> Self {
         let dir = TempDir::new(name);
         let d = dir.path().join("svc");
         std::fs::create_dir_all(&d).expect("mkdir fake cgroup");
@@ -45,10 +51,16 @@ impl FakeCpuCgroup {
         put(&d.join("cpuset.cpus.effective"), cpus);
         let stat = d.join("cpu.stat");
         let cg = super::cgroup::CpuCgroup::V2 { dir: d };
+        let held = throttled / burning.max(1e-9);
         Self::ticking(dir, cg, burning, move |us| {
+            let t = (us as f64 * held) as u64;
             put(
                 &stat,
-                &format!("usage_usec {us}\nuser_usec {us}\nsystem_usec 0\n"),
+                &format!(
+                    "usage_usec {us}\nuser_usec {us}\nsystem_usec 0\nnr_periods {}\n\
+                     nr_throttled 0\nthrottled_usec {t}\n",
+                    us / 100_000
+                ),
             )
         })
     }

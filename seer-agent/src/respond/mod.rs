@@ -667,16 +667,23 @@ impl Responder {
     }
 
     /// `culprit` is (about to be) the initiator of a violation: diagnose it (or reuse the
-    /// diagnosis while an action for it is in effect), then step. At most once per cooldown.
+    /// diagnosis while an action for it is in effect), then step. A new diagnosis at most once
+    /// per `cooldown_s`; while a step is in effect and the violation goes on, the next step
+    /// (escalation, same diagnosis) after `check_ms`, the time a step gets to work.
     pub fn on_prediction(&mut self, culprit: &str, id: ServiceId, d: &Discovery, origin: Origin) {
         if self.pending.is_some() {
             return;
         }
         let cooldown = Duration::from_secs(self.cfg.cooldown_s);
+        let wait = if self.policy.in_effect(culprit) {
+            Duration::from_millis(self.cfg.check_ms).min(cooldown)
+        } else {
+            cooldown
+        };
         if self
             .last_step
             .get(culprit)
-            .is_some_and(|t| t.elapsed() < cooldown)
+            .is_some_and(|t| t.elapsed() < wait)
         {
             return;
         }
@@ -1321,6 +1328,61 @@ mod tests {
             "{}",
             v[1]
         );
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Escalation: while a step for the culprit is in effect, the next one comes after
+    /// `check_ms` (the time a step gets to work), not after the diagnosis's `cooldown_s`; with
+    /// nothing in effect, a new diagnosis waits for the cooldown. (Before, every step waited
+    /// 10 s: the closed loop's squeezed back end got one useless step per fault.)
+    #[test]
+    fn a_step_in_effect_is_followed_by_the_next_after_check_ms_not_the_cooldown() {
+        let (dir, _store, mut r) = recommending("escalate", false);
+        r.cfg.check_ms = 300;
+        r.cfg.cooldown_s = 10;
+        let d = nginx_and_memcached();
+        r.on_discovery(&d);
+        let mc = d
+            .services
+            .iter()
+            .find(|s| s.name == "memcached")
+            .unwrap()
+            .id;
+        let wait_done = |r: &mut Responder| {
+            let t0 = Instant::now();
+            while r.pending.is_some() {
+                r.poll_diagnosis(0, &d);
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "the step never came"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // Nothing in effect: one response, then the cooldown holds the next.
+        r.on_prediction("memcached", mc, &d, Origin::Observed);
+        assert!(r.pending.is_some(), "the first response starts");
+        wait_done(&mut r);
+        std::thread::sleep(Duration::from_millis(400));
+        r.on_prediction("memcached", mc, &d, Origin::Observed);
+        assert!(r.pending.is_none(), "no step in effect: the cooldown holds");
+        // A step in effect for memcached: the next comes once check_ms has passed.
+        r.policy.on_alert("memcached", policy::Control::Cpu, &[]);
+        assert!(r.policy.in_effect("memcached"));
+        r.last_step.insert("memcached".into(), Instant::now());
+        r.on_prediction("memcached", mc, &d, Origin::Observed);
+        assert!(
+            r.pending.is_none(),
+            "within check_ms: the step is still working"
+        );
+        std::thread::sleep(Duration::from_millis(350));
+        r.on_prediction("memcached", mc, &d, Origin::Observed);
+        assert!(
+            r.pending.is_some(),
+            "check_ms passed, the violation goes on: next step"
+        );
+        wait_done(&mut r);
         drop(r);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1,7 +1,8 @@
 //! What to do about a predicted violation: (culprit, resource) -> bounded actions.
 //!
 //! - CPU: levels are percent of what each service had before seer (its quota, or the CPUs it
-//!   used when it had none: the actuator reads it). The culprit's quota grows one step (up to
+//!   used when it had none: the actuator reads it; raises of a throttled quota, of what the
+//!   service wanted: `CpuBaseline::raise_base`). The culprit's quota grows one step (up to
 //!   `max`); at its max, or when it has no quota to raise ([`Policy::cannot_grow`]), the
 //!   busiest antagonist's quota shrinks one step, never below `floor`.
 //! - LLC: the culprit gets one more exclusive L3 way (up to `max`).
