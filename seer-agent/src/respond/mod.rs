@@ -1168,6 +1168,10 @@ mod tests {
         }
     }
 
+    fn id_of(d: &Discovery, name: &str) -> ServiceId {
+        d.services.iter().find(|s| s.name == name).unwrap().id
+    }
+
     /// A tick of zeros for every service.
     fn idle_samples(d: &Discovery) -> Vec<Sample> {
         d.services
@@ -1253,13 +1257,8 @@ mod tests {
         let d = nginx_and_memcached();
         r.on_discovery(&d);
         r.set_model(Some(model_ctx(2, true)));
-        let mc = d
-            .services
-            .iter()
-            .find(|s| s.name == "memcached")
-            .unwrap()
-            .id;
-        let ng = d.services.iter().find(|s| s.name == "nginx").unwrap().id;
+        let mc = id_of(&d, "memcached");
+        let ng = id_of(&d, "nginx");
         let samples = idle_samples(&d);
         let pred = |ts: u64, p_mc: f32| crate::infer::Prediction {
             ts_ms: ts,
@@ -1343,12 +1342,7 @@ mod tests {
         r.cfg.cooldown_s = 10;
         let d = nginx_and_memcached();
         r.on_discovery(&d);
-        let mc = d
-            .services
-            .iter()
-            .find(|s| s.name == "memcached")
-            .unwrap()
-            .id;
+        let mc = id_of(&d, "memcached");
         let wait_done = |r: &mut Responder| {
             let t0 = Instant::now();
             while r.pending.is_some() {
