@@ -9,7 +9,9 @@
   accept backlog and latency p99 (learned while the QoS holds); departed when the fast mean
   exceeds the slow one by K deviations; the deepest departed service is named;
 - gbt: gradient-boosted trees (scikit-learn HistGradientBoosting) on hand-made window features
-  of the service and of its callers and callees.
+  of the service and of its callers and callees;
+- fault oracle (not a predictor: the ceiling): the injected faults' targets from the moment
+  each fault starts, read from the run's fault records.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .data import Run
+from . import metrics as M
 from .metrics import STEP_MS
 
 CH = None
@@ -75,6 +78,27 @@ def violation_active(run: Run) -> np.ndarray:
     for v in run.violations:
         act |= (v.start_unix_ms <= e) & (e < v.end_unix_ms + STEP_MS)
     return act
+
+
+# The testbed's attribution: a fault explains a violation that starts before it is removed
+# plus a QoS window plus this grace (seer-testbed/src/truth.rs DRAIN_GRACE_MS).
+DRAIN_GRACE_MS = 3000
+
+
+def fault_oracle(run: Run) -> np.ndarray:
+    """Not a predictor: the ceiling of the definitions. 1 on a fault's target from the first
+    tick after the fault was applied until it was removed plus a window plus the drain grace,
+    0 elsewhere: it knows every fault the moment it starts, so a violation it does not
+    anticipate is one no predictor can under the rules (e.g. a violation more than the horizon
+    plus a window after its fault began: the alarm rose too early to count)."""
+    e = run.ts_ms + run.tick_ms
+    p = np.zeros((len(e), len(run.services)), np.float32)
+    for f in run.faults:
+        if f.get("service") in run.services and f.get("applied_unix_ms"):
+            j = run.services.index(f["service"])
+            end = f.get("removed_unix_ms") or e[-1]
+            p[(e > f["applied_unix_ms"]) & (e <= end + M.WINDOW_MS + DRAIN_GRACE_MS), j] = 1.0
+    return p
 
 
 def labeller(run: Run) -> np.ndarray:

@@ -144,3 +144,25 @@ def test_an_anticipation_needs_an_alarm_that_fires_in_the_look_window():
     always = score([0.9] * 60)
     assert not always["violations"][0]["anticipated"]
     assert (always["episodes"], always["false_episodes"]) == (1, 1)
+
+
+def test_the_fault_oracle_marks_each_fault_target_from_its_start_and_nothing_else():
+    from seer_models import baselines as B
+
+    for r in D.read_corpus(FIXTURE):
+        p = B.fault_oracle(r)
+        assert p.shape == (len(r.ts_ms), len(r.services))
+        e = r.ts_ms + r.tick_ms
+        targets = {f["service"] for f in r.faults if f.get("service") in r.services and f.get("applied_unix_ms")}
+        for j, name in enumerate(r.services):
+            if name not in targets:
+                assert not p[:, j].any(), f"{r.name}: {name} had no fault"
+        for f in r.faults:
+            if f.get("service") not in r.services or not f.get("applied_unix_ms"):
+                continue
+            j = r.services.index(f["service"])
+            assert not p[e <= f["applied_unix_ms"], j].any() or any(
+                g["service"] == f["service"] and g["applied_unix_ms"] < f["applied_unix_ms"] for g in r.faults
+            ), "nothing before the fault (unless an earlier fault on the same service)"
+            during = (e > f["applied_unix_ms"]) & (e <= f["removed_unix_ms"])
+            assert p[during, j].all(), f"{r.name}: on for the whole of fault {f['id']}"

@@ -35,6 +35,11 @@ pub trait Lab {
     /// network: send queues; disk: threads blocked on I/O; memory capacity: limit, faults,
     /// pressure), why, and how strongly (0..=1).
     fn passive(&self, baseline_us: f64) -> Option<(Resource, String, f64)>;
+    /// How long the quiet windows have watched the signals so far (the time `passive`'s
+    /// evidence spans). Default: as if long enough.
+    fn observed(&self) -> Duration {
+        Duration::MAX
+    }
 }
 
 /// Whether a local action (quota change, partition, ...) is in effect for a service: a
@@ -186,11 +191,9 @@ pub fn search(
             name: service.into(),
         });
     }
-    let quiet = quiet_windows(lab, cfg)?;
+    let (quiet, found) = quiet_windows(lab, cfg)?;
     let (b, noise) = baseline(&quiet);
-    if let Some((r, why, strength)) = lab.passive(b)
-        && cfg.passive.contains(&r)
-    {
+    if let Some((r, why, strength)) = found {
         let (confidence, reason) = from_signals(r, "measured without injecting", &why, strength);
         return Ok(Outcome {
             resource: Some(r),
@@ -230,18 +233,39 @@ pub fn search(
 }
 
 /// The first quiet windows (at least 3): the culprit's latency with nothing injected.
-fn quiet_windows(lab: &mut dyn Lab, cfg: &SearchConfig) -> Result<Vec<f64>, DiagnoseError> {
+/// The signals must have been watched this long before a shortage they show ends the quiet
+/// windows early: a CFS period, within which a throttled culprit shows it.
+pub const EARLY_PASSIVE: Duration = Duration::from_millis(100);
+
+/// A shortage the signals show without injecting: resource, why, strength.
+type Passive = Option<(Resource, String, f64)>;
+
+/// The quiet windows (their median latencies) and the shortage the signals show, if any. Stops
+/// early, after at least three windows and [`EARLY_PASSIVE`] of watching, once the signals
+/// show one: a culprit throttled to 1% of a CPU answers the probe once a CFS period, and its
+/// seven windows took a second of a violation before the first step (issue 19's closed loop).
+fn quiet_windows(
+    lab: &mut dyn Lab,
+    cfg: &SearchConfig,
+) -> Result<(Vec<f64>, Passive), DiagnoseError> {
+    const LEAST: usize = 3;
+    let total = cfg.quiet_windows.max(LEAST);
     let mut quiet = Vec::new();
     let mut n = 0;
-    for _ in 0..cfg.quiet_windows.max(3) {
+    for i in 1..=total {
         let w = lab.quiet(cfg.burst)?;
         n += w.n;
         quiet.push(w.p50_us);
+        let look = i == total || (i >= LEAST && lab.observed() >= EARLY_PASSIVE);
+        if look && n as usize >= quiet.len() {
+            let (b, _) = baseline(&quiet);
+            let found = lab.passive(b).filter(|(r, ..)| cfg.passive.contains(r));
+            if found.is_some() || i == total {
+                return Ok((quiet, found));
+            }
+        }
     }
-    if (n as usize) < quiet.len() {
-        return Err(DiagnoseError::TooFewSamples { n });
-    }
-    Ok(quiet)
+    Err(DiagnoseError::TooFewSamples { n })
 }
 
 /// The injecting part of a search: its bursts, quiet windows and references so far.
@@ -694,6 +718,47 @@ mod tests {
         let o = search("svc", &mut l, &NoActions, &cfg).expect("search");
         assert_eq!(o.resource, None, "{o:?}");
         assert!(!l.injected.is_empty(), "{o:?}");
+    }
+
+    /// A shortage the signals show from the start ends the quiet windows after the least
+    /// three (the fake has watched long enough); one they never show takes all seven.
+    #[test]
+    fn a_shortage_the_signals_show_at_once_ends_the_quiet_windows_early() {
+        let mut l = lab(Some(Resource::CpuInt), 3.0);
+        let o = search("svc", &mut l, &NoActions, &SearchConfig::default()).expect("search");
+        assert_eq!(o.resource, Some(Resource::CpuInt), "{o:?}");
+        assert_eq!(l.quiet_windows, 3, "{o:?}");
+        assert!(l.injected.is_empty());
+        let mut l = lab(None, 1.0);
+        search("svc", &mut l, &NoActions, &SearchConfig::default()).expect("search");
+        assert!(l.quiet_windows >= 7, "{}", l.quiet_windows);
+        // Watched for less than a CFS period: no early verdict.
+        struct Brief(FakeLab);
+        impl Lab for Brief {
+            fn quiet(&mut self, d: Duration) -> Result<Window, DiagnoseError> {
+                self.0.quiet(d)
+            }
+            fn inject(
+                &mut self,
+                r: Resource,
+                i: f64,
+                d: Duration,
+            ) -> Result<Window, DiagnoseError> {
+                self.0.inject(r, i, d)
+            }
+            fn available(&self, r: Resource) -> bool {
+                self.0.available(r)
+            }
+            fn passive(&self, b: f64) -> Option<(Resource, String, f64)> {
+                self.0.passive(b)
+            }
+            fn observed(&self) -> Duration {
+                Duration::from_millis(10) * self.0.quiet_windows as u32
+            }
+        }
+        let mut l = Brief(lab(Some(Resource::CpuInt), 3.0));
+        search("svc", &mut l, &NoActions, &SearchConfig::default()).expect("search");
+        assert_eq!(l.0.quiet_windows, 7, "30-60 ms of watching is not enough");
     }
 
     #[test]

@@ -256,6 +256,10 @@ impl Lab for RealLab<'_> {
         );
         passive_evidence(&s, baseline_us, self.cpu_wait)
     }
+
+    fn observed(&self) -> Duration {
+        self.quiet_signals.1
+    }
 }
 
 /// The host's online CPUs (not this thread's affinity: the probe pins itself).

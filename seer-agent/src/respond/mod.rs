@@ -721,17 +721,24 @@ impl Responder {
         let spawned = std::thread::Builder::new()
             .name("seer-diagnose".into())
             .spawn(move || {
-                let record = match (&svc, reuse, prior) {
-                    (_, true, Some(r)) => Ok(r),
-                    (_, true, None) => Err("diagnosis is off ([respond] diagnose = false)".into()),
-                    (None, _, _) => Err(format!("{name} is gone")),
-                    (Some(s), false, _) => {
-                        let t = diagnose::target::of_service(s);
-                        diagnose_target(&DiagnoseRequest::new(&s.name), &t, &gate)
-                            .map_err(|e| e.to_string())
-                    }
-                };
-                let antagonists = by_cpu(&others, Duration::from_millis(200));
+                // The antagonists' CPU is measured while the diagnosis runs, not after it: the
+                // step waits for neither longer than it must.
+                let (record, antagonists) = std::thread::scope(|sc| {
+                    let ants = sc.spawn(|| by_cpu(&others, Duration::from_millis(200)));
+                    let record = match (&svc, reuse, prior) {
+                        (_, true, Some(r)) => Ok(r),
+                        (_, true, None) => {
+                            Err("diagnosis is off ([respond] diagnose = false)".into())
+                        }
+                        (None, _, _) => Err(format!("{name} is gone")),
+                        (Some(s), false, _) => {
+                            let t = diagnose::target::of_service(s);
+                            diagnose_target(&DiagnoseRequest::new(&s.name), &t, &gate)
+                                .map_err(|e| e.to_string())
+                        }
+                    };
+                    (record, ants.join().unwrap_or_default())
+                });
                 let _ = tx.send(DiagnosisDone {
                     culprit: name,
                     id,
@@ -840,6 +847,10 @@ impl Responder {
             decision.actions.extend(next.actions);
             decision.note = next.note.or(decision.note);
         }
+        // The step's check (`check_ms`) and the next diagnosis's cooldown count from now, when
+        // the step was taken, not from when its diagnosis began (a second step came 0.3 s
+        // after the first when they did).
+        self.last_step.insert(done.culprit.clone(), Instant::now());
         // Healthy again before the diagnosis finished: an alert only if something was done or
         // recommended all the same (the cluster manager must know of every change), already
         // resolved.

@@ -154,7 +154,7 @@ fn serve(path: &PathBuf) -> Result<()> {
             )
         })?;
         let sh = server::Shared::new(cfg);
-        tokio::spawn(ctl::serve(sh.clone(), ctl_l));
+        ctl::serve(sh.clone(), ctl_l).context("control socket thread")?;
         server::serve(sh, listener).await.context("accept")
     })
 }
