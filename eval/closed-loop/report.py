@@ -18,7 +18,10 @@ Definitions (times relative to the run's t0, the start of judged load, so the wa
   apart: noise);
 - an action is unnecessary when neither its run nor the `none` run of the same trial has a
   violation active or starting within 2 s after it;
-- p99 during faults: the end-to-end p99 of the requests sent while a fault was applied.
+- p99 during faults: the end-to-end p99 of the requests sent while a fault was applied;
+- first step: per violation of the way, its first action on any host from 5 s before its
+  start to its end, minus its start (negative: the step came before the violation began);
+  the median over the way's violations that had one.
 """
 
 from __future__ import annotations
@@ -89,6 +92,21 @@ def unnecessary(run, base) -> int:
     return n
 
 
+# How long before a violation's start an action still counts as its response.
+LAG_LOOK_MS = 5000
+
+
+def step_lags(run) -> list:
+    """Per violation of the run with an action from LAG_LOOK_MS before its start to its end:
+    the first such action's time minus the start, seconds (negative: it came first)."""
+    out = []
+    for v in run["vios"]:
+        ts = [a["t_ms"] for a in run["actions"] if v["start_ms"] - LAG_LOOK_MS <= a["t_ms"] <= v["end_ms"]]
+        if ts:
+            out.append((min(ts) - v["start_ms"]) / 1000.0)
+    return out
+
+
 def score(runs: dict) -> dict:
     """runs: way -> list of runs (one per trial). Per way: sums over trials."""
     out = {}
@@ -105,6 +123,7 @@ def score(runs: dict) -> dict:
             "p99_faults_ms": [p99_during_faults(r) for r in rs],
             "actions": sum(len(r["actions"]) for r in rs),
             "unnecessary": sum(unnecessary(r, b) for r, b in zip(rs, base)) if way != "none" else 0,
+            "lags": [x for r in rs for x in step_lags(r)],
         }
         if way != "none" and base:
             avoided = total = pred_avoided = pred_total = 0
@@ -193,13 +212,14 @@ def main(argv=None) -> int:
         png = f"{stem}.png"
         plot(stem, runs, target, os.path.join(a.out, png))
         L += [f"## {stem}", "", f"![{stem}]({png})", ""]
-        L += ["| way | trials | violations | time in violation s | p99 during faults ms | actions | unnecessary | avoided (fault-caused) | predictable avoided |", "|---|---|---|---|---|---|---|---|---|"]
+        L += ["| way | trials | violations | time in violation s | p99 during faults ms | actions | unnecessary | first step, s after the violation began (median, n) | avoided (fault-caused) | predictable avoided |", "|---|---|---|---|---|---|---|---|---|---|"]
         print(f"{stem}:")
         for way, s in sc.items():
             p99 = ", ".join("-" if x is None else f"{x:.1f}" for x in s["p99_faults_ms"])
             av = f"{s['avoided']}/{s['caused']}" if "avoided" in s else "-"
             pav = f"{s['pred_avoided']}/{s['pred_caused']}" if "avoided" in s else "-"
-            row = f"| {way} | {s['trials']} | {s['violations']} | {s['violation_s']:.1f} | {p99} | {s['actions']} | {s['unnecessary']} | {av} | {pav} |"
+            lag = f"{np.median(s['lags']):+.1f} (n={len(s['lags'])})" if s["lags"] else "-"
+            row = f"| {way} | {s['trials']} | {s['violations']} | {s['violation_s']:.1f} | {p99} | {s['actions']} | {s['unnecessary']} | {lag} | {av} | {pav} |"
             L.append(row)
             print("  " + row)
         L.append("")
