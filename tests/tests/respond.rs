@@ -2,7 +2,8 @@
 //! a CPU fault on memcached (its v1 cgroup's CFS quota cut to 1% of a CPU), and the agent with a
 //! QoS on nginx. The agent must see the violation, name memcached as initiator, diagnose CPU and
 //! then, by mode:
-//! - enforce: raise memcached's quota one step (125% of the quota it has; journaled), alert a
+//! - enforce: raise memcached's quota (from what it wanted, not from the squeeze: a CPU or
+//!   more; journaled), alert a
 //!   real Alertmanager that only comes up after the violation (the outbox keeps the alert
 //!   meanwhile); on SIGTERM the quota goes back to what it was before seer (the fault's), and
 //!   the store holds the violation, the diagnosis and the undone action;
@@ -121,6 +122,14 @@ impl Scenario {
             .to_string()
     }
 
+    /// Whether the quota is a step's: a CPU or more (100000 us a 100 ms period). Raises of a
+    /// throttled service start from what it wanted (at least a CPU when throttled in most
+    /// periods), not from the fault's 1% (125% of that, 1250, changed nothing); the exact value
+    /// depends on what memcached wanted and on whether a second step came.
+    fn stepped(&self) -> bool {
+        self.quota().parse::<i64>().is_ok_and(|q| q >= 100_000)
+    }
+
     /// The fault: memcached gets 1% of a CPU (800 requests/s of 16 KiB need about 2%;
     /// measured here, 1% still serves 400/s with only brief stalls). Waits until the agent
     /// has queued its alert (violation seen, initiator named, diagnosed, stepped).
@@ -191,12 +200,12 @@ impl Scenario {
             .expect("second agent")
     }
 
-    /// The fault (1% of a CPU), then the enforced step to 125% of it; on a timeout, says what
-    /// the agent saw.
+    /// The fault (1% of a CPU), then the enforced step (see [`Self::stepped`]); on a timeout,
+    /// says what the agent saw.
     fn wait_for_the_step(&self) {
         std::fs::write(self.cg.0.join("cpu.cfs_quota_us"), "1000").expect("fault");
         let t0 = Instant::now();
-        while self.quota() != "1250" {
+        while !self.stepped() {
             assert!(
                 t0.elapsed() < Duration::from_secs(30),
                 "no enforced step in 30 s (quota {}): violations {}; agent log:\n{}",
@@ -235,10 +244,16 @@ fn assert_alert(a: &serde_json::Value, outcome: &str) {
         "diagnosed resource: {a}"
     );
     let actions = a["annotations"]["actions"].as_str().unwrap_or("");
+    // The first step is 125%; a violation that outlasts `check_ms` gets the next (150, ...),
+    // and the receiver may show the latest.
+    let level = actions
+        .split_once(r#""level":"#)
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u32>().ok());
     assert!(
         actions.contains(&format!(r#""outcome":"{outcome}""#))
             && actions.contains(r#""service":"memcached""#)
-            && actions.contains(r#""level":125"#),
+            && level.is_some_and(|l| (125..=200).contains(&l) && l % 25 == 0),
         "{actions}"
     );
     assert!(
@@ -274,10 +289,10 @@ fn enforce_steps_alerts_a_late_alertmanager_and_undoes_on_sigterm() {
         agent_metric(&ns, "seer_alert_failures_total") >= 1.0
             && agent_metric(&ns, "seer_alerts_pending") >= 1.0
     });
-    assert_eq!(
+    assert!(
+        sc.stepped(),
+        "enforce: memcached's quota (the fault's 1% of a CPU) raised to what it wanted (a CPU or more), not 125% of the squeeze: {}; agent log:\n{}",
         sc.quota(),
-        "1250",
-        "enforce: memcached's quota (the fault's 1% of a CPU) raised one step (125% of it); agent log:\n{}",
         sc.agent.proc.stderr()
     );
 
@@ -384,7 +399,11 @@ fn a_crashed_enforcing_agent_is_undone_by_the_next_start() {
     sc.wait_for_the_step();
     let _ = sc.agent.proc.child.kill(); // SIGKILL: nothing undone
     let _ = sc.agent.proc.child.wait();
-    assert_eq!(sc.quota(), "1250", "a killed agent undoes nothing");
+    assert!(
+        sc.stepped(),
+        "a killed agent undoes nothing: {}",
+        sc.quota()
+    );
     assert!(
         std::fs::read_to_string(&sc.journal)
             .unwrap_or_default()
