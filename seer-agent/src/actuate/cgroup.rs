@@ -44,6 +44,50 @@ pub const MIN_QUOTA_US: u64 = 1000;
 /// steps, so that a service idle when first seen is not capped to nothing.
 pub const MIN_USED_CPUS: f64 = 0.1;
 
+/// A reading this old is long enough to measure a baseline from (a CFS period).
+pub const MIN_SINCE: Duration = Duration::from_millis(100);
+
+/// A cgroup's cumulative CPU counters at one moment ([`CpuCgroup::reading`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuReading {
+    pub at: Instant,
+    /// CPU time used, microseconds.
+    pub usage_us: u64,
+    /// (periods, periods throttled, microseconds throttled), where the files have them.
+    pub throttling: Option<(u64, u64, u64)>,
+}
+
+impl CpuReading {
+    fn secs_since(&self, earlier: &CpuReading) -> f64 {
+        self.at
+            .saturating_duration_since(earlier.at)
+            .as_secs_f64()
+            .max(1e-3)
+    }
+
+    /// The CPUs used between `earlier` and this reading.
+    pub fn used_since(&self, earlier: &CpuReading) -> f64 {
+        self.usage_us.saturating_sub(earlier.usage_us) as f64 / 1e6 / self.secs_since(earlier)
+    }
+
+    /// The CPUs wanted between `earlier` and this reading: what was used plus the time the
+    /// quota held the cgroup back. Throttled in most of the periods between them, it is held
+    /// at its quota whatever it needs, and its need cannot be read under the squeeze: at least
+    /// one CPU then (a raise must give it something it can run on; the escalation and the
+    /// rollback bound the rest). Without throttling counters, unknown (`None`).
+    pub fn wanted_since(&self, earlier: &CpuReading) -> Option<f64> {
+        let used = self.used_since(earlier);
+        let (Some((p1, n1, h1)), Some((p0, n0, h0))) = (self.throttling, earlier.throttling) else {
+            return None;
+        };
+        let held_back = h1.saturating_sub(h0) as f64 / 1e6 / self.secs_since(earlier);
+        let (periods, throttled) = (p1.saturating_sub(p0), n1.saturating_sub(n0));
+        let held = throttled > 0 && 2 * throttled >= periods;
+        let wanted = used + held_back;
+        Some(if held { wanted.max(1.0) } else { wanted })
+    }
+}
+
 /// The CFS bandwidth limit in a cgroup's files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuLimit {
@@ -385,22 +429,14 @@ impl CpuCgroup {
         ))
     }
 
-    /// The CPUs the cgroup wanted over `window`, at most the CPUs it may run on: what it used
-    /// plus the time its quota held it back. Throttled in most of the window's periods, it is
-    /// held at its quota whatever it needs, and its need cannot be read under the squeeze: at
-    /// least one CPU then (a raise must give it something it can run on; the escalation and
-    /// the rollback bound the rest).
-    pub fn wanted_cpus(&self, window: Duration) -> Result<f64, CgroupError> {
-        let t0 = Instant::now();
-        let (u0, (p0, n0, h0)) = (self.usage_us()?, self.throttling()?);
-        std::thread::sleep(window);
-        let (u1, (p1, n1, h1)) = (self.usage_us()?, self.throttling()?);
-        let secs = t0.elapsed().as_secs_f64().max(1e-3);
-        let busy = (u1.saturating_sub(u0) + h1.saturating_sub(h0)) as f64 / 1e6 / secs;
-        let (periods, throttled) = (p1.saturating_sub(p0), n1.saturating_sub(n0));
-        let held = throttled > 0 && 2 * throttled >= periods;
-        let may = self.allowed_cpus() as f64;
-        Ok(if held { busy.max(1.0) } else { busy }.min(may))
+    /// The cgroup's cumulative CPU counters now: its usage and, where the files have them, how
+    /// its quota held it back.
+    pub fn reading(&self) -> Result<CpuReading, CgroupError> {
+        Ok(CpuReading {
+            at: Instant::now(),
+            usage_us: self.usage_us()?,
+            throttling: self.throttling().ok(),
+        })
     }
 
     /// How many CPUs the service may run on: its cpuset, else its processes' affinity, else
@@ -445,34 +481,51 @@ impl CpuCgroup {
 
     /// The CPUs the cgroup used over `window` (two readings of [`Self::usage_us`]).
     pub fn used_cpus(&self, window: Duration) -> Result<f64, CgroupError> {
-        let (t0, u0) = (Instant::now(), self.usage_us()?);
+        let r0 = self.reading()?;
         std::thread::sleep(window);
-        let u1 = self.usage_us()?;
-        let secs = t0.elapsed().as_secs_f64().max(1e-3);
-        Ok(u1.saturating_sub(u0) as f64 / 1e6 / secs)
+        Ok(self.reading()?.used_since(&r0))
     }
 
     /// What the service has now: its quota (read with `read`, as in [`Self::limit_with`]) and
-    /// what it wanted over `window`, or with none what it used over `window`, at most the
-    /// CPUs it may run on.
+    /// what it wanted, or with none what it used, at most the CPUs it may run on; measured
+    /// from `since` (a reading at least [`MIN_SINCE`] old: no wait) or else over `window`.
     pub fn baseline_with(
         &self,
         read: impl Fn(&Path) -> Result<String, CgroupError>,
+        since: Option<CpuReading>,
         window: Duration,
     ) -> Result<CpuBaseline, CgroupError> {
         let lim = self.limit_with(read)?;
+        let measure = || -> Result<(CpuReading, CpuReading), CgroupError> {
+            let r0 = match since.filter(|r| r.at.elapsed() >= MIN_SINCE) {
+                Some(r) => r,
+                None => {
+                    let r = self.reading()?;
+                    std::thread::sleep(window);
+                    r
+                }
+            };
+            Ok((r0, self.reading()?))
+        };
+        let may = self.allowed_cpus() as f64;
         Ok(match lim.quota_us {
             Some(quota_us) => CpuBaseline::Quota {
                 quota_us,
                 period_us: lim.period_us,
-                wanted: self.wanted_cpus(window).unwrap_or_else(|e| {
-                    log::debug!("cgroup: what the service wants, unmeasured: {e}");
-                    0.0
-                }),
+                wanted: match measure() {
+                    Ok((r0, r1)) => r1.wanted_since(&r0).map_or(0.0, |w| w.min(may)),
+                    Err(e) => {
+                        log::debug!("cgroup: what the service wants, unmeasured: {e}");
+                        0.0
+                    }
+                },
             },
-            None => CpuBaseline::Unlimited {
-                used: self.used_cpus(window)?.min(self.allowed_cpus() as f64),
-            },
+            None => {
+                let (r0, r1) = measure()?;
+                CpuBaseline::Unlimited {
+                    used: r1.used_since(&r0).min(may),
+                }
+            }
         })
     }
 

@@ -416,6 +416,24 @@ fn v2_raises_start_from_used_plus_throttled_cuts_from_the_quota() {
     assert_eq!(batch.quota_cpus(), Some(1.5), "75% of its 2-CPU quota: {j}");
 }
 
+/// A response watched from its start (the diagnosis's time): the first step's baseline is
+/// measured from then, with no window waited on the tick thread (the window is 5 s here; the
+/// step takes far less), and it is the same measurement (125% of the ~2 CPUs wanted).
+#[test]
+fn a_watched_response_measures_its_baseline_from_its_start_without_waiting() {
+    let api = FakeCpuCgroup::v2_throttled("watch-v2", "100000 100000", 1.0, 1.0, "0-3");
+    let (_d, mut e, mut p) = enforcing("watch-v2-j", &[("api", &api)]);
+    e.usage_window = Duration::from_secs(5);
+    e.watch_cgroup("api", api.cg.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let j = json(&e.carry_out(&p.on_alert("api", Control::Cpu, &[])));
+    let took = t0.elapsed();
+    let q = api.quota_cpus().expect("a quota");
+    assert!((2.2..=2.8).contains(&q), "125% of ~2 wanted CPUs: {q}: {j}");
+    assert!(took < Duration::from_secs(2), "waited the window: {took:?}");
+}
+
 #[test]
 fn cutting_an_unlimited_antagonist_starts_from_what_it_uses_and_undo_lifts_the_cap() {
     for burn in [
@@ -533,7 +551,7 @@ fn a_real_v1_cgroups_use_is_read_from_its_processes() {
     );
     assert!((1..=host).contains(&c.allowed_cpus()));
     let b = c
-        .baseline_with(super::cgroup::read_knob, Duration::from_millis(200))
+        .baseline_with(super::cgroup::read_knob, None, Duration::from_millis(200))
         .expect("baseline");
     assert!(
         matches!(b, super::cgroup::CpuBaseline::Unlimited { used } if used > 0.3),

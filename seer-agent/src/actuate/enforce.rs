@@ -15,7 +15,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use super::{
     Actuator,
-    cgroup::{self, CpuAction, CpuBaseline, CpuCgroup, MIN_QUOTA_US, MIN_USED_CPUS},
+    cgroup::{self, CpuAction, CpuBaseline, CpuCgroup, CpuReading, MIN_QUOTA_US, MIN_USED_CPUS},
     htb::{self, HtbClass, HtbPlan},
 };
 use crate::respond::policy::{Action, Control, Decision, Mode};
@@ -61,6 +61,10 @@ pub struct Enforcer {
     pub plans: Vec<HtbPlan>,
     /// Each service's CPU before seer's first change to it, and the cgroup it was read from.
     baselines: BTreeMap<String, (CpuCgroup, CpuBaseline)>,
+    /// CPU readings taken when a response for a service began ([`Self::watch_cgroup`]): its
+    /// first step's baseline is measured from them instead of waiting `usage_window` on the
+    /// tick thread.
+    watched: BTreeMap<String, (CpuCgroup, CpuReading)>,
 }
 
 impl Enforcer {
@@ -99,6 +103,15 @@ impl Enforcer {
 
 /// The responder's hands in `enforce` mode.
 impl crate::respond::Hands for Enforcer {
+    fn watch(&mut self, service: &str, pids: &[u32]) {
+        if self.baselines.contains_key(service) {
+            return;
+        }
+        if let Some(cg) = pids.first().and_then(|&p| CpuCgroup::of_pid(p).ok()) {
+            self.watch_cgroup(service, cg);
+        }
+    }
+
     fn carry_out(&mut self, dec: &Decision, targets: &[(String, Vec<u32>)]) -> Vec<Outcome> {
         for (name, pids) in targets {
             let cpu = pids.first().and_then(|&p| {
@@ -140,6 +153,21 @@ impl Enforcer {
             usage_window: Duration::from_millis(200),
             plans: Vec::new(),
             baselines: BTreeMap::new(),
+            watched: BTreeMap::new(),
+        }
+    }
+
+    /// A response for `service` (in cgroup `cg`) begins: its CPU counters now, for its first
+    /// step's baseline (no reading once it has one).
+    pub fn watch_cgroup(&mut self, service: &str, cg: CpuCgroup) {
+        if self.baselines.contains_key(service) {
+            return;
+        }
+        match cg.reading() {
+            Ok(r) => {
+                self.watched.insert(service.into(), (cg, r));
+            }
+            Err(e) => log::debug!("actuate: {service}'s CPU counters: {e}"),
         }
     }
 
@@ -347,6 +375,11 @@ impl Enforcer {
         {
             return Ok((*b, None));
         }
+        let since = self
+            .watched
+            .remove(service)
+            .filter(|(c, _)| c == cg)
+            .map(|(_, r)| r);
         let act = &self.actuator;
         let b = cg
             .baseline_with(
@@ -354,10 +387,18 @@ impl Enforcer {
                     Some(v) => Ok(v),
                     None => cgroup::read_knob(p),
                 },
+                since,
                 self.usage_window,
             )
             .map_err(|e| format!("reading {service}'s CPU before changing it: {e}"))?;
-        log::info!("actuate: {service}'s CPU before seer: {b:?}");
+        let over = match since.filter(|r| r.at.elapsed() >= cgroup::MIN_SINCE) {
+            Some(r) => format!(
+                "the {:.1} s since its response began",
+                r.at.elapsed().as_secs_f64()
+            ),
+            None => format!("{} ms", self.usage_window.as_millis()),
+        };
+        log::info!("actuate: {service}'s CPU before seer (measured over {over}): {b:?}");
         self.baselines.insert(service.into(), (cg.clone(), b));
         let measured = match b {
             CpuBaseline::Unlimited { used } => Some(used),

@@ -55,6 +55,9 @@ pub trait Hands {
     fn carry_out(&mut self, dec: &Decision, targets: &[(String, Vec<u32>)]) -> Vec<Outcome>;
     /// Undoes every change in force (at exit), saying what it could not.
     fn undo_all(&mut self);
+    /// A response for `service` begins (its diagnosis starts): what its first step will need
+    /// to measure can start now, not on the tick thread when the step comes.
+    fn watch(&mut self, _service: &str, _pids: &[u32]) {}
 }
 
 /// Alerts so far: delivered, waiting, failed attempts, refused for good by a receiver.
@@ -688,6 +691,11 @@ impl Responder {
             return;
         }
         self.last_step.insert(culprit.into(), Instant::now());
+        if let (Some(h), Mode::Enforce) = (&mut self.hands, self.cfg.mode)
+            && let Some(s) = d.services.iter().find(|s| s.id == id)
+        {
+            h.watch(culprit, &s.pids);
+        }
         let others: Vec<(String, Vec<u32>)> = d
             .services
             .iter()
