@@ -28,8 +28,13 @@ pub trait Lab {
     ) -> Result<Window, DiagnoseError> {
         self.inject(Resource::CpuInt, intensity, dur)
     }
-    /// Whether this host can run `r`'s kernel at all.
+    /// Whether this host can run `r`'s kernel at all (known once prepared).
     fn available(&self, r: Resource) -> bool;
+    /// Before the first injection: sets up what the kernels need (the real lab's threads and
+    /// buffers, hundreds of MiB and ~0.4 s here), skipped when the signals alone decide.
+    fn prepare(&mut self) -> Result<(), DiagnoseError> {
+        Ok(())
+    }
     /// After the quiet windows (the median of their median latencies is `baseline_us`): a shortage the
     /// PMU-free signals show without injecting anything (CPU: run-queue waits, throttling;
     /// network: send queues; disk: threads blocked on I/O; memory capacity: limit, faults,
@@ -205,6 +210,7 @@ pub fn search(
             injected: Duration::ZERO,
         });
     }
+    lab.prepare()?;
     let mut s = Search {
         service,
         lab,

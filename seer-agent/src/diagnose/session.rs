@@ -46,7 +46,11 @@ pub struct DiagnoseRequest {
 /// The real lab: microbenchmarks next to the culprit, a probe watching it, and the PMU-free
 /// signals accumulated over quiet windows only (bursts would count our own contention).
 struct RealLab<'a> {
-    arena: Arena,
+    /// The microbenchmarks' threads and buffers, set up before the first injection only
+    /// ([`Lab::prepare`]): a shortage the signals show alone is decided without them.
+    arena: Option<Arena>,
+    placement: Placement,
+    sizes: CacheSizes,
     probe: Probe,
     target: &'a Target,
     quiet_signals: (Snapshot, Duration),
@@ -231,21 +235,46 @@ impl Lab for RealLab<'_> {
         Ok(w)
     }
 
+    fn prepare(&mut self) -> Result<(), DiagnoseError> {
+        if self.arena.is_none() {
+            let t0 = std::time::Instant::now();
+            let arena = Arena::new(&self.placement, self.sizes)?;
+            for (r, why) in &arena.unavailable {
+                log::warn!("{} microbenchmark unavailable: {why}", r.name());
+            }
+            log::debug!(
+                "diagnose: microbenchmarks set up in {} ms",
+                t0.elapsed().as_millis()
+            );
+            self.arena = Some(arena);
+        }
+        Ok(())
+    }
+
     fn inject(&mut self, r: Resource, i: f64, dur: Duration) -> Result<Window, DiagnoseError> {
-        let w = self.arena.burst(r, i, dur, &mut self.probe).map(|x| x.0);
+        self.prepare()?;
+        let arena = self.arena.as_mut().ok_or_else(|| {
+            DiagnoseError::BadRequest("the microbenchmarks are not set up".into())
+        })?;
+        let w = arena.burst(r, i, dur, &mut self.probe).map(|x| x.0);
         self.check(w)
     }
 
     fn inject_uncore_reference(&mut self, i: f64, dur: Duration) -> Result<Window, DiagnoseError> {
-        let w = self
-            .arena
+        self.prepare()?;
+        let arena = self.arena.as_mut().ok_or_else(|| {
+            DiagnoseError::BadRequest("the microbenchmarks are not set up".into())
+        })?;
+        let w = arena
             .burst_on(Resource::CpuInt, true, i, dur, &mut self.probe)
             .map(|x| x.0);
         self.check(w)
     }
 
     fn available(&self, r: Resource) -> bool {
-        !self.arena.unavailable.iter().any(|(u, _)| *u == r)
+        self.arena
+            .as_ref()
+            .is_none_or(|a| !a.unavailable.iter().any(|(u, _)| *u == r))
     }
 
     fn passive(&self, baseline_us: f64) -> Option<(Resource, String, f64)> {
@@ -415,15 +444,13 @@ fn with_microbenchmarks(
         memcap_bytes: 256 << 20,
     };
     let sizes = CacheSizes::of_host();
-    let arena = Arena::new(&placement, sizes)?;
-    for (r, why) in &arena.unavailable {
-        log::warn!("{} microbenchmark unavailable: {why}", r.name());
-    }
     let canary = req
         .canary
         .then(|| super::canary::Canary::new(sizes).read(t.cpus.first().copied(), 7));
     let mut lab = RealLab {
-        arena,
+        arena: None,
+        placement,
+        sizes,
         probe,
         target: t,
         quiet_signals: (Snapshot::default(), Duration::ZERO),
