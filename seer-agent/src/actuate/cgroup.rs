@@ -488,7 +488,8 @@ impl CpuCgroup {
 
     /// What the service has now: its quota (read with `read`, as in [`Self::limit_with`]) and
     /// what it wanted, or with none what it used, at most the CPUs it may run on; measured
-    /// from `since` (a reading at least [`MIN_SINCE`] old: no wait) or else over `window`.
+    /// from `since` (an earlier reading, at least [`MIN_SINCE`] old: no wait) or else over
+    /// `window`.
     pub fn baseline_with(
         &self,
         read: impl Fn(&Path) -> Result<String, CgroupError>,
@@ -497,7 +498,7 @@ impl CpuCgroup {
     ) -> Result<CpuBaseline, CgroupError> {
         let lim = self.limit_with(read)?;
         let measure = || -> Result<(CpuReading, CpuReading), CgroupError> {
-            let r0 = match since.filter(|r| r.at.elapsed() >= MIN_SINCE) {
+            let r0 = match since {
                 Some(r) => r,
                 None => {
                     let r = self.reading()?;

@@ -101,24 +101,26 @@ impl Enforcer {
     }
 }
 
+/// The CPU cgroup of a service whose processes are `pids` (its first one's).
+fn cpu_cgroup_of(name: &str, pids: &[u32]) -> Option<CpuCgroup> {
+    pids.first().and_then(|&p| {
+        CpuCgroup::of_pid(p)
+            .map_err(|e| log::warn!("respond: {name}: {e}"))
+            .ok()
+    })
+}
+
 /// The responder's hands in `enforce` mode.
 impl crate::respond::Hands for Enforcer {
     fn watch(&mut self, service: &str, pids: &[u32]) {
-        if self.baselines.contains_key(service) {
-            return;
-        }
-        if let Some(cg) = pids.first().and_then(|&p| CpuCgroup::of_pid(p).ok()) {
+        if let Some(cg) = cpu_cgroup_of(service, pids) {
             self.watch_cgroup(service, cg);
         }
     }
 
     fn carry_out(&mut self, dec: &Decision, targets: &[(String, Vec<u32>)]) -> Vec<Outcome> {
         for (name, pids) in targets {
-            let cpu = pids.first().and_then(|&p| {
-                CpuCgroup::of_pid(p)
-                    .map_err(|e| log::warn!("respond: {name}: {e}"))
-                    .ok()
-            });
+            let cpu = cpu_cgroup_of(name, pids);
             self.targets.insert(
                 name.clone(),
                 ServiceKnobs {
@@ -375,10 +377,11 @@ impl Enforcer {
         {
             return Ok((*b, None));
         }
+        // A reading from the response's start, if it is old enough to measure from.
         let since = self
             .watched
             .remove(service)
-            .filter(|(c, _)| c == cg)
+            .filter(|(c, r)| c == cg && r.at.elapsed() >= cgroup::MIN_SINCE)
             .map(|(_, r)| r);
         let act = &self.actuator;
         let b = cg
@@ -391,7 +394,7 @@ impl Enforcer {
                 self.usage_window,
             )
             .map_err(|e| format!("reading {service}'s CPU before changing it: {e}"))?;
-        let over = match since.filter(|r| r.at.elapsed() >= cgroup::MIN_SINCE) {
+        let over = match since {
             Some(r) => format!(
                 "the {:.1} s since its response began",
                 r.at.elapsed().as_secs_f64()

@@ -238,7 +238,6 @@ pub fn search(
     Ok(s.out)
 }
 
-/// The first quiet windows (at least 3): the culprit's latency with nothing injected.
 /// The signals must have been watched this long before a shortage they show ends the quiet
 /// windows early: a CFS period, within which a throttled culprit shows it.
 pub const EARLY_PASSIVE: Duration = Duration::from_millis(100);
@@ -246,7 +245,8 @@ pub const EARLY_PASSIVE: Duration = Duration::from_millis(100);
 /// A shortage the signals show without injecting: resource, why, strength.
 type Passive = Option<(Resource, String, f64)>;
 
-/// The quiet windows (their median latencies) and the shortage the signals show, if any. Stops
+/// The first quiet windows (at least 3): the culprit's latency with nothing injected (their
+/// median latencies), and the shortage the signals show, if any. Stops
 /// early, after at least three windows and [`EARLY_PASSIVE`] of watching, once the signals
 /// show one: a culprit throttled to 1% of a CPU answers the probe once a CFS period, and its
 /// seven windows took a second of a violation before the first step (issue 19's closed loop).

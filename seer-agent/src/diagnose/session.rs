@@ -172,6 +172,16 @@ pub fn passive_evidence(
 }
 
 impl RealLab<'_> {
+    /// The kernels (set up at the first call, [`Lab::prepare`]) and the probe that watches
+    /// them.
+    fn kernels(&mut self) -> Result<(&mut Arena, &mut Probe), DiagnoseError> {
+        self.prepare()?;
+        let arena = self.arena.as_mut().ok_or_else(|| {
+            DiagnoseError::BadRequest("the microbenchmarks are not set up".into())
+        })?;
+        Ok((arena, &mut self.probe))
+    }
+
     /// A probe failure while the service exits is the service going away, not a probe bug.
     fn check(&self, r: Result<Window, DiagnoseError>) -> Result<Window, DiagnoseError> {
         match r {
@@ -252,21 +262,15 @@ impl Lab for RealLab<'_> {
     }
 
     fn inject(&mut self, r: Resource, i: f64, dur: Duration) -> Result<Window, DiagnoseError> {
-        self.prepare()?;
-        let arena = self.arena.as_mut().ok_or_else(|| {
-            DiagnoseError::BadRequest("the microbenchmarks are not set up".into())
-        })?;
-        let w = arena.burst(r, i, dur, &mut self.probe).map(|x| x.0);
+        let (arena, probe) = self.kernels()?;
+        let w = arena.burst(r, i, dur, probe).map(|x| x.0);
         self.check(w)
     }
 
     fn inject_uncore_reference(&mut self, i: f64, dur: Duration) -> Result<Window, DiagnoseError> {
-        self.prepare()?;
-        let arena = self.arena.as_mut().ok_or_else(|| {
-            DiagnoseError::BadRequest("the microbenchmarks are not set up".into())
-        })?;
+        let (arena, probe) = self.kernels()?;
         let w = arena
-            .burst_on(Resource::CpuInt, true, i, dur, &mut self.probe)
+            .burst_on(Resource::CpuInt, true, i, dur, probe)
             .map(|x| x.0);
         self.check(w)
     }

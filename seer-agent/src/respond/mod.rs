@@ -678,7 +678,8 @@ impl Responder {
             return;
         }
         let cooldown = Duration::from_secs(self.cfg.cooldown_s);
-        let wait = if self.policy.in_effect(culprit) {
+        let in_effect = self.policy.in_effect(culprit);
+        let wait = if in_effect {
             Duration::from_millis(self.cfg.check_ms).min(cooldown)
         } else {
             cooldown
@@ -691,9 +692,8 @@ impl Responder {
             return;
         }
         self.last_step.insert(culprit.into(), Instant::now());
-        if let (Some(h), Mode::Enforce) = (&mut self.hands, self.cfg.mode)
-            && let Some(s) = d.services.iter().find(|s| s.id == id)
-        {
+        let svc = d.services.iter().find(|s| s.id == id).cloned();
+        if let (Some(h), Mode::Enforce, Some(s)) = (&mut self.hands, self.cfg.mode, &svc) {
             h.watch(culprit, &s.pids);
         }
         let others: Vec<(String, Vec<u32>)> = d
@@ -702,8 +702,7 @@ impl Responder {
             .filter(|s| s.name != culprit)
             .map(|s| (s.name.clone(), s.pids.clone()))
             .collect();
-        let reuse = self.policy.in_effect(culprit) || !self.cfg.diagnose;
-        let svc = d.services.iter().find(|s| s.id == id).cloned();
+        let reuse = in_effect || !self.cfg.diagnose;
         let (tx, rx) = mpsc::channel();
         let gate = InEffect(
             d.services
