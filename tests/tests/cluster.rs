@@ -390,18 +390,24 @@ fn publish_as(
     let mut r = BufReader::new(stream);
     let mut line = String::new();
     r.read_line(&mut line).expect("INFO");
-    write!(
-        w,
+    let mut msg = format!(
         "CONNECT {{\"verbose\":false,\"user\":\"{user}\",\"pass\":\"{pass}\"}}\r\nPUB {subject} {}\r\n",
         payload.len()
     )
-    .expect("PUB");
-    w.write_all(payload).expect("payload");
-    w.write_all(b"\r\nPING\r\n").expect("PING");
+    .into_bytes();
+    msg.extend_from_slice(payload);
+    msg.extend_from_slice(b"\r\nPING\r\n");
+    // A server that refuses the CONNECT answers `-ERR` and closes at once: the write may then
+    // meet a closed socket (EPIPE), and the answer is still there to read, so a failed write
+    // is only the verdict when nothing was answered.
+    let wrote = w.write_all(&msg);
     loop {
         line.clear();
         if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return Err("nats-server closed the connection".into());
+            return Err(match wrote {
+                Err(e) => format!("nats-server closed the connection ({e})"),
+                Ok(()) => "nats-server closed the connection".into(),
+            });
         }
         if line.starts_with("-ERR") {
             return Err(line.trim_end().to_string());
