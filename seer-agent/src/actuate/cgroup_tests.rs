@@ -2,7 +2,7 @@
 //! policy's CPU steps carried out on fake v1 and v2 cgroup trees: relative to what the service
 //! has (its quota, or what it uses when it has none).
 use std::{
-    process::{Child, Command},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -10,34 +10,9 @@ use super::{
     Actuator,
     cgroup::{CpuAction, CpuCgroup},
     enforce::{Enforcer, Outcome, ServiceKnobs},
-    testutil::{FakeCpuCgroup, TempDir},
-    undo_tests::V1Cgroup,
+    testutil::{Busy, FakeCpuCgroup, TempDir, V1Cgroup},
 };
 use crate::respond::policy::{Action, Control, Mode, Policy, PolicyConfig, SystemClock};
-
-struct Busy(Child);
-
-impl Busy {
-    /// A shell busy loop, moved into `cg`.
-    fn loop_in(cg: &V1Cgroup) -> Self {
-        let busy = Busy(
-            Command::new("sh")
-                .args(["-c", "while :; do :; done"])
-                .spawn()
-                .expect("spawn busy loop"),
-        );
-        std::fs::write(cg.0.join("cgroup.procs"), busy.0.id().to_string())
-            .expect("move busy loop into cgroup");
-        busy
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// CPU time (utime + stime, in clock ticks) of one process.
 fn cpu_ticks(pid: u32) -> u64 {

@@ -438,7 +438,9 @@ mod tests {
 
     use super::*;
     use crate::actuate::{
-        resctrl::Resctrl, resctrl_emu::Emulated, testutil::TempDir, undo_tests::V1Cgroup,
+        resctrl::Resctrl,
+        resctrl_emu::Emulated,
+        testutil::{TempDir, V1Cgroup},
     };
     use crate::respond::policy::{Clock, Policy, PolicyConfig};
 

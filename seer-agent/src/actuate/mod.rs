@@ -18,7 +18,7 @@ mod resctrl_emu;
 #[cfg(test)]
 mod resctrl_tests;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 #[cfg(test)]
 mod undo_tests;
 

@@ -1,6 +1,6 @@
 //! Test helpers of the actuators (the temp directory is the crate's: `util::TempDir`).
 pub use crate::util::TempDir;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A fake cgroup for one service's CPU: plain files in a temp directory, laid out as the kernel
 /// does (v1: a `cpu` directory with `cpu.cfs_quota_us`, `cpu.cfs_period_us` and, cpu and
@@ -146,4 +146,60 @@ fn put(path: &Path, value: &str) {
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     std::fs::write(&tmp, value).expect("write fake knob");
     std::fs::rename(&tmp, path).expect("rename fake knob");
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A throwaway v1 cpu cgroup, removed on drop (after moving its tasks out).
+pub struct V1Cgroup(pub PathBuf);
+
+impl V1Cgroup {
+    pub fn new(name: &str) -> Option<Self> {
+        let base = Path::new("/sys/fs/cgroup/cpu");
+        if !base.join("cpu.cfs_quota_us").exists() || !is_root() {
+            return None;
+        }
+        let p = base.join(format!("seer-test-{name}-{}", std::process::id()));
+        let _ = std::fs::create_dir(&p);
+        Some(V1Cgroup(p))
+    }
+}
+
+impl Drop for V1Cgroup {
+    fn drop(&mut self) {
+        if let Ok(t) = std::fs::read_to_string(self.0.join("tasks")) {
+            for pid in t.lines() {
+                let _ = std::fs::write("/sys/fs/cgroup/cpu/tasks", pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A process (a shell busy loop unless built otherwise), killed on drop.
+pub struct Busy(pub std::process::Child);
+
+impl Busy {
+    /// A shell busy loop, moved into `cg`.
+    pub fn loop_in(cg: &V1Cgroup) -> Self {
+        let busy = Busy(
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .expect("spawn busy loop"),
+        );
+        std::fs::write(cg.0.join("cgroup.procs"), busy.0.id().to_string())
+            .expect("move busy loop into cgroup");
+        busy
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -1,45 +1,14 @@
 //! Journal + undo across a crash, on real kernel objects (a v1 cpu cgroup) and the emulated
 //! resctrl tree.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{
     Actuator,
     cgroup::{CpuAction, CpuCgroup},
     resctrl::Resctrl,
     resctrl_emu::Emulated,
-    testutil::TempDir,
+    testutil::{TempDir, V1Cgroup},
 };
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A throwaway v1 cpu cgroup, removed on drop (after moving its tasks out).
-pub struct V1Cgroup(pub PathBuf);
-
-impl V1Cgroup {
-    pub fn new(name: &str) -> Option<Self> {
-        let base = Path::new("/sys/fs/cgroup/cpu");
-        if !base.join("cpu.cfs_quota_us").exists() || !is_root() {
-            return None;
-        }
-        let p = base.join(format!("seer-test-{name}-{}", std::process::id()));
-        let _ = std::fs::create_dir(&p);
-        Some(V1Cgroup(p))
-    }
-}
-
-impl Drop for V1Cgroup {
-    fn drop(&mut self) {
-        if let Ok(t) = std::fs::read_to_string(self.0.join("tasks")) {
-            for pid in t.lines() {
-                let _ = std::fs::write("/sys/fs/cgroup/cpu/tasks", pid);
-            }
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
 
 fn knob(p: &Path) -> String {
     std::fs::read_to_string(p)

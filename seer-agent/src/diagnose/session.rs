@@ -77,7 +77,8 @@ fn quiet_summary(total: &Snapshot, dur: Duration, waits: &[(f64, f64)]) -> Signa
 /// shortage; usually 26-59 us).
 pub const SLICE_WAIT_US: f64 = 15.0;
 
-/// The culprit is short of CPU when CFS throttles it for 5% of the time, or when its threads
+/// The culprit is short of CPU when CFS throttles it for 5% of the time or in at least half
+/// of two or more quota periods ([`HELD_PERIODS`]), or when its threads
 /// wait on a run queue for at least `wait` of their runnable time (wait / (wait + run)), and
 /// that wait matters to its requests: at least [`SLICE_WAIT_US`] per time slice (each wake-up
 /// to serve requests is one; an idle host wakes a thread in a few us) and at least 15% of the
@@ -100,6 +101,15 @@ pub fn cpu_evidence(s: &SignalSummary, baseline_us: f64, wait: f64) -> Option<(S
             ),
             s.throttled_ratio.min(1.0),
         ))
+    } else if held_by_quota(s) {
+        Some((
+            format!(
+                "CFS throttled it in {:.0} of {:.0} quota periods",
+                s.throttled_periods_ratio * s.quota_periods,
+                s.quota_periods
+            ),
+            s.throttled_periods_ratio.min(1.0),
+        ))
     } else if s.runq_wait_ratio >= wait && w >= SLICE_WAIT_US && of_latency >= 0.15 {
         Some((
             format!(
@@ -113,6 +123,67 @@ pub fn cpu_evidence(s: &SignalSummary, baseline_us: f64, wait: f64) -> Option<(S
     } else {
         None
     }
+}
+
+/// Share of its CFS quota periods in which the quota must have run out for a culprit to be
+/// held back by it (with at least two periods seen).
+pub const HELD_PERIODS: f64 = 0.5;
+
+fn held_by_quota(s: &SignalSummary) -> bool {
+    s.quota_periods >= 2.0 && s.throttled_periods_ratio >= HELD_PERIODS
+}
+
+/// How long a culprit with a CFS quota has its cgroup read before any probe (a few periods
+/// of the default 100 ms).
+pub const QUOTA_LOOK: Duration = Duration::from_millis(250);
+
+/// Before any probe: a culprit whose cgroup has a CFS quota that ran out in most of the
+/// periods of a [`QUOTA_LOOK`] is short of CPU, and nothing it would measure could say more;
+/// decided in a quarter of a second, with no request sent and nothing injected. (The search's
+/// quiet windows reach the same verdict, but only after enough probe requests: seconds when
+/// the culprit answers slowly, which is when it matters.) None when it has no quota, or the
+/// quota did not hold it back.
+fn held_back_by_its_quota(t: &Target) -> Option<Record> {
+    let dir = t.cpu_cgroup_dir.as_deref()?;
+    if !signals::has_cfs_quota(dir) {
+        return None;
+    }
+    let scope = t.scope();
+    let a = signals::snapshot_scope(Path::new("/proc"), &scope);
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(QUOTA_LOOK);
+    let b = signals::snapshot_scope(Path::new("/proc"), &scope);
+    let s = signals::summarize(&a, &b, t0.elapsed());
+    if !held_by_quota(&s) {
+        log::debug!(
+            "diagnose: {}'s quota held it back in {:.0} of {:.0} periods: probing",
+            t.name,
+            s.throttled_periods_ratio * s.quota_periods,
+            s.quota_periods
+        );
+        return None;
+    }
+    let why = format!(
+        "its CFS quota ran out in {:.0} of {:.0} periods",
+        s.throttled_periods_ratio * s.quota_periods,
+        s.quota_periods
+    );
+    let confidence = s.throttled_periods_ratio.min(1.0);
+    Some(Record {
+        service: t.name.clone(),
+        ts_ms: crate::util::now_ms(),
+        mode: Method::PublicCloud,
+        resource: Some(Resource::CpuInt),
+        confidence,
+        reason: format!(
+            "short of CPU, read from its cgroup before any probe ({} ms): {why}",
+            t0.elapsed().as_millis()
+        ),
+        evidence: Evidence {
+            signals: Some(s),
+            ..Evidence::default()
+        },
+    })
 }
 
 /// Shortages the PMU-free signals show directly, most specific first: a network cap (replies
@@ -204,6 +275,8 @@ fn add(a: &mut Snapshot, x: &Snapshot, y: &Snapshot) {
     a.run_ns += d(x.run_ns, y.run_ns);
     a.wait_ns += d(x.wait_ns, y.wait_ns);
     a.throttled_ns += d(x.throttled_ns, y.throttled_ns);
+    a.periods += d(x.periods, y.periods);
+    a.throttled_periods += d(x.throttled_periods, y.throttled_periods);
     a.psi_cpu_us += d(x.psi_cpu_us, y.psi_cpu_us);
     a.psi_memory_us += d(x.psi_memory_us, y.psi_memory_us);
     a.psi_io_us += d(x.psi_io_us, y.psi_io_us);
@@ -415,6 +488,10 @@ fn with_microbenchmarks(
     req: &DiagnoseRequest,
     gate: &dyn ActionGate,
 ) -> Result<Record, DiagnoseError> {
+    if let Some(r) = held_back_by_its_quota(t) {
+        log::info!("{}: {}", t.name, r.reason);
+        return Ok(r);
+    }
     let addr = probe_addr(t, req.port)?;
     // The probe runs off the culprit's CPUs, so that the culprit's run-queue waits are the
     // host's doing and not the probe's; at the highest nice priority (best effort: needs
@@ -715,5 +792,79 @@ mod tests {
             ..SignalSummary::default()
         };
         assert!(cpu_evidence(&idle, 15.0, 0.4).is_none());
+    }
+
+    #[test]
+    fn a_quota_that_ran_out_in_most_periods_is_a_cpu_shortage_whatever_the_time_says() {
+        // v1 adds the throttled time in jumps: a short look may see none of it.
+        let held = SignalSummary {
+            throttled_periods_ratio: 0.8,
+            quota_periods: 5.0,
+            ..SignalSummary::default()
+        };
+        let (why, strength) = cpu_evidence(&held, 0.0, 1.0).expect("held back");
+        assert!(why.contains("in 4 of 5 quota periods"), "{why}");
+        assert!((strength - 0.8).abs() < 1e-9);
+        let once = SignalSummary {
+            throttled_periods_ratio: 1.0,
+            quota_periods: 1.0,
+            ..SignalSummary::default()
+        };
+        assert!(
+            cpu_evidence(&once, 0.0, 1.0).is_none(),
+            "one period says nothing"
+        );
+        let sometimes = SignalSummary {
+            throttled_periods_ratio: 0.3,
+            quota_periods: 10.0,
+            ..SignalSummary::default()
+        };
+        assert!(cpu_evidence(&sometimes, 0.0, 1.0).is_none());
+    }
+
+    fn target_in(cg: &crate::actuate::testutil::V1Cgroup, pid: u32) -> Target {
+        Target {
+            name: "busy".into(),
+            pids: vec![pid],
+            ports: vec![],
+            addrs: vec![],
+            comm: "sh".into(),
+            cpus: vec![0],
+            cpu_cgroup_dir: Some(cg.0.clone()),
+            cwd: PathBuf::from("/"),
+            threads_file: Some(cg.0.join("tasks")),
+            mem_cgroup_dir: None,
+        }
+    }
+
+    /// On this host's real v1 cpu hierarchy: a busy loop squeezed to 1% of a CPU is short of
+    /// CPU from its cgroup alone, in about QUOTA_LOOK; without a quota there is nothing to read
+    /// there and the probe decides.
+    #[test]
+    fn a_culprit_its_quota_holds_back_is_decided_before_any_probe() {
+        use crate::actuate::testutil::{Busy, V1Cgroup};
+        let Some(cg) = V1Cgroup::new("held") else {
+            println!("SKIP: needs root and a v1 cpu hierarchy at /sys/fs/cgroup/cpu");
+            return;
+        };
+        let busy = Busy::loop_in(&cg);
+        let t = target_in(&cg, busy.0.id());
+        assert!(
+            held_back_by_its_quota(&t).is_none(),
+            "no quota: the probe decides"
+        );
+        std::fs::write(cg.0.join("cpu.cfs_quota_us"), "1000").expect("squeeze");
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = std::time::Instant::now();
+        let r = held_back_by_its_quota(&t).expect("held back by its quota");
+        let took = t0.elapsed();
+        println!("{} ms: {}", took.as_millis(), r.reason);
+        assert_eq!(r.resource, Some(Resource::CpuInt));
+        assert!(r.reason.contains("before any probe"), "{}", r.reason);
+        assert!(
+            r.evidence.signals.is_some_and(|s| s.quota_periods >= 2.0),
+            "{r:?}"
+        );
+        assert!(took < QUOTA_LOOK * 3, "{took:?}");
     }
 }

@@ -22,6 +22,11 @@ pub struct Snapshot {
     pub run_ns: u64,
     pub wait_ns: u64,
     pub throttled_ns: u64,
+    /// CFS quota periods of the cgroup, and those in which the quota ran out (cpu.stat
+    /// `nr_periods`, `nr_throttled`): they move every period, where the throttled time comes
+    /// in jumps of a few hundred ms under a tight quota.
+    pub periods: u64,
+    pub throttled_periods: u64,
     pub psi_cpu_us: u64,
     pub psi_memory_us: u64,
     pub psi_io_us: u64,
@@ -73,6 +78,11 @@ pub struct SignalSummary {
     pub runq_wait_ratio: f64,
     /// Throttled time / window (CFS quota).
     pub throttled_ratio: f64,
+    /// CFS quota periods that ran out / periods in the window, and how many periods there were.
+    #[serde(default)]
+    pub throttled_periods_ratio: f64,
+    #[serde(default)]
+    pub quota_periods: f64,
     /// Share of the window with some task stalled, host-wide (0 where PSI is off).
     pub psi_cpu_some: f64,
     pub psi_memory_some: f64,
@@ -294,6 +304,25 @@ pub fn parse_cpu_stat_throttled_ns(s: &str) -> Option<u64> {
     None
 }
 
+/// cpu.stat (v1 and v2) -> (`nr_periods`, `nr_throttled`).
+pub fn parse_cpu_stat_periods(s: &str) -> Option<(u64, u64)> {
+    let field = |key: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    Some((field("nr_periods")?, field("nr_throttled")?))
+}
+
+/// Whether the cgroup directory `dir` (v1 `cpu` or v2) has a CFS quota: v1
+/// `cpu.cfs_quota_us` other than -1, v2 `cpu.max` other than `max ...`.
+pub fn has_cfs_quota(dir: &Path) -> bool {
+    if let Ok(q) = fs::read_to_string(dir.join("cpu.cfs_quota_us")) {
+        return q.trim().parse::<i64>().is_ok_and(|q| q > 0);
+    }
+    fs::read_to_string(dir.join("cpu.max"))
+        .is_ok_and(|m| m.split_whitespace().next().is_some_and(|q| q != "max"))
+}
+
 /// /proc/net/dev -> (bytes rx+tx, packets rx+tx, drops rx+tx), loopback excluded.
 pub fn parse_net_dev(s: &str) -> (u64, u64, u64) {
     let (mut b, mut p, mut d) = (0, 0, 0);
@@ -353,12 +382,11 @@ pub fn snapshot(proc_root: &Path, pids: &[u32], cpu_cgroup_dir: Option<&Path>) -
             }
         }
     }
-    if let Some(d) = cpu_cgroup_dir {
-        s.throttled_ns = fs::read_to_string(d.join("cpu.stat"))
-            .ok()
-            .as_deref()
-            .and_then(parse_cpu_stat_throttled_ns)
-            .unwrap_or(0);
+    if let Some(d) = cpu_cgroup_dir
+        && let Ok(stat) = fs::read_to_string(d.join("cpu.stat"))
+    {
+        s.throttled_ns = parse_cpu_stat_throttled_ns(&stat).unwrap_or(0);
+        (s.periods, s.throttled_periods) = parse_cpu_stat_periods(&stat).unwrap_or((0, 0));
     }
     let psi = |f: &str| {
         fs::read_to_string(proc_root.join("pressure").join(f))
@@ -395,6 +423,11 @@ pub fn summarize(a: &Snapshot, b: &Snapshot, window: Duration) -> SignalSummary 
             0.0
         },
         throttled_ratio: d(a.throttled_ns, b.throttled_ns) / w_ns,
+        throttled_periods_ratio: match d(a.periods, b.periods) {
+            0.0 => 0.0,
+            n => d(a.throttled_periods, b.throttled_periods) / n,
+        },
+        quota_periods: d(a.periods, b.periods),
         psi_cpu_some: d(a.psi_cpu_us, b.psi_cpu_us) * 1000.0 / w_ns,
         psi_memory_some: d(a.psi_memory_us, b.psi_memory_us) * 1000.0 / w_ns,
         psi_io_some: d(a.psi_io_us, b.psi_io_us) * 1000.0 / w_ns,
@@ -449,6 +482,41 @@ fn gauges(a: &Snapshot, b: &Snapshot, window: Duration) -> SignalSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quota_periods_and_whether_there_is_a_quota() {
+        let v1 = "nr_periods 10\nnr_throttled 7\nthrottled_time 5000\n";
+        assert_eq!(parse_cpu_stat_periods(v1), Some((10, 7)));
+        let v2 = "usage_usec 1\nnr_periods 3\nnr_throttled 0\nthrottled_usec 0\n";
+        assert_eq!(parse_cpu_stat_periods(v2), Some((3, 0)));
+        assert_eq!(parse_cpu_stat_periods("usage_usec 1\n"), None);
+        let d = crate::util::TempDir::new("quota");
+        let q = |f: &str, v: &str| {
+            let _ = std::fs::remove_file(d.path().join("cpu.cfs_quota_us"));
+            let _ = std::fs::remove_file(d.path().join("cpu.max"));
+            std::fs::write(d.path().join(f), v).expect("write");
+            has_cfs_quota(d.path())
+        };
+        assert!(!q("cpu.cfs_quota_us", "-1\n"));
+        assert!(q("cpu.cfs_quota_us", "1000\n"));
+        assert!(!q("cpu.max", "max 100000\n"));
+        assert!(q("cpu.max", "50000 100000\n"));
+        let _ = std::fs::remove_file(d.path().join("cpu.max"));
+        assert!(!has_cfs_quota(d.path()), "no files: no quota");
+        let a = Snapshot {
+            periods: 10,
+            throttled_periods: 2,
+            ..Snapshot::default()
+        };
+        let b = Snapshot {
+            periods: 14,
+            throttled_periods: 5,
+            ..Snapshot::default()
+        };
+        let s = summarize(&a, &b, Duration::from_millis(400));
+        assert_eq!(s.quota_periods, 4.0);
+        assert!((s.throttled_periods_ratio - 0.75).abs() < 1e-9);
+    }
 
     #[test]
     fn parsers_read_the_kernel_formats() {
