@@ -211,6 +211,16 @@ impl Labeller {
     /// tick or more after its callers' latency rose (measured: memcached throttled by CFS
     /// showed in its receive queue 500 ms after nginx's latency did).
     pub fn culprit(&self, d: &Discovery) -> Option<(ServiceId, Departure)> {
+        self.culprit_except(d, &[])
+    }
+
+    /// [`Self::culprit`] among the departed services other than `except` (those a diagnosis
+    /// of this violation already found nothing in).
+    pub fn culprit_except(
+        &self,
+        d: &Discovery,
+        except: &[ServiceId],
+    ) -> Option<(ServiceId, Departure)> {
         let depth = |id: &ServiceId| {
             d.services
                 .iter()
@@ -219,7 +229,7 @@ impl Labeller {
         };
         self.departed
             .iter()
-            .filter(|(id, _)| d.services.iter().any(|s| s.id == **id))
+            .filter(|(id, _)| d.services.iter().any(|s| s.id == **id) && !except.contains(id))
             .min_by_key(|(id, dep)| (std::cmp::Reverse(depth(id)), dep.since_ms, id.0))
             .map(|(id, dep)| (*id, dep.clone()))
     }
@@ -387,6 +397,11 @@ mod tests {
         let (id, dep) = l.culprit(&d).expect("culprit");
         assert_eq!((id, dep.since_ms), (ServiceId(3), 300), "{dep:?}");
         assert!(dep.why.starts_with("outstanding "), "{}", dep.why);
+        // The back end diagnosed with nothing found: the next deepest, then no one.
+        let next = l.culprit_except(&d, &[ServiceId(3)]).map(|c| c.0);
+        assert_eq!(next, Some(ServiceId(2)));
+        let all = [ServiceId(3), ServiceId(2), ServiceId(1)];
+        assert_eq!(l.culprit_except(&d, &all), None);
         // Two at the same depth: the earliest.
         let mut d2 = Discovery::default();
         d2.services = vec![svc(1, 0), svc(2, 1), svc(4, 1)];

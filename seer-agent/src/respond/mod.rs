@@ -163,6 +163,10 @@ struct Episode {
     healthy_ticks: u32,
     /// The alarm that announced it (None: not predicted).
     predicted: Option<Fired>,
+    /// Services this violation's diagnoses found nothing in: not named again while it lasts
+    /// (a callee whose queue held a few unread bytes, named as the deepest departed service,
+    /// kept the load-ramp run's saturated caller from being named for 13 s).
+    nothing_found: Vec<ServiceId>,
 }
 
 /// Services with a local action in effect when a diagnosis started.
@@ -424,6 +428,7 @@ impl Responder {
                     why: String::new(),
                     alert,
                     healthy_ticks: 0,
+                    nothing_found: Vec::new(),
                 });
             }
             (Some(true), Some(e)) => e.healthy_ticks = 0,
@@ -462,14 +467,29 @@ impl Responder {
         if e.named || ts_ms < e.name_at_ms {
             return;
         }
-        let (id, why) = match self.labeller.culprit(d) {
+        let front = d
+            .services
+            .iter()
+            .find(|s| s.name == self.watch.cfg.service)
+            .map_or(ServiceId(u32::MAX), |s| s.id);
+        let (id, why) = match self.labeller.culprit_except(d, &e.nothing_found) {
             Some((id, dep)) => (id, dep.why),
-            None => (
-                d.services
-                    .iter()
-                    .find(|s| s.name == self.watch.cfg.service)
-                    .map_or(ServiceId(u32::MAX), |s| s.id),
+            None if e.nothing_found.contains(&front) => {
+                // Everyone who departed, and the front end, were diagnosed with nothing found:
+                // naming one of them again would diagnose it again for nothing.
+                e.named = true;
+                log::info!(
+                    "respond: every service that departed from normal was diagnosed with nothing found; naming no one else in this violation"
+                );
+                return;
+            }
+            None if e.nothing_found.is_empty() => (
+                front,
                 "no service's queues departed from normal: the front end itself".into(),
+            ),
+            None => (
+                front,
+                "no other service's queues departed from normal: the front end itself".into(),
             ),
         };
         e.culprit = d.name_of(id).to_string();
@@ -825,6 +845,7 @@ impl Responder {
         {
             e.named = false;
             e.name_at_ms = tick_ms + NAME_AFTER_MS;
+            e.nothing_found.push(done.id);
             log::info!(
                 "respond: nothing identified for {}; naming the initiator again in {NAME_AFTER_MS} ms",
                 done.culprit
@@ -1504,6 +1525,7 @@ mod tests {
             alert: None,
             healthy_ticks: 0,
             predicted: None,
+            nothing_found: Vec::new(),
         });
         let (tx, rx) = mpsc::channel();
         tx.send(DiagnosisDone {
@@ -1521,6 +1543,26 @@ mod tests {
         let e = r.episode.as_ref().expect("the violation goes on");
         assert!(!e.named, "to be named again");
         assert_eq!(e.name_at_ms, 5000 + NAME_AFTER_MS);
+        assert_eq!(e.nothing_found, vec![ServiceId(1)], "and not nginx again");
+        // Named again: no one else departed (this host knows no services), so the front end
+        // (its id unknown here), never the service just found to have nothing.
+        let st = QosStatus {
+            p99_us: 30_000,
+            requests: 100,
+            violated: Some(true),
+        };
+        let d = Discovery::default();
+        r.track_episode(5000 + NAME_AFTER_MS, &d, &st);
+        let e = r.episode.as_mut().expect("the violation goes on");
+        assert!(e.named && e.culprit_id == ServiceId(u32::MAX), "{}", e.why);
+        assert!(e.why.contains("no other service"), "{}", e.why);
+        // Its diagnosis found nothing too: no one is left to name.
+        e.named = false;
+        e.nothing_found.push(ServiceId(u32::MAX));
+        r.track_episode(5000 + 2 * NAME_AFTER_MS, &d, &st);
+        let e = r.episode.as_ref().expect("the violation goes on");
+        assert!(e.named, "not waiting to be named forever");
+        assert_eq!(e.culprit_id, ServiceId(u32::MAX), "no one new named");
         drop(r);
         let _ = std::fs::remove_dir_all(&dir);
     }
