@@ -210,12 +210,9 @@ impl Labeller {
     /// alone is unreliable because a per-tick snapshot can see a starved back end's queue a
     /// tick or more after its callers' latency rose (measured: memcached throttled by CFS
     /// showed in its receive queue 500 ms after nginx's latency did).
-    pub fn culprit(&self, d: &Discovery) -> Option<(ServiceId, Departure)> {
-        self.culprit_except(d, &[])
-    }
-
-    /// [`Self::culprit`] among the departed services other than `except` (those a diagnosis
-    /// of this violation already found nothing in).
+    ///
+    /// Only among the departed services other than `except` (those a diagnosis of this
+    /// violation already found nothing in).
     pub fn culprit_except(
         &self,
         d: &Discovery,
@@ -374,7 +371,7 @@ mod tests {
                 true,
             );
         }
-        assert_eq!(l.culprit(&d), None, "all normal");
+        assert_eq!(l.culprit_except(&d, &[]), None, "all normal");
         // The middle tier departs, then the front end: the middle tier is the initiator.
         l.observe(
             100,
@@ -386,7 +383,7 @@ mod tests {
             &[sample(1, 20.0), sample(2, 12.0), sample(3, 1.0)],
             false,
         );
-        let (id, dep) = l.culprit(&d).expect("culprit");
+        let (id, dep) = l.culprit_except(&d, &[]).expect("culprit");
         assert_eq!((id, dep.since_ms), (ServiceId(2), 100), "{dep:?}");
         // The back end's queue shows a tick later: it is deeper, so it is the initiator.
         l.observe(
@@ -394,7 +391,7 @@ mod tests {
             &[sample(1, 20.0), sample(2, 12.0), sample(3, 9.0)],
             false,
         );
-        let (id, dep) = l.culprit(&d).expect("culprit");
+        let (id, dep) = l.culprit_except(&d, &[]).expect("culprit");
         assert_eq!((id, dep.since_ms), (ServiceId(3), 300), "{dep:?}");
         assert!(dep.why.starts_with("outstanding "), "{}", dep.why);
         // The back end diagnosed with nothing found: the next deepest, then no one.
@@ -419,7 +416,7 @@ mod tests {
             &[sample(1, 0.0), sample(2, 9.0), sample(4, 9.0)],
             false,
         );
-        assert_eq!(l3.culprit(&d2).map(|c| c.0), Some(ServiceId(4)));
+        assert_eq!(l3.culprit_except(&d2, &[]).map(|c| c.0), Some(ServiceId(4)));
         // Same tick: the deepest wins.
         let mut l2 = Labeller::default();
         for t in 0..40 {
@@ -430,7 +427,7 @@ mod tests {
             &[sample(1, 9.0), sample(2, 9.0), sample(3, 9.0)],
             false,
         );
-        assert_eq!(l2.culprit(&d).map(|c| c.0), Some(ServiceId(3)));
+        assert_eq!(l2.culprit_except(&d, &[]).map(|c| c.0), Some(ServiceId(3)));
         // Back to normal for SETTLE ticks: no longer departed.
         for t in 0..SETTLE as u64 {
             l2.observe(
@@ -439,6 +436,6 @@ mod tests {
                 false,
             );
         }
-        assert_eq!(l2.culprit(&d), None);
+        assert_eq!(l2.culprit_except(&d, &[]), None);
     }
 }
