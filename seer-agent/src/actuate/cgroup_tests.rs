@@ -413,6 +413,48 @@ fn a_watched_response_measures_its_baseline_from_its_start_without_waiting() {
     assert!(took < Duration::from_secs(2), "waited the window: {took:?}");
 }
 
+/// A raised quota whose hold is over: kept while the service uses more than
+/// KEEP_USED_SHARE of what it had before seer, measured between two calls a tick apart (the
+/// first takes a reading); rolled back once it uses less. A cut is never kept.
+#[test]
+fn a_raise_the_service_still_uses_is_kept_past_its_hold() {
+    use super::enforce::KEEP_RECHECK;
+    // Held at a 1-CPU quota, wanting 2: raised to 2.5 CPUs.
+    let api = FakeCpuCgroup::v2_throttled("keep-v2", "100000 100000", 1.0, 1.0, "0-3");
+    let idle = FakeCpuCgroup::v2("keep-v2-idle", "100000 100000", 0.2, "0-3");
+    let batch = FakeCpuCgroup::v2("keep-v2-b", "200000 100000", 2.0, "0-3");
+    let (_d, mut e, _) = enforcing(
+        "keep-v2-j",
+        &[("api", &api), ("idle", &idle), ("batch", &batch)],
+    );
+    let set = |service: &str, level| crate::respond::policy::Decision {
+        mode: Mode::Enforce,
+        actions: vec![Action::Set {
+            service: service.into(),
+            resource: Control::Cpu,
+            level,
+        }],
+        note: None,
+    };
+    e.carry_out(&set("api", 125));
+    e.carry_out(&set("idle", 125));
+    e.carry_out(&set("batch", 75));
+    let first = e.keep_cpu("api", 125).expect("a reading first");
+    assert!(first <= Duration::from_millis(100), "{first:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    // It burns 1 CPU (the fake's counter), more than KEEP_USED_SHARE of the 1 CPU it had.
+    assert_eq!(
+        e.keep_cpu("api", 125),
+        Some(KEEP_RECHECK),
+        "still used: kept"
+    );
+    // 0.2 CPUs of the 1 it had: given back.
+    assert!(e.keep_cpu("idle", 125).is_some(), "a reading first");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(e.keep_cpu("idle", 125), None, "no longer used: rolled back");
+    assert_eq!(e.keep_cpu("batch", 75), None, "a cut is never kept");
+}
+
 #[test]
 fn cutting_an_unlimited_antagonist_starts_from_what_it_uses_and_undo_lifts_the_cap() {
     for burn in [

@@ -65,7 +65,18 @@ pub struct Enforcer {
     /// first step's baseline is measured from them instead of waiting `usage_window` on the
     /// tick thread.
     watched: BTreeMap<String, (CpuCgroup, CpuReading)>,
+    /// CPU readings of raised services whose rollback is due ([`Self::keep_cpu`]), and those
+    /// kept past their hold (said once in the log, not every recheck).
+    due: BTreeMap<String, CpuReading>,
+    kept: std::collections::BTreeSet<String>,
 }
+
+/// A raised CPU quota is kept past its hold while the service uses more than this share of
+/// the quota it had before seer: giving that back would throttle it again (measured: a load
+/// ramp against a capped api broke the QoS 300 ms after each rollback that met its peak).
+pub const KEEP_USED_SHARE: f64 = 0.8;
+/// How often a kept raise is looked at again.
+pub const KEEP_RECHECK: Duration = Duration::from_secs(1);
 
 impl Enforcer {
     /// The enforcer of `enforce` mode: opens the action journal (undoing what a crashed run
@@ -118,6 +129,13 @@ impl crate::respond::Hands for Enforcer {
         }
     }
 
+    fn keep(&mut self, service: &str, resource: Control, level: u32) -> Option<Duration> {
+        match resource {
+            Control::Cpu => self.keep_cpu(service, level),
+            _ => None,
+        }
+    }
+
     fn carry_out(&mut self, dec: &Decision, targets: &[(String, Vec<u32>)]) -> Vec<Outcome> {
         for (name, pids) in targets {
             let cpu = cpu_cgroup_of(name, pids);
@@ -156,6 +174,73 @@ impl Enforcer {
             plans: Vec::new(),
             baselines: BTreeMap::new(),
             watched: BTreeMap::new(),
+            due: BTreeMap::new(),
+            kept: Default::default(),
+        }
+    }
+
+    /// Whether to keep `service`'s CPU raise (`level` > 100 of a quota it had before seer)
+    /// now that its hold is over: `Some(wait)` to ask again after `wait`. Its use is measured
+    /// between two calls at least [`cgroup::MIN_SINCE`] apart, never by waiting on the tick
+    /// thread: the first call takes a reading and asks to be called again a tick later. A
+    /// service that had no quota, a cut (level <= 100) or an unreadable cgroup: rolled back.
+    pub fn keep_cpu(&mut self, service: &str, level: u32) -> Option<Duration> {
+        let (cg, pre_cpus) = match self.baselines.get(service) {
+            Some((
+                cg,
+                CpuBaseline::Quota {
+                    quota_us,
+                    period_us,
+                    ..
+                },
+            )) if level > 100 && *period_us > 0 => {
+                (cg.clone(), *quota_us as f64 / *period_us as f64)
+            }
+            _ => {
+                self.due.remove(service);
+                return None;
+            }
+        };
+        let now = match cg.reading() {
+            Ok(r) => r,
+            Err(e) => {
+                log::debug!("actuate: {service}'s CPU before the rollback: {e}");
+                self.due.remove(service);
+                return None;
+            }
+        };
+        let Some(before) = self.due.remove(service) else {
+            self.due.insert(service.into(), now);
+            return Some(cgroup::MIN_SINCE);
+        };
+        if before.at.elapsed() < cgroup::MIN_SINCE {
+            self.due.insert(service.into(), before);
+            return Some(cgroup::MIN_SINCE);
+        }
+        let used = now.used_since(&before);
+        if used > KEEP_USED_SHARE * pre_cpus {
+            let why = format!(
+                "keeps {service}'s raised CPU quota past its hold: it uses {} CPUs, more than {:.0}% of the {} it had before seer",
+                cpus(used),
+                KEEP_USED_SHARE * 100.0,
+                cpus(pre_cpus)
+            );
+            if self.kept.insert(service.into()) {
+                log::info!("actuate: {why}");
+            } else {
+                log::debug!("actuate: {why}");
+            }
+            self.due.insert(service.into(), now);
+            Some(KEEP_RECHECK)
+        } else {
+            if self.kept.remove(service) {
+                log::info!(
+                    "actuate: {service} uses {} CPUs, within the {} it had before seer: its raise is rolled back",
+                    cpus(used),
+                    cpus(pre_cpus)
+                );
+            }
+            None
         }
     }
 

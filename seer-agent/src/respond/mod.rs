@@ -46,7 +46,7 @@ use crate::{
     discovery::Discovery,
     watch::{Labeller, QosStatus, QosWatch},
 };
-use policy::{Action, Decision, Mode, Outcome, Policy, PolicyConfig, SystemClock};
+use policy::{Action, Control, Decision, Mode, Outcome, Policy, PolicyConfig, SystemClock};
 
 /// What carries decisions out on the host: `actuate`'s journaled enforcer, wired in by the tick
 /// loop (respond decides; the stages above it act).
@@ -58,6 +58,11 @@ pub trait Hands {
     /// A response for `service` begins (its diagnosis starts): what its first step will need
     /// to measure can start now, not on the tick thread when the step comes.
     fn watch(&mut self, _service: &str, _pids: &[u32]) {}
+    /// `service`'s `resource` at `level` is due to be rolled back: `Some(wait)` keeps it (the
+    /// service still uses what the step gave it) and asks again after `wait`.
+    fn keep(&mut self, _service: &str, _resource: Control, _level: u32) -> Option<Duration> {
+        None
+    }
 }
 
 /// Alerts so far: delivered, waiting, failed attempts, refused for good by a receiver.
@@ -338,7 +343,13 @@ impl Responder {
             self.on_prediction(&culprit, id, d, Origin::Observed);
         }
         self.poll_diagnosis(ts_ms, d);
-        let revert = self.policy.on_tick();
+        let (mode, hands) = (self.cfg.mode, &mut self.hands);
+        let revert = self
+            .policy
+            .on_tick_keeping(|s, r, level| match (mode, hands.as_mut()) {
+                (Mode::Enforce, Some(h)) => h.keep(s, r, level),
+                _ => None,
+            });
         if !revert.actions.is_empty() {
             log::info!(
                 "respond: healthy for the hold time: rolling back {:?}",

@@ -277,9 +277,19 @@ impl<C: Clock> Policy<C> {
         d
     }
 
-    /// Called every tick: culprits healthy (no alert) for `hold` get everything done for them
-    /// reverted.
+    /// [`Self::on_tick_keeping`] keeping nothing.
+    #[cfg(test)]
     pub fn on_tick(&mut self) -> Decision {
+        self.on_tick_keeping(|_, _, _| None)
+    }
+
+    /// Called every tick: culprits healthy (no alert) for `hold` get everything done for them
+    /// reverted, except what `keep(service, resource, level)` keeps: `Some(d)` (the service
+    /// still uses what the step gave it) keeps that level and asks again after `d`.
+    pub fn on_tick_keeping(
+        &mut self,
+        mut keep: impl FnMut(&str, Control, u32) -> Option<Duration>,
+    ) -> Decision {
         let now = self.clock.now();
         let hold = self.cfg.hold;
         let healed: Vec<String> = self
@@ -291,16 +301,27 @@ impl<C: Clock> Policy<C> {
         let mut actions = Vec::new();
         for c in healed {
             self.last_alert.remove(&c);
-            self.ungrowable.retain(|(s, _)| *s != c);
-            let keys: Vec<(String, Control)> = self
+            let keys: Vec<((String, Control), u32)> = self
                 .levels
                 .iter()
                 .filter(|(_, (_, culprit))| *culprit == c)
-                .map(|(k, _)| k.clone())
+                .map(|(k, (level, _))| (k.clone(), *level))
                 .collect();
-            for (service, resource) in keys {
+            let mut again: Option<Duration> = None;
+            for ((service, resource), level) in keys {
+                if let Some(d) = keep(&service, resource, level) {
+                    again = Some(again.map_or(d, |a| a.min(d)));
+                    continue;
+                }
                 self.levels.remove(&(service.clone(), resource));
                 actions.push(Action::Revert { service, resource });
+            }
+            match again {
+                // Due again `d` from now: as if its last alert were `hold - d` ago.
+                Some(d) => {
+                    self.last_alert.insert(c, (now + d).saturating_sub(hold));
+                }
+                None => self.ungrowable.retain(|(s, _)| *s != c),
             }
         }
         Decision {
@@ -483,6 +504,42 @@ mod tests {
         );
         let d = p.on_alert("api", Control::Cpu, &ants);
         assert_eq!(level(&d), vec![("api".into(), 125)]);
+    }
+
+    /// A raise the culprit still uses is kept past the hold and looked at again later; once
+    /// it no longer uses it, rolled back.
+    #[test]
+    fn a_raise_still_used_is_kept_past_the_hold_and_asked_about_again() {
+        let clk = FakeClock(Cell::new(Duration::ZERO));
+        let mut p = policy(&clk);
+        p.on_alert("api", Control::Cpu, &[]);
+        clk.0.set(Duration::from_secs(30));
+        let mut asked = Vec::new();
+        let d = p.on_tick_keeping(|s, r, l| {
+            asked.push((s.to_string(), r, l));
+            Some(Duration::from_secs(2))
+        });
+        assert!(d.actions.is_empty(), "kept: {d:?}");
+        assert_eq!(asked, vec![("api".to_string(), Control::Cpu, 125)]);
+        assert!(p.in_effect("api"));
+        assert_eq!(p.level("api", Control::Cpu), 125);
+        clk.0.set(Duration::from_millis(31_900));
+        assert!(
+            p.on_tick_keeping(|_, _, _| panic!("not due yet"))
+                .actions
+                .is_empty(),
+            "asked again only after 2 s"
+        );
+        clk.0.set(Duration::from_secs(32));
+        let d = p.on_tick_keeping(|_, _, _| None);
+        assert_eq!(
+            d.actions,
+            vec![Action::Revert {
+                service: "api".into(),
+                resource: Control::Cpu
+            }]
+        );
+        assert!(!p.in_effect("api"));
     }
 
     #[test]
