@@ -223,6 +223,19 @@ fn enforcing(
     (d, e, p)
 }
 
+/// An enforced decision: `service`'s CPU at `level` percent.
+fn set(service: &str, level: u32) -> crate::respond::policy::Decision {
+    crate::respond::policy::Decision {
+        mode: Mode::Enforce,
+        actions: vec![Action::Set {
+            service: service.into(),
+            resource: Control::Cpu,
+            level,
+        }],
+        note: None,
+    }
+}
+
 /// The number written right after the first `what` in `text` (NaN when there is none).
 fn number_after(text: &str, what: &str) -> f64 {
     text.split_once(what)
@@ -379,15 +392,6 @@ fn v2_raises_start_from_used_plus_throttled_cuts_from_the_quota() {
     let api = FakeCpuCgroup::v2_throttled("wanted-v2", "100000 100000", 1.0, 1.0, "0-3");
     let batch = FakeCpuCgroup::v2_throttled("wanted-v2-b", "200000 100000", 2.0, 1.0, "0-3");
     let (_d, mut e, _) = enforcing("wanted-v2-j", &[("api", &api), ("batch", &batch)]);
-    let set = |service: &str, level| crate::respond::policy::Decision {
-        mode: Mode::Enforce,
-        actions: vec![Action::Set {
-            service: service.into(),
-            resource: Control::Cpu,
-            level,
-        }],
-        note: None,
-    };
     let j = json(&e.carry_out(&set("api", 125)));
     let q = api.quota_cpus().expect("a quota");
     assert!((2.2..=2.8).contains(&q), "125% of ~2 wanted CPUs: {q}: {j}");
@@ -427,15 +431,6 @@ fn a_raise_the_service_still_uses_is_kept_past_its_hold() {
         "keep-v2-j",
         &[("api", &api), ("idle", &idle), ("batch", &batch)],
     );
-    let set = |service: &str, level| crate::respond::policy::Decision {
-        mode: Mode::Enforce,
-        actions: vec![Action::Set {
-            service: service.into(),
-            resource: Control::Cpu,
-            level,
-        }],
-        note: None,
-    };
     e.carry_out(&set("api", 125));
     e.carry_out(&set("idle", 125));
     e.carry_out(&set("batch", 75));
@@ -517,15 +512,7 @@ fn cutting_an_unlimited_antagonist_starts_from_what_it_uses_and_undo_lifts_the_c
 fn raising_a_capped_unlimited_service_lifts_seers_cap_then_has_nothing_to_raise() {
     let burn = FakeCpuCgroup::v2("lift", "max 100000", 2.0, "0-3");
     let (_d, mut e, _) = enforcing("lift-j", &[("burn", &burn)]);
-    let set = |level| crate::respond::policy::Decision {
-        mode: Mode::Enforce,
-        actions: vec![Action::Set {
-            service: "burn".into(),
-            resource: Control::Cpu,
-            level,
-        }],
-        note: None,
-    };
+    let set = |level| set("burn", level);
     let out = e.carry_out(&set(75));
     assert!(
         burn.quota_cpus().is_some_and(|c| (1.3..=1.7).contains(&c)),
@@ -615,15 +602,7 @@ fn cpu_limits_parse_v1_and_v2() {
 fn the_baseline_of_a_changed_quota_comes_from_the_journal() {
     let api = FakeCpuCgroup::v1("journal-base", "400000", "100000", 3.0, "0-7");
     let (d, mut e, _) = enforcing("journal-base-j", &[("api", &api)]);
-    let set = |level| crate::respond::policy::Decision {
-        mode: Mode::Enforce,
-        actions: vec![Action::Set {
-            service: "api".into(),
-            resource: Control::Cpu,
-            level,
-        }],
-        note: None,
-    };
+    let set = |level| set("api", level);
     e.carry_out(&set(125));
     assert_eq!(api.knob("cpu.cfs_quota_us"), "500000");
     let targets = e.targets.clone();

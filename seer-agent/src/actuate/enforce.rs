@@ -71,7 +71,7 @@ pub struct Enforcer {
     kept: std::collections::BTreeSet<String>,
 }
 
-/// A raised CPU quota is kept past its hold while the service uses more than this share of
+/// A raised CPU quota is kept past its hold while the service wants more than this share of
 /// the quota it had before seer: giving that back would throttle it again (measured: a load
 /// ramp against a capped api broke the QoS 300 ms after each rollback that met its peak).
 pub const KEEP_USED_SHARE: f64 = 0.8;
@@ -180,7 +180,8 @@ impl Enforcer {
     }
 
     /// Whether to keep `service`'s CPU raise (`level` > 100 of a quota it had before seer)
-    /// now that its hold is over: `Some(wait)` to ask again after `wait`. Its use is measured
+    /// now that its hold is over: `Some(wait)` to ask again after `wait`. What it wants (used
+    /// plus throttled, [`CpuReading::wanted_since`]) is measured
     /// between two calls at least [`cgroup::MIN_SINCE`] apart, never by waiting on the tick
     /// thread: the first call takes a reading and asks to be called again a tick later. A
     /// service that had no quota, a cut (level <= 100) or an unreadable cgroup: rolled back.
@@ -217,10 +218,14 @@ impl Enforcer {
             self.due.insert(service.into(), before);
             return Some(cgroup::MIN_SINCE);
         }
-        let used = now.used_since(&before);
+        // What it wanted, not what it got: a quota that someone else squeezed again since
+        // (here the testbed's next fault) leaves it using nothing while it is starved.
+        let used = now
+            .wanted_since(&before)
+            .unwrap_or_else(|| now.used_since(&before));
         if used > KEEP_USED_SHARE * pre_cpus {
             let why = format!(
-                "keeps {service}'s raised CPU quota past its hold: it uses {} CPUs, more than {:.0}% of the {} it had before seer",
+                "keeps {service}'s raised CPU quota past its hold: it wants {} CPUs, more than {:.0}% of the {} it had before seer",
                 cpus(used),
                 KEEP_USED_SHARE * 100.0,
                 cpus(pre_cpus)
@@ -235,7 +240,7 @@ impl Enforcer {
         } else {
             if self.kept.remove(service) {
                 log::info!(
-                    "actuate: {service} uses {} CPUs, within the {} it had before seer: its raise is rolled back",
+                    "actuate: {service} wants {} CPUs, within the {} it had before seer: its raise is rolled back",
                     cpus(used),
                     cpus(pre_cpus)
                 );
