@@ -25,7 +25,7 @@
 //! diagnose = true               # find the culprit's saturated resource (microbenchmarks)
 //! cooldown_s = 10               # at most one diagnosis per culprit this often
 //! check_ms = 1500               # after a step: the violation still on then -> one more step
-//! hold_s = 30                   # healthy this long -> actions for the culprit rolled back
+//! hold_s = 30                   # healthy this long -> actions for the culprit rolled back (a CPU raise it still wants: kept)
 //! cpu_floor_pct = 20            # nobody's CPU quota goes below this (% of its CPU before seer)
 //! mb_floor_pct = 30             # nobody's memory bandwidth below this (MBA %)
 //! net_floor_mbit = 50           # nobody's egress ceiling below this
