@@ -59,7 +59,7 @@ pub trait Hands {
     /// to measure can start now, not on the tick thread when the step comes.
     fn watch(&mut self, _service: &str, _pids: &[u32]) {}
     /// `service`'s `resource` at `level` is due to be rolled back: `Some(wait)` keeps it (the
-    /// service still uses what the step gave it) and asks again after `wait`.
+    /// service still wants what the step gave it) and asks again after `wait`.
     fn keep(&mut self, _service: &str, _resource: Control, _level: u32) -> Option<Duration> {
         None
     }
@@ -487,7 +487,8 @@ impl Responder {
             Some((id, dep)) => (id, dep.why),
             None if e.nothing_found.contains(&front) => {
                 // Everyone who departed, and the front end, were diagnosed with nothing found:
-                // naming one of them again would diagnose it again for nothing.
+                // no one new to name. The last one named stays (diagnosed again only after its
+                // cooldown, if the violation lasts that long).
                 e.named = true;
                 log::info!(
                     "respond: every service that departed from normal was diagnosed with nothing found; naming no one else in this violation"

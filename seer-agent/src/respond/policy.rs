@@ -285,7 +285,7 @@ impl<C: Clock> Policy<C> {
 
     /// Called every tick: culprits healthy (no alert) for `hold` get everything done for them
     /// reverted, except what `keep(service, resource, level)` keeps: `Some(d)` (the service
-    /// still uses what the step gave it) keeps that level and asks again after `d`.
+    /// still wants what the step gave it) keeps that level and asks again after `d`.
     pub fn on_tick_keeping(
         &mut self,
         mut keep: impl FnMut(&str, Control, u32) -> Option<Duration>,
