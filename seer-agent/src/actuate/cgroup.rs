@@ -406,27 +406,22 @@ impl CpuCgroup {
     /// CPUs' run queues and the kernel adds it when a queue is let run again (in jumps of a
     /// few hundred ms under a tight quota); the counts move every period.
     pub fn throttling(&self) -> Result<(u64, u64, u64), CgroupError> {
-        let (path, time_key, per_us) = match self {
-            CpuCgroup::V2 { dir } => (dir.join("cpu.stat"), "throttled_usec", 1),
-            CpuCgroup::V1 { cpu, .. } => (cpu.join("cpu.stat"), "throttled_time", 1000),
+        use crate::diagnose::signals::{parse_cpu_stat_periods, parse_cpu_stat_throttled_ns};
+        let path = match self {
+            CpuCgroup::V2 { dir } => dir.join("cpu.stat"),
+            CpuCgroup::V1 { cpu, .. } => cpu.join("cpu.stat"),
         };
         let stat = read_knob(&path)?;
-        let field = |key: &str| -> Result<u64, CgroupError> {
-            let v = stat
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
-                .ok_or_else(|| CgroupError::Parse {
-                    path: path.clone(),
-                    value: stat.clone(),
-                    why: format!("no {key} line"),
-                })?;
-            parse_u64(&path, v)
+        let missing = |why: &str| CgroupError::Parse {
+            path: path.clone(),
+            value: stat.clone(),
+            why: why.into(),
         };
-        Ok((
-            field("nr_periods")?,
-            field("nr_throttled")?,
-            field(time_key)? / per_us,
-        ))
+        let (periods, throttled) = parse_cpu_stat_periods(&stat)
+            .ok_or_else(|| missing("no nr_periods and nr_throttled lines"))?;
+        let ns = parse_cpu_stat_throttled_ns(&stat)
+            .ok_or_else(|| missing("no throttled_time (v1) or throttled_usec (v2) line"))?;
+        Ok((periods, throttled, ns / 1000))
     }
 
     /// The cgroup's cumulative CPU counters now: its usage and, where the files have them, how

@@ -220,13 +220,13 @@ impl Enforcer {
         }
         // What it wanted, not what it got: a quota that someone else squeezed again since
         // (here the testbed's next fault) leaves it using nothing while it is starved.
-        let used = now
+        let wanted = now
             .wanted_since(&before)
             .unwrap_or_else(|| now.used_since(&before));
-        if used > KEEP_USED_SHARE * pre_cpus {
+        if wanted > KEEP_USED_SHARE * pre_cpus {
             let why = format!(
                 "keeps {service}'s raised CPU quota past its hold: it wants {} CPUs, more than {:.0}% of the {} it had before seer",
-                cpus(used),
+                cpus(wanted),
                 KEEP_USED_SHARE * 100.0,
                 cpus(pre_cpus)
             );
@@ -241,7 +241,7 @@ impl Enforcer {
             if self.kept.remove(service) {
                 log::info!(
                     "actuate: {service} wants {} CPUs, within the {} it had before seer: its raise is rolled back",
-                    cpus(used),
+                    cpus(wanted),
                     cpus(pre_cpus)
                 );
             }

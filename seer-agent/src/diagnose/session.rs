@@ -102,14 +102,7 @@ pub fn cpu_evidence(s: &SignalSummary, baseline_us: f64, wait: f64) -> Option<(S
             s.throttled_ratio.min(1.0),
         ))
     } else if held_by_quota(s) {
-        Some((
-            format!(
-                "CFS throttled it in {:.0} of {:.0} quota periods",
-                s.throttled_periods_ratio * s.quota_periods,
-                s.quota_periods
-            ),
-            s.throttled_periods_ratio.min(1.0),
-        ))
+        Some((held_periods(s), s.throttled_periods_ratio.min(1.0)))
     } else if s.runq_wait_ratio >= wait && w >= SLICE_WAIT_US && of_latency >= 0.15 {
         Some((
             format!(
@@ -131,6 +124,15 @@ pub const HELD_PERIODS: f64 = 0.5;
 
 fn held_by_quota(s: &SignalSummary) -> bool {
     s.quota_periods >= 2.0 && s.throttled_periods_ratio >= HELD_PERIODS
+}
+
+/// "its CFS quota ran out in N of M periods".
+fn held_periods(s: &SignalSummary) -> String {
+    format!(
+        "its CFS quota ran out in {:.0} of {:.0} periods",
+        s.throttled_periods_ratio * s.quota_periods,
+        s.quota_periods
+    )
 }
 
 /// How long a culprit with a CFS quota has its cgroup read before any probe (a few periods
@@ -155,29 +157,19 @@ fn held_back_by_its_quota(t: &Target) -> Option<Record> {
     let b = signals::snapshot_scope(Path::new("/proc"), &scope);
     let s = signals::summarize(&a, &b, t0.elapsed());
     if !held_by_quota(&s) {
-        log::debug!(
-            "diagnose: {}'s quota held it back in {:.0} of {:.0} periods: probing",
-            t.name,
-            s.throttled_periods_ratio * s.quota_periods,
-            s.quota_periods
-        );
+        log::debug!("diagnose: {}: {}: probing", t.name, held_periods(&s));
         return None;
     }
-    let why = format!(
-        "its CFS quota ran out in {:.0} of {:.0} periods",
-        s.throttled_periods_ratio * s.quota_periods,
-        s.quota_periods
-    );
-    let confidence = s.throttled_periods_ratio.min(1.0);
     Some(Record {
         service: t.name.clone(),
         ts_ms: crate::util::now_ms(),
         mode: Method::PublicCloud,
         resource: Some(Resource::CpuInt),
-        confidence,
+        confidence: s.throttled_periods_ratio.min(1.0),
         reason: format!(
-            "short of CPU, read from its cgroup before any probe ({} ms): {why}",
-            t0.elapsed().as_millis()
+            "short of CPU, read from its cgroup before any probe ({} ms): {}",
+            t0.elapsed().as_millis(),
+            held_periods(&s)
         ),
         evidence: Evidence {
             signals: Some(s),
@@ -803,7 +795,7 @@ mod tests {
             ..SignalSummary::default()
         };
         let (why, strength) = cpu_evidence(&held, 0.0, 1.0).expect("held back");
-        assert!(why.contains("in 4 of 5 quota periods"), "{why}");
+        assert!(why.contains("ran out in 4 of 5 periods"), "{why}");
         assert!((strength - 0.8).abs() < 1e-9);
         let once = SignalSummary {
             throttled_periods_ratio: 1.0,

@@ -495,13 +495,16 @@ impl Responder {
                 );
                 return;
             }
-            None if e.nothing_found.is_empty() => (
-                front,
-                "no service's queues departed from normal: the front end itself".into(),
-            ),
             None => (
                 front,
-                "no other service's queues departed from normal: the front end itself".into(),
+                format!(
+                    "no {}service's queues departed from normal: the front end itself",
+                    if e.nothing_found.is_empty() {
+                        ""
+                    } else {
+                        "other "
+                    }
+                ),
             ),
         };
         e.culprit = d.name_of(id).to_string();
