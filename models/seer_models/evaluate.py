@@ -35,6 +35,7 @@ GROUPS = {
     "sockets": ["rx_queue_bytes", "accept_backlog", "connections", "tx_queue_bytes"],
     "turns": ["outstanding", "requests", "latency_p50_us", "latency_p99_us"],
     "epoll": ["epoll_calls", "epoll_events", "epoll_wait_ms"],
+    "cpu": ["cpu_run_ms", "cpu_wait_ms", "cpu_throttled"],
 }
 
 
@@ -53,8 +54,8 @@ def zero_channels(runs: list[D.Run], names: list[str]) -> list[D.Run]:
     return out
 
 
-def scores_of(score_fn, runs, thr, h, first):
-    return [M.score_run(r, score_fn(r), thr, h, first) for r in runs]
+def scores_of(score_fn, runs, thr, h, first, k=M.CONSECUTIVE):
+    return [M.score_run(r, score_fn(r), thr, h, first, k) for r in runs]
 
 
 def judge(score_fn, val, tests: dict, h: int, first: int) -> dict:
@@ -66,10 +67,10 @@ def judge(score_fn, val, tests: dict, h: int, first: int) -> dict:
             cache[id(r)] = score_fn(r)
         return cache[id(r)]
 
-    thr, vs = T.choose_threshold(lambda t: M.summarise(scores_of(s, val, t, h, first), val))
-    out = {"threshold": thr, "val": vs}
+    thr, k, vs = T.choose_alarm(lambda t, kk: M.summarise(scores_of(s, val, t, h, first, kk), val))
+    out = {"threshold": thr, "consecutive": k, "val": vs}
     for name, runs in tests.items():
-        sc = scores_of(s, runs, thr, h, first)
+        sc = scores_of(s, runs, thr, h, first, k)
         out[name] = M.summarise(sc, runs)
         vios = [v for x in sc for v in x["violations"]]
         pred = [v for v in vios if M.predictable(v)]
@@ -92,11 +93,11 @@ def pct(xs):
     return 100.0 * sum(xs) / len(xs) if xs else float("nan")
 
 
-def train_net(net, train, val, norm, h, t_len, n_max, epochs, budget, seed=1, init=None, label_h=None):
+def train_net(net, train, val, norm, h, t_len, n_max, epochs, budget, seed=1, init=None, label_h=None, ahead_weight=1.0):
     """Trains on labels of horizon `label_h` (default `h`); scores every run."""
     prep = [T.Prepared(r, norm, label_h or h, t_len) for r in train]
     t0 = time.time()
-    model, info = T.fit(net, prep, t_len, train[0].x.shape[2], n_max, epochs, seed, "cpu", budget, init=init)
+    model, info = T.fit(net, prep, t_len, train[0].x.shape[2], n_max, epochs, seed, "cpu", budget, init=init, ahead_weight=ahead_weight)
     info["wall_s"] = time.time() - t0
     cache = {}
 
@@ -123,6 +124,8 @@ def main(argv=None) -> int:
     ap.add_argument("--t-len", type=int, default=10)
     ap.add_argument("--horizon-ms", type=int, default=100, help="the horizon of the main table and the shipped model")
     ap.add_argument("--label-horizon-ms", type=int, default=None, help="horizon of the networks' training labels in the main table (default: --horizon-ms)")
+    ap.add_argument("--ahead-weight", type=float, default=1.0, help="the networks' loss weight of positive ticks before their violation starts (train.py --ahead-weight)")
+    ap.add_argument("--nets", nargs="+", default=None, help="train only these networks (the shipped one included); default: all")
     ap.add_argument("--threshold-on", default="train+val", choices=T.THRESHOLD_ON, help="the runs every method's threshold is chosen on")
     ap.add_argument("--n-max", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1)
@@ -144,9 +147,10 @@ def main(argv=None) -> int:
     thr_runs = T.threshold_runs(a.threshold_on, by["train"], by["val"])
     os.makedirs(os.path.join(a.out, "report"), exist_ok=True)
     results, train_info, models = {}, {}, {}
-    for net in GRAPH_NETS + ["hybrid", "cnn", "lstm"]:
+    trained = [n for n in GRAPH_NETS + ["hybrid", "cnn", "lstm"] if a.nets is None or n in a.nets or n == a.ship_net]
+    for net in trained:
         log(f"training {net} (budget {a.budget_s:.0f} s)")
-        model, score, info = train_net(net, by["train"], by["val"], norm, h, t_len, a.n_max, a.epochs, a.budget_s, label_h=a.label_horizon_ms)
+        model, score, info = train_net(net, by["train"], by["val"], norm, h, t_len, a.n_max, a.epochs, a.budget_s, label_h=a.label_horizon_ms, ahead_weight=a.ahead_weight)
         results[net] = judge(score, thr_runs, tests, h, first)
         train_info[net] = info
         models[net] = model
@@ -166,7 +170,7 @@ def main(argv=None) -> int:
 
     # Ship the network that does best on the unseen topologies (anticipated x precision);
     # the fixed-N networks are ruled out where they cannot take a deployment's service count.
-    best_net = max(GRAPH_NETS + ["hybrid", "cnn", "lstm"], key=lambda n: unseen_key(results[n]) if "test_unseen" in results[n] else 0)
+    best_net = max(trained, key=lambda n: unseen_key(results[n]) if "test_unseen" in results[n] else 0)
     log(f"best on unseen topologies: {best_net}")
     # The shipped network takes any N and the call graph, and fits the agent's inference budget
     # (10 ms at N = 1000): the plain graph network. graph-factored's two attention rounds cost
@@ -182,15 +186,15 @@ def main(argv=None) -> int:
     if a.ship:
         base = os.path.join(a.out, f"seer-graph-h{h}")
         exp = T.export_onnx(models[ship_net], ship_net, t_len, len(by["train"][0].channels), a.n_max, base + ".onnx")
-        args = argparse.Namespace(out=base, net=ship_net, horizon_ms=h, label_horizon_ms=a.label_horizon_ms, threshold_on=a.threshold_on, t_len=t_len, n_max=a.n_max, seed=1)
+        args = argparse.Namespace(out=base, net=ship_net, horizon_ms=h, label_horizon_ms=a.label_horizon_ms, ahead_weight=a.ahead_weight, threshold_on=a.threshold_on, t_len=t_len, n_max=a.n_max, seed=1)
         plan = json.load(open(os.path.join(a.corpus, "plan.json")))
-        thr = results[ship_net]["threshold"]
+        thr, k = results[ship_net]["threshold"], results[ship_net]["consecutive"]
         # The card's figures are the validation runs' (what the agent gates its alarms on),
         # whichever runs chose the threshold.
         val_scores = results[ship_net]["val"]
         if a.threshold_on != "val":
-            val_scores = M.summarise(scores_of(lambda r: T.predict_run(models[ship_net], ship_net, T.Prepared(r, norm, h, t_len), a.n_max), by["val"], thr, h, first), by["val"])
-        card = T.make_card(args, by["train"][0].channels, norm, thr, exp, train_info[ship_net], plan, by["train"], by["val"], val_scores)
+            val_scores = M.summarise(scores_of(lambda r: T.predict_run(models[ship_net], ship_net, T.Prepared(r, norm, h, t_len), a.n_max), by["val"], thr, h, first, k), by["val"])
+        card = T.make_card(args, by["train"][0].channels, norm, thr, k, exp, train_info[ship_net], plan, by["train"], by["val"], val_scores)
         card["test"] = {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_") and kk != "by"} for k, v in results[ship_net].items() if k in tests}
         T.write_card(base + ".json", card)
         shipped = base
@@ -374,13 +378,13 @@ def write_report(a, by, results, train_info, figs, infer_ms, best_net, ship_net,
         if not any(k in r for r in results.values()):
             continue
         w(f"### {k}\n")
-        w("| method | thr | violations | anticipated % | predictable: anticipated % | step: anticipated % | culprit top-1 % | precision % | precision, known outcomes % | false alarms / fault-free h | lead p50 ms |")
-        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        w("| method | thr | ticks in a row | violations | anticipated % | predictable: anticipated % | step: anticipated % | culprit top-1 % | precision % | precision, known outcomes % | false alarms / fault-free h | lead p50 ms |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name, r in results.items():
             t = r.get(k)
             if not t:
                 continue
-            w(f"| {name} | {r['threshold']} | {t['violations']} | {fmt(t['anticipated_pct'])} | {fmt(t['predictable']['anticipated_pct'])} (n={t['predictable']['n']}) | {fmt(t['step']['anticipated_pct'])} (n={t['step']['n']}) | {fmt(t['top1_pct'])} | {fmt(t['precision_pct'])} | {fmt(t['precision_known_pct'])} | {fmt(t['false_alarms_per_fault_free_hour'])} | {fmt(t['lead_ms_p50'], 0)} |")
+            w(f"| {name} | {r['threshold']} | {r['consecutive']} | {t['violations']} | {fmt(t['anticipated_pct'])} | {fmt(t['predictable']['anticipated_pct'])} (n={t['predictable']['n']}) | {fmt(t['step']['anticipated_pct'])} (n={t['step']['n']}) | {fmt(t['top1_pct'])} | {fmt(t['precision_pct'])} | {fmt(t['precision_known_pct'])} | {fmt(t['false_alarms_per_fault_free_hour'])} | {fmt(t['lead_ms_p50'], 0)} |")
         w("")
     w("The fault oracle is not a predictor: it is told each injected fault's target from the tick the fault starts, so what it misses no predictor can anticipate under these definitions (a violation that begins more than the horizon plus a window after its fault started is judged un-anticipated even for it; a step that bites within a tick is too).\n")
     g = results[ship_net]

@@ -4,10 +4,18 @@ agent's Rust inference can be checked against Python's (the agent's test
 `infer::tests::rust_and_python_give_the_same_probabilities`).
 
     PYTHONPATH=models python -m seer_models.fixture
+    PYTHONPATH=models python -m seer_models.fixture --from ~/.cache/seer/corpus --runs 000-small 003-g01
+
+The second form first replaces models/fixtures/corpus with those runs of a recorded corpus
+(their scenario, faults, violations, summary and dataset; the first becomes `train`, the
+second `val`): needed when the channels change, as the fixture must be what the agent records.
 """
 
+import argparse
+import datetime
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -21,7 +29,50 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(os.path.dirname(HERE), "fixtures")
 
 
-def main() -> int:
+RUN_FILES = ["scenario.toml", "faults.json", "violations.json", "summary.json"]
+DATASET_FILES = ["samples.arrow", "manifest.json", "edges.csv"]
+
+
+def refresh_corpus(src: str, names: list[str]) -> None:
+    """models/fixtures/corpus <- runs `names` of the corpus at `src` (train, then val)."""
+    plan = json.load(open(os.path.join(src, "plan.json")))
+    by_name = {e["name"]: e for e in plan["entries"]}
+    dst = os.path.join(FIXTURES, "corpus")
+    shutil.rmtree(os.path.join(dst, "runs"), ignore_errors=True)
+    entries = []
+    for name, split in zip(names, ["train", "val"]):
+        if name not in by_name:
+            raise SystemExit(f"{src}: no run {name} in its plan")
+        run_src = os.path.join(src, "runs", name)
+        run_dst = os.path.join(dst, "runs", name)
+        os.makedirs(os.path.join(run_dst, "dataset"))
+        for f in RUN_FILES:
+            shutil.copy(os.path.join(run_src, f), os.path.join(run_dst, f))
+        for f in DATASET_FILES:
+            shutil.copy(os.path.join(run_src, "dataset", f), os.path.join(run_dst, "dataset", f))
+        entries.append({**by_name[name], "split": split})
+    today = datetime.date.today().isoformat()
+    plan = {
+        **{k: v for k, v in plan.items() if k != "entries"},
+        "runs": len(entries),
+        "entries": entries,
+        "note": f"A fixture for models/tests: {len(entries)} runs copied from `cargo xtask corpus` (seed {plan['seed']}) output on {today}, splits reassigned (train, val).",
+    }
+    with open(os.path.join(dst, "plan.json"), "w") as f:
+        json.dump(plan, f, indent=1)
+        f.write("\n")
+    print(f"fixture corpus <- {', '.join(names)} from {src}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--from", dest="src", help="a recorded corpus to take the fixture runs from")
+    ap.add_argument("--runs", nargs=2, metavar=("TRAIN", "VAL"), help="the two runs (with --from)")
+    a = ap.parse_args(argv)
+    if a.src:
+        if not a.runs:
+            ap.error("--from needs --runs TRAIN VAL")
+        refresh_corpus(os.path.expanduser(a.src), a.runs)
     out = os.path.join(FIXTURES, "parity")
     os.makedirs(out, exist_ok=True)
     base = os.path.join(out, "model")
@@ -64,12 +115,13 @@ def main() -> int:
         (pp,) = sess.run(["p"], {"x": wins[i : i + 1], "edges": edges})
         probs[t - 1 + i] = pp[0]
     rows = []
-    for thr in sorted({float(card["threshold"]), 0.5}):
-        sc = M.score_run(run, probs, thr, card["horizon_ms"], t - 1)
+    for thr, k in sorted({(float(card["threshold"]), int(card["consecutive"])), (0.5, 1), (0.5, 2)}):
+        sc = M.score_run(run, probs, thr, card["horizon_ms"], t - 1, k)
         vios = sc["violations"]
         rows.append(
             {
                 "threshold": thr,
+                "consecutive": k,
                 "violations": len(vios),
                 "anticipated": sum(v["anticipated"] for v in vios),
                 "top1": sum(v["top1"] for v in vios),

@@ -6,8 +6,9 @@ is made at e_i = ts_i + tick):
 - label: service n initiates a violation within H of tick i when a violation whose initiator is
   n is active at e_i (start <= e_i < end + step) or starts in (e_i, e_i + H];
 - alarm: the agent's alarm policy over p (`seer-agent/src/respond/alarm.rs`, same defaults):
-  it fires when p[i, n] >= threshold (chosen on the training and validation runs, `--threshold-on`) for CONSECUTIVE ticks in a
-  row, clears after CONSECUTIVE ticks under HYSTERESIS x threshold, and a service that fired
+  it fires when p[i, n] >= threshold for k ticks in a row (threshold and k, 1 or 2, chosen
+  together on the training and validation runs, `--threshold-on`; the card carries both),
+  clears after k ticks under HYSTERESIS x threshold, and a service that fired
   cannot fire again for COOLDOWN_MS; an alarm is "on" from the tick it fires until it clears;
 - anticipated: an alarm on the violation's initiator fires (its rising edge) at some tick
   with start - H - window <= e_i < start (at least one tick before the start, at most the
@@ -34,13 +35,16 @@ from .data import Run
 
 WINDOW_MS = 1000
 STEP_MS = 100
-# The agent's [predict] defaults (seer-agent/src/config.rs PredictConfig).
+# The agent's [predict] defaults (seer-agent/src/config.rs PredictConfig). CONSECUTIVE is the
+# default only: the evaluation chooses it with the threshold (1 or 2 ticks) and the card carries
+# it, as the agent's alarm policy then does.
 CONSECUTIVE = 2
+CONSECUTIVE_CHOICES = (1, 2)
 HYSTERESIS = 0.8
 COOLDOWN_MS = 30_000
 
 
-def alarm_policy(p: np.ndarray, ts_ms: np.ndarray, threshold: float) -> np.ndarray:
+def alarm_policy(p: np.ndarray, ts_ms: np.ndarray, threshold: float, consecutive: int = CONSECUTIVE) -> np.ndarray:
     """[T, N] bool: the alarm as the agent's policy raises it (see the module doc)."""
     t, n = p.shape
     on = np.zeros((t, n), bool)
@@ -57,11 +61,11 @@ def alarm_policy(p: np.ndarray, ts_ms: np.ndarray, threshold: float) -> np.ndarr
                 above = 0
                 if v < threshold * HYSTERESIS:
                     below += 1
-            if not firing and above >= CONSECUTIVE:
+            if not firing and above >= consecutive:
                 if last is None or ts_ms[i] - last >= COOLDOWN_MS:
                     firing = True
                     last = ts_ms[i]
-            elif firing and below >= CONSECUTIVE:
+            elif firing and below >= consecutive:
                 firing = False
             on[i, j] = firing
     return on
@@ -111,13 +115,13 @@ def alarm_episodes(alarm: np.ndarray) -> list[tuple[int, int]]:
     return [(int(i), int(j)) for i, j in zip(*np.nonzero(edges))]
 
 
-def score_run(run: Run, p: np.ndarray, threshold: float, horizon_ms: int, first_tick: int = 0) -> dict:
+def score_run(run: Run, p: np.ndarray, threshold: float, horizon_ms: int, first_tick: int = 0, consecutive: int = CONSECUTIVE) -> dict:
     """Per-violation and per-alarm outcomes of one run. `p` [T, N]; ticks before `first_tick`
     (no full window yet) are not judged."""
     e = run.ts_ms + run.tick_ms
     q = p.copy()
     q[:first_tick] = 0.0
-    alarm = alarm_policy(q, e, threshold)
+    alarm = alarm_policy(q, e, threshold, consecutive)
     index = {s: i for i, s in enumerate(run.services)}
     out = {"violations": [], "episodes": 0, "false_episodes": 0, "unknown_episodes": 0}
     for v in run.violations:

@@ -110,8 +110,8 @@ def test_the_shipped_models_fit_the_agents_channels():
 
 def test_the_alarm_policy_is_the_agents():
     """The same sequences as seer-agent/src/respond/alarm.rs's tests, the same outcomes."""
-    def events(ps):
-        on = M.alarm_policy(np.array(ps, np.float32)[:, None], np.arange(1, len(ps) + 1) * 100, 0.5)[:, 0]
+    def events(ps, k=2):
+        on = M.alarm_policy(np.array(ps, np.float32)[:, None], np.arange(1, len(ps) + 1) * 100, 0.5, k)[:, 0]
         out, prev = [], False
         for i, a in enumerate(on):
             if a and not prev:
@@ -124,6 +124,9 @@ def test_the_alarm_policy_is_the_agents():
     assert events([0.6, 0.1, 0.7, 0.9, 0.45, 0.45, 0.3, 0.2]) == [(400, "fired"), (800, "cleared")]
     # The agent's cooldown there is 1 s; here the default 30 s: no second alarm within it.
     assert events([0.9, 0.9, 0.1, 0.1] + [0.9] * 8) == [(200, "fired"), (400, "cleared")]
+    # One tick in a row (a card may choose it): fires on the first tick over, clears on the
+    # first under the hysteresis.
+    assert events([0.6, 0.1, 0.7, 0.9, 0.45, 0.45, 0.3, 0.2], k=1) == [(100, "fired"), (200, "cleared")]
 
 
 def test_an_anticipation_needs_an_alarm_that_fires_in_the_look_window():

@@ -3,7 +3,8 @@
 //! zeros mean "not observed").
 use crate::sys::bpf::Hook;
 
-/// (channels, hooks that must all be attached — `a|b` means either, how it is observed)
+/// (channels, hooks that must all be attached — `a|b` means either, `file:PATH` a file the
+/// kernel must have — how it is observed)
 pub const NEEDS: &[(&[&str], &[&str], &str)] = &[
     (
         &[],
@@ -38,17 +39,25 @@ pub const NEEDS: &[(&[&str], &[&str], &str)] = &[
         "request turns: sock_recv_length/sock_send_length (outstanding falls back to last-in/last-out clocks)",
     ),
     (
+        &["cpu_run_ms", "cpu_wait_ms", "cpu_throttled"],
+        &["file:/proc/self/schedstat"],
+        "no hook: each watched process's threads' schedstat and its CPU cgroup's cpu.stat, read every tick (cpu_throttled stays 0 without a CFS quota)",
+    ),
+    (
         &[],
         &["seer_connect"],
         "call graph from connect() (else only connections seen at discovery)",
     ),
 ];
 
-/// Whether every hook a row needs is attached.
+/// Whether every hook a row needs is attached (`file:PATH`: a file the kernel has, for rows read
+/// from files: `schedstat` needs CONFIG_SCHED_INFO).
 pub fn available(hooks: &[Hook], needs: &[&str]) -> bool {
     needs.iter().all(|alts| {
-        alts.split('|')
-            .any(|p| hooks.iter().any(|h| h.program == p))
+        alts.split('|').any(|p| match p.strip_prefix("file:") {
+            Some(path) => std::path::Path::new(path).exists(),
+            None => hooks.iter().any(|h| h.program == p),
+        })
     })
 }
 
@@ -92,6 +101,10 @@ mod tests {
         assert_eq!(missing(&few).len(), 3 + 3);
         assert!(!missing(&few).contains(&"nic_rx_pkts"));
         assert!(missing(&[hook("seer_tc_ingress")]).contains(&"nic_rx_pkts"));
+        // The CPU channels need no hook, only the kernel's schedstat files.
+        assert!(!missing(&[]).contains(&"cpu_wait_ms"));
+        assert!(available(&[], &["file:/proc/self/schedstat"]));
+        assert!(!available(&[], &["file:/proc/self/no-such-file"]));
         for (channels, _, _) in NEEDS {
             for c in *channels {
                 assert!(

@@ -87,8 +87,8 @@ pub struct PredictConfig {
     /// (default: the threshold in the model's card, chosen on its validation runs).
     pub threshold: Option<f32>,
     /// Ticks in a row over the threshold before the alarm fires (and under the hysteresis
-    /// before it clears).
-    pub consecutive: u32,
+    /// before it clears) (default: the model card's, chosen with its threshold: 1 or 2).
+    pub consecutive: Option<u32>,
     /// The alarm clears under hysteresis x threshold.
     pub hysteresis: f32,
     /// After an alarm, the same service does not alarm again for this long.
@@ -103,7 +103,7 @@ impl Default for PredictConfig {
     fn default() -> Self {
         PredictConfig {
             threshold: None,
-            consecutive: 2,
+            consecutive: None,
             hysteresis: 0.8,
             cooldown_s: 30,
             min_precision_pct: 80.0,
@@ -353,10 +353,11 @@ impl Config {
                 p.threshold.unwrap_or_default()
             ));
         }
-        if !(1..=100).contains(&p.consecutive) {
+        if let Some(k) = p.consecutive
+            && !(1..=100).contains(&k)
+        {
             return Err(format!(
-                "[predict] consecutive = {}: expected 1 ..= 100 ticks",
-                p.consecutive
+                "[predict] consecutive = {k}: expected 1 ..= 100 ticks"
             ));
         }
         if !(p.hysteresis > 0.0 && p.hysteresis <= 1.0) {

@@ -3,7 +3,7 @@
 //! tick allocates nothing but what `Vec::push` reuses.
 use seer_common::{
     LAT_BUCKETS, MAX_SLOTS, SlotCounters, SockRecord, TCP_LISTEN, quantile_us,
-    sample::{CHANNELS, Channel, Sample},
+    sample::{CHANNELS, Channel, Sample, ServiceId},
 };
 
 use crate::discovery::Discovery;
@@ -241,6 +241,107 @@ impl Sampler {
     }
 }
 
+/// One process's or cgroup's CPU counters at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuCounters {
+    /// Its threads' time on a CPU and runnable waiting for one (`schedstat`, ns), summed.
+    pub run_ns: u64,
+    pub wait_ns: u64,
+}
+
+/// Where the CPU channels come from: files, not hooks (a test gives its own).
+pub trait CpuSource {
+    /// A process's threads' counters; None when it is gone.
+    fn threads(&mut self, pid: u32) -> Option<CpuCounters>;
+    /// The CPU cgroup directory (holding `cpu.stat`) of a process; None when there is none.
+    fn cgroup_dir(&mut self, pid: u32) -> Option<std::path::PathBuf>;
+    /// `(nr_periods, nr_throttled)` of that cgroup's `cpu.stat`.
+    fn periods(&mut self, dir: &std::path::Path) -> Option<(u64, u64)>;
+}
+
+/// The host's /proc and cgroupfs.
+pub struct ProcCpu;
+
+impl CpuSource for ProcCpu {
+    fn threads(&mut self, pid: u32) -> Option<CpuCounters> {
+        crate::sys::procfs::threads_schedstat(std::path::Path::new("/proc"), pid)
+            .map(|(run_ns, wait_ns)| CpuCounters { run_ns, wait_ns })
+    }
+    fn cgroup_dir(&mut self, pid: u32) -> Option<std::path::PathBuf> {
+        crate::sys::procfs::cpu_cgroup_dir(pid)
+    }
+    fn periods(&mut self, dir: &std::path::Path) -> Option<(u64, u64)> {
+        crate::sys::cgroupfs::read(&dir.join("cpu.stat"))
+            .ok()
+            .as_deref()
+            .and_then(crate::sys::cgroupfs::parse_cpu_stat_periods)
+    }
+}
+
+/// The CPU channels (`cpu_run_ms`, `cpu_wait_ms`, `cpu_throttled`), per service per tick: what
+/// its processes' threads' schedstat and its cgroup's `cpu.stat` moved since the last tick.
+/// Counted per process, so a process that joins a service counts from its first tick on, not
+/// with its whole history, and one that exits takes nothing away.
+#[derive(Default)]
+pub struct CpuChannels {
+    /// pid -> its counters at the last tick.
+    prev: std::collections::HashMap<u32, CpuCounters>,
+    cur: std::collections::HashMap<u32, CpuCounters>,
+    /// Service -> its CPU cgroup directory and that cgroup's periods at the last tick (the
+    /// directory is found again at every discovery round).
+    cgroups: std::collections::HashMap<ServiceId, (std::path::PathBuf, Option<(u64, u64)>)>,
+}
+
+impl CpuChannels {
+    /// Finds each service's CPU cgroup (from its first process); call after every discovery.
+    pub fn on_discovery(&mut self, src: &mut dyn CpuSource, d: &Discovery) {
+        let mut next = std::collections::HashMap::new();
+        for s in &d.services {
+            let Some(dir) = s.pids.first().and_then(|&p| src.cgroup_dir(p)) else {
+                continue;
+            };
+            let last = match self.cgroups.remove(&s.id) {
+                Some((old, last)) if old == dir => last,
+                _ => None,
+            };
+            next.insert(s.id, (dir, last));
+        }
+        self.cgroups = next;
+    }
+
+    /// Sets the CPU channels of `out` (one sample per service of `d`, same order).
+    pub fn fill(&mut self, src: &mut dyn CpuSource, d: &Discovery, out: &mut [Sample]) {
+        self.cur.clear();
+        for (s, sample) in d.services.iter().zip(out.iter_mut()) {
+            let (mut run, mut wait) = (0u64, 0u64);
+            for &pid in &s.pids {
+                let Some(now) = src.threads(pid) else {
+                    continue;
+                };
+                if let Some(p) = self.prev.get(&pid) {
+                    run += now.run_ns.saturating_sub(p.run_ns);
+                    wait += now.wait_ns.saturating_sub(p.wait_ns);
+                }
+                self.cur.insert(pid, now);
+            }
+            sample.set(Channel::CpuRunMs, run as f32 / 1e6);
+            sample.set(Channel::CpuWaitMs, wait as f32 / 1e6);
+            if let Some((dir, last)) = self.cgroups.get_mut(&s.id) {
+                let now = src.periods(dir);
+                if let (Some((p0, t0)), Some((p1, t1))) = (*last, now) {
+                    let periods = p1.saturating_sub(p0);
+                    if periods > 0 {
+                        let share = t1.saturating_sub(t0) as f32 / periods as f32;
+                        sample.set(Channel::CpuThrottled, share.min(1.0));
+                    }
+                }
+                *last = now;
+            }
+        }
+        std::mem::swap(&mut self.prev, &mut self.cur);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use seer_common::{lat_bucket, lat_bucket_upper_us};
@@ -460,5 +561,91 @@ mod tests {
         assert!(after(5, 3));
         assert!(after(2, u32::MAX - 1));
         assert!(!after(3, 3));
+    }
+
+    /// Processes' thread counters and one cgroup's periods, set by the test.
+    #[derive(Default)]
+    struct FakeCpu {
+        threads: std::collections::HashMap<u32, CpuCounters>,
+        periods: (u64, u64),
+    }
+
+    impl CpuSource for FakeCpu {
+        fn threads(&mut self, pid: u32) -> Option<CpuCounters> {
+            self.threads.get(&pid).copied()
+        }
+        fn cgroup_dir(&mut self, _pid: u32) -> Option<std::path::PathBuf> {
+            Some("/fake/web".into())
+        }
+        fn periods(&mut self, _dir: &std::path::Path) -> Option<(u64, u64)> {
+            Some(self.periods)
+        }
+    }
+
+    #[test]
+    fn cpu_channels_are_per_tick_deltas_per_process() {
+        let socks = vec![SockRecord {
+            state: TCP_LISTEN,
+            lport: 80,
+            inode: 1,
+            ..Default::default()
+        }];
+        let (mut d, _) = web(&socks);
+        let mut src = FakeCpu::default();
+        let ms = |run: u64, wait: u64| CpuCounters {
+            run_ns: run * 1_000_000,
+            wait_ns: wait * 1_000_000,
+        };
+        src.threads.insert(7, ms(500, 40));
+        src.periods = (10, 2);
+        let mut cpu = CpuChannels::default();
+        cpu.on_discovery(&mut src, &d);
+        let mut out = vec![Sample::default()];
+        let tick =
+            |cpu: &mut CpuChannels, src: &mut FakeCpu, d: &Discovery, out: &mut Vec<Sample>| {
+                out[0] = Sample::default();
+                cpu.fill(src, d, out);
+                (
+                    out[0].get(Channel::CpuRunMs),
+                    out[0].get(Channel::CpuWaitMs),
+                    out[0].get(Channel::CpuThrottled),
+                )
+            };
+        // The first tick is history, not this tick's use.
+        assert_eq!(tick(&mut cpu, &mut src, &d, &mut out), (0.0, 0.0, 0.0));
+        src.threads.insert(7, ms(530, 52));
+        src.periods = (11, 3);
+        assert_eq!(tick(&mut cpu, &mut src, &d, &mut out), (30.0, 12.0, 1.0));
+        // Two periods, one throttled; a second process joins with its history: not counted.
+        d.services[0].pids.push(8);
+        src.threads.insert(8, ms(9_000, 9_000));
+        src.threads.insert(7, ms(540, 52));
+        src.periods = (13, 4);
+        assert_eq!(tick(&mut cpu, &mut src, &d, &mut out), (10.0, 0.0, 0.5));
+        src.threads.insert(8, ms(9_005, 9_001));
+        src.periods = (14, 4);
+        assert_eq!(tick(&mut cpu, &mut src, &d, &mut out), (5.0, 1.0, 0.0));
+        // A process that exits takes nothing away; no period passed: not throttled.
+        src.threads.remove(&8);
+        assert_eq!(tick(&mut cpu, &mut src, &d, &mut out), (0.0, 0.0, 0.0));
+    }
+
+    /// The host's own files: this test process's threads ran, and its cgroup (if any) reads.
+    #[test]
+    fn cpu_channels_read_this_process_from_proc() {
+        let me = std::process::id();
+        let a = ProcCpu.threads(me).expect("this process's schedstat");
+        let t0 = std::time::Instant::now();
+        let mut x = 0u64;
+        while t0.elapsed() < std::time::Duration::from_millis(30) {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        let b = ProcCpu.threads(me).expect("this process's schedstat");
+        assert!(
+            b.run_ns >= a.run_ns + 10_000_000,
+            "30 ms of spinning shows as run time: {a:?} -> {b:?}"
+        );
+        assert!(ProcCpu.threads(u32::MAX).is_none(), "no such process");
     }
 }

@@ -13,7 +13,7 @@ use crate::{
     discovery::{Discovery, MapChanges},
     output,
     respond::Responder,
-    sampler::{KernelSource, Sampler},
+    sampler::{CpuChannels, KernelSource, ProcCpu, Sampler},
     serve::metrics::{self, AgentStats},
     store::Recorder,
     sys::{self, bpf::Probes},
@@ -78,6 +78,8 @@ struct Agent {
     probes: Probes,
     disc: Discovery,
     sampler: Sampler,
+    /// The CPU channels, from /proc and cgroupfs.
+    cpu: CpuChannels,
     socks: Vec<SockRecord>,
     /// Discovery's walk over every process's sockets (reused between rounds).
     owner_recs: Vec<SockRecord>,
@@ -177,6 +179,7 @@ impl Agent {
                 turns,
                 !probes.hooks.iter().any(|h| h.program == "seer_tc_ingress"),
             ),
+            cpu: CpuChannels::default(),
             cfg,
             probes,
             disc,
@@ -216,6 +219,7 @@ impl Agent {
             ts,
             &mut self.samples,
         )?;
+        self.cpu.fill(&mut ProcCpu, &self.disc, &mut self.samples);
         if let Some(p) = &mut self.predictor {
             p.on_tick(ts, &self.disc.services, &self.samples, &self.disc.edges);
         }
@@ -334,6 +338,7 @@ impl Agent {
         procs.retain(|p| p.pid != me);
         let ch = self.disc.refresh(&self.cfg, &self.socks, &procs);
         apply(&self.probes, &ch)?;
+        self.cpu.on_discovery(&mut ProcCpu, &self.disc);
         // The per-process walk (where the kernel refuses the socket-storage one) follows the
         // watched services' processes.
         self.probes.watch_processes(
@@ -662,8 +667,8 @@ pub fn responder(
     Responder::new(qos, cfg, tick_ms, store, hands, replay_failed, outbox)
 }
 
-/// `[predict]` over the model in use: the alarm policy (the card's threshold unless the config
-/// sets one; the live table marks the same threshold) and whether alarms act.
+/// `[predict]` over the model in use: the alarm policy (the card's threshold and ticks in a row
+/// unless the config sets them; the live table marks the same threshold) and whether alarms act.
 fn model_ctx(
     cfg: &crate::config::PredictConfig,
     m: &crate::infer::ModelInfo,
@@ -671,7 +676,7 @@ fn model_ctx(
     crate::respond::ModelCtx {
         alarm: crate::respond::alarm::AlarmConfig {
             threshold: cfg.threshold.unwrap_or(m.threshold),
-            consecutive: cfg.consecutive,
+            consecutive: cfg.consecutive.unwrap_or(m.consecutive),
             hysteresis: cfg.hysteresis,
             cooldown_ms: cfg.cooldown_s * 1000,
         },

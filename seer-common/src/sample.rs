@@ -31,9 +31,17 @@ pub enum Channel {
     Connections,
     /// Bytes written by the service and not yet acknowledged by peers (gauge).
     TxQueueBytes,
+    /// Milliseconds its threads ran on a CPU during the tick (rate; `/proc/PID/task/*/schedstat`).
+    CpuRunMs,
+    /// Milliseconds its threads were runnable but waited for a CPU (rate; the same files): the
+    /// run-queue wait that a CPU hog beside it, or too many runnable threads, makes.
+    CpuWaitMs,
+    /// Share of the CFS periods of the tick in which its cgroup ran out of its CPU quota
+    /// (0..1, `cpu.stat` `nr_throttled / nr_periods`; 0 without a quota).
+    CpuThrottled,
 }
 
-pub const CHANNELS: usize = 13;
+pub const CHANNELS: usize = 16;
 
 /// Channel names as they appear in JSON output, exported datasets and model cards.
 pub const CHANNEL_NAMES: [&str; CHANNELS] = [
@@ -50,6 +58,9 @@ pub const CHANNEL_NAMES: [&str; CHANNELS] = [
     "latency_p99_us",
     "connections",
     "tx_queue_bytes",
+    "cpu_run_ms",
+    "cpu_wait_ms",
+    "cpu_throttled",
 ];
 
 /// What each channel measures, one line (Prometheus HELP text, `--help`, model cards).
@@ -67,6 +78,9 @@ pub const CHANNEL_HELP: [&str; CHANNELS] = [
     "99th percentile latency of the requests the service answered during the tick.",
     "Established connections on the service's ports.",
     "Bytes the service sent that the peer has not acknowledged yet.",
+    "Time the service's threads ran on a CPU during the tick.",
+    "Time the service's threads were runnable but waited for a CPU during the tick.",
+    "Share of the tick's CFS periods in which the service's cgroup ran out of its CPU quota.",
 ];
 
 /// Stable identity of a discovered service within one agent's store (assigned by the agent).

@@ -519,7 +519,7 @@ mod tests {
         assert_eq!(first, 7);
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let expected = [
-            "010d0200",   // kind 1 (samples), 13 channels, 2 entries
+            "01100200",   // kind 1 (samples), 16 channels, 2 entries
             "00",         // id delta 0 (the row key holds 7)
             "c310",       // channels 0, 1, 6, 7, 12 present
             "0c",         // 3 = integer 3
@@ -532,6 +532,22 @@ mod tests {
         ]
         .concat();
         assert_eq!(hex, expected);
+        // A chunk written before the CPU channels (13 of them) reads with those as zeros.
+        let mut old = hex_bytes(&expected);
+        old[1] = 13;
+        let mut dec = ChunkReader::new(7, &old).expect("header");
+        let mut out = [9.0f32; CHANNELS];
+        assert_eq!(dec.next_samples(&mut out), Ok(Some(7)));
+        assert_eq!(out, a);
+        assert_eq!(dec.next_samples(&mut out), Ok(Some(9)));
+        assert_eq!(out, [0.0; CHANNELS]);
+    }
+
+    fn hex_bytes(h: &str) -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+            .collect()
     }
 
     #[test]

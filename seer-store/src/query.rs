@@ -21,6 +21,9 @@ pub const ALL_CHANNELS: [Channel; CHANNELS] = [
     Channel::LatencyP99Us,
     Channel::Connections,
     Channel::TxQueueBytes,
+    Channel::CpuRunMs,
+    Channel::CpuWaitMs,
+    Channel::CpuThrottled,
 ];
 
 /// The channel called `name` in `CHANNEL_NAMES` (e.g. "outstanding").

@@ -130,6 +130,9 @@ fn special_values_survive_bit_exact() {
         -7.25,
         1.0 / 3.0,
         65536.0,
+        f32::NEG_INFINITY,
+        f32::MIN_POSITIVE,
+        0.5,
     ];
     store.write_tick(T0, &[s], &[]).expect("write");
     let got = store
@@ -329,7 +332,7 @@ fn tick_is_recorded_by_the_writer_not_by_readers() {
     // A CLI opening with defaults must not rewrite it.
     let cli = Store::open(&path, StoreConfig::default()).expect("open");
     assert_eq!(cli.tick_ms().expect("tick"), 50);
-    assert_eq!(CHANNELS, 13);
+    assert_eq!(CHANNELS, 16);
 }
 
 #[test]

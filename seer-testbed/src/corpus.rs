@@ -440,7 +440,13 @@ fn scenario_text(
         .filter(|v| v.kind == "rpc")
         .collect();
     for (i, (kind, onset)) in faults.iter().enumerate() {
-        let duration = 4.0 + 6.0 * rng.f64();
+        // A ramp grows over 2-8 s (the first corpus's 0.5-5 s were mostly steps at a 100 ms
+        // tick: its violations began within a few ticks of the onset) and holds 2-5 s more.
+        let ramp_s = 2.0 + 6.0 * rng.f64();
+        let duration = match *onset {
+            "ramp" => ramp_s + 2.0 + 3.0 * rng.f64(),
+            _ => 4.0 + 6.0 * rng.f64(),
+        };
         let slot = RUN_S / faults.len() as f64;
         let start = i as f64 * slot + 3.0 + (slot - duration - 6.0).max(0.0) * rng.f64();
         let target = match *kind {
@@ -470,7 +476,7 @@ fn scenario_text(
         );
         match *onset {
             "ramp" => {
-                let _ = writeln!(s, "ramp_s = {:.1}", (0.5 + 4.5 * rng.f64()).min(duration));
+                let _ = writeln!(s, "ramp_s = {ramp_s:.1}");
             }
             "bursts" => {
                 let on = 0.5 + rng.f64();

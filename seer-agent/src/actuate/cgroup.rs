@@ -406,7 +406,7 @@ impl CpuCgroup {
     /// CPUs' run queues and the kernel adds it when a queue is let run again (in jumps of a
     /// few hundred ms under a tight quota); the counts move every period.
     pub fn throttling(&self) -> Result<(u64, u64, u64), CgroupError> {
-        use crate::diagnose::signals::{parse_cpu_stat_periods, parse_cpu_stat_throttled_ns};
+        use crate::sys::cgroupfs::{parse_cpu_stat_periods, parse_cpu_stat_throttled_ns};
         let path = match self {
             CpuCgroup::V2 { dir } => dir.join("cpu.stat"),
             CpuCgroup::V1 { cpu, .. } => cpu.join("cpu.stat"),

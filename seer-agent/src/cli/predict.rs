@@ -33,6 +33,9 @@ pub struct PredictArgs {
     /// Alarm threshold for the dataset's metrics (default: the model card's).
     #[arg(long)]
     pub threshold: Option<f32>,
+    /// Ticks in a row over the threshold before an alarm fires (default: the model card's).
+    #[arg(long)]
+    pub consecutive: Option<u32>,
 }
 
 fn fmt(v: Option<f64>) -> String {
@@ -45,7 +48,7 @@ fn run_dataset(
     m: &mut crate::infer::Bench,
 ) -> anyhow::Result<()> {
     let ds = read_dataset(dir)?;
-    let (p, s) = replay_dataset(&ds, m, a.threshold)?;
+    let (p, s) = replay_dataset(&ds, m, a.threshold, a.consecutive)?;
     if a.json {
         for (ts, row) in ds.ts_ms.iter().zip(&p) {
             let each: serde_json::Map<String, serde_json::Value> = ds
@@ -305,11 +308,12 @@ pub fn read_dataset(dir: &std::path::Path) -> anyhow::Result<Dataset> {
 }
 
 /// The model over every tick of a dataset (0 before its first full window, as the report
-/// does), and the report's metrics with `threshold` (default: the card's).
+/// does), and the report's metrics with `threshold` and `consecutive` (default: the card's).
 pub fn replay_dataset(
     ds: &Dataset,
     m: &mut crate::infer::Bench,
     threshold: Option<f32>,
+    consecutive: Option<u32>,
 ) -> anyhow::Result<(Vec<Vec<f32>>, crate::cli::score::Scores)> {
     use seer_common::sample::CHANNELS;
     let (t_len, n) = (m.t(), ds.services.len());
@@ -335,6 +339,7 @@ pub fn replay_dataset(
     }
     let cfg = crate::respond::alarm::AlarmConfig {
         threshold: threshold.unwrap_or(m.threshold()),
+        consecutive: consecutive.unwrap_or(m.consecutive()),
         ..crate::respond::alarm::AlarmConfig::agent_defaults()
     };
     let s = crate::cli::score::score_run(
@@ -371,7 +376,8 @@ mod tests {
         assert!(rows.len() >= 2);
         for w in rows {
             let thr = w["threshold"].as_f64().expect("threshold") as f32;
-            let (_, s) = replay_dataset(&ds, &mut m, Some(thr)).expect("replay");
+            let k = w["consecutive"].as_u64().expect("consecutive") as u32;
+            let (_, s) = replay_dataset(&ds, &mut m, Some(thr), Some(k)).expect("replay");
             let n = |k: &str| w[k].as_u64().expect(k) as usize;
             let leads: Vec<u64> = w["leads_ms"]
                 .as_array()
@@ -396,7 +402,7 @@ mod tests {
                     n("false_episodes"),
                     &leads
                 ),
-                "threshold {thr}: the agent's figures differ from Python's"
+                "threshold {thr}, {k} ticks in a row: the agent's figures differ from Python's"
             );
             assert!(
                 s.violations > 0 && s.episodes > 0,

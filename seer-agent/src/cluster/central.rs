@@ -510,6 +510,7 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
             let model = predictor.status().model;
             let cfg = AlarmConfig {
                 threshold: model.as_ref().map_or(0.5, |m| m.threshold),
+                consecutive: model.as_ref().map_or(2, |m| m.consecutive),
                 ..AlarmConfig::agent_defaults()
             };
             for ev in alarms.update(&cfg, p.ts_ms, &p.pairs()) {

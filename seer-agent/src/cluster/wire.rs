@@ -422,7 +422,7 @@ pub(crate) mod tests {
         let mut b = Vec::new();
         t.encode(&mut b);
         assert_eq!(HostTick::decode(&b), Ok(t));
-        // 2 services of 13 channels: well under a kilobyte.
+        // 2 services of 16 channels: well under a kilobyte.
         assert!(b.len() < 300, "{} bytes", b.len());
     }
 

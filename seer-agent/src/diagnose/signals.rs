@@ -14,6 +14,10 @@ use std::{
     time::Duration,
 };
 
+use crate::sys::{
+    cgroupfs::{parse_cpu_stat_periods, parse_cpu_stat_throttled_ns},
+    procfs,
+};
 use serde::{Deserialize, Serialize};
 
 /// Cumulative counters at one instant.
@@ -118,12 +122,6 @@ pub struct SignalSummary {
     /// Memory cgroup use / limit (0 when unlimited).
     #[serde(default)]
     pub mem_used_ratio: f64,
-}
-
-/// `run_ns wait_ns timeslices`
-pub fn parse_schedstat(s: &str) -> Option<(u64, u64)> {
-    let mut it = s.split_whitespace();
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
 /// `run_ns wait_ns timeslices` -> all three.
@@ -291,28 +289,6 @@ pub fn parse_psi_some_total(s: &str) -> Option<u64> {
         .ok()
 }
 
-/// cgroup v1 `throttled_time N` (ns) or v2 `throttled_usec N` -> ns.
-pub fn parse_cpu_stat_throttled_ns(s: &str) -> Option<u64> {
-    for l in s.lines() {
-        let mut it = l.split_whitespace();
-        match (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) {
-            (Some("throttled_time"), Some(v)) => return Some(v),
-            (Some("throttled_usec"), Some(v)) => return Some(v * 1000),
-            _ => {}
-        }
-    }
-    None
-}
-
-/// cpu.stat (v1 and v2) -> (`nr_periods`, `nr_throttled`).
-pub fn parse_cpu_stat_periods(s: &str) -> Option<(u64, u64)> {
-    let field = |key: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-    };
-    Some((field("nr_periods")?, field("nr_throttled")?))
-}
-
 /// Whether the cgroup directory `dir` (v1 `cpu` or v2) has a CFS quota: v1
 /// `cpu.cfs_quota_us` other than -1, v2 `cpu.max` other than `max ...`.
 pub fn has_cfs_quota(dir: &Path) -> bool {
@@ -366,20 +342,10 @@ pub fn parse_diskstats_busy_ms(s: &str) -> u64 {
 /// directory holding `cpu.stat`). Missing files count as zero: PSI may be off, a pid may exit.
 pub fn snapshot(proc_root: &Path, pids: &[u32], cpu_cgroup_dir: Option<&Path>) -> Snapshot {
     let mut s = Snapshot::default();
-    for pid in pids {
-        let tasks = proc_root.join(pid.to_string()).join("task");
-        let Ok(dir) = fs::read_dir(&tasks) else {
-            continue;
-        };
-        for t in dir.flatten() {
-            if let Some((run, wait)) = fs::read_to_string(t.path().join("schedstat"))
-                .ok()
-                .as_deref()
-                .and_then(parse_schedstat)
-            {
-                s.run_ns += run;
-                s.wait_ns += wait;
-            }
+    for &pid in pids {
+        if let Some((run, wait)) = procfs::threads_schedstat(proc_root, pid) {
+            s.run_ns += run;
+            s.wait_ns += wait;
         }
     }
     if let Some(d) = cpu_cgroup_dir
@@ -520,7 +486,7 @@ mod tests {
 
     #[test]
     fn parsers_read_the_kernel_formats() {
-        assert_eq!(parse_schedstat("1200 300 7\n"), Some((1200, 300)));
+        assert_eq!(procfs::parse_schedstat("1200 300 7\n"), Some((1200, 300)));
         assert_eq!(
             parse_psi_some_total(
                 "some avg10=1.48 avg60=4.56 avg300=7.80 total=583858024\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"

@@ -133,21 +133,6 @@ fn cpus_of(pid: u32) -> Vec<usize> {
         .unwrap_or_default()
 }
 
-/// v1 `N:cpu,cpuacct:/path` -> /sys/fs/cgroup/cpu/path; v2 `0::/path` -> /sys/fs/cgroup/path.
-fn cpu_cgroup_dir(pid: u32) -> Option<PathBuf> {
-    let text = procfs::cgroup_file(pid).ok()?;
-    let has_stat = |d: &PathBuf| d.join("cpu.stat").exists();
-    let rel = |p: &str| p.trim_start_matches('/').to_string();
-    procfs::cgroup_path(&text, Some("cpu"))
-        .map(|p| PathBuf::from("/sys/fs/cgroup/cpu").join(rel(p)))
-        .filter(has_stat)
-        .or_else(|| {
-            procfs::cgroup_path(&text, None)
-                .map(|p| PathBuf::from("/sys/fs/cgroup").join(rel(p)))
-                .filter(has_stat)
-        })
-}
-
 /// The memory controller's directory: v1 `N:memory:/path`, else the v2 tree.
 fn mem_cgroup_dir(pid: u32) -> Option<PathBuf> {
     let text = procfs::cgroup_file(pid).ok()?;
@@ -239,8 +224,8 @@ pub fn of_service(s: &crate::discovery::Service) -> Target {
             .map(|c| c.trim().to_string())
             .unwrap_or_else(|_| s.comm.clone()),
         cpus,
-        threads_file: threads_file(cpu_cgroup_dir(first).as_ref(), &s.cgroup),
-        cpu_cgroup_dir: cpu_cgroup_dir(first),
+        threads_file: threads_file(procfs::cpu_cgroup_dir(first).as_ref(), &s.cgroup),
+        cpu_cgroup_dir: procfs::cpu_cgroup_dir(first),
         cwd: PathBuf::from(format!("/proc/{first}/cwd")),
         mem_cgroup_dir: mem_cgroup_dir(first),
     }

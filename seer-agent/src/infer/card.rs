@@ -6,6 +6,10 @@ use seer_common::sample::{CHANNEL_NAMES, CHANNELS};
 
 pub const CARD_FORMAT: &str = "seer-model-card-v1";
 
+fn two_ticks() -> u32 {
+    2
+}
+
 #[derive(Clone, Debug, Deserialize)]
 pub struct Card {
     pub format: String,
@@ -17,6 +21,10 @@ pub struct Card {
     pub tick_ms: u64,
     pub horizon_ms: u64,
     pub threshold: f32,
+    /// Ticks in a row at or over the threshold before an alarm fires, chosen with the threshold
+    /// (cards from before it: the agent's old default, 2).
+    #[serde(default = "two_ticks")]
+    pub consecutive: u32,
     pub normalisation: Normalisation,
     pub services: ServicesSpec,
     /// Channels that were zeros in every training run (this host's kernel may see them; the
@@ -139,6 +147,12 @@ impl Card {
         }
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
             bad.push(format!("threshold {} is not in (0, 1)", self.threshold));
+        }
+        if !(1..=100).contains(&self.consecutive) {
+            bad.push(format!(
+                "consecutive {} is not 1 ..= 100 ticks",
+                self.consecutive
+            ));
         }
         for z in &self.zeroed_channels {
             if !ours.contains(&z.as_str()) {

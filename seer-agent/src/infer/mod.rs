@@ -138,6 +138,8 @@ pub struct ModelInfo {
     pub network: String,
     pub horizon_ms: u64,
     pub threshold: f32,
+    /// Ticks in a row over the threshold before an alarm fires (the card's).
+    pub consecutive: u32,
     pub t: usize,
     pub library: PathBuf,
     /// Precision measured on the model's validation runs (None: the card does not say).
@@ -320,6 +322,9 @@ impl Bench {
     pub fn threshold(&self) -> f32 {
         self.l.card.threshold
     }
+    pub fn consecutive(&self) -> u32 {
+        self.l.card.consecutive
+    }
     pub fn horizon_ms(&self) -> u64 {
         self.l.card.horizon_ms
     }
@@ -332,6 +337,7 @@ fn info(path: &Path, l: &Loaded, lib: &Path) -> ModelInfo {
         network: l.card.network.clone(),
         horizon_ms: l.card.horizon_ms,
         threshold: l.card.threshold,
+        consecutive: l.card.consecutive,
         t: l.card.t,
         library: lib.to_path_buf(),
         precision_pct: l.card.validation.as_ref().and_then(|v| v.precision_pct),
@@ -362,12 +368,13 @@ impl Predictor {
         let loaded = load(env, model, tick_ms)?;
         let mi = info(model, &loaded, lib);
         log::info!(
-            "predict: model {} ({} network, T = {}, horizon {} ms, threshold {}) from {}, ONNX Runtime {}",
+            "predict: model {} ({} network, T = {}, horizon {} ms, threshold {} for {} tick(s) in a row) from {}, ONNX Runtime {}",
             mi.name,
             mi.network,
             mi.t,
             mi.horizon_ms,
             mi.threshold,
+            mi.consecutive,
             mi.path.display(),
             mi.library.display()
         );

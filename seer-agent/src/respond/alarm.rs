@@ -29,12 +29,13 @@ pub enum AlarmEvent {
 }
 
 impl AlarmConfig {
-    /// `[predict]`'s defaults (config.rs), threshold 0.5 until a card says otherwise.
+    /// `[predict]`'s defaults (config.rs), threshold 0.5 and 2 ticks in a row until a card
+    /// says otherwise.
     pub fn agent_defaults() -> AlarmConfig {
         let d = crate::config::PredictConfig::default();
         AlarmConfig {
             threshold: d.threshold.unwrap_or(0.5),
-            consecutive: d.consecutive,
+            consecutive: d.consecutive.unwrap_or(2),
             hysteresis: d.hysteresis,
             cooldown_ms: d.cooldown_s * 1000,
         }
@@ -142,10 +143,14 @@ mod tests {
     };
 
     fn run(alarms: &mut Alarms, ps: &[f32]) -> Vec<(u64, &'static str)> {
+        run_with(&CFG, alarms, ps)
+    }
+
+    fn run_with(cfg: &AlarmConfig, alarms: &mut Alarms, ps: &[f32]) -> Vec<(u64, &'static str)> {
         let mut out = Vec::new();
         for (i, &p) in ps.iter().enumerate() {
             let ts = 100 * (i as u64 + 1);
-            for e in alarms.update(&CFG, ts, &[(ServiceId(1), p)]) {
+            for e in alarms.update(cfg, ts, &[(ServiceId(1), p)]) {
                 out.push(match e {
                     AlarmEvent::Fired { at_ms, .. } => (at_ms, "fired"),
                     AlarmEvent::Cleared { at_ms, .. } => (at_ms, "cleared"),
@@ -162,6 +167,19 @@ mod tests {
         // it does not count towards clearing.
         let ev = run(&mut a, &[0.6, 0.1, 0.7, 0.9, 0.45, 0.45, 0.3, 0.2]);
         assert_eq!(ev, vec![(400, "fired"), (800, "cleared")]);
+        // One tick in a row (a card may choose it; models/tests has the same case): fires on
+        // the first tick over, clears on the first under the hysteresis.
+        let one = AlarmConfig {
+            consecutive: 1,
+            ..CFG
+        };
+        let ev = run_with(
+            &one,
+            &mut Alarms::default(),
+            &[0.6, 0.1, 0.7, 0.9, 0.45, 0.45, 0.3, 0.2],
+        );
+        // (0.7 at 300 ms is within the 1 s cooldown.)
+        assert_eq!(ev, vec![(100, "fired"), (200, "cleared")]);
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! /proc: which processes hold which sockets, their names and cgroups.
-use std::{fs, path::Path};
+//! /proc: which processes hold which sockets, their names and cgroups, and their threads'
+//! CPU time.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 /// One process that holds at least one socket.
 #[derive(Clone, Debug, Default)]
@@ -146,6 +150,47 @@ pub fn parse_cgroup(s: &str) -> String {
             .unwrap_or("/")
             .to_string(),
     }
+}
+
+/// `run_ns wait_ns timeslices` (a `schedstat` line) -> (run_ns, wait_ns).
+pub fn parse_schedstat(s: &str) -> Option<(u64, u64)> {
+    let mut it = s.split_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// Time every thread of `pid` ran on a CPU and waited runnable for one, summed over
+/// `PROC/PID/task/*/schedstat` (ns); None when the process is gone. Threads that exited are not
+/// counted (a caller taking deltas clamps at zero).
+pub fn threads_schedstat(proc_root: &Path, pid: u32) -> Option<(u64, u64)> {
+    let dir = fs::read_dir(proc_root.join(pid.to_string()).join("task")).ok()?;
+    let (mut run, mut wait) = (0u64, 0u64);
+    for t in dir.flatten() {
+        if let Some((r, w)) = fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .as_deref()
+            .and_then(parse_schedstat)
+        {
+            run = run.saturating_add(r);
+            wait = wait.saturating_add(w);
+        }
+    }
+    Some((run, wait))
+}
+
+/// The directory holding `cpu.stat` of `pid`'s CPU cgroup: v1 `N:cpu,cpuacct:/path` ->
+/// /sys/fs/cgroup/cpu/path; v2 `0::/path` -> /sys/fs/cgroup/path.
+pub fn cpu_cgroup_dir(pid: u32) -> Option<PathBuf> {
+    let text = cgroup_file(pid).ok()?;
+    let has_stat = |d: &PathBuf| d.join("cpu.stat").exists();
+    let rel = |p: &str| p.trim_start_matches('/').to_string();
+    cgroup_path(&text, Some("cpu"))
+        .map(|p| PathBuf::from("/sys/fs/cgroup/cpu").join(rel(p)))
+        .filter(has_stat)
+        .or_else(|| {
+            cgroup_path(&text, None)
+                .map(|p| PathBuf::from("/sys/fs/cgroup").join(rel(p)))
+                .filter(has_stat)
+        })
 }
 
 #[cfg(test)]

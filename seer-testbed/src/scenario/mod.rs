@@ -263,7 +263,7 @@ pub enum FaultKind {
 #[serde(rename_all = "snake_case")]
 pub enum Onset {
     Step,
-    /// Linear ramp from no fault to full intensity over `ramp_s` (0.5-5 s), then held.
+    /// Ramp from no fault to full intensity over `ramp_s` (0.5-10 s), then held.
     Ramp,
     /// Full intensity for `burst_on_s` of every `burst_period_s`.
     Bursts,

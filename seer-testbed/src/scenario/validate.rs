@@ -290,11 +290,11 @@ fn faults(sc: &Scenario) -> Check {
         match f.onset {
             Onset::Step => {}
             Onset::Ramp => match f.ramp_s {
-                Some(r) if (0.5..=5.0).contains(&r) && r <= f.duration_s => {}
+                Some(r) if (0.5..=10.0).contains(&r) && r <= f.duration_s => {}
                 _ => {
                     return Err((
                         off,
-                        "a ramp needs ramp_s in [0.5, 5] and no longer than duration_s".into(),
+                        "a ramp needs ramp_s in [0.5, 10] and no longer than duration_s".into(),
                     ));
                 }
             },
