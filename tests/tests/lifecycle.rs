@@ -310,6 +310,8 @@ fn prometheus_endpoint_serves_channels_and_health() {
     // anywhere, and `seer_epoll_wait_ms`.
     promtool_check(&body);
     assert!(body.contains("seer_epoll_wait_seconds{"), "{body}");
+    assert!(body.contains("seer_cpu_wait_seconds{"), "{body}");
+    assert!(body.contains("seer_cpu_throttled_ratio{"), "{body}");
 }
 
 /// The HTTP listener cannot stop the agent or leak its private data (issue 14, finding 3).
@@ -532,7 +534,7 @@ fn doctor_reports_every_channel_on_this_kernel() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["btf"]["ok"], true);
     let channels = v["channels"].as_array().expect("channels");
-    assert_eq!(channels.len(), 6);
+    assert_eq!(channels.len(), 7);
     assert!(
         channels.iter().all(|c| c["ok"] == true),
         "every channel on 6.18: {v}"

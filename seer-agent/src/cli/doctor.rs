@@ -58,7 +58,9 @@ pub fn doctor(
             } else {
                 names.join(", ")
             };
-            json!({ "channels": label, "ok": available(&hooks, progs), "via": via })
+            // Without the programs the agent samples nothing, files or not.
+            let ok = probes.is_some() && available(&hooks, progs);
+            json!({ "channels": label, "ok": ok, "via": via })
         })
         .collect();
     let cluster = cluster.map(|(url, creds, ca)| crate::cluster::probe(url, creds, ca));

@@ -85,6 +85,9 @@ fn prom_name(channel: &str) -> (&str, f64) {
         "epoll_wait_ms" => ("epoll_wait_seconds", 1e-3),
         "latency_p50_us" => ("latency_p50_seconds", 1e-6),
         "latency_p99_us" => ("latency_p99_seconds", 1e-6),
+        "cpu_run_ms" => ("cpu_run_seconds", 1e-3),
+        "cpu_wait_ms" => ("cpu_wait_seconds", 1e-3),
+        "cpu_throttled" => ("cpu_throttled_ratio", 1.0),
         other => (other, 1.0),
     }
 }
