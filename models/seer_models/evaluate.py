@@ -188,13 +188,13 @@ def main(argv=None) -> int:
         exp = T.export_onnx(models[ship_net], ship_net, t_len, len(by["train"][0].channels), a.n_max, base + ".onnx")
         args = argparse.Namespace(out=base, net=ship_net, horizon_ms=h, label_horizon_ms=a.label_horizon_ms, ahead_weight=a.ahead_weight, threshold_on=a.threshold_on, t_len=t_len, n_max=a.n_max, seed=1)
         plan = json.load(open(os.path.join(a.corpus, "plan.json")))
-        thr, k = results[ship_net]["threshold"], results[ship_net]["consecutive"]
+        thr, ticks = results[ship_net]["threshold"], results[ship_net]["consecutive"]
         # The card's figures are the validation runs' (what the agent gates its alarms on),
         # whichever runs chose the threshold.
         val_scores = results[ship_net]["val"]
         if a.threshold_on != "val":
-            val_scores = M.summarise(scores_of(lambda r: T.predict_run(models[ship_net], ship_net, T.Prepared(r, norm, h, t_len), a.n_max), by["val"], thr, h, first, k), by["val"])
-        card = T.make_card(args, by["train"][0].channels, norm, thr, k, exp, train_info[ship_net], plan, by["train"], by["val"], val_scores)
+            val_scores = M.summarise(scores_of(lambda r: T.predict_run(models[ship_net], ship_net, T.Prepared(r, norm, h, t_len), a.n_max), by["val"], thr, h, first, ticks), by["val"])
+        card = T.make_card(args, by["train"][0].channels, norm, thr, ticks, exp, train_info[ship_net], plan, by["train"], by["val"], val_scores)
         card["test"] = {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_") and kk != "by"} for k, v in results[ship_net].items() if k in tests}
         T.write_card(base + ".json", card)
         shipped = base

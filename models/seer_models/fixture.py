@@ -4,7 +4,7 @@ agent's Rust inference can be checked against Python's (the agent's test
 `infer::tests::rust_and_python_give_the_same_probabilities`).
 
     PYTHONPATH=models python -m seer_models.fixture
-    PYTHONPATH=models python -m seer_models.fixture --from ~/.cache/seer/corpus --runs 000-small 003-g01
+    PYTHONPATH=models python -m seer_models.fixture --from ~/.cache/seer/corpus --runs 020-g18 004-g02
 
 The second form first replaces models/fixtures/corpus with those runs of a recorded corpus
 (their scenario, faults, violations, summary and dataset; the first becomes `train`, the

@@ -1,6 +1,8 @@
 //! One `Sample` per service per tick, from the kernel counters (deltas), the latency histograms
 //! (deltas -> p50/p99) and one TCP iterator pass (gauges). Buffers are allocated once; a warm
-//! tick allocates nothing but what `Vec::push` reuses.
+//! tick allocates nothing but what `Vec::push` reuses, except the CPU channels
+//! ([`CpuChannels`]): their file reads (a directory listing and a `schedstat` per thread, a
+//! `cpu.stat` per service) allocate a path and a buffer per file.
 use seer_common::{
     LAT_BUCKETS, MAX_SLOTS, SlotCounters, SockRecord, TCP_LISTEN, quantile_us,
     sample::{CHANNELS, Channel, Sample, ServiceId},

@@ -508,10 +508,11 @@ pub async fn run(o: CentralOptions) -> anyhow::Result<()> {
         if let Some(p) = predictor.latest().filter(|p| p.ts_ms > alarmed_ts) {
             alarmed_ts = p.ts_ms;
             let model = predictor.status().model;
+            let d = AlarmConfig::agent_defaults();
             let cfg = AlarmConfig {
-                threshold: model.as_ref().map_or(0.5, |m| m.threshold),
-                consecutive: model.as_ref().map_or(2, |m| m.consecutive),
-                ..AlarmConfig::agent_defaults()
+                threshold: model.as_ref().map_or(d.threshold, |m| m.threshold),
+                consecutive: model.as_ref().map_or(d.consecutive, |m| m.consecutive),
+                ..d
             };
             for ev in alarms.update(&cfg, p.ts_ms, &p.pairs()) {
                 let AlarmEvent::Fired { id, p: prob, .. } = ev else {

@@ -215,6 +215,7 @@ pub fn of_service(s: &crate::discovery::Service) -> Target {
     // Lowest port first; IPv4 before IPv6.
     addrs.sort_by_key(|a| (a.port(), a.is_ipv6()));
     addrs.dedup();
+    let cpu_cgroup_dir = procfs::cpu_cgroup_dir(first);
     Target {
         name: s.name.clone(),
         pids: s.pids.clone(),
@@ -224,8 +225,8 @@ pub fn of_service(s: &crate::discovery::Service) -> Target {
             .map(|c| c.trim().to_string())
             .unwrap_or_else(|_| s.comm.clone()),
         cpus,
-        threads_file: threads_file(procfs::cpu_cgroup_dir(first).as_ref(), &s.cgroup),
-        cpu_cgroup_dir: procfs::cpu_cgroup_dir(first),
+        threads_file: threads_file(cpu_cgroup_dir.as_ref(), &s.cgroup),
+        cpu_cgroup_dir,
         cwd: PathBuf::from(format!("/proc/{first}/cwd")),
         mem_cgroup_dir: mem_cgroup_dir(first),
     }
